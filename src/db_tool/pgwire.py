@@ -1,0 +1,153 @@
+"""A minimal PostgreSQL wire-protocol client for unix sockets with trust auth.
+
+Used where spawning psql (~30 ms) or importing psycopg (~300 ms) would dominate:
+readiness checks after start, "does this database exist", CREATE DATABASE.
+Only the simple-query protocol and AuthenticationOk are supported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import struct
+import time
+from dataclasses import dataclass
+
+
+class PgError(Exception):
+    """An ErrorResponse from the server (or a connection problem: code '08006')."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{message} ({code})")
+        self.code = code
+        self.message = message
+
+
+def socket_path(sockdir: str | os.PathLike[str], port: int) -> str:
+    return os.path.join(os.fspath(sockdir), f".s.PGSQL.{port}")
+
+
+@dataclass
+class Connection:
+    sock: socket.socket
+
+    def _read_exact(self, n: int) -> bytes:
+        buf = bytearray()
+        while len(buf) < n:
+            chunk = self.sock.recv(n - len(buf))
+            if not chunk:
+                raise PgError("08006", "server closed the connection")
+            buf += chunk
+        return bytes(buf)
+
+    def _read_message(self) -> tuple[bytes, bytes]:
+        header = self._read_exact(5)
+        (length,) = struct.unpack("!I", header[1:])
+        return header[:1], self._read_exact(length - 4)
+
+    @staticmethod
+    def _error(body: bytes) -> PgError:
+        fields = {}
+        for part in body.split(b"\0"):
+            if part:
+                fields[part[:1]] = part[1:].decode("utf-8", "replace")
+        return PgError(fields.get(b"C", "XX000"), fields.get(b"M", "unknown error"))
+
+    def _until_ready(self) -> list[list[str | None]]:
+        rows: list[list[str | None]] = []
+        error: PgError | None = None
+        while True:
+            kind, body = self._read_message()
+            if kind == b"E":
+                error = self._error(body)
+            elif kind == b"D":
+                (count,) = struct.unpack("!H", body[:2])
+                pos, row = 2, []
+                for _ in range(count):
+                    (size,) = struct.unpack("!i", body[pos : pos + 4])
+                    pos += 4
+                    if size < 0:
+                        row.append(None)
+                    else:
+                        row.append(body[pos : pos + size].decode("utf-8"))
+                        pos += size
+                rows.append(row)
+            elif kind == b"Z":
+                if error is not None:
+                    raise error
+                return rows
+
+    def query(self, sql: str) -> list[list[str | None]]:
+        payload = sql.encode("utf-8") + b"\0"
+        self.sock.sendall(b"Q" + struct.pack("!I", len(payload) + 4) + payload)
+        return self._until_ready()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.sendall(b"X\0\0\0\4")
+        self.sock.close()
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def connect(
+    sockdir: str | os.PathLike[str], port: int, user: str, database: str, timeout: float = 10.0
+) -> Connection:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(socket_path(sockdir, port))
+    except OSError as exc:
+        sock.close()
+        raise PgError("08006", f"cannot connect to {socket_path(sockdir, port)}: {exc}") from exc
+    conn = Connection(sock)
+    params = b"".join(
+        k.encode() + b"\0" + v.encode() + b"\0"
+        for k, v in (("user", user), ("database", database), ("application_name", "db-tool"))
+    ) + b"\0"
+    try:
+        sock.sendall(struct.pack("!II", len(params) + 8, 196608) + params)
+        while True:
+            kind, body = conn._read_message()
+            if kind == b"E":
+                raise conn._error(body)
+            if kind == b"R":
+                (code,) = struct.unpack("!I", body[:4])
+                if code != 0:
+                    raise PgError("28000", "server asks for a password; db-tool needs trust auth")
+            elif kind == b"Z":
+                return conn
+    except BaseException:
+        sock.close()
+        raise
+
+
+def wait_ready(
+    sockdir: str | os.PathLike[str], port: int, user: str, database: str, deadline: float
+) -> None:
+    """Poll until a real connection succeeds or the monotonic deadline passes."""
+    while True:
+        try:
+            connect(sockdir, port, user, database, timeout=2.0).close()
+            return
+        except PgError as exc:
+            # 57P03 = starting up; 08006 = socket not there yet
+            if exc.code not in ("57P03", "08006") or time.monotonic() > deadline:
+                raise
+        time.sleep(0.005)
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(value: str) -> str:
+    # Only for the simple-query protocol with standard_conforming_strings=on (the default).
+    if "\0" in value:
+        raise ValueError("NUL byte in SQL literal")
+    return "'" + value.replace("'", "''") + "'"

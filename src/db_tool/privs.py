@@ -1,0 +1,122 @@
+"""Running as root: PostgreSQL refuses uid 0, so the server runs as PG_OS_USER.
+
+What we change, and nothing else:
+- the directories the tool creates for the server (`data`, `sock`, a created PG_LOG_PATH)
+  are owned by PG_OS_USER;
+- each ancestor of the working dir that PG_OS_USER cannot enter gets *search* (x) permission
+  for that one user through a POSIX ACL (`setfacl -m u:USER:x DIR`); only where setfacl is
+  missing or the filesystem has no ACLs do we fall back to `chmod o+x DIR`. Each change is
+  reported on stderr.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import shutil
+import stat
+from pathlib import Path
+
+from db_tool import output, proc
+from db_tool.errors import Error, ExitCode
+from db_tool.proc import RunAs
+
+DEFAULT_OS_USERS = ("postgres", "nobody")
+
+
+def server_account(requested: str | None) -> RunAs | None:
+    """The account to run server binaries as, or None when we are not root."""
+    if os.geteuid() != 0:
+        return None
+    names = [requested] if requested else list(DEFAULT_OS_USERS)
+    for name in names:
+        try:
+            entry = pwd.getpwnam(name) if not name.isdigit() else pwd.getpwuid(int(name))
+        except KeyError:
+            continue
+        if entry.pw_uid == 0:
+            raise Error(
+                f"PG_OS_USER={name} is root; PostgreSQL refuses to run as root: "
+                "set PG_OS_USER to an unprivileged account",
+                ExitCode.MISSING,
+            )
+        return RunAs(entry.pw_uid, entry.pw_gid, entry.pw_name, entry.pw_dir or "/")
+    if requested:
+        raise Error(
+            f"PG_OS_USER={requested} does not exist: create it (useradd --system {requested}) "
+            "or set PG_OS_USER to an existing unprivileged account",
+            ExitCode.MISSING,
+        )
+    raise Error(
+        "running as root, and neither a 'postgres' nor a 'nobody' account exists to run "
+        "PostgreSQL: create one (useradd --system postgres) or set PG_OS_USER",
+        ExitCode.MISSING,
+    )
+
+
+def _groups_of(account: RunAs) -> set[int]:
+    groups = {account.gid}
+    for g in grp.getgrall():
+        if account.name in g.gr_mem:
+            groups.add(g.gr_gid)
+    return groups
+
+
+def _can(account: RunAs, st: os.stat_result, groups: set[int], bits: int) -> bool:
+    """bits: combination of 4 (r), 2 (w), 1 (x) — checked against owner/group/other."""
+    mode = st.st_mode
+    if st.st_uid == account.uid:
+        return (mode >> 6) & bits == bits
+    if st.st_gid in groups:
+        return (mode >> 3) & bits == bits
+    return mode & bits == bits
+
+
+def grant_search(path: Path, account: RunAs) -> list[str]:
+    """Make every ancestor of `path` (inclusive) enterable by `account`; return what changed."""
+    changed: list[str] = []
+    groups = _groups_of(account)
+    current = Path(path.anchor)
+    for part in path.absolute().parts[1:]:
+        current = current / part
+        try:
+            st = current.stat()
+        except FileNotFoundError:
+            break
+        if not stat.S_ISDIR(st.st_mode) or _can(account, st, groups, 1):
+            continue
+        changed.append(_grant(current, account, "x"))
+    return changed
+
+
+def grant_write(path: Path, account: RunAs) -> str | None:
+    st = path.stat()
+    if _can(account, st, _groups_of(account), 3):
+        return None
+    return _grant(path, account, "rwx")
+
+
+def _grant(directory: Path, account: RunAs, perms: str) -> str:
+    setfacl = shutil.which("setfacl")
+    if setfacl:
+        result = proc.run(
+            [setfacl, "-m", f"u:{account.name}:{perms}", str(directory)], check=False
+        )
+        if result.ok:
+            msg = f"granted {perms} on {directory} to user {account.name} (ACL)"
+            output.info(msg)
+            return msg
+    mode = directory.stat().st_mode
+    add = stat.S_IXOTH if perms == "x" else stat.S_IRWXO
+    os.chmod(directory, mode | add)
+    msg = f"chmod o+{perms} {directory} (setfacl unavailable) so {account.name} can use it"
+    output.warn(msg)
+    return msg
+
+
+def chown_tree(path: Path, account: RunAs) -> None:
+    os.chown(path, account.uid, account.gid)
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            os.lchown(os.path.join(root, name), account.uid, account.gid)
