@@ -63,7 +63,8 @@ class Connection:
                 error = self._error(body)
             elif kind == b"D":
                 (count,) = struct.unpack("!H", body[:2])
-                pos, row = 2, []
+                pos = 2
+                row: list[str | None] = []
                 for _ in range(count):
                     (size,) = struct.unpack("!i", body[pos : pos + 4])
                     pos += 4
