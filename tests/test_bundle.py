@@ -7,12 +7,16 @@ import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 import pytest
 
 from db_tool import bundle
 from db_tool.errors import Error
-from tests.conftest import PG, pg_url
+
+if TYPE_CHECKING:
+    from tests.conftest import PG
 
 
 @pytest.fixture
@@ -73,6 +77,13 @@ def test_materialized_paths_are_usable_with_include(
     done = psql_script(pg, db_url, script)
     assert done.returncode == 0, done.stderr
     assert pg.psql("SELECT name, version FROM hectic.version", db_url) == f"hectic|{bundle.VERSION}"
+
+
+def test_materialized_paths_need_a_writable_cache(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(Error, match="set XDG_CACHE_HOME to a writable directory"):
+        bundle.materialized_paths({"XDG_CACHE_HOME": str(blocker)})
 
 
 def test_unrendered_version_file_is_refused(pg: PG, db_url: str) -> None:
@@ -348,7 +359,7 @@ def test_public_cannot_read_secrets(pg: PG, hectic_url: str) -> None:
     try:
         # Even with USAGE on the schema, neither the table nor the functions are open.
         pg.psql(f'GRANT USAGE ON SCHEMA hectic TO "{role}"', hectic_url)
-        as_role = pg_url(role, db, pg.sockdir, pg.port)
+        as_role = f"postgresql://{role}@/{db}?host={quote(pg.sockdir)}&port={pg.port}"
         assert "permission denied for table secret" in psql_fails(
             pg, "SELECT * FROM hectic.secret", as_role)
         assert "permission denied for function get_secret" in psql_fails(

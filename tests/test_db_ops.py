@@ -6,13 +6,16 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from db_tool import bundle
 from db_tool.cli import db_ops
 from db_tool.errors import Error
-from tests.conftest import PG
+
+if TYPE_CHECKING:
+    from tests.conftest import PG
 
 BAD_URL = "postgresql://nobody@/nowhere?host=/nonexistent-socket-dir&port=1"
 

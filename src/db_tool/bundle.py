@@ -66,10 +66,16 @@ def materialized_paths(env: Mapping[str, str] | None = None) -> list[Path]:
     except OSError:
         current = None
     if current != text:
-        target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".version.sql.{os.getpid()}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, target)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, target)
+        except OSError as exc:
+            raise Error(
+                f"cannot write the rendered bundle to {target}: {exc.strerror}; "
+                "set XDG_CACHE_HOME to a writable directory"
+            ) from None
     return [target, *files()[1:]]
 
 
