@@ -102,10 +102,10 @@ def sqlite_path(url: str) -> str | None:
     return None
 
 
-def for_url(url: str) -> PgHistory | SqliteHistory:
+def for_url(url: str, env: Mapping[str, str] | None = None) -> PgHistory | SqliteHistory:
     path = sqlite_path(url)
     if path is not None:
-        return SqliteHistory(path)
+        return SqliteHistory(path, search_path=None if env is None else env.get("PATH"))
     return PgHistory(url)
 
 
@@ -267,8 +267,8 @@ def _count(completed: Sequence[StepResult]) -> str:
 # --------------------------------------------------------------------------- SQLite
 
 
-def _sqlite_cli() -> str:
-    found = shutil.which("sqlite3")
+def _sqlite_cli(search_path: str | None = None) -> str:
+    found = shutil.which("sqlite3", path=search_path)
     if not found:
         raise NotInstalledError(
             "sqlite3 not found: install the SQLite shell (apt-get install sqlite3) "
@@ -301,8 +301,12 @@ def sqlite_init_sql(version: str) -> str:
 
 
 class SqliteHistory:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, search_path: str | None = None) -> None:
         self.path = path
+        self.search_path = search_path  # PATH to find sqlite3 in (None: os.environ)
+
+    def cli(self) -> str:
+        return _sqlite_cli(self.search_path)
 
     def init(self, variables: Mapping[str, str]) -> None:
         import sqlite3
@@ -387,7 +391,7 @@ class SqliteHistory:
     ) -> list[StepResult]:
         from db_tool import proc
 
-        cli = _sqlite_cli()
+        cli = self.cli()
         if not steps:
             return []
         token = secrets.token_hex(8)
@@ -401,6 +405,13 @@ class SqliteHistory:
             for i, step in enumerate(steps):
                 m = step.migration
                 path = sqlite_dot_quote(os.fspath(_materialize(step, tmp, i)))
+                # sqlite3 resolves a nested `.read` against the working directory: make it the
+                # directory of the migration's own file (the section file's for FILE layout),
+                # which gives the entrypoint layout the meaning of psql's \\ir.
+                own = m.path.parent if m.layout == FILE else (m.up if step.direction == "up"
+                                                              else m.down)
+                assert own is not None
+                here = own if m.layout == FILE else own.parent
                 if step.direction == "up":
                     record = (
                         "INSERT INTO hectic_migration (name, hash) VALUES "
@@ -409,7 +420,8 @@ class SqliteHistory:
                 else:
                     record = f"DELETE FROM hectic_migration WHERE name = {sqlite_literal(m.name)};"
                 lines += [
-                    f"{mark} begin {i}", "BEGIN;", f".read {path}", record, "COMMIT;",
+                    f"{mark} begin {i}", "BEGIN;", f".cd {sqlite_dot_quote(os.fspath(here))}",
+                    f".read {path}", f".cd {sqlite_dot_quote(os.getcwd())}", record, "COMMIT;",
                     f"{mark} done {i}",
                 ]
             result = proc.run(

@@ -246,7 +246,7 @@ def cmd_init(args: Args, env: Mapping[str, str]) -> int:
         return 0
     from db_tool import history
 
-    history.for_url(_url(args, env)).init(variables)
+    history.for_url(_url(args, env), env).init(variables)
     _say("hectic bundle applied")
     return 0
 
@@ -266,9 +266,9 @@ def cmd_migrate(args: Args, env: Mapping[str, str]) -> int:
     variables = _variables(args.options.get("set", []))
     force = bool(args.options.get("force"))
     lock_timeout = _lock_timeout(env)
-    backend = history.for_url(url)
+    backend = history.for_url(url, env)
     if isinstance(backend, history.SqliteHistory):
-        history._sqlite_cli()  # fail with 127 before touching anything
+        backend.cli()  # fail with 127 before touching anything
     available = migrations.discover(_migration_dir(args, env))
     with backend.session(lock_timeout):
         backend.init(variables)
@@ -376,7 +376,7 @@ def cmd_status(args: Args, env: Mapping[str, str]) -> int:
     _no_positional(args)
     url = _url(args, env)
     available = migrations.discover(_migration_dir(args, env))
-    rows = migrations.status(available, history.for_url(url).read_applied())
+    rows = migrations.status(available, history.for_url(url, env).read_applied())
     counts = {s: sum(1 for r in rows if r.state == s)
               for s in ("applied", "pending", "missing", "modified")}
     if args.options.get("json"):

@@ -1,0 +1,257 @@
+"""migrator's command line without a database: parsing, exit codes, create, list, dry-run."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from db_tool.cli import migrator
+from db_tool.cli.migrator import create_migration, main
+from db_tool.migrations import discover
+
+Run = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture
+def run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Run:
+    def _run(*argv: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+        environ = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), **(env or {})}
+        capsys.readouterr()
+        rc = main(list(argv), environ)
+        out, err = capsys.readouterr()
+        return rc, out, err
+    return _run
+
+
+@pytest.mark.parametrize("argv", [[], ["help"], ["--help"], ["-h"], ["migrate", "--help"]])
+def test_help(run: Run, argv: list[str]) -> None:
+    rc, out, _ = run(*argv)
+    assert rc == 0
+    assert out.startswith("usage: migrator")
+    for word in ("init", "migrate up", "migrate down", "migrate to", "create", "list", "status",
+                 "--db-url", "--migration-dir", "--force", "--set", "DB_URL", "MIGRATION_DIR"):
+        assert word in out
+
+
+@pytest.mark.parametrize("flag", ["--version", "-V"])
+def test_version(run: Run, flag: str) -> None:
+    assert run(flag) == (0, "migrator version 0.1.0\n", "")
+
+
+@pytest.mark.parametrize(("argv", "code", "message"), [
+    (["list", "migrate"], 2, "ambiguous subcommand"),
+    (["status", "init"], 2, "ambiguous subcommand"),
+    (["migrate", "to", "up"], 2, "ambiguous migrate subcommand"),
+    (["migrate", "up", "down"], 2, "ambiguous migrate subcommand"),
+    (["init", "--wat"], 9, "init argument --wat does not exist"),
+    (["--wat", "init"], 9, "init argument --wat does not exist"),
+    (["list", "--force"], 9, "list argument --force does not exist"),
+    (["list", "-f"], 9, "list argument -f does not exist"),
+    (["create", "--json"], 9, "create argument --json does not exist"),
+    (["--wat"], 9, "argument --wat does not exist"),
+    (["frobnicate"], 9, "unknown subcommand 'frobnicate'"),
+    (["migrate", "sideways"], 9, "unknown migrate subcommand"),
+    (["list", "extra"], 9, "list argument extra does not exist"),
+    (["migrate", "up", "1", "2"], 9, "unexpected argument"),
+    (["init"], 3, "no DB_URL or --db-url specified"),
+    (["migrate", "up"], 3, "no DB_URL or --db-url specified"),
+    (["status"], 3, "no DB_URL or --db-url specified"),
+    (["migrate"], 3, "migrate needs a direction"),
+    (["migrate", "to"], 3, "migrate to needs a target"),
+    (["-u"], 3, "option -u needs a value"),
+    (["migrate", "up", "x"], 1, "positive integer"),
+    (["migrate", "down", "two"], 1, "positive integer"),
+    (["migrate", "up", "-u", "sqlite://x.db", "--set", "novalue"], 1, "expected VAR=VALUE"),
+    (["list", "--raw=yes"], 9, "takes no value"),
+])
+def test_argument_errors(run: Run, argv: list[str], code: int, message: str) -> None:
+    rc, out, err = run(*argv)
+    assert rc == code, err
+    assert message in err
+    assert err.startswith("migrator: error: ")
+    assert len(err.strip().splitlines()) == 1
+    assert out == ""
+
+
+def test_inherits_is_accepted_with_a_warning(run: Run, tmp_path: Path) -> None:
+    rc, out, err = run("--inherits", "hectic.created_at", "-d", str(tmp_path), "list")
+    assert rc == 0 and out == ""
+    assert "--inherits is deprecated and ignored" in err
+
+
+def test_init_dry_run_needs_no_database(run: Run) -> None:
+    from db_tool import bundle
+
+    rc, out, err = run("init", "--dry-run")
+    assert rc == 0, err
+    assert out == bundle.render()
+    assert "hectic.migration" in out
+    rc, out, _ = run("init", "--dry-run", "-u", "sqlite:///nonexistent/dir/x.db")
+    assert rc == 0 and "hectic_migration" in out
+    assert not Path("/nonexistent/dir/x.db").exists()
+
+
+def test_psql_missing_is_127(run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from db_tool import psql
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    monkeypatch.setenv("PG_BIN_DIR", str(empty))
+    psql._psql_for.cache_clear()
+    try:
+        (tmp_path / "m").mkdir()
+        rc, _, err = run("-d", str(tmp_path / "m"), "-u", "postgresql:///x", "migrate", "up",
+                         env={"PATH": str(empty)})
+    finally:
+        psql._psql_for.cache_clear()
+    assert rc == 127, err
+    assert "psql" in err or "PG_BIN_DIR" in err
+
+
+def test_keyboard_interrupt_is_130(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(*_: object) -> int:
+        raise KeyboardInterrupt
+    monkeypatch.setattr(migrator, "cmd_list", boom)
+    assert run("list")[0] == 130
+
+
+def test_unexpected_exception_is_13_with_traceback(
+    run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def boom(*_: object) -> int:
+        raise RuntimeError("kaputt")
+    monkeypatch.setattr(migrator, "cmd_list", boom)
+    rc, _, err = run("list")
+    assert rc == 13
+    assert "Traceback" in err and "kaputt" in err
+
+
+# --------------------------------------------------------------------------- create / list
+
+
+def test_create_names_and_content(run: Run, tmp_path: Path) -> None:
+    d = tmp_path / "new" / "migrations"  # created on demand
+    rc, out, err = run("-d", str(d), "create", "--name", "add users")
+    assert rc == 0, err
+    path = Path(out.strip())
+    assert path.parent == d
+    assert re.fullmatch(r"[0-9]{14}-add users\.sql", path.name)
+    assert path.read_text() == "-- migrate:up\n\n\n-- migrate:down\n\n"
+    rc, out, _ = run("create", "-n", "x", env={"MIGRATION_DIR": str(d)})
+    assert rc == 0
+    rc, out, _ = run("-d", str(d), "create")
+    word = Path(out.strip()).name[15:-4]
+    assert re.fullmatch(r"[a-z]{6}", word)
+    assert [m.layout for m in discover(d)] == ["file"] * 3
+    assert all(not m.missing for m in discover(d))
+
+
+def test_create_defaults_to_dot_migration(run: Run, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    rc, out, _ = run("create", "-n", "here")
+    assert rc == 0 and Path(out.strip()).parent == Path("migration")
+
+
+def test_create_rejects_slash(run: Run, tmp_path: Path) -> None:
+    rc, _, err = run("-d", str(tmp_path), "create", "-n", "a/b")
+    assert rc == 1 and "may not contain" in err
+
+
+def test_creates_in_one_second_never_collide(tmp_path: Path) -> None:
+    now = 1_700_000_000.0
+    paths = [create_migration(str(tmp_path), name, now=now) for name in ("a", "a", "b", "a")]
+    assert len(set(paths)) == 4
+    stamps = [Path(p).name[:14] for p in paths]
+    assert len(set(stamps)) == 4 and stamps == sorted(stamps)
+    assert [m.name[15:] for m in discover(tmp_path)] == ["a", "a", "b", "a"]
+
+
+def test_concurrent_creates_in_processes(tmp_path: Path) -> None:
+    code = (
+        "import sys; from db_tool.cli.migrator import create_migration; "
+        "print(create_migration(sys.argv[1], 'same', now=1700000000.0))"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)],
+                              stdout=subprocess.PIPE, text=True) for _ in range(8)]
+    outs = [p.communicate(timeout=60)[0].strip() for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert len(set(outs)) == 8
+    assert len({Path(o).name[:14] for o in outs}) == 8
+    assert len(discover(tmp_path)) == 8
+
+
+def test_list_raw_and_missing(run: Run, tmp_path: Path) -> None:
+    (tmp_path / "20240101000001-full").mkdir()
+    (tmp_path / "20240101000001-full" / "up.sql").write_text("")
+    (tmp_path / "20240101000001-full" / "down.sql").write_text("")
+    (tmp_path / "20240101000002-bare").mkdir()
+    (tmp_path / "20240101000003-noup").mkdir()
+    (tmp_path / "20240101000003-noup" / "down.sql").write_text("")
+    rc, out, _ = run("-d", str(tmp_path), "list")
+    assert rc == 0
+    assert out.splitlines() == [
+        "20240101000001-full",
+        "20240101000002-bare: missing up.sql down.sql",
+        "20240101000003-noup: missing up.sql",
+    ]
+    rc, out, _ = run("list", "-r", env={"MIGRATION_DIR": str(tmp_path)})
+    assert out.splitlines() == ["20240101000001-full", "20240101000002-bare",
+                                "20240101000003-noup"]
+
+
+def test_list_missing_dir_is_3(run: Run, tmp_path: Path) -> None:
+    rc, _, err = run("-d", str(tmp_path / "nope"), "list")
+    assert rc == 3 and "does not exist" in err
+
+
+def test_two_layouts_is_2(run: Run, tmp_path: Path) -> None:
+    (tmp_path / "20240101000001-x").mkdir()
+    (tmp_path / "20240101000001-x.sql").write_text("-- migrate:up\n")
+    rc, _, err = run("-d", str(tmp_path), "list")
+    assert rc == 2 and "two layouts" in err
+
+
+@pytest.mark.parametrize("argv", [
+    ["-u", "URL", "--force", "migrate", "up"],
+    ["--force", "-uURL", "migrate", "up"],
+    ["migrate", "--db-url=URL", "up", "-f"],
+    ["--db-url", "URL", "migrate", "up", "--force"],
+])
+def test_options_may_stand_anywhere(argv: list[str]) -> None:
+    args = migrator.parse_args(argv)
+    assert args.command == "migrate" and args.positional == ["up"]
+    assert args.options == {"db_url": "URL", "force": True}
+
+
+def test_set_is_repeatable() -> None:
+    args = migrator.parse_args(["migrate", "up", "--set", "a=1", "-v", "b=x=y", "--set=c="])
+    assert args.options["set"] == ["a=1", "b=x=y", "c="]
+    assert migrator._variables(args.options["set"]) == {"a": "1", "b": "x=y", "c": ""}
+
+
+def test_installed_script_help_and_version() -> None:
+    script = Path(sys.executable).parent / "migrator"
+    argv0 = [str(script)] if script.exists() else [sys.executable, "-m", "db_tool.cli.migrator"]
+    out = subprocess.run([*argv0, "--version"], capture_output=True, text=True, check=False)
+    assert out.returncode == 0 and out.stdout == "migrator version 0.1.0\n"
+    out = subprocess.run(argv0, capture_output=True, text=True, check=False)
+    assert out.returncode == 0 and "usage: migrator" in out.stdout
+    out = subprocess.run([*argv0, "init", "--wat"], capture_output=True, text=True, check=False)
+    assert out.returncode == 9 and out.stderr == (
+        "migrator: error: init argument --wat does not exist; see migrator --help\n")
+
+
+def test_import_is_cheap() -> None:
+    code = ("import sys; import db_tool.cli.migrator; "
+            "heavy = {'db_tool.history', 'db_tool.migrations', 'db_tool.bundle', 'json', "
+            "'sqlite3', 'db_tool.psql', 'subprocess'}; print(sorted(heavy & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -1,0 +1,346 @@
+"""migrator against a real PostgreSQL (session cluster, fresh database per test)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from db_tool.cli.migrator import main
+from db_tool.history import LOCK_KEY, psql_meta_quote
+
+Run = Callable[..., tuple[int, str, str]]
+
+
+def write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+@pytest.fixture
+def mdir(tmp_path: Path) -> Path:
+    d = tmp_path / "migration dir's"  # spaces and a quote on purpose
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def run(db_url: str, mdir: Path, capsys: pytest.CaptureFixture[str]) -> Run:
+    def _run(*argv: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+        environ = {**os.environ, "DB_URL": db_url, "MIGRATION_DIR": str(mdir), **(env or {})}
+        capsys.readouterr()
+        rc = main(list(argv), environ)
+        out, err = capsys.readouterr()
+        return rc, out, err
+    return _run
+
+
+def flat(mdir: Path, name: str, up: str, down: str = "") -> None:
+    write(mdir / name / "up.sql", up)
+    write(mdir / name / "down.sql", down)
+
+
+def history(pg: Any, url: str) -> list[str]:
+    out = pg.psql("SELECT name FROM hectic.migration ORDER BY id", url)
+    return out.splitlines() if out else []
+
+
+def t(i: int) -> str:
+    return f"2024010100{i:04d}-m{i}"
+
+
+def test_init_applies_the_bundle_idempotently(run: Run, pg: Any, db_url: str) -> None:
+    for _ in range(2):
+        rc, _, err = run("init")
+        assert rc == 0, err
+    assert pg.psql("SELECT count(*) FROM hectic.migration", db_url) == "0"
+    assert pg.psql("SELECT version FROM hectic.version", db_url) == "0.1.0"
+
+
+def test_three_layouts_set_variables_and_ir(run: Run, pg: Any, db_url: str, mdir: Path) -> None:
+    flat(mdir, t(1), "CREATE TABLE items (v text) INHERITS (hectic.created_at);\n",
+         "DROP TABLE items;\n")
+    write(mdir / t(2) / "up" / "entrypoint.sql", "\\ir 'part one.sql'\n\\ir sub/two.sql\n")
+    write(mdir / t(2) / "up" / "part one.sql", "INSERT INTO items (v) VALUES (:'greeting');\n")
+    write(mdir / t(2) / "up" / "sub" / "two.sql", "INSERT INTO items (v) VALUES ('two');\n")
+    write(mdir / t(2) / "down" / "entrypoint.sql", "\\ir undo.sql\n")
+    write(mdir / t(2) / "down" / "undo.sql", "DELETE FROM items;\n")
+    write(mdir / f"{t(3)}.sql",
+          "-- migrate:up\nALTER TABLE items ADD COLUMN n int DEFAULT :num;\n"
+          "-- migrate:down\nALTER TABLE items DROP COLUMN n;\n")
+    rc, out, err = run("migrate", "up", "--set", "greeting=it's \"quoted\" ; $$ \\ é",
+                       "-v", "num=7")
+    assert rc == 0, err
+    assert out.splitlines() == [f"applied {t(i)}" for i in (1, 2, 3)]
+    rows = pg.psql("SELECT v, n FROM items ORDER BY v", db_url)
+    assert rows.splitlines() == ["it's \"quoted\" ; $$ \\ é|7", "two|7"]
+    assert history(pg, db_url) == [t(1), t(2), t(3)]
+    hashes = pg.psql("SELECT hash FROM hectic.migration ORDER BY id", db_url)
+    from db_tool.migrations import discover
+
+    assert hashes.splitlines() == [m.hash for m in discover(mdir)]
+
+    rc, out, err = run("migrate", "down", "3")
+    assert rc == 0, err
+    assert out.splitlines() == [f"rolled back {t(i)}" for i in (3, 2, 1)]
+    assert history(pg, db_url) == []
+    assert pg.psql("SELECT to_regclass('items') IS NULL", db_url) == "t"
+
+
+def test_up_down_to_and_edges(run: Run, pg: Any, db_url: str, mdir: Path) -> None:
+    for i in (1, 2, 3):
+        flat(mdir, t(i), f"CREATE TABLE t{i} () INHERITS (hectic.created_at);\n",
+             f"DROP TABLE t{i};\n")
+    assert run("migrate", "down")[0] == 1  # nothing applied
+    rc, _, err = run("migrate", "up", "4")
+    assert rc == 1 and "not enough migrations" in err
+    assert history(pg, db_url) == []
+    assert run("migrate", "up", "1")[0] == 0
+    assert history(pg, db_url) == [t(1)]
+    rc, _, err = run("migrate", "down", "2")
+    assert rc == 1 and "not enough applied migrations" in err
+    assert run("migrate", "to", t(3))[0] == 0
+    assert history(pg, db_url) == [t(1), t(2), t(3)]
+    rc, out, _ = run("migrate", "to", t(3))
+    assert rc == 0 and "already at" in out
+    rc, out, _ = run("migrate", "up", "all")
+    assert rc == 0 and "already at the latest" in out
+    rc, _, err = run("migrate", "up", "1")
+    assert rc == 1 and "not enough migrations" in err
+    rc, out, _ = run("migrate", "to", t(1))
+    assert rc == 0 and out.splitlines() == [f"rolled back {t(3)}", f"rolled back {t(2)}"]
+    for word in ("latest", "head", "last"):
+        assert run("migrate", "to", word)[0] == 0
+        assert history(pg, db_url) == [t(1), t(2), t(3)]
+        assert run("migrate", "down", "2")[0] == 0
+    rc, _, err = run("migrate", "up", "many")
+    assert rc == 1 and "positive integer" in err
+    rc, _, err = run("migrate", "to", "20990101000000-nope")
+    assert rc == 1 and "no migration named" in err
+
+
+def test_failing_migration_leaves_nothing_behind(
+    run: Run, pg: Any, db_url: str, mdir: Path
+) -> None:
+    flat(mdir, t(1), "CREATE TABLE ok1 () INHERITS (hectic.created_at);\n")
+    flat(mdir, t(2), "CREATE TABLE half () INHERITS (hectic.created_at);\n"
+                     "INSERT INTO half DEFAULT VALUES;\n"
+                     "SELECT 1/0;\n")
+    flat(mdir, t(3), "CREATE TABLE never () INHERITS (hectic.created_at);\n")
+    rc, out, err = run("migrate", "up")
+    assert rc == 4
+    assert f"migration {t(2)} (up) failed" in err
+    assert "division by zero" in err
+    assert "up.sql" in err  # psql names the file and line
+    assert out.splitlines() == [f"applied {t(1)}"]
+    assert history(pg, db_url) == [t(1)]
+    q = "SELECT to_regclass('ok1') IS NOT NULL, to_regclass('half') IS NULL, " \
+        "to_regclass('never') IS NULL"
+    assert pg.psql(q, db_url) == "t|t|t"
+    # fix it and carry on
+    flat(mdir, t(2), "CREATE TABLE half () INHERITS (hectic.created_at);\n")
+    rc, out, err = run("migrate", "up")
+    assert rc == 0, err
+    assert history(pg, db_url) == [t(1), t(2), t(3)]
+
+
+def test_failing_down_keeps_the_migration_applied(
+    run: Run, pg: Any, db_url: str, mdir: Path
+) -> None:
+    flat(mdir, t(1), "CREATE TABLE a () INHERITS (hectic.created_at);\n", "DROP TABLE a;\n")
+    flat(mdir, t(2), "CREATE TABLE b () INHERITS (hectic.created_at);\n",
+         "DROP TABLE b;\nDROP TABLE nope;\n")
+    assert run("migrate", "up")[0] == 0
+    rc, _, err = run("migrate", "down")
+    assert rc == 4 and f"migration {t(2)} (down) failed" in err
+    assert history(pg, db_url) == [t(1), t(2)]
+    assert pg.psql("SELECT to_regclass('b') IS NOT NULL", db_url) == "t"
+
+
+def test_history_mismatch_and_force(run: Run, pg: Any, db_url: str, mdir: Path) -> None:
+    for i in (1, 2):
+        flat(mdir, t(i), f"CREATE TABLE t{i} () INHERITS (hectic.created_at);\n")
+    assert run("migrate", "up")[0] == 0
+    shutil.rmtree(mdir / t(2))
+    flat(mdir, t(3), "CREATE TABLE t3 () INHERITS (hectic.created_at);\n")
+    rc, out, err = run("migrate", "up")
+    assert rc == 2
+    for phrase in ("Migration history mismatch", "position 2", "Database has:",
+                   "Filesystem has:", "Full filesystem migrations", "Full database migrations",
+                   "--force"):
+        assert phrase in err
+    assert history(pg, db_url) == [t(1), t(2)]
+    rc, out, err = run("migrate", "up", "--force")
+    assert rc == 0, err
+    assert "--force" in err and "Migration history mismatch" in err
+    assert out.splitlines() == [f"applied {t(3)}"]
+    rc, out, _ = run("status", "--json")
+    states = {m["name"]: m["state"] for m in json.loads(out)["migrations"]}
+    assert states == {t(1): "applied", t(2): "missing", t(3): "applied"}
+
+
+def test_modified_since_applied(run: Run, pg: Any, db_url: str, mdir: Path) -> None:
+    flat(mdir, t(1), "CREATE TABLE t1 () INHERITS (hectic.created_at);\n")
+    assert run("migrate", "up")[0] == 0
+    flat(mdir, t(1), "CREATE TABLE t1 () INHERITS (hectic.created_at); -- edited\n")
+    flat(mdir, t(2), "CREATE TABLE t2 () INHERITS (hectic.created_at);\n")
+    rc, out, err = run("status")
+    assert rc == 0 and "modified" in out and "pending" in out
+    rc, _, err = run("migrate", "up")
+    assert rc == 2 and "modified since it was applied" in err
+    assert "Migration history mismatch" in err
+    rc, out, err = run("migrate", "-f", "up")
+    assert rc == 0 and out.strip() == f"applied {t(2)}"
+
+
+def test_identical_contents_apply(run: Run, pg: Any, db_url: str, mdir: Path) -> None:
+    flat(mdir, t(1), "CREATE TABLE IF NOT EXISTS x () INHERITS (hectic.created_at);\n")
+    flat(mdir, t(2), "CREATE TABLE IF NOT EXISTS x () INHERITS (hectic.created_at);\n")
+    rc, _, err = run("migrate", "up")
+    assert rc == 0, err
+    assert history(pg, db_url) == [t(1), t(2)]
+
+
+def test_status_json_and_exit_code(run: Run, mdir: Path) -> None:
+    flat(mdir, t(1), "SELECT 1;\n")
+    flat(mdir, t(2), "SELECT 2;\n")
+    rc, out, _ = run("status", "--exit-code")  # nothing initialised yet: all pending
+    assert rc == 1 and out.count("pending") >= 2
+    assert run("migrate", "up", "1")[0] == 0
+    rc, out, _ = run("fetch", "--json")
+    data = json.loads(out)
+    assert rc == 0
+    assert [(m["name"], m["state"]) for m in data["migrations"]] == [
+        (t(1), "applied"), (t(2), "pending")]
+    assert data["migrations"][0]["applied_at"].endswith("Z")
+    assert data["summary"] == {"applied": 1, "pending": 1, "missing": 0, "modified": 0}
+    assert run("status", "--exit-code")[0] == 1
+    assert run("migrate", "up")[0] == 0
+    assert run("status", "--exit-code")[0] == 0
+
+
+def test_pending_count_api(run: Run, db_url: str, mdir: Path) -> None:
+    from db_tool.history import pending_count
+
+    flat(mdir, t(1), "SELECT 1;\n")
+    flat(mdir, t(2), "SELECT 2;\n")
+    assert pending_count(db_url, mdir) == 2
+    assert run("migrate", "up", "1")[0] == 0
+    assert pending_count(db_url, mdir) == 1
+
+
+def test_options_before_the_subcommand(run: Run, db_url: str, mdir: Path, pg: Any) -> None:
+    flat(mdir, t(1), "SELECT 1;\n")
+    rc, _out, err = run("-u", db_url, "--force", "-d", str(mdir), "migrate", "up",
+                       env={"DB_URL": "postgresql://nobody@/nowhere?host=/nonexistent"})
+    assert rc == 0, err
+    assert history(pg, db_url) == [t(1)]
+
+
+def test_psql_meta_quote_against_real_psql(pg: Any, tmp_path: Path) -> None:
+    weird = tmp_path / "a b'c\\d :x é"
+    weird.mkdir()
+    (weird / "f.sql").write_text("SELECT 'reached';\n")
+    script = tmp_path / "s.sql"
+    script.write_text(f"\\i {psql_meta_quote(str(weird / 'f.sql'))}\n")
+    out = subprocess.run(
+        [pg.install.tool("psql"), "-X", "-At", "-v", "ON_ERROR_STOP=1",
+         "-d", pg.url, "-f", str(script)],
+        capture_output=True, text=True, check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "reached"
+
+
+def test_one_psql_process_for_all_steps(db_url: str, mdir: Path, tmp_path: Path) -> None:
+    """A psql wrapper logs every invocation: the 30 steps go through one driver session."""
+    real = shutil.which("psql")
+    assert real
+    wrapper_dir = tmp_path / "bin"
+    wrapper_dir.mkdir()
+    log = tmp_path / "calls.log"
+    (wrapper_dir / "psql").write_text(
+        f'#!/bin/sh\necho "$*" >> "{log}"\nexec "{real}" "$@"\n')
+    (wrapper_dir / "psql").chmod(0o755)
+    for i in range(1, 31):
+        flat(mdir, t(i), "SELECT 1;\n")
+    env = {**os.environ, "PG_BIN_DIR": str(wrapper_dir), "DB_URL": db_url,
+           "MIGRATION_DIR": str(mdir)}
+    out = subprocess.run([sys.executable, "-m", "db_tool.cli.migrator", "migrate", "up"],
+                         env=env, capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    calls = log.read_text().rstrip("\n").split("\n")  # not splitlines: argv holds \x1e
+    assert sum("driver.sql" in c for c in calls) == 1
+    assert len(calls) <= 3, calls  # bundle, history read, the one applying session
+
+
+def test_lock_timeout_is_clear(run: Run, pg: Any, db_url: str, mdir: Path) -> None:
+    flat(mdir, t(1), "SELECT 1;\n")
+    assert run("init")[0] == 0
+    holder = subprocess.Popen(
+        [pg.install.tool("psql"), "-X", "-q", "-d", db_url,
+         "-c", f"SELECT pg_advisory_lock({LOCK_KEY})", "-c", "SELECT pg_sleep(30)"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while pg.psql(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted", db_url
+        ) == "0":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        started = time.monotonic()
+        rc, _, err = run("migrate", "up", env={"MIGRATOR_LOCK_TIMEOUT": "1"})
+        assert rc == 1
+        assert "waiting for the migration lock" in err and "another migrator" in err
+        assert time.monotonic() - started < 10
+        assert history(pg, db_url) == []
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_concurrent_migrators_apply_each_migration_once(
+    pg: Any, db_url: str, mdir: Path
+) -> None:
+    """Six real processes race `migrate up all`; a non-idempotent log proves each step ran once."""
+    flat(mdir, t(0), "CREATE TABLE runlog (name text) INHERITS (hectic.created_at);\n")
+    for i in range(1, 25):
+        flat(mdir, t(i), f"INSERT INTO runlog (name) VALUES ('{t(i)}');\nSELECT pg_sleep(0.01);\n")
+    env = {**os.environ, "DB_URL": db_url, "MIGRATION_DIR": str(mdir)}
+    procs = [subprocess.Popen([sys.executable, "-m", "db_tool.cli.migrator", "migrate", "up",
+                               "all"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(6)]
+    results = [p.communicate(timeout=120) + (p.returncode,) for p in procs]
+    for _out, err, rc in results:
+        assert rc == 0, err
+    assert history(pg, db_url) == [t(i) for i in range(25)]
+    counts = pg.psql("SELECT name, count(*) FROM runlog GROUP BY name HAVING count(*) <> 1",
+                     db_url)
+    assert counts == ""
+    assert pg.psql("SELECT count(*) FROM runlog", db_url) == "24"
+    applied_lines = sum(out.count("applied ") for out, _, _ in results)
+    assert applied_lines == 25
+
+
+def test_installed_script_runs(db_url: str, mdir: Path) -> None:
+    script = Path(sys.executable).parent / "migrator"
+    if not script.exists():
+        pytest.skip("migrator script not installed in this environment")
+    flat(mdir, t(1), "SELECT 1;\n")
+    env = {**os.environ, "DB_URL": db_url}
+    out = subprocess.run([str(script), "-d", str(mdir), "migrate", "up"], env=env,
+                         capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"applied {t(1)}"
+    out = subprocess.run([str(script), "-d", str(mdir), "migrate", "to", "up"], env=env,
+                         capture_output=True, text=True, check=False)
+    assert out.returncode == 2 and "ambiguous migrate subcommand" in out.stderr

@@ -1,0 +1,207 @@
+"""migrator against real SQLite files through the sqlite3 shell."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from db_tool.cli.migrator import main
+from db_tool.history import sqlite_dot_quote, sqlite_literal, sqlite_path
+
+pytestmark = pytest.mark.skipif(shutil.which("sqlite3") is None, reason="sqlite3 shell missing")
+
+Run = Callable[..., tuple[int, str, str]]
+
+
+def write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def t(i: int) -> str:
+    return f"2024010100{i:04d}-m{i}"
+
+
+@pytest.fixture
+def mdir(tmp_path: Path) -> Path:
+    d = tmp_path / "mig dir"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "data dir" / "app.db"
+
+
+@pytest.fixture
+def run(db: Path, mdir: Path, capsys: pytest.CaptureFixture[str]) -> Run:
+    def _run(*argv: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+        environ = {"PATH": os.environ["PATH"], "DB_URL": f"sqlite://{db}",
+                   "MIGRATION_DIR": str(mdir), **(env or {})}
+        capsys.readouterr()
+        rc = main(list(argv), environ)
+        out, err = capsys.readouterr()
+        return rc, out, err
+    return _run
+
+
+def rows(db: Path, sql: str) -> list[tuple[object, ...]]:
+    con = sqlite3.connect(db)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def history(db: Path) -> list[str]:
+    return [str(r[0]) for r in rows(db, "SELECT name FROM hectic_migration ORDER BY id")]
+
+
+def flat(mdir: Path, name: str, up: str, down: str = "") -> None:
+    write(mdir / name / "up.sql", up)
+    write(mdir / name / "down.sql", down)
+
+
+@pytest.mark.parametrize(("url", "path"), [
+    ("sqlite:///abs/x.db", "/abs/x.db"),
+    ("sqlite://rel/x", "rel/x"),
+    ("sqlite:x.sqlite", "x.sqlite"),
+    ("/abs/app.db", "/abs/app.db"),
+    ("app.sqlite", "app.sqlite"),
+    ("dir/app.sqlite3", "dir/app.sqlite3"),
+    ("postgresql://u@h/app.db", None),
+    ("postgresql:///app", None),
+])
+def test_sqlite_url_forms(url: str, path: str | None) -> None:
+    assert sqlite_path(url) == path
+
+
+@pytest.mark.parametrize("value", ["plain", "it's", "''", "a\\b", "é ü", "x;\nDROP TABLE y;--"])
+def test_sqlite_quoting_round_trips(value: str, tmp_path: Path) -> None:
+    con = sqlite3.connect(":memory:")
+    assert con.execute(f"SELECT {sqlite_literal(value)}").fetchone()[0] == value
+    target = tmp_path / f"d {value[:3]!r}".replace("/", "_") / "f.sql"
+    if "\n" not in value:
+        write(target, "SELECT 'read ok';\n")
+        out = subprocess.run(["sqlite3", "-batch", ":memory:"],
+                             input=f".read {sqlite_dot_quote(str(target))}\n",
+                             capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == "read ok"
+
+
+def test_init_creates_tables_idempotently(run: Run, db: Path) -> None:
+    for _ in range(2):
+        rc, _, err = run("init")
+        assert rc == 0, err
+    assert rows(db, "SELECT name, version FROM hectic_version") == [("hectic", "0.1.0")]
+    assert history(db) == []
+
+
+def test_version_mismatch(run: Run, db: Path) -> None:
+    assert run("init")[0] == 0
+    con = sqlite3.connect(db)
+    with con:
+        con.execute("UPDATE hectic_version SET version = '9.9.9'")
+    con.close()
+    rc, _, err = run("migrate", "up")
+    assert rc == 1
+    assert "hectic schema version mismatch: database has 9.9.9, code expects 0.1.0" in err
+
+
+def test_layouts_up_down_to(run: Run, db: Path, mdir: Path) -> None:
+    flat(mdir, t(1), "CREATE TABLE items (v TEXT);\n", "DROP TABLE items;\n")
+    write(mdir / t(2) / "up" / "entrypoint.sql", ".read sub/part.sql\n")
+    write(mdir / t(2) / "up" / "sub" / "part.sql", "INSERT INTO items VALUES ('two');\n")
+    write(mdir / t(2) / "down" / "entrypoint.sql", "DELETE FROM items;\n")
+    write(mdir / f"{t(3)}.sql", "-- migrate:up\nINSERT INTO items VALUES (:greet);\n"
+                                "-- migrate:down\nDELETE FROM items WHERE v <> 'two';\n")
+    rc, out, err = run("migrate", "up", "--set", "greet=it's")
+    assert rc == 0, err
+    assert out.splitlines() == [f"applied {t(i)}" for i in (1, 2, 3)]
+    assert sorted(rows(db, "SELECT v FROM items")) == [("it's",), ("two",)]
+    rc, out, _ = run("migrate", "up")
+    assert rc == 0 and "already at the latest" in out
+    assert run("migrate", "up", "1")[0] == 1
+    rc, out, _ = run("migrate", "to", t(1))
+    assert rc == 0 and out.splitlines() == [f"rolled back {t(3)}", f"rolled back {t(2)}"]
+    assert history(db) == [t(1)]
+    assert run("migrate", "down", "2")[0] == 1
+    assert run("migrate", "down")[0] == 0
+    assert history(db) == []
+    assert run("migrate", "down")[0] == 1
+    rc, out, _ = run("status", "--json", "--exit-code")
+    assert rc == 1
+    assert [m["state"] for m in json.loads(out)["migrations"]] == ["pending"] * 3
+
+
+def test_failing_migration_leaves_nothing(run: Run, db: Path, mdir: Path) -> None:
+    flat(mdir, t(1), "CREATE TABLE ok1 (x INT);\n")
+    flat(mdir, t(2), "CREATE TABLE half (x INT);\nINSERT INTO half VALUES (1);\n"
+                     "INSERT INTO nope VALUES (1);\n")
+    flat(mdir, t(3), "CREATE TABLE never (x INT);\n")
+    rc, out, err = run("migrate", "up")
+    assert rc == 4
+    assert f"migration {t(2)} (up) failed" in err and "no such table: nope" in err
+    assert out.splitlines() == [f"applied {t(1)}"]
+    assert history(db) == [t(1)]
+    tables = {r[0] for r in rows(db, "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert "ok1" in tables and "half" not in tables and "never" not in tables
+
+
+def test_mismatch_modified_and_force(run: Run, db: Path, mdir: Path) -> None:
+    flat(mdir, t(1), "CREATE TABLE a (x INT);\n")
+    flat(mdir, t(2), "CREATE TABLE b (x INT);\n")
+    assert run("migrate", "up")[0] == 0
+    flat(mdir, t(1), "CREATE TABLE a (x INT); -- edited\n")
+    rc, _, err = run("migrate", "up")
+    assert rc == 2 and "modified since it was applied" in err
+    shutil.rmtree(mdir / t(2))
+    flat(mdir, t(1), "CREATE TABLE a (x INT);\n")
+    flat(mdir, t(3), "CREATE TABLE c (x INT);\n")
+    rc, _, err = run("migrate", "up")
+    assert rc == 2
+    for phrase in ("Migration history mismatch", "position 2", "Database has:",
+                   "Filesystem has:", "Full filesystem migrations", "Full database migrations"):
+        assert phrase in err
+    rc, out, err = run("--force", "migrate", "up")
+    assert rc == 0 and out.strip() == f"applied {t(3)}"
+    rc, out, _ = run("status")
+    assert "missing" in out
+
+
+def test_plain_db_path_url(tmp_path: Path, mdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    flat(mdir, t(1), "CREATE TABLE a (x INT);\n")
+    target = tmp_path / "plain.sqlite3"
+    rc = main(["-u", str(target), "-d", str(mdir), "migrate", "up"], {"PATH": os.environ["PATH"]})
+    assert rc == 0, capsys.readouterr().err
+    assert history(target) == [t(1)]
+
+
+def test_sqlite3_missing_is_127(run: Run, mdir: Path, tmp_path: Path) -> None:
+    flat(mdir, t(1), "CREATE TABLE a (x INT);\n")
+    rc, _, err = run("migrate", "up", env={"PATH": str(tmp_path)})
+    assert rc == 127 and "sqlite3 not found" in err
+
+
+def test_concurrent_sqlite_migrators(db: Path, mdir: Path) -> None:
+    flat(mdir, t(0), "CREATE TABLE runlog (name TEXT);\n")
+    for i in range(1, 21):
+        flat(mdir, t(i), f"INSERT INTO runlog VALUES ('{t(i)}');\n")
+    env = {**os.environ, "DB_URL": str(db), "MIGRATION_DIR": str(mdir)}
+    procs = [subprocess.Popen([sys.executable, "-m", "db_tool.cli.migrator", "migrate", "up"],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(5)]
+    results = [(*p.communicate(timeout=120), p.returncode) for p in procs]
+    for _, err, rc in results:
+        assert rc == 0, err
+    assert history(db) == [t(i) for i in range(21)]
+    assert rows(db, "SELECT count(*), count(DISTINCT name) FROM runlog") == [(20, 20)]
