@@ -52,8 +52,19 @@ class PG:
         return out.stdout.strip()
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # A private base temp dir per session: pytest re-chmods /tmp/pytest-of-<user> to 0700 and
+    # prunes old numbered dirs, which breaks clusters of concurrently running sessions.
+    if not config.option.basetemp:
+        import tempfile
+
+        config.option.basetemp = tempfile.mkdtemp(prefix="db-tool-tests-")
+
+
 @pytest.fixture(autouse=True)
-def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolated_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """No test may read or write the real home/cache, or inherit the developer's PG env."""
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "cache"))
@@ -99,3 +110,16 @@ def login_name() -> str:
 
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def cluster_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """Env for a test that starts its own cluster in tmp_path/wd; stopped afterwards."""
+    from tests.helpers import base_env, next_port, stop_quietly
+
+    wd = tmp_path / "wd"
+    env = base_env(PG_WORKING_DIR=str(wd), PG_PORT=str(next_port()))
+    try:
+        yield env
+    finally:
+        stop_quietly(Path(env["PG_WORKING_DIR"]))

@@ -33,7 +33,7 @@ from db_tool import output, pgbin, pgwire, privs, proc
 from db_tool.errors import Error, ExitCode, NotInstalledError
 from db_tool.settings import ClusterConfig
 
-__all__ = ["Cluster", "ClusterConfig", "InitResult", "build_url"]
+__all__ = ["DEV_CONF", "HBA_CONF", "Cluster", "ClusterConfig", "InitResult", "build_url"]
 
 MARKER = ".db-tool-created"
 LOCKFILE = ".db-tool.lock"
@@ -83,7 +83,15 @@ _NOT_DATA = (
     "could not map anonymous shared memory",
 )
 
-_DEV_CONF = """
+# `all` does not match replication connections; pg_basebackup (`database backup`) needs its
+# own line.
+HBA_CONF = (
+    "# Written by db-tool: unix socket only, trust.\n"
+    "local all all trust\n"
+    "local replication all trust\n"
+)
+
+DEV_CONF = """
 # --- db-tool development settings ---
 # synchronous_commit = off may lose the last few hundred ms of commits on an OS crash but never
 # corrupts data; fsync stays on so a reused development database survives crashes.
@@ -431,13 +439,11 @@ class Cluster:
         if conf_text is not None:
             body = conf_text
         else:
-            body = conf.read_text() + _DEV_CONF
+            body = conf.read_text() + DEV_CONF
         if not body.endswith("\n"):
             body += "\n"
         conf.write_text(body + INCLUDE_LINE + "\n")
-        (self.datadir / "pg_hba.conf").write_text(
-            "# Written by db-tool: unix socket only, trust.\nlocal all all trust\n"
-        )
+        (self.datadir / "pg_hba.conf").write_text(HBA_CONF)
 
     # ---- runtime configuration (rewritten on every launch) ---------------------------------
     def _runtime_conf(self) -> str:
@@ -563,6 +569,12 @@ class Cluster:
         try:
             pgwire.wait_ready(self.sockdir, self.port, self.superuser, "postgres", deadline)
         except pgwire.PgError as exc:
+            # Up, but its catalogs are unreadable (e.g. a missing global/1262): broken data.
+            if exc.code.startswith(("58", "XX")) and any(
+                m in exc.message for m in _BROKEN_DATA
+            ):
+                self._kill(child.pid)
+                raise _BrokenData(exc.message) from exc
             raise Error(
                 f"PostgreSQL started but refuses connections: {exc.message}",
                 detail=self._log_tail(log_start, started_at),
@@ -618,6 +630,14 @@ class Cluster:
             f"said (full log: {self.server_log}):",
             detail="\n".join(tail.splitlines()[-15:]),
         )
+
+    def _kill(self, pid: int) -> None:
+        """Stop a server we just started and must not keep (immediate shutdown)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGQUIT)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while _pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.005)
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> bool:
         """Fast shutdown, waited. Returns False when nothing was running."""

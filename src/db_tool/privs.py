@@ -16,6 +16,7 @@ import os
 import pwd
 import shutil
 import stat
+import struct
 from pathlib import Path
 
 from db_tool import output, proc
@@ -63,9 +64,30 @@ def _groups_of(account: RunAs) -> set[int]:
     return groups
 
 
-def _can(account: RunAs, st: os.stat_result, groups: set[int], bits: int) -> bool:
-    """bits: combination of 4 (r), 2 (w), 1 (x) — checked against owner/group/other."""
+_ACL_USER, _ACL_MASK = 0x02, 0x10
+
+
+def _acl_grants(path: Path, uid: int, bits: int) -> bool:
+    """Does the POSIX ACL of path give uid these bits (through a named-user entry)?"""
+    try:
+        raw = os.getxattr(path, "system.posix_acl_access")
+    except OSError:
+        return False
+    entries = [struct.unpack_from("<HHI", raw, off) for off in range(4, len(raw) - 7, 8)]
+    mask = next((perm for tag, perm, _ in entries if tag == _ACL_MASK), 7)
+    return any(
+        tag == _ACL_USER and ident == uid and (perm & mask) & bits == bits
+        for tag, perm, ident in entries
+    )
+
+
+def _can(
+    account: RunAs, st: os.stat_result, groups: set[int], bits: int, path: Path | None = None
+) -> bool:
+    """bits: combination of 4 (r), 2 (w), 1 (x) — checked against owner/ACL/group/other."""
     mode = st.st_mode
+    if st.st_uid != account.uid and path is not None and _acl_grants(path, account.uid, bits):
+        return True
     if st.st_uid == account.uid:
         return (mode >> 6) & bits == bits
     if st.st_gid in groups:
@@ -84,7 +106,7 @@ def grant_search(path: Path, account: RunAs) -> list[str]:
             st = current.stat()
         except FileNotFoundError:
             break
-        if not stat.S_ISDIR(st.st_mode) or _can(account, st, groups, 1):
+        if not stat.S_ISDIR(st.st_mode) or _can(account, st, groups, 1, current):
             continue
         changed.append(_grant(current, account, "x"))
     return changed
@@ -92,7 +114,7 @@ def grant_search(path: Path, account: RunAs) -> list[str]:
 
 def grant_write(path: Path, account: RunAs) -> str | None:
     st = path.stat()
-    if _can(account, st, _groups_of(account), 3):
+    if _can(account, st, _groups_of(account), 3, path):
         return None
     return _grant(path, account, "rwx")
 

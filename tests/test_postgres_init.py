@@ -1,0 +1,493 @@
+"""postgres-init: the whole contract of issue 2, against real clusters."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from db_tool import pgwire
+from db_tool.settings import login_name
+from tests.helpers import run_cmd, script, stop_quietly, tree_snapshot
+
+
+def init(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return run_cmd([script("postgres-init"), *args], env)
+
+
+def psql(env: dict[str, str], sql: str, db: str | None = None) -> str:
+    url = exported(env)["PGURL"]
+    if db:
+        url = url.replace(f"/{env.get('PG_DATABASE', 'testdb')}?", f"/{db}?")
+    out = subprocess.run(
+        ["psql", "-X", "-At", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql],
+        capture_output=True, text=True, check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def exported(env: dict[str, str]) -> dict[str, str]:
+    """Values postgres-init exports, computed without starting anything."""
+    wd = Path(env["PG_WORKING_DIR"])
+    port = env.get("PG_PORT", "5432")
+    db = env.get("PG_DATABASE", "testdb")
+    from db_tool.cluster import build_url
+
+    return {"PGURL": build_url(login_name(), db, wd / "sock", int(port))}
+
+
+def wd_of(env: dict[str, str]) -> Path:
+    return Path(env["PG_WORKING_DIR"])
+
+
+# ---- happy paths --------------------------------------------------------------------------
+
+
+def test_fresh_cluster_layout_settings_and_exports(cluster_env: dict[str, str]) -> None:
+    r = init(cluster_env, "--print-env")
+    assert r.returncode == 0, r.stderr
+    wd = wd_of(cluster_env)
+    assert (wd / "data" / "PG_VERSION").is_file()
+    assert (wd / "sock").is_dir()
+    assert (wd / "sock" / f".s.PGSQL.{cluster_env['PG_PORT']}").exists()
+    lines = dict(
+        line.removeprefix("export ").split("=", 1) for line in r.stdout.strip().splitlines()
+    )
+    url = exported(cluster_env)["PGURL"]
+    assert lines["PGURL"].strip("'") == url
+    assert url == (
+        f"postgresql://{login_name()}@/testdb?host={wd}/sock&port={cluster_env['PG_PORT']}"
+    )
+    assert lines["POSTGRESQL_HOST"].strip("'") == str(wd / "sock")
+    assert lines["POSTGRESQL_PORT"].strip("'") == cluster_env["PG_PORT"]
+    assert lines["POSTGRESQL_USER"].strip("'") == login_name()
+    assert lines["POSTGRESQL_DATABASE"].strip("'") == "testdb"
+    row = psql(
+        cluster_env,
+        "select current_user, current_database(), current_setting('listen_addresses'), "
+        "pg_encoding_to_char(encoding), datcollate, current_setting('logging_collector'), "
+        "current_setting('log_directory') from pg_database where datname = current_database()",
+    )
+    assert row == f"{login_name()}|testdb||UTF8|C|on|log"
+    hba = psql(cluster_env, "select distinct type, auth_method from pg_hba_file_rules")
+    assert hba == "local|trust"  # unix socket only, trust (incl. replication for backups)
+
+
+def test_fresh_by_default_recreates_data(cluster_env: dict[str, str]) -> None:
+    assert init(cluster_env).returncode == 0
+    psql(cluster_env, "create table keep_me(id int)")
+    r = init(cluster_env)
+    assert r.returncode == 0, r.stderr
+    assert psql(cluster_env, "select to_regclass('keep_me') is null") == "t"
+
+
+def test_reuse_keeps_data_and_creates_missing_database(cluster_env: dict[str, str]) -> None:
+    assert init(cluster_env).returncode == 0
+    psql(cluster_env, "create table keep_me(id int); insert into keep_me values (42)")
+    stop_quietly(wd_of(cluster_env))
+    env = {**cluster_env, "PG_REUSE": "1"}
+    r = init(env)
+    assert r.returncode == 0, r.stderr
+    assert "reused" in r.stderr
+    assert psql(env, "select id from keep_me") == "42"
+    env2 = {**env, "PG_DATABASE": "other db"}
+    r = init(env2)  # already running: only ensures the database
+    assert r.returncode == 0, r.stderr
+    assert psql(env2, "select current_database()") == "other db"
+    assert psql(env, "select id from keep_me") == "42"
+
+
+def test_pg_database_and_port(cluster_env: dict[str, str]) -> None:
+    env = {**cluster_env, "PG_DATABASE": "my_app"}
+    assert init(env).returncode == 0
+    assert psql(env, "select current_database(), current_setting('port')") == (
+        f"my_app|{env['PG_PORT']}"
+    )
+
+
+def test_local_dir_fallback(tmp_path: Path, cluster_env: dict[str, str]) -> None:
+    env = {k: v for k, v in cluster_env.items() if k != "PG_WORKING_DIR"}
+    env["LOCAL_DIR"] = str(tmp_path / "project")
+    wd = tmp_path / "project" / "focus" / "postgresql"
+    cluster_env["PG_WORKING_DIR"] = str(wd)  # so the fixture stops it
+    r = init(env, "--print-env")
+    assert r.returncode == 0, r.stderr
+    assert (wd / "data" / "PG_VERSION").is_file()
+    assert f"host={wd}/sock" in r.stdout
+
+
+def test_missing_working_dir_variables_exit_3(cluster_env: dict[str, str]) -> None:
+    env = {k: v for k, v in cluster_env.items() if k not in ("PG_WORKING_DIR", "LOCAL_DIR")}
+    r = init(env)
+    assert r.returncode == 3
+    assert "PG_WORKING_DIR or LOCAL_DIR is required" in r.stderr
+
+
+# ---- generated configuration ---------------------------------------------------------------
+
+
+def test_logging_can_be_disabled(cluster_env: dict[str, str]) -> None:
+    env = {**cluster_env, "PG_DISABLE_LOGGING": "1"}
+    assert init(env).returncode == 0
+    assert psql(env, "show logging_collector") == "off"
+
+
+def test_pg_log_path_receives_server_logs(tmp_path: Path, cluster_env: dict[str, str]) -> None:
+    logs = tmp_path / "server logs"
+    env = {**cluster_env, "PG_LOG_PATH": str(logs)}
+    assert init(env).returncode == 0
+    assert psql(env, "show log_directory") == str(logs)
+    psql(env, "select pg_rotate_logfile()")
+    deadline = time.monotonic() + 10
+    while not any(logs.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert any(p.name.startswith("postgresql-") for p in logs.iterdir())
+
+
+def test_pg_cron_preloaded_by_default_with_cron_settings(cluster_env: dict[str, str]) -> None:
+    assert init(cluster_env).returncode == 0
+    wd = wd_of(cluster_env)
+    row = psql(cluster_env, "select current_setting('shared_preload_libraries'), "
+                            "current_setting('cron.database_name'), current_setting('cron.host')")
+    assert row == f"pg_cron|testdb|{wd / 'sock'}"
+
+
+def test_empty_preload_disables(cluster_env: dict[str, str]) -> None:
+    env = {**cluster_env, "PG_SHARED_PRELOAD_LIBRARIES": ""}
+    assert init(env).returncode == 0
+    assert psql(env, "show shared_preload_libraries") == ""
+
+
+def _install_without_cron(tmp_path: Path) -> Path:
+    """A PG_BIN_DIR whose installation has no pg_cron (symlinks, no lib dir beside it)."""
+    from db_tool import pgbin
+
+    real = pgbin.find().bin_dir
+    fake = tmp_path / "pg" / "bin"
+    fake.mkdir(parents=True)
+    (tmp_path / "pg" / "lib").mkdir()
+    for tool in ("initdb", "pg_ctl", "postgres", "psql"):
+        (fake / tool).symlink_to(real / tool)
+    return fake
+
+
+def test_pg_cron_missing_default_warns_and_starts(
+    tmp_path: Path, cluster_env: dict[str, str]
+) -> None:
+    env = {**cluster_env, "PG_BIN_DIR": str(_install_without_cron(tmp_path))}
+    r = init(env)
+    assert r.returncode == 0, r.stderr
+    assert "pg_cron is not installed" in r.stderr
+    assert psql(env, "show shared_preload_libraries") == ""
+
+
+def test_pg_cron_missing_but_requested_explicitly_exits_127(
+    tmp_path: Path, cluster_env: dict[str, str]
+) -> None:
+    env = {**cluster_env, "PG_BIN_DIR": str(_install_without_cron(tmp_path)),
+           "PG_SHARED_PRELOAD_LIBRARIES": "pg_cron"}
+    r = init(env)
+    assert r.returncode == 127
+    assert "postgresql-" in r.stderr and "-cron" in r.stderr
+    assert not (wd_of(env) / "data" / "postmaster.pid").exists()
+
+
+def test_pg_conf_file_replaces_generated_config(
+    tmp_path: Path, cluster_env: dict[str, str]
+) -> None:
+    conf = tmp_path / "my.conf"
+    conf.write_text("work_mem = '7MB'\nport = 1\nshared_preload_libraries = ''\n")
+    env = {**cluster_env, "PG_CONF_FILE": str(conf), "PG_DISABLE_LOGGING": "0",
+           "PG_SHARED_PRELOAD_LIBRARIES": "pg_cron"}
+    r = init(env)
+    assert r.returncode == 0, r.stderr
+    # The user's settings apply; port/socket are still ours; preload/logging vars are ignored.
+    assert psql(env, "select current_setting('work_mem'), current_setting('port'), "
+                     "current_setting('shared_preload_libraries'), "
+                     "current_setting('logging_collector')") == (
+        f"7MB|{env['PG_PORT']}||off"
+    )
+
+
+def test_unreadable_pg_conf_file_is_a_clear_error(
+    tmp_path: Path, cluster_env: dict[str, str]
+) -> None:
+    env = {**cluster_env, "PG_CONF_FILE": str(tmp_path / "missing.conf")}
+    r = init(env)
+    assert r.returncode == 1
+    assert "PG_CONF_FILE" in r.stderr and "not readable" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_runtime_settings_rewritten_on_every_launch(
+    tmp_path: Path, cluster_env: dict[str, str]
+) -> None:
+    """A reused cluster that was moved and gets another port starts with current values."""
+    assert init(cluster_env).returncode == 0
+    psql(cluster_env, "create table survived(id int)")
+    stop_quietly(wd_of(cluster_env))
+    moved = tmp_path / "moved here"
+    shutil.move(str(wd_of(cluster_env)), str(moved))
+    env = {**cluster_env, "PG_WORKING_DIR": str(moved), "PG_REUSE": "1",
+           "PG_PORT": str(int(cluster_env["PG_PORT"]) + 1000), "PG_DATABASE": "second"}
+    cluster_env["PG_WORKING_DIR"] = str(moved)
+    r = init(env)
+    assert r.returncode == 0, r.stderr
+    row = psql(env, "select current_setting('port'), current_setting('unix_socket_directories'),"
+                    " current_setting('hba_file'), current_setting('cron.database_name'), "
+                    "current_setting('cron.host')")
+    assert row == (f"{env['PG_PORT']}|{moved}/sock|{moved}/data/pg_hba.conf|second|{moved}/sock")
+    assert psql(env, "select to_regclass('survived') is not null", db="testdb") == "t"
+
+
+# ---- failures lose nothing -----------------------------------------------------------------
+
+
+def test_working_dir_is_a_regular_file(tmp_path: Path, cluster_env: dict[str, str]) -> None:
+    f = tmp_path / "afile"
+    f.write_text("precious")
+    env = {**cluster_env, "PG_WORKING_DIR": str(f)}
+    r = init(env)
+    assert r.returncode == 1
+    assert "not a directory" in r.stderr
+    assert f.read_text() == "precious"
+
+
+def test_invalid_pg_url_var(cluster_env: dict[str, str]) -> None:
+    r = init({**cluster_env, "PG_URL_VAR": "1-bad"})
+    assert r.returncode == 3
+    assert "PG_URL_VAR" in r.stderr and "valid" in r.stderr
+    assert not wd_of(cluster_env).exists()
+
+
+def _start_intruder(tmp_path: Path, sockdir: Path, port: int) -> subprocess.Popen[bytes]:
+    """Another PostgreSQL server (its own data) listening on our socket path."""
+    from db_tool.cluster import Cluster, ClusterConfig
+
+    other = Cluster(ClusterConfig(working_dir=tmp_path / "intruder", port=port, preload=""))
+    other.init()
+    other.stop()
+    sockdir.mkdir(parents=True, exist_ok=True)
+    account = other.run_as
+    if account is not None:
+        os.chown(sockdir, account.uid, account.gid)
+    argv = [other.install.tool("postgres"), "-D", str(other.datadir), "-k", str(sockdir),
+            "-p", str(port)]
+    child = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True, cwd="/",
+        user=account.uid if account else None, group=account.gid if account else None,
+    )
+    deadline = time.monotonic() + 30
+    pgwire.wait_ready(sockdir, port, login_name(), "postgres", deadline)
+    return child
+
+
+def test_socket_held_by_another_server_fresh(
+    tmp_path: Path, cluster_env: dict[str, str]
+) -> None:
+    assert init(cluster_env).returncode == 0
+    psql(cluster_env, "create table mine(id int)")
+    stop_quietly(wd_of(cluster_env))
+    wd = wd_of(cluster_env)
+    before = tree_snapshot(wd / "data")
+    intruder = _start_intruder(tmp_path, wd / "sock", int(cluster_env["PG_PORT"]))
+    try:
+        for env in (cluster_env, {**cluster_env, "PG_REUSE": "1"}):
+            r = init(env)
+            assert r.returncode == 1, r.stderr
+            assert "held by another process" in r.stderr or "in use" in r.stderr
+            assert tree_snapshot(wd / "data") == before
+            assert intruder.poll() is None  # the other server is left alone
+            assert Path(pgwire.socket_path(wd / "sock", int(env["PG_PORT"]))).exists()
+    finally:
+        intruder.terminate()
+        intruder.wait(30)
+
+
+def test_bad_config_on_reuse_leaves_data_untouched(cluster_env: dict[str, str]) -> None:
+    assert init(cluster_env).returncode == 0
+    stop_quietly(wd_of(cluster_env))
+    data = wd_of(cluster_env) / "data"
+    conf = data / "postgresql.conf"
+    conf.write_text("this is = not = valid\n" + conf.read_text())
+    before = tree_snapshot(data)
+    r = init({**cluster_env, "PG_REUSE": "1"})
+    assert r.returncode == 1
+    assert "left as it was" in r.stderr
+    after = tree_snapshot(data)
+    # Only our runtime conf and logs may be (re)written; nothing is moved or deleted.
+    assert set(before) <= set(after)
+    assert not list(wd_of(cluster_env).glob("data.broken-*"))
+
+
+def test_missing_library_on_reuse_leaves_data_untouched(
+    tmp_path: Path, cluster_env: dict[str, str]
+) -> None:
+    conf = tmp_path / "c.conf"
+    conf.write_text("shared_preload_libraries = 'no_such_library'\n")
+    env = {**cluster_env, "PG_CONF_FILE": str(conf)}
+    r = init(env)
+    assert r.returncode == 1
+    assert "no_such_library" in r.stderr
+    assert (wd_of(env) / "data" / "PG_VERSION").is_file()
+    r = init({**env, "PG_REUSE": "1"})
+    assert r.returncode == 1
+    assert (wd_of(env) / "data" / "PG_VERSION").is_file()
+    assert not list(wd_of(env).glob("data.broken-*"))
+
+
+@pytest.mark.parametrize("breakage", ["wal", "control", "missing_catalog"])
+def test_self_heal_moves_broken_data_aside(cluster_env: dict[str, str], breakage: str) -> None:
+    assert init(cluster_env).returncode == 0
+    psql(cluster_env, "create table old(id int)")
+    stop_quietly(wd_of(cluster_env))
+    data = wd_of(cluster_env) / "data"
+    if breakage == "wal":
+        for seg in (data / "pg_wal").iterdir():
+            if seg.is_file():
+                seg.write_bytes(b"\0" * seg.stat().st_size)
+    elif breakage == "control":
+        (data / "global" / "pg_control").unlink()
+    else:
+        (data / "global" / "1262").unlink()  # pg_database
+    r = init({**cluster_env, "PG_REUSE": "1"})
+    assert r.returncode == 0, r.stderr
+    aside = list(wd_of(cluster_env).glob("data.broken-*"))
+    assert len(aside) == 1
+    assert "broken" in r.stderr and str(aside[0]) in r.stderr
+    assert (aside[0] / "PG_VERSION").is_file()  # nothing lost: the old files are kept
+    assert psql(cluster_env, "select to_regclass('old') is null") == "t"
+
+
+# ---- descriptors, NO_TTY, sourcing ---------------------------------------------------------
+
+
+def test_command_substitution_does_not_hang(cluster_env: dict[str, str]) -> None:
+    r = subprocess.run(
+        ["sh", "-c", 'x=$(postgres-init --print-env) && echo "$x" | grep -c "^export "'],
+        env=cluster_env, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "5"
+    # And directly: none of the server's processes holds the caller's stdout/stderr pipes.
+    stop_quietly(wd_of(cluster_env))
+    with subprocess.Popen([script("postgres-init"), "--print-env"], env=cluster_env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as p:
+        assert p.stdout is not None and p.stderr is not None
+        ours = {f"pipe:[{os.fstat(f.fileno()).st_ino}]" for f in (p.stdout, p.stderr)}
+        p.communicate(timeout=60)
+        assert p.returncode == 0
+    pid = int((wd_of(cluster_env) / "data" / "postmaster.pid").read_text().split()[0])
+    server = [q for q in os.listdir("/proc") if q.isdigit() and _in_tree(int(q), pid)]
+    assert server
+    for q in server:
+        held = {os.readlink(f"/proc/{q}/fd/{fd}") for fd in os.listdir(f"/proc/{q}/fd")}
+        assert not held & ours, (q, held)
+
+
+def _in_tree(pid: int, root: int) -> bool:
+    while pid > 1:
+        if pid == root:
+            return True
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return False
+        pid = int(stat.rsplit(") ", 1)[1].split()[1])
+    return False
+
+
+def test_no_tty_says_where_server_output_goes(cluster_env: dict[str, str]) -> None:
+    r = init({**cluster_env, "NO_TTY": "1"})
+    assert r.returncode == 0
+    log = wd_of(cluster_env) / "postgres-init.log"
+    assert str(log) in r.stderr
+    assert log.is_file()
+
+
+@pytest.mark.parametrize("shell", ["bash", "dash", "zsh"])
+def test_sourcing_exports_into_calling_shell(shell: str, cluster_env: dict[str, str]) -> None:
+    if shutil.which(shell) is None:
+        pytest.fail(f"{shell} is required for this test (apt-get install {shell})")
+    env = {**cluster_env, "PG_URL_VAR": "MY_DB_URL"}
+    code = (
+        ". postgres-init && sh -c 'printf \"%s|%s|%s|%s|%s|%s\" \"$PGURL\" \"$POSTGRESQL_HOST\""
+        " \"$POSTGRESQL_PORT\" \"$POSTGRESQL_USER\" \"$POSTGRESQL_DATABASE\" \"$MY_DB_URL\"'"
+    )
+    r = subprocess.run([shell, "-c", code], env=env, capture_output=True, text=True,
+                       timeout=60, check=False)
+    assert r.returncode == 0, r.stderr
+    url = exported(env)["PGURL"]
+    wd = wd_of(env)
+    assert r.stdout == f"{url}|{wd}/sock|{env['PG_PORT']}|{login_name()}|testdb|{url}"
+
+
+def test_sourcing_failure_returns_code_without_exiting_the_shell(
+    cluster_env: dict[str, str],
+) -> None:
+    env = {k: v for k, v in cluster_env.items() if k != "PG_WORKING_DIR"}
+    r = subprocess.run(["bash", "-c", ". postgres-init; echo rc=$?; echo still-here"],
+                       env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert "rc=3" in r.stdout and "still-here" in r.stdout
+
+
+def test_print_env_is_eval_safe_with_spaces_and_quotes(
+    tmp_path: Path, cluster_env: dict[str, str]
+) -> None:
+    wd = tmp_path / "it's a dir with spaces"
+    env = {**cluster_env, "PG_WORKING_DIR": str(wd)}
+    cluster_env["PG_WORKING_DIR"] = str(wd)
+    r = subprocess.run(["bash", "-c", 'eval "$(postgres-init --print-env)" && '
+                        'psql -X -At "$PGURL" -c "select 1"'],
+                       env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "1"
+
+
+# ---- concurrency, help, version ------------------------------------------------------------
+
+
+def test_two_concurrent_inits_do_not_corrupt(cluster_env: dict[str, str]) -> None:
+    procs = [
+        subprocess.Popen([script("postgres-init")], env=cluster_env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    results = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], results
+    assert psql(cluster_env, "select 1") == "1"
+    r = init({**cluster_env, "PG_REUSE": "1"})
+    assert r.returncode == 0
+
+
+def test_help_documents_the_contract() -> None:
+    r = run_cmd([script("postgres-init"), "--help"], os.environ)
+    assert r.returncode == 0
+    for word in ("PG_WORKING_DIR", "LOCAL_DIR", "PG_PORT", "PG_DATABASE", "PG_REUSE",
+                 "PG_URL_VAR", "PG_LOG_PATH", "PG_DISABLE_LOGGING",
+                 "PG_SHARED_PRELOAD_LIBRARIES", "PG_CONF_FILE", "NO_TTY", "PG_BIN_DIR",
+                 "PG_OS_USER", "--print-env", "--version", "PGURL", "POSTGRESQL_HOST",
+                 "data.broken-", "lock", "127"):
+        assert word in r.stdout, word
+    assert run_cmd([script("postgres-init"), "-h"], os.environ).stdout == r.stdout
+
+
+def test_version_names_installation() -> None:
+    from db_tool import pgbin
+
+    r = run_cmd([script("postgres-init"), "--version"], os.environ)
+    assert r.returncode == 0
+    install = pgbin.find()
+    assert install.version in r.stdout and str(install.bin_dir) in r.stdout
+
+
+def test_unknown_argument_exit_9() -> None:
+    r = run_cmd([script("postgres-init"), "--wat"], os.environ)
+    assert r.returncode == 9
+    assert "--wat" in r.stderr
