@@ -1,0 +1,142 @@
+"""postgres-cleanup, database init and database cleanup."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from db_tool.cluster import MARKER
+from tests.helpers import run_cmd, script, tree_snapshot
+
+
+def wd_of(env: dict[str, str]) -> Path:
+    return Path(env["PG_WORKING_DIR"])
+
+
+def postmaster_pid(wd: Path) -> int:
+    return int((wd / "data" / "postmaster.pid").read_text().split()[0])
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat.rsplit(") ", 1)[1][:1] != "Z"
+
+
+def test_cleanup_with_nothing_resolvable_exits_0() -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("PG_WORKING_DIR", "LOCAL_DIR")}
+    r = run_cmd([script("postgres-cleanup")], env)
+    assert r.returncode == 0, r.stderr
+
+
+def test_cleanup_without_cluster_or_with_stale_pid(cluster_env: dict[str, str]) -> None:
+    wd = wd_of(cluster_env)
+    r = run_cmd([script("postgres-cleanup")], cluster_env)  # dir does not even exist
+    assert r.returncode == 0 and not wd.exists()
+    assert run_cmd([script("postgres-init")], cluster_env).returncode == 0
+    pid = postmaster_pid(wd)
+    assert run_cmd([script("postgres-cleanup")], cluster_env).returncode == 0
+    assert not alive(pid)
+    # no postmaster.pid
+    assert run_cmd([script("postgres-cleanup")], cluster_env).returncode == 0
+    # a stale one: a pid that is not running
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (wd / "data" / "postmaster.pid").write_text(f"{dead.pid}\n{wd}/data\n")
+    before = tree_snapshot(wd)
+    r = run_cmd([script("postgres-cleanup")], cluster_env)
+    assert r.returncode == 0, r.stderr
+    assert tree_snapshot(wd) == before  # never deletes anything
+
+
+def test_cleanup_stops_fast_and_waits_and_keeps_data(cluster_env: dict[str, str]) -> None:
+    assert run_cmd([script("postgres-init")], cluster_env).returncode == 0
+    wd = wd_of(cluster_env)
+    pid = postmaster_pid(wd)
+    # An open session must not block a fast shutdown.
+    url = f"postgresql://@/testdb?host={wd}/sock&port={cluster_env['PG_PORT']}"
+    sleeper = subprocess.Popen(["psql", "-X", "-d", url, "-c", "select pg_sleep(60)"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.3)
+        started = time.monotonic()
+        r = run_cmd([script("postgres-cleanup")], {**cluster_env, "NO_TTY": "1"})
+        assert r.returncode == 0, r.stderr
+        assert time.monotonic() - started < 15
+        assert not alive(pid)  # waited: gone when the command returns
+        assert r.stderr == ""  # NO_TTY: quiet
+        assert (wd / "data" / "PG_VERSION").is_file()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_database_init_and_reuse(cluster_env: dict[str, str]) -> None:
+    r = run_cmd([script("database"), "init", "--print-env"], cluster_env)
+    assert r.returncode == 0, r.stderr
+    assert "export PGURL=" in r.stdout
+    wd = wd_of(cluster_env)
+    pid = postmaster_pid(wd)
+    r = run_cmd([script("database"), "init", "--reuse"], cluster_env)
+    assert r.returncode == 0, r.stderr
+    assert postmaster_pid(wd) == pid  # reused the running server
+    r = run_cmd([script("database"), "init", "--bogus"], cluster_env)
+    assert r.returncode == 9 and "--bogus" in r.stderr
+    r = run_cmd([script("database"), "init", "--help"], cluster_env)
+    assert r.returncode == 0 and "--reuse" in r.stdout
+
+
+def test_database_cleanup_removes_tool_created_dir(cluster_env: dict[str, str]) -> None:
+    assert run_cmd([script("postgres-init")], cluster_env).returncode == 0
+    wd = wd_of(cluster_env)
+    pid = postmaster_pid(wd)
+    assert (wd / MARKER).is_file()
+    r = run_cmd([script("database"), "cleanup"], cluster_env)
+    assert r.returncode == 0, r.stderr
+    assert not wd.exists()
+    assert not alive(pid)
+
+
+def test_database_cleanup_removes_a_bare_layout_made_elsewhere(
+    cluster_env: dict[str, str],
+) -> None:
+    """A dir made by the original tool: no marker, only data/ sock/ and logs."""
+    assert run_cmd([script("postgres-init")], cluster_env).returncode == 0
+    wd = wd_of(cluster_env)
+    (wd / MARKER).unlink()
+    (wd / "log").mkdir()
+    r = run_cmd([script("database"), "cleanup"], cluster_env)
+    assert r.returncode == 0, r.stderr
+    assert not wd.exists()
+
+
+def test_database_cleanup_refuses_foreign_dir(tmp_path: Path, cluster_env: dict[str, str]) -> None:
+    """PG_WORKING_DIR=$HOME by mistake: refused, untouched, exit 1 — even with a cluster in it."""
+    home = tmp_path / "home-by-mistake"
+    home.mkdir()
+    (home / "thesis.tex").write_text("years of work")
+    (home / ".bashrc").write_text("# mine")
+    env = {**cluster_env, "PG_WORKING_DIR": str(home)}
+    cluster_env["PG_WORKING_DIR"] = str(home)
+    assert run_cmd([script("postgres-init")], env).returncode == 0
+    pid = postmaster_pid(home)
+    before = {k: v for k, v in tree_snapshot(home).items() if not k.startswith(("data", "sock"))}
+    r = run_cmd([script("database"), "cleanup"], env)
+    assert r.returncode == 1
+    assert "refusing" in r.stderr and "thesis.tex" in r.stderr
+    assert (home / "thesis.tex").read_text() == "years of work"
+    after = {k: v for k, v in tree_snapshot(home).items() if not k.startswith(("data", "sock"))}
+    assert after == before
+    assert alive(pid)  # refused before stopping anything
+
+
+def test_database_cleanup_without_local_dir_exit_3() -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("PG_WORKING_DIR", "LOCAL_DIR")}
+    r = run_cmd([script("database"), "cleanup"], env)
+    assert r.returncode == 3
+    assert "LOCAL_DIR" in r.stderr

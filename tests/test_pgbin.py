@@ -1,0 +1,95 @@
+"""Which PostgreSQL: resolution order, errors, template cache keys."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from db_tool import pgbin
+from db_tool.cluster import Cluster, ClusterConfig
+from db_tool.errors import NotInstalledError
+from tests.helpers import base_env, run_cmd, script
+
+
+def test_pg_bin_dir_wins(tmp_path: Path) -> None:
+    real = pgbin.find().bin_dir
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    for tool in pgbin.SERVER_TOOLS:
+        (fake / tool).symlink_to(real / tool)
+    found = pgbin.find({"PG_BIN_DIR": str(fake), "PATH": os.environ["PATH"]})
+    assert found.bin_dir == fake and found.source == "PG_BIN_DIR"
+
+
+def test_pg_bin_dir_incomplete_exit_127(tmp_path: Path) -> None:
+    r = run_cmd([script("postgres-init"), "--version"], base_env(PG_BIN_DIR=str(tmp_path)))
+    assert r.returncode == 127
+    assert "PG_BIN_DIR" in r.stderr and "initdb" in r.stderr
+
+
+def test_pg_config_on_path_before_distro_dirs(tmp_path: Path) -> None:
+    real = pgbin.find().bin_dir
+    wrapper = tmp_path / "pg_config"
+    wrapper.write_text(f"#!/bin/sh\nexec {real}/pg_config \"$@\"\n")
+    wrapper.chmod(0o755)
+    found = pgbin.find({"PATH": f"{tmp_path}:{os.environ['PATH']}"})
+    assert found.source == "pg_config" and found.bin_dir == real
+
+
+def test_distro_dir_when_no_pg_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    found = pgbin.find({"PATH": "/nonexistent"})
+    assert found.source == "distro"
+    assert str(found.bin_dir).startswith("/usr/lib/postgresql/")
+
+
+def test_nothing_found_is_127_with_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setattr(pgbin, "_distro_dirs", lambda: [])
+    monkeypatch.setattr(pgbin, "_embedded", lambda: None)
+    with pytest.raises(NotInstalledError) as info:
+        pgbin.find({"PATH": "/nonexistent"})
+    assert info.value.exit_code == 127
+    assert "apt-get install postgresql" in info.value.message
+    assert "db-tool[embedded]" in info.value.message
+
+
+def test_version_and_describe() -> None:
+    install = pgbin.find()
+    assert install.major >= pgbin.MIN_MAJOR
+    assert install.version in install.describe()
+
+
+def test_template_key_changes_when_binaries_change(tmp_path: Path) -> None:
+    real = pgbin.find().bin_dir
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    for tool in ("initdb", "pg_ctl", "psql"):
+        (fake / tool).symlink_to(real / tool)
+    (fake / "postgres").write_bytes((real / "postgres").read_bytes()[:1024])
+    install = pgbin.PgInstall(fake, "test")
+    cluster = Cluster(ClusterConfig(working_dir=tmp_path / "wd"), install)
+    key = cluster._template_key()
+    assert cluster._template_key() == key
+    time.sleep(0.01)
+    (fake / "postgres").write_bytes((real / "postgres").read_bytes()[:2048])
+    assert cluster._template_key() != key
+
+
+def test_fresh_clusters_are_copies_of_one_cached_template(
+    tmp_path: Path, cluster_env: dict[str, str]
+) -> None:
+    cache = tmp_path / "cache"
+    env = {**cluster_env, "XDG_CACHE_HOME": str(cache)}
+    ids = []
+    for _ in range(2):
+        assert run_cmd([script("postgres-init")], env).returncode == 0
+        ctl = run_cmd([str(pgbin.find().bin_dir / "pg_controldata"),
+                       str(Path(env["PG_WORKING_DIR"]) / "data")], env)
+        ids.append(next(ln for ln in ctl.stdout.splitlines() if "system identifier" in ln))
+    templates = list((cache / "db-tool" / "templates").iterdir())
+    assert len(templates) == 1 and (templates[0] / "ready").is_file()
+    assert ids[0] == ids[1]  # same initdb: the second cluster was copied, not initdb'd

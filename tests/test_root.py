@@ -1,0 +1,101 @@
+"""Running as root: the server runs as PG_OS_USER; the superuser keeps the login's name.
+
+These tests need uid 0 and are skipped, with that reason shown, in the unprivileged CI pass
+(which runs every other test as a normal user).
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import run_cmd, script, stop_quietly
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (the root-mode pass)")
+
+
+def server_uid(wd: Path) -> int:
+    pid = (wd / "data" / "postmaster.pid").read_text().split()[0]
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Uid:"):
+            return int(line.split()[1])
+    raise AssertionError("no Uid line")
+
+
+def psql_user(url: str) -> str:
+    out = subprocess.run(["psql", "-X", "-At", "-d", url, "-c", "select current_user"],
+                         capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+def acl_users(path: Path) -> set[str]:
+    out = subprocess.run(["getfacl", "-cp", str(path)], capture_output=True, text=True,
+                         check=True).stdout
+    return {ln.split(":")[1] for ln in out.splitlines() if ln.startswith("user:")
+            and ln.split(":")[1]}
+
+
+@pytest.fixture
+def under_root(cluster_env: dict[str, str]) -> Iterator[tuple[Path, dict[str, str]]]:
+    """A working dir below /root (mode 0700) with a space in its path."""
+    base = Path("/root") / f"db-tool test {uuid.uuid4().hex[:8]}"
+    had_acl = "postgres" in acl_users(Path("/root"))
+    wd = base / "my project" / "pg"
+    env = {**cluster_env, "PG_WORKING_DIR": str(wd)}
+    try:
+        yield wd, env
+    finally:
+        stop_quietly(wd)
+        shutil.rmtree(base, ignore_errors=True)
+        if not had_acl:
+            subprocess.run(["setfacl", "-x", "u:postgres", "/root"], check=False)
+
+
+def test_root_runs_server_as_postgres_user_with_login_named_superuser(
+    under_root: tuple[Path, dict[str, str]],
+) -> None:
+    wd, env = under_root
+    root_mode = Path("/root").stat().st_mode
+    r = run_cmd([script("postgres-init"), "--print-env"], env)
+    assert r.returncode == 0, r.stderr
+    account = pwd.getpwnam("postgres")
+    assert server_uid(wd) == account.pw_uid
+    assert (wd / "data").stat().st_uid == account.pw_uid
+    assert (wd / "sock").stat().st_uid == account.pw_uid
+    assert (wd).stat().st_uid == 0  # the working dir itself stays root's
+    url = r.stdout.split("PGURL=", 1)[1].splitlines()[0].strip("'")
+    assert psql_user(url) == "root"
+    # The only permission change outside our dirs: search (x) for postgres on /root, by ACL.
+    assert "granted x on /root to user postgres (ACL)" in r.stderr
+    assert Path("/root").stat().st_mode & 0o007 == root_mode & 0o007  # no chmod o+x
+
+
+def test_root_reuse_under_root(under_root: tuple[Path, dict[str, str]]) -> None:
+    wd, env = under_root
+    assert run_cmd([script("postgres-init")], env).returncode == 0
+    stop_quietly(wd)
+    r = run_cmd([script("postgres-init")], {**env, "PG_REUSE": "1"})
+    assert r.returncode == 0, r.stderr
+    assert "reused" in r.stderr
+
+
+def test_pg_os_user_selects_the_account(cluster_env: dict[str, str]) -> None:
+    env = {**cluster_env, "PG_OS_USER": "nobody"}
+    r = run_cmd([script("postgres-init")], env)
+    assert r.returncode == 0, r.stderr
+    assert server_uid(Path(env["PG_WORKING_DIR"])) == pwd.getpwnam("nobody").pw_uid
+
+
+@pytest.mark.parametrize("user, fragment", [("root", "refuses to run as root"),
+                                             ("no-such-user-xyz", "does not exist")])
+def test_bad_pg_os_user(cluster_env: dict[str, str], user: str, fragment: str) -> None:
+    r = run_cmd([script("postgres-init")], {**cluster_env, "PG_OS_USER": user})
+    assert r.returncode == 3
+    assert fragment in r.stderr
