@@ -100,3 +100,26 @@ def run(
             detail=(result.err or result.out).strip(),
         )
     return result
+
+
+def run_interactive(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+) -> int:
+    """Run argv on the caller's terminal (stdin/stdout/stderr inherited): $EDITOR, $PAGER.
+
+    Returns the exit code; a missing program is NotInstalledError (127)."""
+    argv = [os.fspath(a) for a in argv]
+    try:
+        completed = subprocess.run(
+            argv, env=dict(env) if env is not None else None, cwd=cwd, close_fds=True,
+            check=False,
+        )
+    except FileNotFoundError as exc:
+        raise NotInstalledError(
+            f"{argv[0]} not found: install it or point the variable naming it elsewhere "
+            f"({exc.strerror})"
+        ) from exc
+    return completed.returncode
