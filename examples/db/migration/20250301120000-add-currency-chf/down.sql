@@ -1,0 +1,2 @@
+SET LOCAL hectic.migration_mode = 'on';
+DELETE FROM shop.currency WHERE code = 'CHF';

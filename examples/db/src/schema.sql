@@ -1,0 +1,2 @@
+CREATE SCHEMA IF NOT EXISTS shop;
+COMMENT ON SCHEMA shop IS 'db-tool example: customers, invoices, currencies';
