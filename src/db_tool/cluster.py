@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import os
 import shutil
 import signal
@@ -27,7 +26,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from urllib.parse import quote
 
 from db_tool import output, pgbin, pgwire, privs, proc
 from db_tool.errors import Error, ExitCode, NotInstalledError
@@ -43,6 +41,7 @@ INCLUDE_LINE = f"include_if_exists = '{RUNTIME_CONF}'"
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 60.0
 LAYOUT_ENTRIES = {"data", "sock", "log", SERVER_LOG, MARKER, LOCKFILE}
+LAYOUT_PREFIXES = ("data.broken-", ".trash-")
 
 # Start failures that say the *data* is broken (self-heal moves it aside) ...
 _BROKEN_DATA = (
@@ -100,11 +99,19 @@ synchronous_commit = off
 """
 
 
-def build_url(user: str, database: str, sockdir: Path | str, port: int) -> str:
-    return (
-        f"postgresql://{quote(user, safe='')}@/{quote(database, safe='')}"
-        f"?host={quote(str(sockdir), safe='/')}&port={port}"
+_URL_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
+
+
+def _pct(text: str, safe: bytes = b"") -> str:
+    # urllib.parse.quote without importing urllib (start-up cost on every shell hook).
+    return "".join(
+        chr(b) if b in _URL_SAFE or b in safe else f"%{b:02X}" for b in text.encode("utf-8")
     )
+
+
+def build_url(user: str, database: str, sockdir: Path | str, port: int) -> str:
+    host = _pct(str(sockdir), b"/")
+    return f"postgresql://{_pct(user)}@/{_pct(database)}?host={host}&port={port}"
 
 
 def _conf_quote(value: str) -> str:
@@ -258,6 +265,8 @@ class Cluster:
         if not wd.exists():
             try:
                 wd.mkdir(parents=True)
+            except FileExistsError:
+                return  # a concurrent run created it (and marks it)
             except OSError as exc:
                 raise Error(f"cannot create working dir {wd}: {exc.strerror}") from exc
             (wd / MARKER).write_text("created by db-tool; `database cleanup` may remove this dir\n")
@@ -337,7 +346,7 @@ class Cluster:
                     "cluster there"
                 )
             if (data / "PG_VERSION").is_file():
-                shutil.rmtree(data)
+                self._discard(data)
             elif any(data.iterdir()):
                 # Not a cluster, not ours: keep it, out of the way.
                 self._move_aside("no PG_VERSION")
@@ -363,7 +372,21 @@ class Cluster:
                 "PG_CONF_FILE"
             ) from exc
 
+    def _discard(self, path: Path) -> None:
+        """Remove a directory of ours without waiting: rename now, delete in the background."""
+        trash = self.working_dir / f".trash-{os.getpid()}-{time.monotonic_ns()}"
+        path.rename(trash)
+        subprocess.Popen(
+            ["rm", "-rf", "--", str(trash)], stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True,
+            start_new_session=True,
+        )
+
     def _prepare_dirs(self) -> None:
+        for leftover in self.working_dir.glob(".trash-*"):
+            # A background removal that never finished (machine stopped): finish it.
+            if leftover.is_dir() and time.time() - leftover.stat().st_mtime > 60:
+                shutil.rmtree(leftover, ignore_errors=True)
         self.sockdir.mkdir(mode=0o700, exist_ok=True)
         account = self.run_as
         if account is not None:
@@ -378,10 +401,13 @@ class Cluster:
         ]
 
     def _template_key(self) -> str:
+        import hashlib
+
         account = self.run_as
         owner = f"{account.uid}:{account.gid}" if account else f"{os.getuid()}:{os.getgid()}"
         material = "|".join(
-            [self.install.fingerprint(), self.superuser, owner, "no-locale,UTF8,trust", "v1"]
+            [self.install.fingerprint(), self.superuser, owner, "no-locale,UTF8,trust", "v2",
+             self.database]
         )
         return hashlib.sha256(material.encode()).hexdigest()[:20]
 
@@ -404,8 +430,10 @@ class Cluster:
             fcntl.flock(fd, fcntl.LOCK_EX)
             if (template / "ready").is_file():
                 return
-            # initdb into our own data dir (the server account can reach it), then cache a copy.
+            # initdb into our own data dir (the server account can reach it), create the
+            # database in single-user mode (no socket needed), then cache a copy.
             self._initdb(self.datadir)
+            self._create_database_offline(self.database)
             staging = template / "data.tmp"
             if staging.exists():
                 shutil.rmtree(staging)
@@ -418,6 +446,16 @@ class Cluster:
             shutil.rmtree(self.datadir)
         finally:
             os.close(fd)
+
+    def _create_database_offline(self, name: str) -> None:
+        if name in ("postgres", "template0", "template1") or "\n" in name:
+            return  # exists already / cannot be fed line-wise: created after start instead
+        proc.run(
+            [self.install.tool("postgres"), "--single", "-D", str(self.datadir), "-F",
+             "-c", "listen_addresses=", "-c", "logging_collector=off", "postgres"],
+            input=f"CREATE DATABASE {pgwire.quote_ident(name)}\n",
+            user=self.run_as, cwd="/", env=_server_env(), what="create database in template",
+        )
 
     def _drop_template(self) -> None:
         if self.config.cache_dir is not None:
@@ -689,7 +727,7 @@ class Cluster:
             return True, "created by db-tool"
         extra = sorted(
             p.name for p in wd.iterdir()
-            if p.name not in LAYOUT_ENTRIES and not p.name.startswith("data.broken-")
+            if p.name not in LAYOUT_ENTRIES and not p.name.startswith(LAYOUT_PREFIXES)
         )
         if extra:
             shown = ", ".join(extra[:5]) + (" ..." if len(extra) > 5 else "")

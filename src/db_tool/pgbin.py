@@ -46,6 +46,10 @@ class PgInstall:
 
     @property
     def major(self) -> int:
+        # Distro layouts name the major version in the path: no need to spawn postgres.
+        m = re.search(r"/postgresql/(\d+)/bin/?$", str(self.bin_dir))
+        if m:
+            return int(m.group(1))
         return int(self.version.split(".")[0])
 
     @property

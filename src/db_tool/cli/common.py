@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import traceback
 from collections.abc import Callable, Mapping
 
 from db_tool.errors import Error, ExitCode
@@ -27,6 +26,8 @@ def guarded(prog: str, body: Callable[[], int]) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return int(ExitCode.GENERIC)
     except Exception:
+        import traceback
+
         traceback.print_exc()
         sys.stderr.write(
             f"{prog}: this is a bug in db-tool (exit {int(ExitCode.BUG)}); please report it "
