@@ -278,8 +278,7 @@ def test_one_psql_process_for_all_steps(db_url: str, mdir: Path, tmp_path: Path)
                          env=env, capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stderr
     calls = log.read_text().rstrip("\n").split("\n")  # not splitlines: argv holds \x1e
-    assert sum("driver.sql" in c for c in calls) == 1
-    assert len(calls) <= 3, calls  # bundle, history read, the one applying session
+    assert len(calls) == 1, calls  # lock, bundle, history read and all steps: one session
 
 
 def test_lock_timeout_is_clear(run: Run, pg: Any, db_url: str, mdir: Path) -> None:
@@ -344,3 +343,73 @@ def test_installed_script_runs(db_url: str, mdir: Path) -> None:
     out = subprocess.run([str(script), "-d", str(mdir), "migrate", "to", "up"], env=env,
                          capture_output=True, text=True, check=False)
     assert out.returncode == 2 and "ambiguous migrate subcommand" in out.stderr
+
+
+def test_history_is_read_under_the_lock(
+    run: Run, pg: Any, db_url: str, mdir: Path
+) -> None:
+    """Deterministic version of the race: another migrator holds the lock and applies m1 while
+    we wait; our plan must be made from the history as it is once we have the lock."""
+    flat(mdir, t(0), "CREATE TABLE runlog (name text) INHERITS (hectic.created_at);\n")
+    for i in (1, 2, 3):
+        flat(mdir, t(i), f"INSERT INTO runlog (name) VALUES ('{t(i)}');\n")
+    assert run("migrate", "up", "1")[0] == 0
+    from db_tool.migrations import discover
+
+    m1 = discover(mdir)[1]
+    holder = subprocess.Popen(
+        [pg.install.tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", db_url],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+    )
+    assert holder.stdin is not None
+    holder.stdin.write(f"SELECT pg_advisory_lock({LOCK_KEY});\n")
+    holder.stdin.flush()
+    waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+    granted = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+    deadline = time.monotonic() + 10
+    while pg.psql(granted, db_url) == "0":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    env = {**os.environ, "DB_URL": db_url, "MIGRATION_DIR": str(mdir)}
+    migrator = subprocess.Popen([sys.executable, "-m", "db_tool.cli.migrator", "migrate", "up"],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+    try:
+        while pg.psql(waiting, db_url) == "0":
+            assert time.monotonic() < deadline, "migrator never waited for the lock"
+            time.sleep(0.02)
+        # what a concurrent migrator would have done: apply m1 with its history row
+        holder.stdin.write(
+            f"INSERT INTO runlog (name) VALUES ('{t(1)}');\n"
+            f"INSERT INTO hectic.migration (name, hash) VALUES ('{m1.name}', '{m1.hash}');\n"
+            f"SELECT pg_advisory_unlock({LOCK_KEY});\n"
+        )
+        holder.stdin.close()
+        out, err = migrator.communicate(timeout=60)
+    finally:
+        holder.wait(timeout=30)
+        if migrator.poll() is None:
+            migrator.kill()
+    assert migrator.returncode == 0, err
+    assert out.splitlines() == [f"applied {t(2)}", f"applied {t(3)}"]
+    assert history(pg, db_url) == [t(0), t(1), t(2), t(3)]
+    assert pg.psql("SELECT count(*), count(DISTINCT name) FROM runlog", db_url) == "3|3"
+
+
+@pytest.mark.parametrize("suffix", ["it's a \\ \"x\" :y :'z' `echo` é", "two\nlines", "tab\there"])
+def test_odd_migration_names_round_trip(
+    run: Run, pg: Any, db_url: str, mdir: Path, suffix: str
+) -> None:
+    """Names travel into SQL as psql variables set with the tested quoting helper."""
+    name = f"20240101000001-{suffix}"
+    flat(mdir, name, "SELECT 1;\n", "SELECT 2;\n")
+    write(mdir / f"20240101000002-{suffix}.sql", "-- migrate:up\nSELECT 3;\n-- migrate:down\n")
+    rc, out, err = run("migrate", "up")
+    assert rc == 0, err
+    got = pg.psql("SELECT encode(convert_to(string_agg(name, '|' ORDER BY id), 'UTF8'), 'hex') "
+                  "FROM hectic.migration", db_url)
+    assert bytes.fromhex(got).decode() == f"{name}|20240101000002-{suffix}"
+    rc, out, _ = run("status", "--json")
+    assert [m["state"] for m in json.loads(out)["migrations"]] == ["applied", "applied"]
+    assert run("migrate", "down", "2")[0] == 0
+    assert history(pg, db_url) == []

@@ -1,31 +1,36 @@
 """What the database says is applied, and applying planned steps.
 
-Two backends with one shape:
+Two backends with one shape: `migrate_session(variables, lock_timeout)` is a context manager
+yielding a session whose `.applied` is the history read UNDER the migration lock (so the plan
+made from it cannot go stale) and whose `.apply(steps)` runs the plan.
 
-PostgreSQL (`PgHistory`): history in hectic.migration (created by the bundle). All steps of one
-run go through ONE psql process driven by a generated script: it takes a session-level advisory
-lock (waited with lock_timeout), then for every step re-checks inside the session that the step
-is still needed (a concurrent migrator may have applied it after we planned), and runs
-`BEGIN; \\i file; INSERT/DELETE history row; COMMIT;`. `\\echo` markers tell us which step was
-running when psql stopped.
+PostgreSQL (`PgHistory`): history in hectic.migration (created by the bundle). A whole `migrate`
+run is ONE psql process used as a coprocess: we write to its stdin
+  pg_advisory_lock (waited with lock_timeout) → BEGIN; \\i bundle; COMMIT; → read the history,
+read the rows back (query output is flushed per query; a final marker row ends the read), plan
+in Python, then send one `\\i driver.sql` whose steps are each
+  BEGIN; \\i file; INSERT/DELETE history row; COMMIT;
+(the history statement, COMMIT and the next BEGIN share one round trip via `\\;`) and close
+stdin. `\\echo` markers tell us which step was running if psql stopped. The lock is held for
+the whole session, so concurrent migrators apply each migration exactly once.
 
 SQLite (`SqliteHistory`): history in hectic_version / hectic_migration; files run through ONE
 `sqlite3` process with `.read`. Concurrent runners are serialised by flock() on the database file
-held around read → plan → apply, so the plan is made under the lock and needs no re-check.
+held around init → read → plan → apply.
 """
 
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, contextmanager, suppress
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import IO, Protocol
 
 from db_tool.errors import Error, ExitCode, NotInstalledError
 from db_tool.migrations import FILE, Applied, StatusRow, Step
@@ -47,8 +52,7 @@ class MigrationFailed(Error):
 
 @dataclass(frozen=True)
 class StepResult:
-    step: Step
-    done: bool  # False: skipped because a concurrent migrator already did it
+    step: Step  # a step that was applied and committed
 
 
 # --------------------------------------------------------------------------- quoting helpers
@@ -79,16 +83,20 @@ def sqlite_dot_quote(text: str) -> str:
 # --------------------------------------------------------------------------- backends
 
 
+class Session(Protocol):
+    applied: list[Applied]
+
+    def apply(self, steps: Sequence[Step]) -> list[StepResult]: ...
+
+
 class History(Protocol):
     def init(self, variables: Mapping[str, str]) -> None: ...
 
     def read_applied(self) -> list[Applied]: ...
 
-    def session(self, lock_timeout: float) -> AbstractContextManager[None]: ...
-
-    def apply(
-        self, steps: Sequence[Step], *, variables: Mapping[str, str], lock_timeout: float
-    ) -> list[StepResult]: ...
+    def migrate_session(
+        self, variables: Mapping[str, str], lock_timeout: float
+    ) -> AbstractContextManager[Session]: ...
 
 
 def sqlite_path(url: str) -> str | None:
@@ -145,11 +153,35 @@ def _results(steps: Sequence[Step], marks: list[str]) -> tuple[list[StepResult],
         if word == "begin":
             running = int(num)
         elif word == "done":
-            done.append(StepResult(steps[int(num)], True))
+            done.append(StepResult(steps[int(num)]))
             running = None
-        elif word == "skip":
-            done.append(StepResult(steps[int(num)], False))
     return done, running
+
+
+_READ_SQL = (
+    "SELECT name, hash, to_char(applied_at AT TIME ZONE 'UTC', "
+    "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM hectic.migration ORDER BY id;\n"
+)
+# Names are file names: hex keeps any byte of them off our field/line separators.
+_READ_HEX_SQL = (
+    "SELECT encode(convert_to(name, 'UTF8'), 'hex'), hash, to_char(applied_at AT TIME ZONE "
+    "'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM hectic.migration ORDER BY id;\n"
+)
+
+
+def _first_error(stderr: str) -> str:
+    """The message of psql's first ERROR/FATAL line (`psql:<file>:12: ERROR:  message`)."""
+    import re
+
+    match = re.search(r"^(?:psql:.*?:\d+: )?(?:ERROR|FATAL):\s+(.*)$", stderr, re.MULTILINE)
+    return match.group(1).strip() if match else ""
+
+
+def _psql_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("PGDATABASE", None)  # a developer's PGDATABASE must not redirect the session
+    env.setdefault("PGAPPNAME", "migrator")
+    return env
 
 
 class PgHistory:
@@ -162,90 +194,149 @@ class PgHistory:
         bundle.apply(self.url)
 
     def read_applied(self) -> list[Applied]:
+        """Read-only (status): an uninitialised database has an empty history."""
         from db_tool import psql
 
         rows = psql.query(
             self.url,
             "SELECT to_regclass('hectic.migration') IS NOT NULL AS has_table \\gset\n"
-            "\\if :has_table\n"
-            "SELECT name, hash, to_char(applied_at AT TIME ZONE 'UTC', "
-            "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM hectic.migration ORDER BY id;\n"
-            "\\endif\n",
+            "\\if :has_table\n" + _READ_SQL + "\\endif\n",
         )
         return [Applied(r[0], r[1], r[2]) for r in rows]
 
     @contextmanager
-    def session(self, lock_timeout: float) -> Iterator[None]:
-        # The lock is taken inside the applying psql session itself (see apply).
-        yield
+    def migrate_session(
+        self, variables: Mapping[str, str], lock_timeout: float
+    ) -> Iterator[PgSession]:
+        from db_tool import proc, psql
 
-    def apply(
-        self, steps: Sequence[Step], *, variables: Mapping[str, str], lock_timeout: float
-    ) -> list[StepResult]:
-        from db_tool import psql
+        argv = psql.base_argv(self.url, variables=variables) + [
+            "-A", "-t", "-F", psql.FIELD_SEP, "-f", "-",
+        ]
+        with tempfile.TemporaryDirectory(prefix="migrator-") as tmpdir, \
+                open(Path(tmpdir) / "stderr", "w+b") as errfile:
+            child = proc.spawn(argv, env=_psql_env(), stderr=errfile)
+            session = PgSession(child, errfile, Path(tmpdir), lock_timeout)
+            try:
+                session.start()
+                yield session
+            finally:
+                session.close()
 
-        if not steps:
-            return []
-        token = secrets.token_hex(8)
-        mark = f"\\echo @@migrator-{token}"
-        timeout_ms = max(1, int(lock_timeout * 1000))
-        all_vars = dict(variables)
-        lines = [
+
+@dataclass
+class PgSession:
+    child: subprocess.Popen[bytes]
+    errfile: IO[bytes]
+    tmp: Path
+    lock_timeout: float
+    applied: list[Applied] = field(default_factory=list)
+    token: str = field(default_factory=lambda: os.urandom(8).hex())
+
+    def _send(self, text: str) -> None:
+        assert self.child.stdin is not None
+        try:
+            self.child.stdin.write(text.encode("utf-8"))
+            self.child.stdin.flush()
+        except BrokenPipeError:
+            pass  # psql already quit; its stderr says why
+
+    def _stderr(self) -> str:
+        self.errfile.seek(0)
+        return self.errfile.read().decode("utf-8", "replace").strip()
+
+    def _mark(self, word: str) -> str:
+        return f"@@migrator-{self.token} {word}"
+
+    def start(self) -> None:
+        """Lock, apply the bundle, read the history — all before any plan is made."""
+        from db_tool import bundle
+
+        bundle_file = self.tmp / "bundle.sql"
+        bundle_file.write_text(bundle.render(), encoding="utf-8")
+        timeout_ms = max(1, int(self.lock_timeout * 1000))
+        self._send("\n".join([
             "\\set ON_ERROR_STOP 1",
-            f"{mark} lock",
+            f"SELECT '{self._mark('lock')}';",
             f"SET lock_timeout = {timeout_ms};",
             f"SELECT pg_advisory_lock({LOCK_KEY}) \\g /dev/null",
             "RESET lock_timeout;",
-            f"{mark} locked",
-        ]
-        with tempfile.TemporaryDirectory(prefix="migrator-") as tmpdir:
-            tmp = Path(tmpdir)
-            for i, step in enumerate(steps):
-                name_var, hash_var = f"{_VAR}name_{i}", f"{_VAR}hash_{i}"
-                all_vars[name_var] = step.migration.name
-                all_vars[hash_var] = step.migration.hash or ""
-                path = psql_meta_quote(os.fspath(_materialize(step, tmp, i)))
-                exists = f"EXISTS (SELECT 1 FROM hectic.migration WHERE name = :'{name_var}')"
-                if step.direction == "up":
-                    guard = f"SELECT NOT {exists} AS {_VAR}run \\gset"
-                    record = (
-                        f"INSERT INTO hectic.migration (name, hash, applied_at) "
-                        f"VALUES (:'{name_var}', :'{hash_var}', now());"
-                    )
-                else:
-                    guard = f"SELECT {exists} AS {_VAR}run \\gset"
-                    record = f"DELETE FROM hectic.migration WHERE name = :'{name_var}';"
-                lines += [
-                    guard,
-                    f"\\if :{_VAR}run",
-                    f"{mark} begin {i}",
-                    "BEGIN;",
-                    f"\\i {path}",
-                    "\\set ON_ERROR_STOP 1",
-                    record,
-                    "COMMIT;",
-                    f"{mark} done {i}",
-                    "\\else",
-                    f"{mark} skip {i}",
-                    "\\endif",
-                ]
-            driver = tmp / "driver.sql"
-            driver.write_text("\n".join(lines) + "\n", encoding="utf-8")
-            result = psql.run_file(self.url, driver, variables=all_vars, check=False)
-        marks, rest = _markers(result.out, token)
-        completed, running = _results(steps, marks)
-        if result.ok:
-            return completed
-        err = "\n".join(x for x in (result.err.strip(), rest.strip()) if x)
-        if "lock" in marks and "locked" not in marks:
-            if "lock timeout" in result.err:
-                raise Error(
-                    f"timed out after {lock_timeout:g}s waiting for the migration lock: another "
-                    f"migrator is working on this database (pg_advisory_lock({LOCK_KEY})); "
-                    "rerun when it is done or raise MIGRATOR_LOCK_TIMEOUT",
-                    detail=err,
+            "BEGIN;",
+            f"\\i {psql_meta_quote(os.fspath(bundle_file))}",
+            "COMMIT;",
+            f"SELECT '{self._mark('history')}';",
+            _READ_HEX_SQL,
+            f"SELECT '{self._mark('end')}';",
+            "",
+        ]))
+        assert self.child.stdout is not None
+        seen: list[str] = []
+        rows: list[list[str]] = []
+        while True:
+            raw = self.child.stdout.readline()
+            if not raw:
+                self._failed_start(seen)
+            line = raw.decode("utf-8").rstrip("\n")
+            if line.startswith(self._mark("")):
+                seen.append(line[len(self._mark("")) :])
+                if seen[-1] == "end":
+                    break
+            elif seen and seen[-1] == "history":
+                rows.append(line.split("\x1f"))
+        self.applied = [Applied(bytes.fromhex(r[0]).decode("utf-8"), r[1], r[2]) for r in rows]
+
+    def _failed_start(self, seen: list[str]) -> None:
+        self.child.wait()
+        err = self._stderr()
+        if "lock" in seen and "lock timeout" in err:
+            raise Error(
+                f"timed out after {self.lock_timeout:g}s waiting for the migration lock: "
+                f"another migrator is working on this database (pg_advisory_lock({LOCK_KEY})); "
+                "rerun when it is done or raise MIGRATOR_LOCK_TIMEOUT",
+                detail=err,
+            )
+        if "lock" not in seen:
+            raise Error("psql could not connect to the database", detail=err)
+        raise Error(_first_error(err) or "applying the hectic bundle failed", detail=err)
+
+    def apply(self, steps: Sequence[Step]) -> list[StepResult]:
+        if not steps:
+            return []
+        echo = f"\\echo {self._mark('')}"
+        lines = ["\\set ON_ERROR_STOP 1", "BEGIN;"]
+        for i, step in enumerate(steps):
+            name_var, hash_var = f"{_VAR}name_{i}", f"{_VAR}hash_{i}"
+            path = psql_meta_quote(os.fspath(_materialize(step, self.tmp, i)))
+            if step.direction == "up":
+                record = (
+                    f"INSERT INTO hectic.migration (name, hash, applied_at) "
+                    f"VALUES (:'{name_var}', :'{hash_var}', now())"
                 )
-            raise Error("could not take the migration lock", detail=err)
+            else:
+                record = f"DELETE FROM hectic.migration WHERE name = :'{name_var}'"
+            # One round trip for the history row, COMMIT and the next step's BEGIN.
+            finish = " \\; COMMIT \\; BEGIN;" if i + 1 < len(steps) else " \\; COMMIT;"
+            lines += [
+                f"\\set {name_var} {psql_meta_quote(step.migration.name)}",
+                f"\\set {hash_var} {psql_meta_quote(step.migration.hash or '')}",
+                f"{echo}begin {i}",
+                f"\\i {path}",
+                "\\set ON_ERROR_STOP 1",
+                record + finish,
+                f"{echo}done {i}",
+            ]
+        driver = self.tmp / "driver.sql"
+        driver.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        self._send(f"\\i {psql_meta_quote(os.fspath(driver))}\n")
+        assert self.child.stdin is not None and self.child.stdout is not None
+        self.child.stdin.close()
+        out = self.child.stdout.read().decode("utf-8", "replace")
+        rc = self.child.wait()
+        marks, rest = _markers(out, self.token)
+        completed, running = _results(steps, marks)
+        if rc == 0:
+            return completed
+        err = "\n".join(x for x in (self._stderr(), rest.strip()) if x)
         if running is not None:
             step = steps[running]
             raise MigrationFailed(
@@ -254,13 +345,24 @@ class PgHistory:
                 detail=err,
                 completed=completed,
             )
-        if not marks:
-            raise Error("psql could not run the migrations (connection failed?)", detail=err)
         raise Error("psql stopped unexpectedly while applying migrations", detail=err)
+
+    def close(self) -> None:
+        """End the session: psql quits at the end of its input (releasing the lock)."""
+        if self.child.stdin is not None and not self.child.stdin.closed:
+            with suppress(BrokenPipeError):
+                self.child.stdin.close()
+        if self.child.stdout is not None:
+            self.child.stdout.close()
+        try:
+            self.child.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.child.kill()
+            self.child.wait()
 
 
 def _count(completed: Sequence[StepResult]) -> str:
-    n = sum(1 for r in completed if r.done)
+    n = len(completed)
     return f"{n} step{'s' if n != 1 else ''}"
 
 
@@ -361,9 +463,17 @@ class SqliteHistory:
         return [Applied(str(n), str(h), str(t)) for n, h, t in rows]
 
     @contextmanager
-    def session(self, lock_timeout: float) -> Iterator[None]:
-        """flock() on the database file around read → plan → apply. SQLite itself uses
-        fcntl() byte-range locks, which on Linux do not interact with flock()."""
+    def migrate_session(
+        self, variables: Mapping[str, str], lock_timeout: float
+    ) -> Iterator[SqliteSession]:
+        with self._locked(lock_timeout):
+            self.init(variables)
+            yield SqliteSession(self, self.read_applied(), variables, lock_timeout)
+
+    @contextmanager
+    def _locked(self, lock_timeout: float) -> Iterator[None]:
+        """flock() on the database file around init → read → plan → apply. SQLite itself
+        uses fcntl() byte-range locks, which on Linux do not interact with flock()."""
         import fcntl
 
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -389,12 +499,13 @@ class SqliteHistory:
     def apply(
         self, steps: Sequence[Step], *, variables: Mapping[str, str], lock_timeout: float
     ) -> list[StepResult]:
+        """Run steps in one sqlite3 process; the caller holds the flock."""
         from db_tool import proc
 
         cli = self.cli()
         if not steps:
             return []
-        token = secrets.token_hex(8)
+        token = os.urandom(8).hex()
         mark = f".print @@migrator-{token}"
         lines = [".bail on", f".timeout {max(1, int(lock_timeout * 1000))}"]
         for name, value in variables.items():
@@ -445,6 +556,17 @@ class SqliteHistory:
 
 
 # --------------------------------------------------------------------------- for other commands
+
+
+@dataclass
+class SqliteSession:
+    history: SqliteHistory
+    applied: list[Applied]
+    variables: Mapping[str, str]
+    lock_timeout: float
+
+    def apply(self, steps: Sequence[Step]) -> list[StepResult]:
+        return self.history.apply(steps, variables=self.variables, lock_timeout=self.lock_timeout)
 
 
 def load_status(url: str, migration_dir: str | os.PathLike[str]) -> list[StatusRow]:

@@ -123,3 +123,25 @@ def run_interactive(
             f"({exc.strerror})"
         ) from exc
     return completed.returncode
+
+
+def spawn(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    stdin: int | IO[Any] | None = subprocess.PIPE,
+    stdout: int | IO[Any] | None = subprocess.PIPE,
+    stderr: int | IO[Any] | None = subprocess.PIPE,
+) -> subprocess.Popen[bytes]:
+    """Start argv without waiting, for a coprocess we talk to over pipes (binary streams).
+    The caller owns the Popen and must close its pipes and wait(); a missing program → 127."""
+    argv = [os.fspath(a) for a in argv]
+    try:
+        return subprocess.Popen(
+            argv, stdin=stdin, stdout=stdout, stderr=stderr, close_fds=True,
+            env=dict(env) if env is not None else None,
+        )
+    except FileNotFoundError as exc:
+        raise NotInstalledError(
+            f"{argv[0]} not found: install it or put it on PATH ({exc.strerror})"
+        ) from exc

@@ -270,17 +270,17 @@ def cmd_migrate(args: Args, env: Mapping[str, str]) -> int:
     if isinstance(backend, history.SqliteHistory):
         backend.cli()  # fail with 127 before touching anything
     available = migrations.discover(_migration_dir(args, env))
-    with backend.session(lock_timeout):
-        backend.init(variables)
-        applied = backend.read_applied()
-        plan = migrations.plan(available, applied, target, force=force)
+    # The session holds the migration lock from before the history is read until the last
+    # step, so the plan below cannot be invalidated by a concurrent migrator.
+    with backend.migrate_session(variables, lock_timeout) as session:
+        plan = migrations.plan(available, session.applied, target, force=force)
         for notice in plan.notices:
             _say(f"warning: {notice}")
         if plan.already is not None:
             print(plan.already)
             return 0
         try:
-            results = backend.apply(plan.steps, variables=variables, lock_timeout=lock_timeout)
+            results = session.apply(plan.steps)
         except history.MigrationFailed as exc:
             _print_results(exc.completed)
             raise
@@ -291,9 +291,7 @@ def cmd_migrate(args: Args, env: Mapping[str, str]) -> int:
 def _print_results(results: Sequence[Any]) -> None:
     for r in results:
         name = r.step.migration.name
-        if not r.done:
-            print(f"skipped {name}: a concurrent migrator already did it")
-        elif r.step.direction == "up":
+        if r.step.direction == "up":
             print(f"applied {name}")
         else:
             print(f"rolled back {name}")

@@ -1,0 +1,146 @@
+"""Benchmark `migrator` against the lower bound of one `psql -f` running the same SQL.
+
+One run starts its own throw-away cluster (db_tool.cluster), then for N in 50 and 500 trivial
+migrations (`ALTER TABLE t ADD COLUMN cN int`):
+  - `migrator migrate up all`     vs  the N ALTERs concatenated in one file, one `psql -f`
+  - `migrator migrate down N`     vs  the N DROP COLUMNs the same way
+  - `migrator migrate up` with nothing to do (target: <= 0.25 s)
+and prints the ratios and the cost per migration at 50 vs 500 (linearity).
+Both sides run on databases that have the hectic bundle (so its event triggers fire alike) and
+a table `t` created beforehand; the migrator's time includes its Python start-up and `init`.
+
+    python bench/migrator.py [--keep] [--port 5498] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TARGET_UP_RATIO = 2.0
+TARGET_NOOP = 0.25
+
+
+def timed(argv: list[str], env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    elapsed = time.perf_counter() - started
+    if out.returncode != 0:
+        raise SystemExit(f"failed ({out.returncode}): {' '.join(argv[:6])} ...\n{out.stderr}")
+    return elapsed
+
+
+def psql(url: str, sql: str) -> None:
+    subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql],
+                   check=True, capture_output=True, text=True)
+
+
+def write_migrations(directory: Path, n: int) -> None:
+    directory.mkdir(parents=True)
+    for i in range(1, n + 1):
+        d = directory / f"20240101{i:06d}-add-c{i}"
+        d.mkdir()
+        (d / "up.sql").write_text(f"ALTER TABLE t ADD COLUMN c{i} int;\n")
+        (d / "down.sql").write_text(f"ALTER TABLE t DROP COLUMN c{i};\n")
+
+
+def bench(
+    cluster_url_for: object, work: Path, n: int, env: dict[str, str], repeat: int
+) -> dict[str, float]:
+    from db_tool import bundle
+
+    url_for = cluster_url_for  # Callable[[str], str]
+    mig_url = url_for(f"mig_{n}")  # type: ignore[operator]
+    base_url = url_for(f"base_{n}")  # type: ignore[operator]
+    admin = url_for("postgres")  # type: ignore[operator]
+    for db in (f"mig_{n}", f"base_{n}"):
+        psql(admin, f'DROP DATABASE IF EXISTS "{db}"')
+        psql(admin, f'CREATE DATABASE "{db}"')
+    for url in (mig_url, base_url):
+        bundle.apply(url)
+        psql(url, "CREATE TABLE t () INHERITS (hectic.created_at)")
+
+    mdir = work / f"migrations-{n}"
+    write_migrations(mdir, n)
+    up_file, down_file = work / f"up-{n}.sql", work / f"down-{n}.sql"
+    up_file.write_text("".join(f"ALTER TABLE t ADD COLUMN c{i} int;\n" for i in range(1, n + 1)))
+    down_file.write_text("".join(f"ALTER TABLE t DROP COLUMN c{i};\n" for i in range(n, 0, -1)))
+
+    migrator = [sys.executable, "-m", "db_tool.cli.migrator", "-u", mig_url, "-d", str(mdir)]
+    base = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", base_url, "-f"]
+    # Each round returns both databases to where they started; the best round counts
+    # (the machine is shared, so the minimum is the least noisy estimate).
+    rounds: list[dict[str, float]] = []
+    for _ in range(repeat):
+        rounds.append({
+            "base_up": timed([*base, str(up_file)], env),
+            "up": timed([*migrator, "migrate", "up", "all"], env),
+            "noop": timed([*migrator, "migrate", "up"], env),
+            "base_down": timed([*base, str(down_file)], env),
+            "down": timed([*migrator, "migrate", "down", str(n)], env),
+        })
+    result = {key: min(r[key] for r in rounds) for key in rounds[0]}
+    for db in (f"mig_{n}", f"base_{n}"):
+        psql(admin, f'DROP DATABASE IF EXISTS "{db}"')
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", default="5498")
+    parser.add_argument("--keep", action="store_true", help="keep the work dir")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds per size (best counts)")
+    opts = parser.parse_args()
+
+    from db_tool.cluster import Cluster, ClusterConfig
+
+    work = Path(tempfile.mkdtemp(prefix="bench-migrator-"))
+    os.chmod(work, 0o755)  # the cluster may run as another OS user when we are root
+    env = dict(os.environ)
+    cfg = ClusterConfig.from_env({**env, "PG_WORKING_DIR": str(work / "cluster"),
+                                  "PG_PORT": opts.port, "PG_SHARED_PRELOAD_LIBRARIES": ""})
+    cluster = Cluster(cfg)
+    cluster.init()
+    try:
+        results = {n: bench(cluster.url_for, work, n, env, opts.repeat) for n in (50, 500)}
+    finally:
+        cluster.stop()
+        if not opts.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+    print(f"{'N':>4}  {'step':<6} {'migrator':>9} {'psql -f':>9} {'ratio':>6}  per migration")
+    for n, r in results.items():
+        for step in ("up", "down"):
+            ratio = r[step] / r[f"base_{step}"]
+            per = (r[step] - r["noop"]) / n * 1000
+            print(f"{n:>4}  {step:<6} {r[step]:>8.3f}s {r[f'base_{step}']:>8.3f}s "
+                  f"{ratio:>5.2f}x  {per:.2f} ms (after the fixed cost)")
+        print(f"{n:>4}  {'noop':<6} {r['noop']:>8.3f}s")
+    r50, r500 = results[50], results[500]
+    up_ratio = r500["up"] / r500["base_up"]
+    noop = max(r50["noop"], r500["noop"])
+    # Linearity: the marginal cost of one more migration between 50 and 500, next to the
+    # same for the bound (ALTER TABLE itself gets slower as t grows wider, in both).
+    marginal = (r500["up"] - r50["up"]) / 450 * 1000
+    marginal_base = (r500["base_up"] - r50["base_up"]) / 450 * 1000
+    fixed = r50["up"] - 50 * marginal / 1000
+    print()
+    print(f"up all at 500: {up_ratio:.2f}x the psql -f bound "
+          f"(target <= {TARGET_UP_RATIO}x): {'ok' if up_ratio <= TARGET_UP_RATIO else 'MISSED'}")
+    print(f"nothing to do: {noop:.3f}s (target <= {TARGET_NOOP}s): "
+          f"{'ok' if noop <= TARGET_NOOP else 'MISSED'}")
+    print(f"linearity (up): {marginal:.2f} ms per extra migration from 50 to 500 "
+          f"(psql -f: {marginal_base:.2f} ms per extra statement; overhead "
+          f"{marginal - marginal_base:.2f} ms/migration); fixed cost ~{fixed:.3f}s "
+          f"(no-op run: {r50['noop']:.3f}s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
