@@ -17,6 +17,9 @@ Hash (stored in hectic.migration.hash, used to notice an up file modified after 
   file        sha256 of the up section's bytes (from the line after `-- migrate:up` to the
               next marker or the end of the file).
 
+Running: dir and entrypoint files are `\\i`-ed where they are, so `\\ir` inside them resolves
+next to them. A single-file section runs from a temporary copy (so an unterminated statement
+cannot swallow the history INSERT); use the entrypoint layout when a migration needs `\\ir`.
 Planning (`plan`) is a pure function of (disk, history, target, force) → Plan.
 """
 
