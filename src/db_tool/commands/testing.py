@@ -380,11 +380,11 @@ def _result(path: Path, strategy: str, why: str | None, run: sqlrun.FileRun) -> 
 def _run_in_copy(path: Path, url: str, cwd: Path, hazard: str, out: TextIO | None) -> TestResult:
     rows = psql.query(
         url,
-        "SELECT current_database(), "
-        "coalesce(string_agg(format('pid %s (%s%s)', pid, coalesce(nullif(application_name, "
-        "''), backend_type), coalesce(', user ' || usename, '')), '; '), '') "
-        "FROM (SELECT current_database() AS db) d LEFT JOIN pg_stat_activity a "
-        "ON a.datname = d.db AND a.pid <> pg_backend_pid() GROUP BY 1",
+        "SELECT current_database(), coalesce(string_agg(format('pid %s (%s%s)', a.pid, "
+        "coalesce(nullif(a.application_name, ''), a.backend_type), "
+        "coalesce(', user ' || a.usename, '')), '; ') FILTER (WHERE a.pid IS NOT NULL), '') "
+        "FROM (SELECT current_database() AS db) AS d LEFT JOIN pg_stat_activity AS a "
+        "ON a.datname = d.db AND a.pid <> pg_backend_pid() GROUP BY d.db",
     )
     database, others = rows[0][0], rows[0][1]
     if others:

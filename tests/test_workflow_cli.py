@@ -1,0 +1,627 @@
+"""`database deploy|hydrate|patch|test|check|status|log|pull_staging`: options, errors, exit codes,
+and the pure pieces behind them. Runs in-process (main(argv, env=...)); SQL against the
+session cluster (db_url), no cluster of its own."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from db_tool.cli import db_workflow
+from db_tool.cli.context import Context
+from db_tool.cli.database import main
+from db_tool.commands import logs, staging, testing
+from db_tool.errors import Error
+from db_tool.settings import ProjectSettings
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "examples"
+SUBS = ("deploy", "hydrate", "patch", "test", "check", "status", "log", "pull_staging")
+STAGING = {
+    "STAGING_SSH_HOST": "staging.example.org",
+    "STAGING_DB_URL": "postgresql://app@localhost/app",
+    "STAGING_DUMP_TABLES": "public.item",
+    "STAGING_DUMP_FLAGS": "--data-only",
+}
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    env = {k: os.environ[k] for k in ("PATH", "HOME", "XDG_CACHE_HOME", "PG_BIN_DIR",
+                                      "PG_OS_USER", "LANG") if k in os.environ}
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    dest = tmp_path / "project"
+    shutil.copytree(EXAMPLE, dest, ignore=shutil.ignore_patterns("focus"))
+    return dest
+
+
+def run(argv: list[str], env: dict[str, str], capsys: pytest.CaptureFixture[str]) -> tuple[
+        int, str, str]:
+    rc = main(argv, env=env)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def psql(url: str, sql: str) -> str:
+    from db_tool import psql as p
+
+    return "\n".join("|".join(r) for r in p.query(url, sql))
+
+
+# ------------------------------------------------------------------------ options and help
+
+
+@pytest.mark.parametrize("sub", SUBS)
+def test_every_subcommand_has_its_own_help(sub: str, capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, _ = run([sub, "--help"], base_env(), capsys)
+    assert rc == 0
+    assert out.startswith(f"usage: database {sub}")
+    rc, out2, _ = run([sub, "-h"], base_env(), capsys)
+    assert (rc, out2) == (0, out)
+
+
+@pytest.mark.parametrize("sub", SUBS)
+def test_unknown_option_is_exit_9_naming_it(sub: str, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    rc, _, err = run([sub, "--frobnicate"], base_env(LOCAL_DIR=str(tmp_path)), capsys)
+    assert rc == 9
+    assert "--frobnicate" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv", [["deploy", "extra"], ["log", "a", "b"], ["status", "x"],
+                                  ["check", "-P", "now"], ["hydrate", "--mock=1"]])
+def test_unexpected_arguments_are_exit_9(argv: list[str], tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    rc, _, _ = run(argv, base_env(LOCAL_DIR=str(tmp_path)), capsys)
+    assert rc == 9
+
+
+def test_options_are_parsed_into_keywords() -> None:
+    parse = db_workflow.a.parse
+    opts, _ = parse(["-P", "--no-hydrate", "-m", "--reuse", "-c"], db_workflow.OPTIONS["deploy"],
+                    cmd="database deploy")
+    assert opts == {"no_patch": True, "no_hydrate": True, "mock": True, "reuse": True,
+                    "cleanup": True}
+    opts, _ = parse(["--no-hook", "--mock"], db_workflow.OPTIONS["hydrate"], cmd="x")
+    assert opts == {"no_hook": True, "mock": True}
+    opts, _ = parse(["-e"], db_workflow.OPTIONS["patch"], cmd="x")
+    assert opts == {"edit": True}
+
+
+# ------------------------------------------------------------ missing environment: exit 3
+
+
+@pytest.mark.parametrize("sub", ["deploy", "hydrate", "patch", "test", "check", "pull_staging"])
+def test_missing_local_dir_is_exit_3_and_nothing_is_started_or_written(
+    sub: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str], db_url: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    cache = Path(os.environ["XDG_CACHE_HOME"])
+    before = sorted(p.name for p in cache.iterdir()) if cache.exists() else []
+    env = base_env(PGURL=db_url, PG_WORKING_DIR=str(tmp_path / "wd"), **STAGING)
+    rc, _, err = run([sub], env, capsys)
+    assert rc == 3
+    assert "LOCAL_DIR" in err
+    assert list(tmp_path.iterdir()) == []
+    assert (sorted(p.name for p in cache.iterdir()) if cache.exists() else []) == before
+    assert psql(db_url, "SELECT count(*) FROM pg_namespace WHERE nspname = 'hectic'") == "0"
+
+
+@pytest.mark.parametrize("sub", ["status", "log"])
+def test_status_and_log_need_a_working_dir(sub: str, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    rc, _, err = run([sub], base_env(), capsys)
+    assert rc == 3
+    assert "PG_WORKING_DIR or LOCAL_DIR" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("sub", ["hydrate", "patch", "test"])
+def test_commands_on_a_database_need_a_url(sub: str, project: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    rc, _, err = run([sub], base_env(LOCAL_DIR=str(project)), capsys)
+    assert rc == 3
+    assert "no database URL" in err and "PGURL" in err
+
+
+def test_url_precedence_is_flag_then_pgurl_then_db_url() -> None:
+    env = {"PGURL": "pg", "DB_URL": "db"}
+    assert ProjectSettings.from_env(env).url == "pg"
+    assert ProjectSettings.from_env({"DB_URL": "db"}).url == "db"
+    assert ProjectSettings.from_env(env, url="flag").url == "flag"
+
+
+@pytest.mark.parametrize("missing", list(staging.REQUIRED))
+def test_pull_staging_names_the_first_missing_variable_before_anything_else(
+    missing: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    index = staging.REQUIRED.index(missing)
+    env = base_env(**{k: v for k, v in STAGING.items() if staging.REQUIRED.index(k) < index})
+    # No LOCAL_DIR either: the staging variables are checked first.
+    rc, _, err = run(["pull_staging"], env, capsys)
+    assert rc == 3
+    assert missing in err.splitlines()[0]
+    for later in staging.REQUIRED[index + 1:]:
+        assert f"{later} is not set" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_pull_staging_empty_values() -> None:
+    with pytest.raises(Error) as exc:
+        staging.StagingConfig.from_env({**STAGING, "STAGING_DUMP_TABLES": "  "})
+    assert exc.value.exit_code == 3 and "STAGING_DUMP_TABLES" in exc.value.message
+    cfg = staging.StagingConfig.from_env({**STAGING, "STAGING_DUMP_FLAGS": ""})
+    assert cfg.flags == ()
+
+
+def test_inherits_missing_table_is_exit_5(db_url: str, project: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    psql(db_url, "CREATE TABLE public.present (id int)")
+    env = base_env(LOCAL_DIR=str(project), PG_WORKING_DIR=str(project / "wd"))
+    rc, _, err = run(["-u", db_url, "status", "-i", "public.absent"], env, capsys)
+    assert rc == 5 and "public.absent" in err
+    rc, out, _ = run(["--inherits", "public.present", "--url", db_url, "status", "--json"], env,
+                     capsys)
+    assert rc == 0 and json.loads(out)["running"] is False
+
+
+# ------------------------------------------------------------------------------- hydrate
+
+
+def test_hydrate_applies_bundle_secrets_and_entrypoint(db_url: str, project: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    env = base_env(LOCAL_DIR=str(project), PGURL=db_url,
+                   HECTIC_DOTENV_CONTENT="ONE=1\nTWO='two words'\n")
+    rc, _, err = run(["hydrate"], env, capsys)
+    assert rc == 0, err
+    assert "2 secret(s) from HECTIC_DOTENV_CONTENT" in err
+    assert psql(db_url, "SELECT hectic.get_secret('TWO')") == "two words"
+    assert psql(db_url, "SELECT count(*) FROM shop.currency") == "4"
+    assert psql(db_url, "SELECT to_regproc('shop.payment_provider_status') IS NULL") == "t"
+    # each step says what it does and how long it took
+    assert "apply the hectic bundle: done in" in err
+    # --mock: USE_MOCK=1 reaches the SQL
+    rc, _, err = run(["hydrate", "--mock"], env, capsys)
+    assert rc == 0, err
+    assert psql(db_url, "SELECT shop.payment_provider_status(1)") == "settled (mock)"
+
+
+def test_hydrate_dotenv_falls_back_from_unreadable_file_to_env_file(
+    db_url: str, project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env = base_env(LOCAL_DIR=str(project), PGURL=db_url, ENVIRONMENT="development",
+                   HECTIC_DOTENV_FILE=str(project / "nope.env"))
+    rc, _, err = run(["hydrate"], env, capsys)
+    assert rc == 0, err
+    assert "nope.env is not readable" in err
+    assert f"from {project / '.env.development'}" in err
+    assert psql(db_url, "SELECT hectic.get_secret('PAYMENT_API_KEY')") == "dev-not-a-real-key"
+
+
+def test_hydrate_without_dotenv_loads_no_secrets(db_url: str, project: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    rc, _, err = run(["hydrate"], base_env(LOCAL_DIR=str(project), PGURL=db_url), capsys)
+    assert rc == 0, err
+    assert "no dotenv source" in err
+
+
+def test_hydrate_no_hook_skips_bundle_and_failure_says_where_the_output_is(
+    db_url: str, project: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = tmp_path / "logs" / "hydrate.log"
+    env = base_env(LOCAL_DIR=str(project), PGURL=db_url, HYDRATE_LOG=str(log),
+                   HECTIC_DOTENV_CONTENT="A=1")
+    rc, _, err = run(["hydrate", "--no-hook"], env, capsys)
+    # without the bundle, INHERITS (hectic.created_at) cannot work
+    assert rc == 1
+    assert f"the psql output is in {log}" in err
+    assert 'schema "hectic" does not exist' in err
+    assert "hectic" in log.read_text()
+    assert psql(db_url, "SELECT count(*) FROM pg_namespace WHERE nspname = 'hectic'") == "0"
+
+
+def test_hydrate_log_defaults_under_pg_log_path(db_url: str, project: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    (project / "db" / "src" / "entrypoint.sql").write_text("SELECT 'hello from entrypoint';\n")
+    env = base_env(LOCAL_DIR=str(project), PGURL=db_url, PG_LOG_PATH=str(tmp_path / "pglog"))
+    rc, out, _ = run(["hydrate", "-H"], env, capsys)
+    assert rc == 0
+    assert "hello from entrypoint" not in out
+    assert "hello from entrypoint" in (tmp_path / "pglog" / "hydrate.stdout.log").read_text()
+
+
+def test_hydrate_output_goes_to_stdout_by_default(db_url: str, project: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    (project / "db" / "src" / "entrypoint.sql").write_text("SELECT 'hello from entrypoint';\n")
+    rc, out, _ = run(["hydrate", "-H"], base_env(LOCAL_DIR=str(project), PGURL=db_url), capsys)
+    assert rc == 0
+    assert "hello from entrypoint" in out
+
+
+def test_hydrate_missing_entrypoint_is_exit_1_naming_it(db_url: str, project: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    (project / "db" / "src" / "entrypoint.sql").unlink()
+    rc, _, err = run(["hydrate"], base_env(LOCAL_DIR=str(project), PGURL=db_url), capsys)
+    assert rc == 1
+    assert str(project / "db" / "src" / "entrypoint.sql") in err
+    assert psql(db_url, "SELECT count(*) FROM pg_namespace WHERE nspname = 'hectic'") == "0"
+
+
+# --------------------------------------------------------------------------------- patch
+
+
+def test_patch_creates_a_missing_file_and_applies_it(db_url: str, project: Path,
+                                                     tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    profile = tmp_path / "profile"
+    env = base_env(LOCAL_DIR=str(project), PGURL=db_url, PROFILE_DIR=str(profile))
+    rc, _, err = run(["patch"], env, capsys)
+    assert rc == 0, err
+    assert (profile / "test-data.sql").read_text().startswith("--")
+    (profile / "test-data.sql").write_text("CREATE TABLE patched (x int); INSERT INTO patched "
+                                           "VALUES (7);\n")
+    rc, _, err = run(["patch"], env, capsys)
+    assert rc == 0, err
+    assert psql(db_url, "SELECT x FROM patched") == "7"
+
+
+def test_patch_failure_is_exit_1_naming_the_log(db_url: str, project: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    (project / "test-data.sql").write_text("SELECT 1/0;\n")
+    log = tmp_path / "patch.log"
+    env = base_env(LOCAL_DIR=str(project), PGURL=db_url, PATCH_LOG=str(log))
+    rc, _, err = run(["patch"], env, capsys)
+    assert rc == 1
+    assert f"in {log}" in err and "division by zero" in err
+    assert "division by zero" in log.read_text()
+
+
+def test_patch_edit_opens_editor_and_applies_nothing(project: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    (project / "test-data.sql").unlink()
+    editor = "sh -c 'echo \"-- edited\" >> \"$0\"'"
+    env = base_env(LOCAL_DIR=str(project), EDITOR=editor)  # no URL: nothing is applied
+    rc, _, err = run(["patch", "--edit"], env, capsys)
+    assert rc == 0, err
+    assert (project / "test-data.sql").read_text().endswith("-- edited\n")
+    rc, _, err = run(["patch", "-e"], base_env(LOCAL_DIR=str(project), EDITOR="false"), capsys)
+    assert rc == 1 and "false exited with 1" in err
+
+
+# ---------------------------------------------------------------------------------- test
+
+
+def write_test(project: Path, sql: str) -> None:
+    (project / "db" / "test" / "test.sql").write_text(sql)
+
+
+def test_test_missing_file_is_exit_1_naming_it(db_url: str, project: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    (project / "db" / "test" / "test.sql").unlink()
+    rc, _, err = run(["test"], base_env(LOCAL_DIR=str(project), PGURL=db_url), capsys)
+    assert rc == 1
+    assert str(project / "db" / "test" / "test.sql") in err
+
+
+def test_test_counts_tap_and_leaves_no_trace(db_url: str, project: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    psql(db_url, "CREATE TABLE kept (x int)")
+    write_test(project, (
+        "CREATE TABLE trace (x int);\nINSERT INTO kept VALUES (1);\nCREATE ROLE db_tool_trace;\n"
+        "SELECT '1..3';\nSELECT 'ok 1 - first';\nSELECT 'not ok 2 - second';\n"
+        "SELECT 'not ok 3 - later # TODO not yet';\n"
+    ))
+    rc, out, err = run(["test"], base_env(LOCAL_DIR=str(project), PGURL=db_url), capsys)
+    assert rc == 1
+    assert "ok 1 - first" in out
+    assert "1 passed, 1 failed, 1 todo, 3 planned" in err
+    assert "not ok 2 - second" in err
+    assert psql(db_url, "SELECT to_regclass('trace') IS NULL, (SELECT count(*) FROM kept), "
+                "(SELECT count(*) FROM pg_roles WHERE rolname = 'db_tool_trace')") == "t|0|0"
+
+
+def test_test_passes_with_plain_sql_and_fails_on_sql_error(
+    db_url: str, project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env = base_env(LOCAL_DIR=str(project), PGURL=db_url)
+    write_test(project, "SELECT 1;\n")
+    rc, _, err = run(["test"], env, capsys)
+    assert rc == 0 and "PASSED — no errors" in err
+    write_test(project, "SELECT 'ok 1';\nSELECT * FROM missing_table;\nSELECT 'ok 2';\n")
+    rc, _, err = run(["test"], env, capsys)
+    assert rc == 1 and "missing_table" in err
+
+
+def test_test_plan_mismatch_fails(db_url: str, project: Path,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    write_test(project, "SELECT '1..3';\nSELECT 'ok 1';\nSELECT 'ok 2';\n")
+    rc, _, err = run(["test"], base_env(LOCAL_DIR=str(project), PGURL=db_url), capsys)
+    assert rc == 1 and "planned 3 tests but 2 ran" in err
+
+
+def test_test_pgtap_style_begin_rollback_stays_in_the_transaction(
+    db_url: str, project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_test(project, "BEGIN;\nSELECT '1..1';\nCREATE TABLE t1 (x int);\nSELECT 'ok 1';\n"
+                        "ROLLBACK;\n")
+    rc, _, err = run(["test"], base_env(LOCAL_DIR=str(project), PGURL=db_url), capsys)
+    assert rc == 0, err
+    assert "rolled-back transaction" in err
+    assert psql(db_url, "SELECT to_regclass('t1') IS NULL") == "t"
+
+
+def test_test_that_commits_runs_in_a_copy_and_leaves_no_trace(
+    db_url: str, project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_test(project, "CREATE TABLE committed (x int);\nCOMMIT;\nINSERT INTO committed "
+                        "VALUES (1);\nSELECT 'ok 1 - ' || count(*) FROM committed;\n")
+    rc, out, err = run(["test"], base_env(LOCAL_DIR=str(project), PGURL=db_url), capsys)
+    assert rc == 0, err
+    assert "ok 1 - 1" in out
+    assert "throw-away copy" in err
+    assert psql(db_url, "SELECT to_regclass('committed') IS NULL") == "t"
+    assert psql(db_url, "SELECT count(*) FROM pg_database WHERE datname LIKE "
+                "'%dbtool_test%'") == "0"
+
+
+def test_test_that_commits_is_refused_while_others_are_connected(
+    db_url: str, project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from db_tool import psql as p
+
+    write_test(project, "CREATE TABLE committed (x int);\nCOMMIT;\n")
+    other = subprocess.Popen(
+        [*p.base_argv(db_url), "-c", "SELECT pg_sleep(30)"], stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, env={**os.environ, "PGAPPNAME": "the-app"},
+    )
+    try:
+        for _ in range(500):
+            if psql(db_url, "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                    "'the-app'") == "1":
+                break
+        rc, _, err = run(["test"], base_env(LOCAL_DIR=str(project), PGURL=db_url), capsys)
+    finally:
+        other.kill()
+        other.wait()
+    assert rc == 1
+    assert "the-app" in err and "COMMIT" in err
+    assert psql(db_url, "SELECT to_regclass('committed') IS NULL") == "t"
+
+
+def test_parse_tap() -> None:
+    assert testing.parse_tap("hello\n(1 row)\n") is None
+    s = testing.parse_tap("1..4\nok 1 - a\nnot ok 2 - b\nok 3 # SKIP no db\n"
+                          "not ok 4 # TODO later\n# diag\n")
+    assert s is not None
+    assert (s.planned, s.passed, s.failed, s.todo, s.skipped) == (4, 2, 1, 1, 1)
+    assert s.failures == ("not ok 2 - b",) and not s.ok
+    aligned = testing.parse_tap("   plan\n------\n 1..2\n ok 1\n ok 2\n")
+    assert aligned is not None and aligned.ok and aligned.ran == 2
+    assert not testing.parse_tap("1..3\nok 1\n").ok  # type: ignore[union-attr]
+    assert testing.parse_tap("okay then\nnot okay\n") is None
+
+
+def test_split_script_understands_quotes_comments_and_meta_commands(tmp_path: Path) -> None:
+    text = (
+        "-- COMMIT;\nBEGIN;\nSELECT 'a;COMMIT', E'it\\'s;', \"x;y\", $$ ; COMMIT; $$;\n"
+        "/* COMMIT; /* nested; */ */ SELECT $f$ ; $f$;\n\\echo ; COMMIT\n"
+        "DO $body$ BEGIN COMMIT; END $body$;\nSELECT 1 \\gset\nROLLBACK;\n"
+    )
+    stmts = list(testing.split_script(text, tmp_path / "t.sql"))
+    kinds = [testing.classify(s.text) if not s.text.startswith("\\") else "meta" for s in stmts]
+    assert kinds == ["begin", "other", "other", "meta", "other", "other", "rollback"]
+    assert [s.line for s in stmts] == [2, 3, 4, 5, 6, 7, 8]
+
+
+@pytest.mark.parametrize("sql, hazard", [
+    ("SELECT 1;", None),
+    ("BEGIN; SELECT 1; ROLLBACK;", None),
+    ("BEGIN; SELECT 1; ROLLBACK; BEGIN; SELECT 2; ROLLBACK;", None),
+    ("SAVEPOINT a; SELECT 1; ROLLBACK TO SAVEPOINT a; SELECT 2;", None),
+    ("BEGIN; SELECT 1; ROLLBACK AND CHAIN; SELECT 2;", None),
+    ("SELECT 1; COMMIT;", "COMMIT"),
+    ("SELECT 1; END;", "END"),
+    ("BEGIN; ROLLBACK; INSERT INTO t VALUES (1);", "after a ROLLBACK"),
+    ("VACUUM t;", "VACUUM"),
+    ("CREATE INDEX CONCURRENTLY i ON t (x);", "cannot run inside"),
+    ("\\c other\nSELECT 1;", "\\c opens a new session"),
+])
+def test_wrapper_hazard(sql: str, hazard: str | None, tmp_path: Path) -> None:
+    path = tmp_path / "test.sql"
+    path.write_text(sql)
+    found = testing.wrapper_hazard(path, tmp_path)
+    if hazard is None:
+        assert found is None
+    else:
+        assert found is not None and hazard in found
+
+
+def test_wrapper_hazard_follows_includes(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "inner.sql").write_text("SELECT 1;\nCOMMIT;\n")
+    (tmp_path / "sub" / "loop.sql").write_text("\\ir loop.sql\n")
+    (tmp_path / "test.sql").write_text("\\ir sub/loop.sql\n\\i sub/inner.sql\n")
+    found = testing.wrapper_hazard(tmp_path / "test.sql", tmp_path)
+    assert found is not None and "inner.sql:2" in found
+
+
+def test_url_with_database() -> None:
+    u = testing.url_with_database("postgresql://me@/db?host=/x%20y/sock&port=5&dbname=z", "a b")
+    assert u == "postgresql://me@/a%20b?host=/x%20y/sock&port=5"
+    assert testing.url_with_database("host=/s dbname=x", "it's") == "host=/s dbname=x " \
+        "dbname='it\\'s'"
+
+
+# ------------------------------------------------------------------------------ staging
+
+
+def test_remote_command_quotes_every_word_for_the_remote_shell() -> None:
+    import shlex
+
+    cfg = staging.StagingConfig.from_env({
+        **STAGING, "STAGING_DB_URL": "postgresql://u:p'w@h/db?sslmode=require&x=$HOME",
+        "STAGING_DUMP_TABLES": "public.item  shop.\"Odd\"", "STAGING_DUMP_FLAGS":
+        "--data-only --exclude-table-data='a b'",
+    })
+    cmd = staging.remote_command(cfg)
+    assert shlex.split(cmd) == [
+        "pg_dump", "--data-only", "--exclude-table-data=a b", "-t", "public.item", "-t",
+        'shop."Odd"', "--dbname=postgresql://u:p'w@h/db?sslmode=require&x=$HOME",
+    ]
+
+
+def test_render_patch_has_header_dump_and_sequence_resets() -> None:
+    cfg = staging.StagingConfig.from_env({**STAGING, "STAGING_DUMP_TABLES": "a b"})
+    text = staging.render_patch(cfg, "INSERT INTO a VALUES (1);\n", now=0)
+    assert "-- Host:   staging.example.org" in text
+    assert "-- Time:   1970-01-01T00:00:00Z (UTC)" in text
+    assert "db-tool" in text.splitlines()[0]
+    assert "postgresql://app@localhost/app" not in text  # the URL may hold a password
+    assert text.index("INSERT INTO a") < text.index("RESET search_path")
+    assert text.count("pg_get_serial_sequence") == 2
+
+
+def test_write_atomically_keeps_mode_and_leaves_no_temp_files(tmp_path: Path) -> None:
+    target = tmp_path / "test-data.sql"
+    target.write_text("old")
+    target.chmod(0o600)
+    staging.write_atomically(target, "new")
+    assert target.read_text() == "new"
+    assert (target.stat().st_mode & 0o777) == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["test-data.sql"]
+
+
+# ---------------------------------------------------------------------------------- log
+
+
+@pytest.fixture
+def log_env(tmp_path: Path) -> tuple[dict[str, str], Path]:
+    wd = tmp_path / "wd"
+    return base_env(PG_WORKING_DIR=str(wd)), wd / "data" / "log"
+
+
+def test_log_without_log_dir_is_exit_1(log_env: tuple[dict[str, str], Path],
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    env, _ = log_env
+    rc, _, err = run(["log"], env, capsys)
+    assert rc == 1 and "no server log dir" in err
+
+
+def test_log_with_empty_dir_warns_and_exits_0(log_env: tuple[dict[str, str], Path],
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    env, directory = log_env
+    directory.mkdir(parents=True)
+    rc, _, err = run(["log", "list"], env, capsys)
+    assert rc == 0 and "warning: no log files" in err
+
+
+def test_log_list_index_name_and_substring(log_env: tuple[dict[str, str], Path],
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    env, directory = log_env
+    directory.mkdir(parents=True)
+    names = ["postgresql-2025-01-01_000000.log", "postgresql-2025-01-02_000000.log",
+             "postgresql-2025-02-01_000000.log"]
+    for i, name in enumerate(names):
+        (directory / name).write_text(f"content {i}\n")
+        os.utime(directory / name, (1000 + i, 1000 + i))
+    rc, out, _ = run(["log", "list"], env, capsys)
+    assert rc == 0
+    assert [line.split()[:2] for line in out.splitlines()] == [
+        ["1", names[0]], ["2", names[1]], ["3", names[2]]]
+    assert run(["log"], env, capsys)[1] == "content 2\n"  # the newest
+    assert run(["log", "2"], env, capsys)[1] == "content 1\n"
+    assert run(["log", names[0]], env, capsys)[1] == "content 0\n"
+    assert run(["log", "02-01"], env, capsys)[1] == "content 2\n"
+    for selector, message in (("2025-01", "matches 2 log files"), ("9", "no log number 9"),
+                              ("0", "no log number 0"), ("zzz", "no log file matches")):
+        rc, _, err = run(["log", selector], env, capsys)
+        assert rc == 1, selector
+        assert message in err and "database log list" in err
+
+
+def test_log_honours_pg_log_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "server.log").write_text("from PG_LOG_PATH\n")
+    env = base_env(PG_WORKING_DIR=str(tmp_path / "wd"), PG_LOG_PATH=str(tmp_path / "logs"))
+    assert run(["log"], env, capsys)[1] == "from PG_LOG_PATH\n"
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_log_on_a_terminal_goes_through_the_pager(tmp_path: Path,
+                                                  capfd: pytest.CaptureFixture[str]) -> None:
+    directory = tmp_path / "wd" / "data" / "log"
+    directory.mkdir(parents=True)
+    (directory / "a.log").write_text("paged\n")
+    env = base_env(PG_WORKING_DIR=str(tmp_path / "wd"), PAGER="sed s/^/PAGER:/")
+    ctx = Context(settings=ProjectSettings.from_env(env), stdout=_Tty())
+    assert db_workflow.dispatch(ctx, "log", []) == 0
+    assert "PAGER:paged" in capfd.readouterr().out
+
+
+def test_log_select_pure() -> None:
+    files = [Path("/l/a.log"), Path("/l/ab.log")]
+    assert logs.select(files, None) == files[-1]
+    assert logs.select(files, "a.log") == files[0]  # exact name wins over substrings
+    with pytest.raises(Error, match="matches 2"):
+        logs.select(files, "a")
+
+
+# ------------------------------------------------------------------------------- status
+
+
+def test_status_of_a_project_without_cluster(project: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    env = base_env(LOCAL_DIR=str(project))
+    rc, out, _ = run(["status", "--json"], env, capsys)
+    assert rc == 0
+    st = json.loads(out)
+    assert st["running"] is False and st["initialised"] is False
+    assert st["working_dir"] == str(project / "focus" / "postgresql")
+    assert st["migrations_pending"] is None and "not running" in st["migrations_note"]
+    assert st["url"].startswith("postgresql://")
+    rc, out, _ = run(["status"], env, capsys)
+    assert rc == 0 and "not initialised" in out and "migrations:" in out
+    assert not (project / "focus").exists()
+
+
+def test_status_counts_pending_migrations_of_url(db_url: str, project: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    env = base_env(LOCAL_DIR=str(project))
+    rc, out, _ = run(["--url", db_url, "status", "--json"], env, capsys)
+    assert rc == 0
+    assert json.loads(out)["migrations_pending"] == 2
+
+
+# ------------------------------------------------------------------------------- deploy
+
+
+def test_deploy_checks_entrypoint_before_starting_anything(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (project / "db" / "src" / "entrypoint.sql").unlink()
+    rc, _, err = run(["deploy"], base_env(LOCAL_DIR=str(project)), capsys)
+    assert rc == 1 and "entrypoint.sql does not exist" in err
+    assert not (project / "focus").exists()
+    rc, _, err = run(["check"], base_env(LOCAL_DIR=str(project)), capsys)
+    assert rc == 1
+    assert not (project / "focus").exists()

@@ -1,0 +1,368 @@
+"""End to end on the example project with real clusters: deploy / test / check, check never
+touching a running development cluster (also when interrupted), pull_staging through a fake
+ssh, the installed `database` script, and examples/run-example.sh."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from db_tool import psql as p
+from db_tool.cli.database import main
+from db_tool.cluster import Cluster
+from db_tool.settings import ClusterConfig, login_name
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "examples"
+BIN = Path(sys.executable).parent
+_ports = itertools.count(5700)  # distinct from the session cluster (5499) and other modules
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    env = {k: os.environ[k] for k in ("PATH", "HOME", "XDG_CACHE_HOME", "PG_BIN_DIR",
+                                      "PG_OS_USER", "LANG") if k in os.environ}
+    env["PATH"] = f"{BIN}:{env.get('PATH', '/usr/bin:/bin')}"
+    env.update(extra)
+    return env
+
+
+def q(url: str, sql: str) -> str:
+    return "\n".join("|".join(r) for r in p.query(url, sql))
+
+
+def _alive(pid: int) -> bool:
+    """A zombie (exited, not yet reaped — PID 1 in a container may never reap) is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(") ", 1)[-1][:1] != "Z"
+
+
+def stop(working_dir: Path) -> None:
+    if working_dir.is_dir():
+        Cluster(ClusterConfig(working_dir=working_dir)).stop()
+
+
+class Project:
+    def __init__(self, root: Path, port: int) -> None:
+        self.root = root
+        self.port = port
+        self.env = base_env(LOCAL_DIR=str(root), PG_PORT=str(port), ENVIRONMENT="development")
+
+    @property
+    def working_dir(self) -> Path:
+        return self.root / "focus" / "postgresql"
+
+    @property
+    def check_dir(self) -> Path:
+        return self.root / "focus" / "postgresql-check-tmp"
+
+    @property
+    def url(self) -> str:
+        return Cluster(ClusterConfig(working_dir=self.working_dir, port=self.port)).url
+
+    def cluster(self) -> Cluster:
+        return Cluster(ClusterConfig(working_dir=self.working_dir, port=self.port))
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A short path: <dir>/focus/postgresql-check-tmp/sock/.s.PGSQL.<port> must fit the 107
+    bytes of a unix socket path, which pytest's tmp_path does not leave room for."""
+    path = Path(tempfile.mkdtemp(prefix="dbt-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def project(short_tmp: Path) -> Iterator[Project]:
+    root = short_tmp / "p"
+    shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns("focus"))
+    proj = Project(root, next(_ports))
+    try:
+        yield proj
+    finally:
+        stop(proj.working_dir)
+        stop(proj.check_dir)
+
+
+def run(argv: list[str], env: dict[str, str], capsys: pytest.CaptureFixture[str]) -> tuple[
+        int, str, str]:
+    rc = main(argv, env=env)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_deploy_test_reuse_cleanup_with_the_installed_script(project: Project) -> None:
+    env = {k: v for k, v in project.env.items() if k not in ("PGURL", "DB_URL")}
+    done = subprocess.run([str(BIN / "database"), "deploy"], env=env, capture_output=True,
+                          text=True, timeout=120, stdin=subprocess.DEVNULL, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"export PGURL='{project.url}'"
+    for step in ("init a fresh cluster", "hydrate", "apply the hectic bundle", "patch"):
+        assert f"{step}" in done.stderr and "done in" in done.stderr
+    url = project.url
+    assert login_name() in url
+    assert q(url, "SELECT count(*) FROM shop.customer") == "3"
+    assert q(url, "SELECT hectic.get_secret('PAYMENT_API_KEY')") == "dev-not-a-real-key"
+    pid = project.cluster().running_pid()
+    assert pid is not None
+
+    # status (subprocess) sees it running, with 2 pending migrations
+    st = subprocess.run([str(BIN / "database"), "status", "--json"], env=env,
+                        capture_output=True, text=True, timeout=60, check=False)
+    assert st.returncode == 0, st.stderr
+    status = json.loads(st.stdout)
+    assert (status["running"], status["pid"], status["migrations_pending"]) == (True, pid, 2)
+    assert status["data_size_bytes"] > 1_000_000 and status["url"] == url
+
+    # the example's tests pass and leave no trace
+    t = subprocess.run([str(BIN / "database"), "test"], env={**env, "PGURL": url},
+                       capture_output=True, text=True, timeout=60, check=False)
+    assert t.returncode == 0, t.stdout + t.stderr
+    assert "10 passed, 0 failed, 10 planned" in t.stderr
+    assert q(url, "SELECT count(*) FROM shop.customer") == "3"
+    assert q(url, "SELECT count(*) FROM shop.currency WHERE code = 'XTS'") == "0"
+
+    # --reuse keeps the data (and hydrates/patches nothing)
+    q(url, "INSERT INTO shop.customer (email, name) VALUES ('keep@example.org', 'Keep')")
+    r = subprocess.run([str(BIN / "database"), "deploy", "--reuse"], env=env,
+                       capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 0, r.stderr
+    assert "hydrate ..." not in r.stderr
+    assert q(url, "SELECT count(*) FROM shop.customer") == "4"
+
+    # a plain deploy starts over; --cleanup stops the cluster afterwards
+    r = subprocess.run([str(BIN / "database"), "deploy", "-c"], env=env, capture_output=True,
+                       text=True, timeout=120, check=False)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == ""
+    assert "cluster stopped" in r.stderr
+    assert not project.cluster().is_running()
+    assert (project.working_dir / "data" / "PG_VERSION").is_file()
+    r = subprocess.run([str(BIN / "database"), "deploy", "--reuse"], env=env,
+                       capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 0, r.stderr
+    assert q(url, "SELECT count(*) FROM shop.customer") == "3"
+
+
+def test_deploy_options_mock_no_patch_no_hydrate(project: Project,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    rc, _, err = run(["deploy", "--mock", "--no-patch"], project.env, capsys)
+    assert rc == 0, err
+    url = project.url
+    assert q(url, "SELECT shop.payment_provider_status(1)") == "settled (mock)"
+    assert q(url, "SELECT count(*) FROM shop.customer") == "0"
+    rc, _, err = run(["deploy", "-H", "-P"], project.env, capsys)
+    assert rc == 0, err
+    assert q(url, "SELECT count(*) FROM pg_namespace WHERE nspname IN ('hectic', 'shop')") == "0"
+
+
+def test_deploy_failure_leaves_the_cluster_running_for_inspection(
+    project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (project.root / "test-data.sql").write_text("INSERT INTO shop.nope VALUES (1);\n")
+    rc, _, err = run(["deploy", "--cleanup"], project.env, capsys)
+    assert rc == 1
+    assert "patch failed" in err and "shop.nope" in err
+    assert project.cluster().is_running()
+
+
+@pytest.fixture
+def dev(project: Project, capsys: pytest.CaptureFixture[str]) -> tuple[Project, int, str]:
+    """The development cluster, deployed and running, with a row only it has."""
+    rc, _, err = run(["deploy"], project.env, capsys)
+    assert rc == 0, err
+    url = project.url
+    q(url, "INSERT INTO shop.customer (email, name) VALUES ('only-dev@example.org', 'Dev')")
+    pid = project.cluster().running_pid()
+    assert pid is not None
+    return project, pid, url
+
+
+def _dev_untouched(project: Project, pid: int, url: str) -> None:
+    assert project.cluster().running_pid() == pid
+    assert q(url, "SELECT count(*) FROM shop.customer") == "4"
+    assert q(url, "SELECT count(*) FROM shop.customer WHERE email = 'only-dev@example.org'") == "1"
+    assert not project.check_dir.exists()
+
+
+def test_check_passes_and_never_touches_the_running_dev_cluster(
+    dev: tuple[Project, int, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    project, pid, url = dev
+    # PGURL points at the dev cluster: check must not use it
+    env = {**project.env, "PGURL": url, "DB_URL": url}
+    rc, _, err = run(["check"], env, capsys)
+    assert rc == 0, err
+    assert "check: PASSED" in err
+    assert str(project.check_dir) in err
+    _dev_untouched(project, pid, url)
+
+
+def test_check_failure_is_exit_1_and_torn_down(dev: tuple[Project, int, str],
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    project, pid, url = dev
+    (project.root / "db" / "src" / "functions.sql").write_text("SELECT broken(;\n")
+    rc, _, err = run(["check", "-P"], project.env, capsys)
+    assert rc == 1
+    assert "hydrate failed" in err and "tear down the check cluster: done" in err
+    _dev_untouched(project, pid, url)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_check_interrupted_is_torn_down(sig: signal.Signals,
+                                        dev: tuple[Project, int, str]) -> None:
+    project, pid, url = dev
+    (project.root / "db" / "src" / "functions.sql").write_text("SELECT pg_sleep(60);\n")
+    child = subprocess.Popen([str(BIN / "database"), "check"], env=project.env,
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    check_cluster = Cluster(ClusterConfig(working_dir=project.check_dir, port=project.port))
+    try:
+        deadline = time.monotonic() + 60
+        server = None
+        while time.monotonic() < deadline:
+            server = check_cluster.running_pid()
+            if server is not None and q(check_cluster.url, "SELECT count(*) FROM "
+                                        "pg_stat_activity WHERE query LIKE '%pg_sleep(60)%' "
+                                        "AND pid <> pg_backend_pid()") == "1":
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("the check never reached the entrypoint")
+        child.send_signal(sig)
+        _, err = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 130, err
+    assert "interrupted" in err
+    assert server is not None
+    assert not _alive(server)
+    _dev_untouched(project, pid, url)
+
+
+# --------------------------------------------------------------------------- pull_staging
+
+
+@pytest.fixture
+def fake_ssh(tmp_path: Path) -> Path:
+    """`ssh HOST CMD...` runs CMD... locally through sh -c, like the remote shell would."""
+    bindir = tmp_path / "fakebin"
+    bindir.mkdir()
+    ssh = bindir / "ssh"
+    ssh.write_text('#!/bin/sh\necho "$1" >> "$(dirname "$0")/hosts"\nshift\nexec sh -c "$*"\n')
+    ssh.chmod(0o755)
+    return bindir
+
+
+def _staging_db(url: str) -> None:
+    q(url, "CREATE TABLE public.item (id serial PRIMARY KEY, name text NOT NULL);"
+           "CREATE TABLE public.note (body text);"
+           "INSERT INTO public.item (name) VALUES ('a'), ('b'), ('it''s \"c\"');"
+           "INSERT INTO public.note VALUES ('hello');"
+           "SELECT 1")
+
+
+def test_pull_staging_through_fake_ssh_then_patch(
+    fake_ssh: Path, tmp_path: Path, pg: Any, capsys: pytest.CaptureFixture[str],
+    db_url: str,
+) -> None:
+    staging_url = db_url
+    _staging_db(staging_url)
+    target = pg.url_for("t_pull_target")
+    pg.psql('DROP DATABASE IF EXISTS "t_pull_target"')
+    pg.psql('CREATE DATABASE "t_pull_target"')
+    try:
+        q(target, "CREATE TABLE public.item (id serial PRIMARY KEY, name text NOT NULL);"
+                  "CREATE TABLE public.note (body text); SELECT 1")
+        local = tmp_path / "proj"
+        local.mkdir()
+        env = base_env(
+            LOCAL_DIR=str(local), STAGING_SSH_HOST="deploy@staging", STAGING_DB_URL=staging_url,
+            STAGING_DUMP_TABLES="public.item public.note",
+            STAGING_DUMP_FLAGS="--data-only --column-inserts --no-owner",
+        )
+        env["PATH"] = f"{fake_ssh}:{env['PATH']}"
+        rc, _, err = run(["pull_staging"], env, capsys)
+        assert rc == 0, err
+        assert (fake_ssh / "hosts").read_text() == "deploy@staging\n"
+        text = (local / "test-data.sql").read_text()
+        assert "-- Host:   deploy@staging" in text
+        assert "INSERT INTO public.item" in text
+        assert staging_url not in text
+        rc, _, err = run(["patch"], {**env, "PGURL": target}, capsys)
+        assert rc == 0, err
+        assert q(target, "SELECT string_agg(name, ',' ORDER BY id) FROM item") == \
+            "a,b,it's \"c\""
+        assert q(target, "SELECT body FROM note") == "hello"
+        # the serial continues after the pulled ids
+        assert q(target, "INSERT INTO item (name) VALUES ('d') RETURNING id") == "4"
+    finally:
+        pg.psql('DROP DATABASE IF EXISTS "t_pull_target" WITH (FORCE)')
+
+
+@pytest.mark.parametrize("script, message", [
+    ('echo "ssh: connect to host staging: Connection refused" >&2; exit 255',
+     "failed with exit code 255"),
+    ("exit 0", "printed nothing"),
+    ("printf '\\n\\n'; exit 0", "printed nothing"),
+])
+def test_pull_staging_failure_leaves_the_patch_file_as_it_was(
+    script: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "ssh").write_text(f"#!/bin/sh\n{script}\n")
+    (bindir / "ssh").chmod(0o755)
+    local = tmp_path / "proj"
+    local.mkdir()
+    patch = local / "test-data.sql"
+    patch.write_bytes(b"-- my precious test data\nINSERT INTO x VALUES (1);\n")
+    patch.chmod(0o640)
+    before = (patch.read_bytes(), patch.stat().st_mode, patch.stat().st_ino)
+    env = base_env(LOCAL_DIR=str(local), STAGING_SSH_HOST="h", STAGING_DB_URL="u",
+                   STAGING_DUMP_TABLES="t", STAGING_DUMP_FLAGS="")
+    env["PATH"] = f"{bindir}:{env['PATH']}"
+    rc, _, err = run(["pull_staging"], env, capsys)
+    assert rc == 1
+    assert message in err and "left as it was" in err
+    assert (patch.read_bytes(), patch.stat().st_mode, patch.stat().st_ino) == before
+    assert sorted(x.name for x in local.iterdir()) == ["test-data.sql"]
+
+
+# ------------------------------------------------------------------------ the quick start
+
+
+def test_run_example_script(short_tmp: Path) -> None:
+    root = short_tmp / "examples"
+    shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns("focus"))
+    env = base_env(PG_PORT=str(next(_ports)), PGURL="postgresql://wrong@/nope",
+                   DB_URL="postgresql://user@localhost/dbname?host=/nowhere&port=5432")
+    try:
+        done = subprocess.run(["sh", str(root / "run-example.sh")], env=env,
+                              capture_output=True, text=True, timeout=180,
+                              stdin=subprocess.DEVNULL, check=False)
+    finally:
+        stop(root / "focus" / "postgresql")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "example OK" in done.stderr
+    assert done.stderr.count("test: PASSED") == 2 and "check: PASSED" in done.stderr
+    assert not (root / "focus").exists()
