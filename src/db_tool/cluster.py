@@ -39,6 +39,7 @@ SERVER_LOG = "postgres-init.log"
 RUNTIME_CONF = "db-tool.runtime.conf"
 INCLUDE_LINE = f"include_if_exists = '{RUNTIME_CONF}'"
 START_TIMEOUT = 60.0
+SOCKET_PATH_MAX = 107  # sun_path holds 108 bytes on Linux, NUL included
 STOP_TIMEOUT = 60.0
 LAYOUT_ENTRIES = {"data", "sock", "log", SERVER_LOG, MARKER, LOCKFILE}
 LAYOUT_PREFIXES = ("data.broken-", ".trash-")
@@ -274,6 +275,7 @@ class Cluster:
     # ---- init -----------------------------------------------------------------------------
     def init(self) -> InitResult:
         """Create (fresh) or reuse the cluster, start it and ensure the database."""
+        self.check_socket_path()
         with self.locked():
             if self.config.reuse and self.is_initialised():
                 return self._reuse()
@@ -545,7 +547,19 @@ class Cluster:
                             + INCLUDE_LINE + "\n")
 
     # ---- start / stop ---------------------------------------------------------------------
+    def check_socket_path(self) -> None:
+        """PostgreSQL cannot listen on a longer unix socket path; it only says so in its log."""
+        path = pgwire.socket_path(self.sockdir, self.port)
+        size = len(os.fsencode(path))
+        if size > SOCKET_PATH_MAX:
+            raise Error(
+                f"the socket path {path} is {size} bytes, more than the {SOCKET_PATH_MAX} a "
+                "unix socket allows: use a shorter PG_WORKING_DIR (or LOCAL_DIR) — nothing "
+                "was changed"
+            )
+
     def start(self) -> None:
+        self.check_socket_path()
         with self.locked():
             if self.is_running():
                 return
