@@ -1,10 +1,230 @@
-"""Placeholder: filled in by its own issue."""
+"""`database diff | backup | restore | normalize-backup`: argv parsing and printing only."""
 
 from __future__ import annotations
 
+import shlex
+import sys
+from pathlib import Path
+
+from db_tool.cli import args as a
 from db_tool.cli.context import Context
-from db_tool.errors import Error
+from db_tool.errors import Error, ExitCode
+
+BACKUP_HELP = """\
+usage: database backup
+
+Physical backup of the running development cluster (pg_basebackup, tar, gzip, WAL streamed)
+into $LOCAL_DIR/focus/postgresql-backup: base.tar.gz, pg_wal.tar.gz, backup_manifest and
+database_name (the project database). Progress is shown on a terminal. The new backup is
+written next to the old one and replaces it only when complete: a failed backup leaves the
+previous one as it was.
+"""
+
+RESTORE_HELP = """\
+usage: database restore [--archive] [PATH]
+
+Replace the development cluster's data with a backup and start it, using the database name
+recorded in the backup. PATH defaults to $LOCAL_DIR/focus/postgresql-backup; with --archive,
+PATH is a .tar.gz of such a directory. A PATH without base.tar.gz is refused before the cluster
+is touched. The current data is kept until the restored cluster has started, and put back if it
+does not start.
+"""
+
+NORMALIZE_HELP = """\
+usage: database normalize-backup [-o|--output DIR] [--role NAME] [--database NAME]
+                                 [--admin-role NAME] [PATH]
+
+Turn a physical backup taken elsewhere (e.g. production) into one `database restore` can use
+here. The input (PATH, default $LOCAL_DIR/focus/postgresql-backup) is only read; the output
+(default $LOCAL_DIR/focus/postgresql-backup-normalized) must not be, be inside, or contain it.
+
+In a temporary cluster: access and server configuration are replaced by local ones (unix socket
+only, trust, preload settings as postgres-init would use), standby/recovery/runtime leftovers
+removed, the WAL replayed, collation versions refreshed, the role and database ensured; then the
+cluster stops cleanly and its data is packed as base.tar.gz + database_name.
+
+  -o, --output DIR     where to write the normalized backup
+      --role NAME      superuser to ensure (default: your login, as postgres-init uses)
+      --database NAME  database to ensure and record (default: the first non-system database
+                       in the backup, else testdb)
+      --admin-role NAME
+                       a superuser of the backup to work as (default: the backup's bootstrap
+                       superuser, found by itself)
+"""
+
+DIFF_HELP = """\
+usage: database diff [--tables a,b] [--ignore-migration-fail] [-m|--mock] [-o|--output FILE]
+                     [BACKUP_PATH]
+       database diff log
+
+Compare what production will be (db1: the backup restored into a temporary cluster, then
+`migrator migrate up all`) with what the sources build (db2: a fresh temporary cluster hydrated
+from $DATABASE_SOURCE, then `migrator init`):
+  - schema dumps (pg_dump --schema-only --no-owner --no-privileges) as a unified diff;
+    with --tables, those tables' schema and data;
+  - when a hectic schema exists on either side, an --- IMMUTABLE TABLE DATA --- section: per
+    table inheriting hectic.immutable, a unified diff of its rows as INSERTs (columns from
+    hectic.created_at / hectic.updated_at left out), or (no differences).
+The development cluster is never touched; both temporary clusters are always removed. Their
+logs are kept in $LOCAL_DIR/focus/postgresql-diff-log/{db1,db2}/: `database diff log` shows them.
+
+  BACKUP_PATH               backup dir (default $LOCAL_DIR/focus/postgresql-backup) or a .tar.gz
+      --tables a,b          compare only these tables (schema and data)
+      --ignore-migration-fail
+                            compare even when migrations fail on db1 (else exit 1)
+  -m, --mock                hydrate db2 with -v USE_MOCK=1
+  -o, --output FILE         write the diff to FILE instead of stdout / the pager ($PAGER,
+                            default less -R, on a terminal)
+
+Exit codes: 0 no differences, 1 differences (or an error), 5 no --tables table on either side.
+"""
 
 
 def dispatch(ctx: Context, sub: str, argv: list[str]) -> int:
-    raise Error(f"database {sub} is not implemented yet")
+    if sub == "backup":
+        return _backup(ctx, argv)
+    if sub == "restore":
+        return _restore(ctx, argv)
+    if sub == "normalize-backup":
+        return _normalize(ctx, argv)
+    if sub == "diff":
+        return _diff(ctx, argv)
+    raise AssertionError(sub)
+
+
+def _backup(ctx: Context, argv: list[str]) -> int:
+    if a.wants_help(argv):
+        ctx.stdout.write(BACKUP_HELP)
+        return 0
+    a.parse(argv, [], cmd="database backup", max_positional=0)
+    from db_tool import output
+    from db_tool.commands.backup import backup
+
+    ctx.settings.require_local_dir()
+    result = backup(settings=ctx.settings, progress=_stderr_is_tty())
+    output.ok(f"backup of database {result.database} written to {result.path} "
+              f"({_size(result.size)})")
+    return 0
+
+
+def _restore(ctx: Context, argv: list[str]) -> int:
+    if a.wants_help(argv):
+        ctx.stdout.write(RESTORE_HELP)
+        return 0
+    opts, pos = a.parse(argv, [a.Opt(("--archive",), "archive")], cmd="database restore",
+                        max_positional=1)
+    from db_tool import output
+    from db_tool.commands.restore import restore
+
+    if not pos:
+        ctx.settings.require_local_dir()
+    result = restore(settings=ctx.settings, path=Path(pos[0]) if pos else None,
+                     archive=bool(opts["archive"]))
+    output.ok(f"restored {result.source}; database {result.database} is up")
+    ctx.stdout.write(result.url + "\n")
+    return 0
+
+
+def _normalize(ctx: Context, argv: list[str]) -> int:
+    if a.wants_help(argv):
+        ctx.stdout.write(NORMALIZE_HELP)
+        return 0
+    opts, pos = a.parse(
+        argv,
+        [a.Opt(("-o", "--output"), "output", value=True),
+         a.Opt(("--role",), "role", value=True),
+         a.Opt(("--database",), "database", value=True),
+         a.Opt(("--admin-role",), "admin_role", value=True)],
+        cmd="database normalize-backup", max_positional=1,
+    )
+    from db_tool import output
+    from db_tool.commands.normalize import normalize
+
+    if not pos or not opts["output"]:
+        ctx.settings.require_local_dir()
+    for name in ("role", "database", "admin_role"):
+        if opts[name] == "":
+            raise Error(f"database normalize-backup: --{name.replace('_', '-')} needs a "
+                        "non-empty value", ExitCode.MISSING)
+    result = normalize(
+        settings=ctx.settings,
+        source=Path(pos[0]) if pos else None,
+        target=Path(opts["output"]) if opts["output"] else None,
+        role=opts["role"], database=opts["database"], admin_role=opts["admin_role"],
+    )
+    output.ok(f"normalized backup (database {result.database}, superuser {result.role}) "
+              f"written to {result.path}; restore it with `database restore {result.path}`")
+    return 0
+
+
+def _diff(ctx: Context, argv: list[str]) -> int:
+    if a.wants_help(argv):
+        ctx.stdout.write(DIFF_HELP)
+        return 0
+    from db_tool.commands import diff as d
+
+    if argv[:1] == ["log"]:
+        a.parse(argv[1:], [], cmd="database diff log", max_positional=0)
+        ctx.settings.require_local_dir()
+        _show(ctx, d.read_logs(ctx.settings))
+        return 0
+    opts, pos = a.parse(
+        argv,
+        [a.Opt(("--tables",), "tables", value=True),
+         a.Opt(("--ignore-migration-fail",), "ignore"),
+         a.Opt(("-m", "--mock"), "mock"),
+         a.Opt(("-o", "--output"), "output", value=True)],
+        cmd="database diff", max_positional=1,
+    )
+    ctx.settings.require_local_dir()
+    tables = [t.strip() for t in (opts["tables"] or "").split(",") if t.strip()]
+    if opts["tables"] is not None and not tables:
+        raise Error("database diff: --tables needs at least one table name", ExitCode.MISSING)
+    result = d.diff(
+        settings=ctx.settings, backup_path=Path(pos[0]) if pos else None, tables=tables,
+        ignore_migration_fail=bool(opts["ignore"]), mock=bool(opts["mock"]),
+    )
+    text = result.render()
+    if opts["output"]:
+        from db_tool import output
+
+        target = Path(opts["output"])
+        target.write_text(text)
+        verdict = "differences found" if result.differs else "no differences"
+        output.info(f"{verdict}; the diff is in {target}")
+    else:
+        _show(ctx, text)
+    return 1 if result.differs else 0
+
+
+def _show(ctx: Context, text: str) -> None:
+    """Through $PAGER (default less -R) on a terminal, plain otherwise."""
+    if ctx.is_tty:
+        from db_tool import proc
+
+        pager = shlex.split(ctx.settings.env.get("PAGER") or "less -R")
+        if pager:
+            ctx.stdout.flush()
+            try:
+                proc.run(pager, input=text, stdout=None, stderr=None, check=False,
+                         env=ctx.settings.env)
+                return
+            except Error:
+                pass  # pager missing: print instead
+    ctx.stdout.write(text)
+
+
+def _stderr_is_tty() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError

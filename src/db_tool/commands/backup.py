@@ -1,0 +1,251 @@
+"""`database backup`, and the backup-directory helpers restore, normalize-backup and diff share.
+
+A backup directory holds what `pg_basebackup -Ft -z -X stream` writes (`base.tar.gz`,
+`pg_wal.tar.gz`, `backup_manifest`) plus a `database_name` file naming the project database.
+A normalized backup has no `pg_wal.tar.gz`: its WAL is inside `base.tar.gz` (clean shutdown).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import unquote, urlsplit
+
+from db_tool import output, pgwire, privs, proc
+from db_tool.cluster import Cluster
+from db_tool.errors import Error
+from db_tool.settings import ProjectSettings
+
+if TYPE_CHECKING:
+    import tarfile
+
+BACKUP_DIR = "postgresql-backup"
+BASE = "base.tar.gz"
+WAL = "pg_wal.tar.gz"
+DATABASE_FILE = "database_name"
+
+# Left behind by the server that took or served the backup; the local server must not see them.
+# backup_label / tablespace_map stay: recovery from a base backup needs them.
+LEFTOVERS = (
+    "standby.signal", "recovery.signal", "recovery.conf", "postmaster.pid", "postmaster.opts",
+    "current_logfiles", "backup_label.old", "tablespace_map.old",
+)
+
+
+@dataclass(frozen=True)
+class BackupResult:
+    path: Path
+    database: str
+    size: int  # bytes on disk
+
+
+def default_backup_dir(settings: ProjectSettings) -> Path:
+    return settings.focus_dir / BACKUP_DIR
+
+
+def require_backup(path: Path) -> Path:
+    """The backup dir itself, or Error when `path` does not hold a backup (nothing touched)."""
+    if not (path / BASE).is_file():
+        what = "does not exist" if not path.exists() else f"holds no {BASE}"
+        raise Error(
+            f"{path} is not a backup: it {what}; take one with `database backup` or pass the "
+            f"directory holding {BASE}"
+        )
+    return path
+
+
+def recorded_database(backup_dir: Path, default: str) -> str:
+    try:
+        name = (backup_dir / DATABASE_FILE).read_text().strip()
+    except OSError:
+        return default
+    return name or default
+
+
+@contextlib.contextmanager
+def opened(path: Path, *, archive: bool, scratch_parent: Path) -> Iterator[Path]:
+    """Yield the backup dir for `path`; with `archive`, PATH is a .tar.gz of such a dir, unpacked
+    into a scratch dir under `scratch_parent` that is removed afterwards."""
+    if not archive:
+        yield require_backup(path)
+        return
+    if not path.is_file():
+        raise Error(f"{path} is not a file: --archive takes a .tar.gz of a backup directory")
+    scratch_parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".backup-archive-", dir=scratch_parent))
+    try:
+        extract(path, scratch)
+        candidates = [scratch] + sorted(p for p in scratch.iterdir() if p.is_dir())
+        found = next((c for c in candidates if (c / BASE).is_file()), None)
+        if found is None:
+            raise Error(f"{path} is not a backup archive: it holds no {BASE} (at its top or "
+                        "in one directory)")
+        yield found
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def extract(archive: Path, target: Path) -> None:
+    import tarfile
+    import zlib
+
+    try:
+        with tarfile.open(archive, "r:*") as tf:
+            if hasattr(tarfile, "data_filter"):
+                # No absolute paths, no links that are absolute or leave target, no device
+                # files, no setuid bits (a tablespace link of the source is refused too).
+                tf.extractall(target, filter="data")
+            else:  # Python < 3.11.4 (e.g. Debian 12's 3.11.2): the same checks by hand
+                tf.extractall(target, members=_checked_members(tf, target))
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+        raise Error(f"cannot extract {archive}: {exc}") from exc
+
+
+def _checked_members(tf: tarfile.TarFile, target: Path) -> Iterator[tarfile.TarInfo]:
+    import tarfile
+
+    root = os.path.realpath(target)
+
+    def inside(path: str) -> bool:
+        return os.path.commonpath([root, os.path.realpath(path)]) == root
+
+    for member in tf.getmembers():
+        dest = os.path.join(root, member.name)
+        if os.path.isabs(member.name) or not inside(dest):
+            raise tarfile.TarError(f"{member.name!r} would be written outside {target}")
+        if member.issym() or member.islnk():
+            base = root if member.islnk() else os.path.dirname(dest)
+            if os.path.isabs(member.linkname) or not inside(os.path.join(base, member.linkname)):
+                raise tarfile.TarError(f"link {member.name!r} points outside {target}")
+        elif member.isdev():
+            raise tarfile.TarError(f"{member.name!r} is a device file")
+        member.mode &= 0o1777 & ~0o022  # no setuid/setgid, no group/other write
+        yield member
+
+
+def unpack_data(backup_dir: Path, datadir: Path, cluster: Cluster) -> None:
+    """Fill the (new, empty) `datadir` from the backup: base, WAL, leftovers removed, owned by
+    the server account and mode 0700, and checked to match this PostgreSQL's major version."""
+    datadir.mkdir(mode=0o700)
+    extract(backup_dir / BASE, datadir)
+    if (backup_dir / WAL).is_file():
+        (datadir / "pg_wal").mkdir(mode=0o700, exist_ok=True)
+        extract(backup_dir / WAL, datadir / "pg_wal")
+    remove_leftovers(datadir)
+    check_version(datadir, cluster)
+    os.chmod(datadir, 0o700)
+    account = cluster.run_as
+    if account is not None:
+        privs.chown_tree(datadir, account)
+
+
+def remove_leftovers(datadir: Path) -> None:
+    for name in LEFTOVERS:
+        (datadir / name).unlink(missing_ok=True)
+
+
+def check_version(datadir: Path, cluster: Cluster) -> None:
+    try:
+        version = (datadir / "PG_VERSION").read_text().strip()
+    except OSError:
+        raise Error(f"the backup holds no PG_VERSION: it is not a PostgreSQL data "
+                    f"directory backup ({datadir})") from None
+    if version != str(cluster.install.major):
+        raise Error(
+            f"the backup is from PostgreSQL {version}, but this is "
+            f"{cluster.install.describe()}: use PostgreSQL {version} (PG_BIN_DIR) to restore it"
+        )
+
+
+def swap_in(new: Path, final: Path) -> None:
+    """Replace `final` with the complete directory `new` (same parent), keeping the old one until
+    the new one is in place."""
+    old = final.with_name(f".{final.name}.old-{os.getpid()}")
+    if final.exists():
+        final.rename(old)
+    try:
+        new.rename(final)
+    except OSError:
+        if old.exists():
+            old.rename(final)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def staging_dir(final: Path) -> Path:
+    """A fresh temporary dir next to `final` (same file system, so swap_in is a rename)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+
+
+def dir_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def database_of(settings: ProjectSettings, default: str) -> str:
+    """The project database: the one in the URL when one is set, else the cluster's."""
+    if settings.url:
+        name = unquote(urlsplit(settings.url).path.lstrip("/"))
+        if name:
+            return name
+    return default
+
+
+def ensure_replication_access(cluster: Cluster) -> None:
+    """pg_basebackup needs a `replication` line in pg_hba.conf (`all` does not match it).
+    Clusters made by older db-tool versions lack it: add it to our own pg_hba.conf and reload."""
+    hba = cluster.datadir / "pg_hba.conf"
+    try:
+        text = hba.read_text()
+    except OSError:
+        return
+    if not text.startswith("# Written by db-tool") or "replication" in text:
+        return
+    hba.write_text(text.rstrip("\n") + "\nlocal replication all trust\n")
+    with pgwire.connect(cluster.sockdir, cluster.port, cluster.superuser, "postgres") as conn:
+        conn.query("SELECT pg_reload_conf()")
+
+
+def backup(*, settings: ProjectSettings, progress: bool) -> BackupResult:
+    """pg_basebackup of the running development cluster into $LOCAL_DIR/focus/postgresql-backup;
+    the previous backup is replaced only once the new one is complete."""
+    final = default_backup_dir(settings)
+    cluster = Cluster(settings.cluster_config())
+    if not cluster.is_running():
+        raise Error(
+            f"the cluster in {cluster.working_dir} is not running: start it with "
+            "`database init --reuse` (or `database deploy`) and run the backup again"
+        )
+    ensure_replication_access(cluster)
+    database = database_of(settings, cluster.database)
+    tmp = staging_dir(final)
+    try:
+        argv = [
+            cluster.install.tool("pg_basebackup"), "-D", str(tmp),
+            "-h", str(cluster.sockdir), "-p", str(cluster.port), "-U", cluster.superuser,
+            "-Ft", "-z", "-X", "stream", "--checkpoint=fast", "--no-password",
+        ]
+        if progress:
+            argv.append("-P")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        proc.run(
+            argv, env=env, what="pg_basebackup",
+            # On a terminal the user sees pg_basebackup's own progress line.
+            stderr=None if progress else subprocess.PIPE,
+        )
+        (tmp / DATABASE_FILE).write_text(database + "\n")
+        if not (tmp / BASE).is_file():
+            raise Error(f"pg_basebackup wrote no {BASE} into {tmp}")
+        swap_in(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        output.info(f"the previous backup in {final} (if any) was left as it was")
+        raise
+    return BackupResult(final, database, dir_size(final))

@@ -1,0 +1,90 @@
+"""`database restore`: replace a cluster's data with a backup, never losing the old data on failure.
+
+Order matters: the backup is unpacked next to the current data while the server keeps running;
+only a complete, version-checked data dir is swapped in. The old data is kept aside until the
+restored cluster has started, and put back (and restarted if it was running) when it does not.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from db_tool import output
+from db_tool.cluster import Cluster
+from db_tool.commands.backup import default_backup_dir, opened, recorded_database, unpack_data
+from db_tool.errors import Error, MissingError
+from db_tool.settings import ProjectSettings
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    url: str
+    database: str
+    source: Path
+
+
+def restore(*, settings: ProjectSettings, path: Path | None, archive: bool) -> RestoreResult:
+    if path is None:
+        if archive:
+            raise MissingError("restore --archive needs a PATH: the .tar.gz of a backup directory")
+        path = default_backup_dir(settings)
+    path = path.absolute()
+    config = settings.cluster_config()
+    with opened(path, archive=archive, scratch_parent=config.working_dir.parent) as backup_dir:
+        database = recorded_database(backup_dir, config.database)
+        cluster = Cluster(settings.cluster_config(database=database))
+        restore_into(cluster, backup_dir)
+    return RestoreResult(cluster.url, database, path)
+
+
+def restore_into(cluster: Cluster, backup_dir: Path) -> None:
+    """Make `backup_dir` the data of `cluster` and start it (creating the working dir if needed)."""
+    with cluster.locked():
+        staged = cluster.working_dir / "data.restoring"
+        if staged.exists():
+            shutil.rmtree(staged)  # a previous restore that was killed half-way
+        try:
+            unpack_data(backup_dir, staged, cluster)
+        except BaseException:
+            shutil.rmtree(staged, ignore_errors=True)
+            raise
+        was_running = cluster._stop_locked()
+        previous: Path | None = None
+        if cluster.datadir.exists() or cluster.datadir.is_symlink():
+            previous = cluster.working_dir / f"data.pre-restore-{os.getpid()}"
+            cluster.datadir.rename(previous)
+        staged.rename(cluster.datadir)
+        try:
+            cluster._start()
+            cluster.ensure_database(cluster.database)
+        except BaseException as exc:
+            _roll_back(cluster, previous, was_running)
+            if isinstance(exc, Exception) and not isinstance(exc, Error):
+                # e.g. the cluster's "broken data" signal: the backup itself does not start.
+                raise Error(f"the restored data does not start ({exc}); "
+                            f"{_kept(previous)}") from exc
+            raise
+        if previous is not None:
+            shutil.rmtree(previous)
+
+
+def _kept(previous: Path | None) -> str:
+    return "the previous data was put back" if previous is not None else "nothing was kept"
+
+
+def _roll_back(cluster: Cluster, previous: Path | None, was_running: bool) -> None:
+    try:
+        cluster._stop_locked()
+    finally:
+        shutil.rmtree(cluster.datadir, ignore_errors=True)
+        if previous is not None:
+            previous.rename(cluster.datadir)
+            output.warn(f"restore failed; the previous data is back in {cluster.datadir}")
+    if previous is not None and was_running:
+        try:
+            cluster._start()
+        except Exception as exc:  # the restore's own error matters more; say this one
+            output.warn(f"could not restart the previous cluster: {exc}")
