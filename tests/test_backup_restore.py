@@ -1,0 +1,189 @@
+"""database backup / restore against real clusters (issue 4)."""
+
+from __future__ import annotations
+
+import os
+import stat
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.dbproject import Project, project
+from tests.helpers import run_cmd, script, tree_snapshot
+
+
+@pytest.fixture
+def proj(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
+    with project(tmp_path_factory.getbasetemp() / "cache", PG_DATABASE="appdb") as p:
+        yield p
+
+
+def count_items(p: Project) -> int:
+    return int(p.psql("SELECT count(*) FROM public.item"))
+
+
+def test_backup_then_restore_keeps_the_backed_up_data(proj: Project) -> None:
+    proj.psql("INSERT INTO public.item (id, name) VALUES (2, 'two')")
+    assert proj.db("backup") == 0
+    files = sorted(p.name for p in proj.backup_dir.iterdir())
+    assert {"base.tar.gz", "pg_wal.tar.gz", "database_name"} <= set(files)
+    assert (proj.backup_dir / "database_name").read_text().strip() == "appdb"
+    assert not [p for p in proj.focus.iterdir() if ".tmp-" in p.name]
+
+    proj.psql("INSERT INTO public.item (id, name) VALUES (3, 'after the backup')")
+    assert count_items(proj) == 3
+    before = proj.postmaster_pid()
+    # The database name comes from the backup, not from PG_DATABASE.
+    env = {k: v for k, v in proj.env.items() if k != "PG_DATABASE"}
+    assert proj.db("restore", env=env) == 0
+    assert proj.postmaster_pid() != before  # restarted on the restored data
+    assert count_items(proj) == 2
+    assert proj.psql("SELECT name FROM public.color ORDER BY id") == "red\ngreen"
+    assert not [p for p in proj.wd.iterdir() if p.name.startswith("data.")]
+
+
+def test_restore_archive_and_from_another_path(proj: Project, tmp_path: Path) -> None:
+    assert proj.db("backup") == 0
+    archive = tmp_path / "backup.tar.gz"
+    with tarfile.open(archive, "w:gz") as tf:
+        tf.add(proj.backup_dir, arcname="postgresql-backup")
+    proj.psql("DELETE FROM public.item")
+    assert proj.db("restore", "--archive", str(archive)) == 0
+    assert count_items(proj) == 1
+    assert not [p for p in proj.focus.iterdir() if p.name.startswith(".backup-archive-")]
+
+    moved = tmp_path / "elsewhere"
+    proj.backup_dir.rename(moved)
+    proj.psql("DELETE FROM public.item")
+    # Through the installed console script once.
+    result = run_cmd([script("database"), "restore", str(moved)], proj.env)
+    assert result.returncode == 0, result.stderr
+    assert "appdb" in result.stdout
+    assert count_items(proj) == 1
+
+
+def test_failed_backup_leaves_the_previous_one_intact(
+    proj: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert proj.db("backup") == 0
+    before = tree_snapshot(proj.backup_dir)
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    from db_tool import pgbin
+
+    real = pgbin.find().bin_dir
+    for tool in ("initdb", "pg_ctl", "postgres", "psql", "pg_dump", "pg_config"):
+        (fake / tool).symlink_to(real / tool)
+    failing = fake / "pg_basebackup"
+    # Writes part of a backup, then fails — as a full disk or a dropped connection would.
+    failing.write_text('#!/bin/sh\nwhile [ "$1" != -D ]; do shift; done\n'
+                       'echo partial > "$2/base.tar.gz"\necho "disk full" >&2\nexit 1\n')
+    failing.chmod(failing.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    monkeypatch.setenv("PG_BIN_DIR", str(fake))
+    assert proj.db("backup") == 1
+    assert tree_snapshot(proj.backup_dir) == before
+    assert not [p for p in proj.focus.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
+
+
+def test_backup_needs_a_running_cluster(proj: Project) -> None:
+    assert run_cmd([script("postgres-cleanup")], {**proj.env, "PG_WORKING_DIR": str(proj.wd)}
+                   ).returncode == 0
+    assert proj.db("backup") == 1
+    assert not proj.backup_dir.exists()
+
+
+def test_restore_refuses_a_non_backup_before_touching_the_cluster(
+    proj: Project, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    not_backup = tmp_path / "not-a-backup"
+    not_backup.mkdir()
+    (not_backup / "pg_wal.tar.gz").write_text("x")
+    junk_archive = tmp_path / "junk.tar.gz"
+    with tarfile.open(junk_archive, "w:gz") as tf:
+        tf.add(not_backup, arcname="x")
+    pid = proj.postmaster_pid()
+    data = tree_snapshot(proj.wd / "data" / "base")
+    inputs = tree_snapshot(tmp_path)
+    capsys.readouterr()
+    assert proj.db("restore", str(not_backup)) == 1
+    assert "not a backup" in capsys.readouterr().err
+    assert proj.db("restore", str(tmp_path / "missing")) == 1
+    assert proj.db("restore", "--archive", str(junk_archive)) == 1
+    assert proj.db("restore", "--archive", str(not_backup)) == 1  # a dir, not a .tar.gz
+    assert proj.db("restore", "--archive") == 3
+    assert proj.postmaster_pid() == pid
+    assert tree_snapshot(proj.wd / "data" / "base") == data
+    assert tree_snapshot(tmp_path) == inputs
+    assert count_items(proj) == 1
+
+
+def test_a_restore_that_fails_keeps_the_current_data(proj: Project) -> None:
+    assert proj.db("backup") == 0
+    base = proj.backup_dir / "base.tar.gz"
+    base.write_bytes(base.read_bytes()[: os.path.getsize(base) // 2])  # truncated archive
+    proj.psql("INSERT INTO public.item (id, name) VALUES (9, 'keep me')")
+    pid = proj.postmaster_pid()
+    assert proj.db("restore") == 1
+    assert proj.postmaster_pid() == pid
+    assert count_items(proj) == 2
+    assert sorted(p.name for p in proj.wd.iterdir() if p.name.startswith("data")) == ["data"]
+
+
+def test_cli_options_and_help(proj: Project, capsys: pytest.CaptureFixture[str]) -> None:
+    for sub in ("backup", "restore", "normalize-backup", "diff"):
+        assert proj.db(sub, "--help") == 0
+        assert f"usage: database {sub}" in capsys.readouterr().out
+        assert proj.db(sub, "--bogus") == 9
+        assert "--bogus" in capsys.readouterr().err
+    assert proj.db("backup", "extra") == 9
+    env = {k: v for k, v in proj.env.items() if k != "LOCAL_DIR"}
+    env["PG_WORKING_DIR"] = str(proj.wd)
+    assert proj.db("backup", env=env) == 3
+
+
+@pytest.mark.parametrize("modern", [True, False])
+def test_extract_refuses_members_escaping_the_target(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, modern: bool
+) -> None:
+    """Backups from elsewhere are untrusted archives: both the tarfile filter (Python >=
+    3.11.4) and the hand-made checks for older Pythons refuse escapes."""
+    import io
+
+    from db_tool.commands import backup
+    from db_tool.errors import Error
+
+    if not modern:
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    elif not hasattr(tarfile, "data_filter"):
+        pytest.skip("this Python's tarfile has no extraction filters")
+
+    def archive(name: str, member: tarfile.TarInfo) -> Path:
+        path = tmp_path / name
+        with tarfile.open(path, "w:gz") as tf:
+            data = b"ok"
+            good = tarfile.TarInfo("PG_VERSION")
+            good.size = len(data)
+            tf.addfile(good, io.BytesIO(data))
+            tf.addfile(member, io.BytesIO(b"x" * member.size))
+        return path
+
+    evil = tarfile.TarInfo("../evil")
+    evil.size = 1
+    link = tarfile.TarInfo("pg_tblspc/1")
+    link.type, link.linkname = tarfile.SYMTYPE, "/etc"
+    for n, member in enumerate((evil, link)):
+        target = tmp_path / f"t{n}"
+        target.mkdir()
+        with pytest.raises(Error):
+            backup.extract(archive(f"a{n}.tar.gz", member), target)
+    assert not (tmp_path / "evil").exists()
+
+    fine = tarfile.TarInfo("global/pg_control")
+    fine.size, fine.mode = 3, 0o4777
+    target = tmp_path / "fine"
+    target.mkdir()
+    backup.extract(archive("fine.tar.gz", fine), target)
+    assert (target / "PG_VERSION").read_text() == "ok"
+    assert (target / "global" / "pg_control").stat().st_mode & 0o7777 == 0o755

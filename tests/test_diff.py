@@ -1,0 +1,204 @@
+"""database diff / diff log: backup + migrations against the sources (issue 4).
+
+One development cluster and one backup for the module (sources v1: item(id, name) and the
+immutable color table with red/green). Each test edits the sources or migrations and diffs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.dbproject import ENTRYPOINT, TABLES, Project, project
+from tests.helpers import run_cmd, script, tree_snapshot
+
+ADD_PRICE = "ALTER TABLE public.item ADD COLUMN price int;\n"
+MIGRATION = "db/migration/20240101000000-add-price.sql"
+
+
+@pytest.fixture(scope="module")
+def backed_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
+    with project(tmp_path_factory.getbasetemp() / "cache") as p:
+        assert p.db("backup") == 0
+        yield p
+
+
+@pytest.fixture
+def proj(backed_up: Project, capsys: pytest.CaptureFixture[str]) -> Iterator[Project]:
+    """The module's project with sources and migrations reset to v1 after each test."""
+    capsys.readouterr()
+    yield backed_up
+    backed_up.write("db/src/entrypoint.sql", ENTRYPOINT)
+    backed_up.write("db/src/tables.sql", TABLES)
+    for m in (backed_up.root / "db" / "migration").iterdir():
+        m.unlink()
+
+
+def diff(p: Project, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    rc = p.db("diff", *args)
+    captured = capsys.readouterr()
+    return rc, captured.out, captured.err
+
+
+def no_temp_clusters(p: Project) -> bool:
+    if (p.focus / "postgresql-diff-tmp").exists():
+        return False
+    wanted = str(p.focus / "postgresql-diff-tmp").encode()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if wanted in cmdline:
+                return False
+    return True
+
+
+def test_equal_when_migrations_bring_the_backup_to_the_sources(
+    proj: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pid = proj.postmaster_pid()
+    proj.psql("INSERT INTO public.item (id, name) VALUES (7, 'dev data')")
+    data = proj.psql("SELECT string_agg(id || name, ',' ORDER BY id) FROM public.item")
+    proj.write("db/src/tables.sql", TABLES.replace("name text)", "name text, price int)", 1))
+    proj.write(MIGRATION, f"-- migrate:up\n{ADD_PRICE}\n-- migrate:down\n"
+                          "ALTER TABLE public.item DROP COLUMN price;\n")
+    rc, out, err = diff(proj, capsys)
+    assert rc == 0, out + err
+    assert "(no schema differences)" in out
+    assert "--- IMMUTABLE TABLE DATA ---\n== public.color ==\n(no differences)" in out
+    # The development cluster was not touched: same server, same data, no migration applied.
+    assert proj.postmaster_pid() == pid
+    assert proj.psql("SELECT string_agg(id || name, ',' ORDER BY id) FROM public.item") == data
+    assert proj.psql("SELECT count(*) FROM information_schema.columns "
+                     "WHERE table_name = 'item' AND column_name = 'price'") == "0"
+    assert no_temp_clusters(proj)
+    assert "applied 20240101000000-add-price" in (
+        proj.focus / "postgresql-diff-log" / "db1" / "migrator.log").read_text()
+
+
+def test_schema_drift_is_a_readable_diff(
+    proj: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    proj.write("db/src/tables.sql", TABLES.replace("name text)", "name text, price int)", 1))
+    rc, out, _ = diff(proj, capsys)
+    assert rc == 1
+    assert "--- db1 (backup + migrations)\n+++ db2 (sources)\n" in out
+    assert "-    name text\n+    name text,\n+    price integer\n" in out
+    assert "\\restrict" not in out
+    assert "== public.color ==\n(no differences)" in out
+    assert no_temp_clusters(proj)
+
+
+def test_immutable_data_drift(proj: Project, capsys: pytest.CaptureFixture[str]) -> None:
+    proj.write("db/src/entrypoint.sql", ENTRYPOINT.replace("'green'", "'blue'"))
+    rc, out, _ = diff(proj, capsys)
+    assert rc == 1
+    assert "(no schema differences)" in out
+    section = out.split("--- IMMUTABLE TABLE DATA ---\n", 1)[1]
+    assert section.startswith("== public.color ==\n--- db1/public.color\n+++ db2/public.color\n")
+    assert " INSERT INTO public.color (id, name) VALUES ('1', 'red');" in section
+    assert "-INSERT INTO public.color (id, name) VALUES ('2', 'green');" in section
+    assert "+INSERT INTO public.color (id, name) VALUES ('2', 'blue');" in section
+    # created_at / updated_at hold build times: not compared
+    assert "created_at" not in section and "updated_at" not in section
+
+
+def test_output_file_tables_and_diff_log(
+    proj: Project, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    target = tmp_path / "drift.diff"
+    proj.write("db/src/entrypoint.sql", ENTRYPOINT.replace("'one'", "'uno'"))
+    rc, out, err = diff(proj, capsys, "--tables", "public.item", "-o", str(target))
+    assert rc == 1
+    assert out == ""
+    assert "differences found" in err
+    text = target.read_text()
+    assert "COPY public.item" in text and "+" in text and "uno" in text
+    assert "CREATE TABLE public.color" not in text  # only the named table
+
+    assert proj.db("diff", "log") == 0
+    logs = capsys.readouterr().out
+    assert "==> db1/postgres-init.log <==" in logs
+    assert "==> db2/hydrate.log <==" in logs
+    assert "database system is ready to accept connections" in logs
+
+    rc, _, err = diff(proj, capsys, "--tables", "public.nope")
+    assert rc == 5
+    assert no_temp_clusters(proj)
+
+
+def test_migration_failure_stops_the_diff_unless_ignored(
+    proj: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    proj.write(MIGRATION, "-- migrate:up\nALTER TABLE public.nope ADD COLUMN x int;\n"
+                          "-- migrate:down\nSELECT 1;\n")
+    rc, out, err = diff(proj, capsys)
+    assert rc == 1
+    assert out == ""
+    assert "migrations failed on the backup" in err and "public.nope" in err
+    assert no_temp_clusters(proj)
+    rc, out, _ = diff(proj, capsys, "--ignore-migration-fail")
+    assert rc == 0
+    assert "migrations FAILED on db1" in out
+
+
+def test_refusals_and_the_console_script(
+    proj: Project, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    before = tree_snapshot(tmp_path)
+    rc, _, err = diff(proj, capsys, str(empty))
+    assert rc == 1 and "not a backup" in err
+    assert tree_snapshot(tmp_path) == before
+    assert diff(proj, capsys, "--tables")[0] == 9  # needs a value
+    assert diff(proj, capsys, "log", "extra")[0] == 9
+    # A real process, through the installed script; a backup archive instead of a dir.
+    backup = tree_snapshot(proj.backup_dir)
+    result = run_cmd([script("database"), "diff", str(proj.backup_dir)],
+                     {**proj.env, "PAGER": "false"})
+    assert result.returncode == 0, result.stderr
+    assert "(no schema differences)" in result.stdout
+    assert tree_snapshot(proj.backup_dir) == backup
+
+
+def test_diff_log_without_a_run(tmp_path_factory: pytest.TempPathFactory,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    from db_tool.cli import database
+
+    root = tmp_path_factory.mktemp("nolog")
+    assert database.main(["diff", "log"], env={"LOCAL_DIR": str(root)}) == 1
+    assert "run `database diff` first" in capsys.readouterr().err
+
+
+def test_ctrl_c_tears_both_clusters_down(proj: Project) -> None:
+    import signal
+    import subprocess
+    import time
+
+    from tests.helpers import base_env
+
+    # A slow entrypoint keeps the diff busy in db2 while we interrupt it.
+    proj.write("db/src/entrypoint.sql", ENTRYPOINT + "SELECT pg_sleep(30);\n")
+    child = subprocess.Popen([script("database"), "diff"], env=base_env(**proj.env),
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        ready = proj.focus / "postgresql-diff-tmp" / "db2" / "data" / "postmaster.pid"
+        deadline = time.monotonic() + 60
+        while not ready.exists() and time.monotonic() < deadline and child.poll() is None:
+            time.sleep(0.05)
+        assert ready.exists()
+        time.sleep(0.5)
+        child.send_signal(signal.SIGINT)
+        _, err = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == 130, err
+    assert no_temp_clusters(proj)
