@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from db_tool import output, pgwire, privs, proc
-from db_tool.cluster import Cluster
+from db_tool.cluster import Cluster, _server_env
 from db_tool.errors import Error
 from db_tool.settings import ProjectSettings
 
@@ -234,9 +234,8 @@ def backup(*, settings: ProjectSettings, progress: bool) -> BackupResult:
         ]
         if progress:
             argv.append("-P")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         proc.run(
-            argv, env=env, what="pg_basebackup",
+            argv, env=_server_env(), what="pg_basebackup",
             # On a terminal the user sees pg_basebackup's own progress line.
             stderr=None if progress else subprocess.PIPE,
         )

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from db_tool import output, proc, psql
-from db_tool.cluster import Cluster
+from db_tool.cluster import Cluster, _server_env
 from db_tool.commands.backup import default_backup_dir, opened, recorded_database
 from db_tool.commands.check import _signals_deferred, _signals_interrupt, teardown
 from db_tool.commands.restore import restore_into
@@ -76,7 +76,6 @@ class DiffResult:
     tables: list[TableDiff] | None  # None: no hectic schema on either side
     backup: Path
     log_dir: Path
-    migration_failed: bool = False
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -152,7 +151,7 @@ def diff(
             with output.step("compare"):
                 schema = _schema_diff(db1, db2, tables)
                 immutable = _immutable_diff(db1.url, db2.url)
-            return DiffResult(schema, immutable, path, logs, bool(failed), notes)
+            return DiffResult(schema, immutable, path, logs, notes)
         finally:
             with _signals_deferred(), output.step("tear down both temporary clusters"):
                 for side, cluster in zip(SIDES, (db1, db2), strict=True):
@@ -241,8 +240,7 @@ def _dump(cluster: Cluster, tables: Sequence[str]) -> list[str] | None:
         argv += [a for t in tables for a in ("-t", t)]
     else:
         argv.append("--schema-only")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-    result = proc.run(argv, env=env, check=False, what="pg_dump")
+    result = proc.run(argv, env=_server_env(), check=False, what="pg_dump")
     if not result.ok:
         if tables and "no matching tables" in result.err:
             return None

@@ -14,7 +14,6 @@ The input is only read. Work happens in a temporary cluster next to the output:
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 import shutil
 import tarfile
@@ -23,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from db_tool import output, privs, proc, psql
-from db_tool.cluster import DEV_CONF, HBA_CONF, Cluster
+from db_tool.cluster import DEV_CONF, HBA_CONF, Cluster, _server_env
 from db_tool.commands.backup import (
     BASE,
     DATABASE_FILE,
@@ -170,7 +169,7 @@ def _single_user(cluster: Cluster, sql: str) -> str:
         [cluster.install.tool("postgres"), "--single", "-D", str(cluster.datadir),
          "-c", "shared_preload_libraries=", "-c", "logging_collector=off", "template1"],
         input=sql, user=cluster.run_as, cwd="/", check=False,
-        env={**{k: v for k, v in os.environ.items() if not k.startswith("PG")}, "LC_ALL": "C"},
+        env=_server_env(),
         what="postgres --single",
     )
     errors = [ln for ln in result.err.splitlines() if "ERROR:" in ln or "FATAL:" in ln]
