@@ -2,7 +2,9 @@
 
     python bench/cluster.py [--repeat N] [--check]
 
-1. fresh:  baseline `initdb + pg_ctl start + createdb`  vs  `postgres-init` (fresh cluster)
+1. fresh:  baseline `initdb + pg_ctl start + createdb`  vs  `postgres-init` (fresh cluster),
+           both with a spare template copy ready (the steady state: inits are minutes apart and
+           the spare is re-made in the background) and with DB_TOOL_NO_SPARE=1 (a plain copy)
 2. reuse:  raw `pg_ctl start` of a stopped cluster       vs  `PG_REUSE=1 postgres-init`
 3. help:   `postgres-init --help` (absolute)
 Targets (issue 2): fresh <= 0.4x, reuse <= 1.3x, --help <= 150 ms. The template cache is
@@ -17,6 +19,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -68,6 +71,20 @@ def main() -> int:
     def ours_fresh() -> None:
         run_cli([str(BIN / "postgres-init")], env)
 
+    no_spare_env = {**env, "DB_TOOL_NO_SPARE": "1"}
+
+    def ours_fresh_no_spare() -> None:
+        run_cli([str(BIN / "postgres-init")], no_spare_env)
+
+    def stop_and_wait_for_spare() -> None:
+        ours_stop()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if any(root.glob("cache/db-tool/templates/*/spares/ready-*")):
+                return
+            time.sleep(0.02)
+        raise SystemExit("no spare template copy appeared within 60 s")
+
     def raw_stop() -> None:
         run_raw([tool("pg_ctl"), "-D", str(raw_data), "-m", "fast", "-w", "stop"])
 
@@ -89,7 +106,9 @@ def main() -> int:
         ours_fresh()  # warm the template cache (the first fresh init ever pays initdb)
         ours_stop()
         base_fresh = timed(raw_fresh, before=raw_reset, repeat=opts.repeat)
-        our_fresh = timed(ours_fresh, before=ours_stop, repeat=opts.repeat)
+        our_fresh = timed(ours_fresh, before=stop_and_wait_for_spare, repeat=opts.repeat)
+        stop_and_wait_for_spare()
+        our_fresh_copy = timed(ours_fresh_no_spare, before=ours_stop, repeat=opts.repeat)
         raw_stop()
         base_start = timed(raw_start, before=lambda: None if not (
             raw_data / "postmaster.pid").exists() else raw_stop(), repeat=opts.repeat)
@@ -106,6 +125,8 @@ def main() -> int:
     rows = [
         ("fresh: initdb+pg_ctl start+createdb", base_fresh, "postgres-init (fresh)", our_fresh,
          0.4),
+        ("fresh: initdb+pg_ctl start+createdb", base_fresh, "  same, no spare (cp -a)",
+         our_fresh_copy, 0.4),
         ("reuse: pg_ctl start", base_start, "PG_REUSE=1 postgres-init", our_reuse, 1.3),
     ]
     ok = True

@@ -93,3 +93,38 @@ def test_fresh_clusters_are_copies_of_one_cached_template(
     templates = list((cache / "db-tool" / "templates").iterdir())
     assert len(templates) == 1 and (templates[0] / "ready").is_file()
     assert ids[0] == ids[1]  # same initdb: the second cluster was copied, not initdb'd
+
+
+def _wait_for_spare(spares: Path, timeout: float = 60) -> Path:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready = [p for p in spares.glob("ready-*")] if spares.is_dir() else []
+        if ready:
+            return ready[0]
+        time.sleep(0.05)
+    raise AssertionError(f"no spare appeared in {spares}")
+
+
+def test_fresh_init_claims_a_spare_by_rename_and_prepares_the_next(
+    tmp_path: Path, cluster_env: dict[str, str]
+) -> None:
+    cache = tmp_path / "cache"
+    env = {**cluster_env, "XDG_CACHE_HOME": str(cache)}
+    assert run_cmd([script("postgres-init")], env).returncode == 0
+    (template,) = (cache / "db-tool" / "templates").iterdir()
+    spare = _wait_for_spare(template / "spares")
+    inode = spare.stat().st_ino
+    assert run_cmd([script("postgres-init")], env).returncode == 0
+    data = Path(env["PG_WORKING_DIR"]) / "data"
+    assert data.stat().st_ino == inode  # the spare became the data dir: renamed, not copied
+    assert not spare.exists()
+    assert _wait_for_spare(template / "spares") != spare  # and a new one is on its way
+
+
+def test_no_spare_when_disabled(tmp_path: Path, cluster_env: dict[str, str]) -> None:
+    cache = tmp_path / "cache"
+    env = {**cluster_env, "XDG_CACHE_HOME": str(cache), "DB_TOOL_NO_SPARE": "1"}
+    assert run_cmd([script("postgres-init")], env).returncode == 0
+    (template,) = (cache / "db-tool" / "templates").iterdir()
+    time.sleep(0.5)
+    assert not (template / "spares").exists()

@@ -154,6 +154,7 @@ class Cluster:
     def __init__(self, config: ClusterConfig, install: pgbin.PgInstall | None = None) -> None:
         self.config = config
         self._install = install
+        self._template: Path | None = None  # the template dir a fresh init copied
 
     # ---- paths and identity -------------------------------------------------------------
     @property
@@ -288,6 +289,7 @@ class Cluster:
                 self._fresh()
                 self._start()
             self.ensure_database(self.database)
+            self._refill_spare()
             return InitResult(self.url, "created")
 
     def _reuse(self) -> InitResult:
@@ -431,8 +433,56 @@ class Cluster:
         ready = template / "ready"
         if not ready.is_file():
             self._build_template(template)
+        self._template = template
+        if self.config.use_spare and self._claim_spare(template):
+            return
         # cp -a keeps ownership (root → PG_OS_USER) and modes (0700) in one fast pass.
         proc.run(["cp", "-a", str(template / "data"), str(self.datadir)], what="copy template")
+
+    # A spare is a finished copy of the template kept next to it; claiming one is a rename,
+    # which costs nothing, where copying ~1000 files can take a second on a slow disk. After a
+    # fresh cluster has started, one spare is prepared again in the background.
+    def _claim_spare(self, template: Path) -> bool:
+        spares = template / "spares"
+        try:
+            candidates = sorted(p for p in spares.iterdir() if p.name.startswith("ready-"))
+        except FileNotFoundError:
+            return False
+        for spare in candidates:
+            try:
+                spare.rename(self.datadir)
+                return True
+            except FileNotFoundError:
+                continue  # claimed by a concurrent init
+            except OSError:
+                return False  # e.g. the cache is on another filesystem: copy instead
+        return False
+
+    def _refill_spare(self) -> None:
+        template = self._template
+        if template is None or not self.config.use_spare:
+            return
+        spares = template / "spares"
+        spares.mkdir(exist_ok=True)
+        now = time.time()
+        for entry in spares.iterdir():
+            if entry.name.startswith("ready-"):
+                return
+            if entry.name.startswith("tmp-"):
+                try:
+                    if now - entry.stat().st_mtime < 300:
+                        return  # being prepared
+                except FileNotFoundError:
+                    continue
+                shutil.rmtree(entry, ignore_errors=True)  # left by a killed copy
+        tag = f"{os.getpid()}-{time.monotonic_ns()}"
+        # Detached and silent: the caller (a shell hook, $(...)) must not wait for it.
+        subprocess.Popen(
+            ["sh", "-c", 'cp -a "$1" "$2" && mv "$2" "$3" || rm -rf "$2"', "db-tool-spare",
+             str(template / "data"), str(spares / f"tmp-{tag}"), str(spares / f"ready-{tag}")],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            close_fds=True, start_new_session=True, cwd="/",
+        )
 
     def _build_template(self, template: Path) -> None:
         template.mkdir(parents=True, exist_ok=True)
@@ -472,6 +522,7 @@ class Cluster:
         if self.config.cache_dir is not None:
             template = self.config.cache_dir / "templates" / self._template_key()
             (template / "ready").unlink(missing_ok=True)
+            shutil.rmtree(template / "spares", ignore_errors=True)
 
     def _initdb(self, target: Path) -> None:
         account = self.run_as

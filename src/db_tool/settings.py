@@ -61,6 +61,8 @@ class ClusterConfig:
     # Throw-away clusters (check, diff) may trade crash safety for speed: fsync off.
     ephemeral: bool = False
     cache_dir: Path | None = None
+    # Keep a spare copy of the template ready (DB_TOOL_NO_SPARE=1 disables).
+    use_spare: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> ClusterConfig:
@@ -93,6 +95,7 @@ class ClusterConfig:
             no_tty=env.get("NO_TTY", "0") not in ("", "0"),
             os_user=env.get("PG_OS_USER") or None,
             cache_dir=cache_dir_from(env),
+            use_spare=env.get("DB_TOOL_NO_SPARE", "") in ("", "0"),
         )
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]

@@ -255,7 +255,9 @@ def run(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    return guarded("database", lambda: run(args, env))
+    # The postgres-init shim calls `db-tool postgres-init`: speak as postgres-init then.
+    prog = "postgres-init" if args[:1] == ["postgres-init"] else "database"
+    return guarded(prog, lambda: run(args, env))
 
 
 def entry() -> None:
