@@ -16,7 +16,6 @@ is a real connection, polled every few milliseconds.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import shutil
 import signal
@@ -27,7 +26,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from db_tool import output, pgbin, pgwire, privs, proc
+from db_tool import fslock, output, pgbin, pgwire, privs, proc
 from db_tool.errors import Error, ExitCode, NotInstalledError
 from db_tool.settings import ClusterConfig
 
@@ -245,17 +244,13 @@ class Cluster:
     # ---- locking --------------------------------------------------------------------------
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
+        """Serialise init/start/stop on this working dir; `*_locked` methods expect it held."""
         self._ensure_working_dir()
-        fd = os.open(self.working_dir / LOCKFILE, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                output.info(f"waiting for another db-tool run on {self.working_dir} ...")
-                fcntl.flock(fd, fcntl.LOCK_EX)
+        with fslock.exclusive(
+            self.working_dir / LOCKFILE,
+            waiting=f"waiting for another db-tool run on {self.working_dir} ...",
+        ):
             yield
-        finally:
-            os.close(fd)
 
     def _ensure_working_dir(self) -> None:
         wd = self.working_dir
@@ -282,12 +277,12 @@ class Cluster:
                 return self._reuse()
             self._fresh()
             try:
-                self._start()
+                self.start_locked()
             except _BrokenData:
                 # A fresh copy cannot be broken unless the cached template is: rebuild it.
                 self._drop_template()
                 self._fresh()
-                self._start()
+                self.start_locked()
             self.ensure_database(self.database)
             self._refill_spare()
             return InitResult(self.url, "created")
@@ -298,13 +293,13 @@ class Cluster:
             if self._running_matches():
                 self.ensure_database(self.database)
                 return InitResult(self.url, "already running")
-            self._stop_locked()
+            self.stop_locked()
         try:
-            self._start()
+            self.start_locked()
         except _BrokenData as broken:
             aside = self._move_aside(broken.reason)
             self._fresh()
-            self._start()
+            self.start_locked()
             self.ensure_database(self.database)
             return InitResult(self.url, "healed", aside)
         self.ensure_database(self.database)
@@ -334,7 +329,7 @@ class Cluster:
 
     def _fresh(self) -> None:
         if self.is_running():
-            self._stop_locked()
+            self.stop_locked()
         holder = self.socket_holder()
         if holder is not None:
             raise Error(
@@ -486,9 +481,7 @@ class Cluster:
 
     def _build_template(self, template: Path) -> None:
         template.mkdir(parents=True, exist_ok=True)
-        fd = os.open(template / "lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with fslock.exclusive(template / "lock", waiting="another run is building the template"):
             if (template / "ready").is_file():
                 return
             # initdb into our own data dir (the server account can reach it), create the
@@ -505,8 +498,6 @@ class Cluster:
             os.sync()
             (template / "ready").write_text(self.install.describe() + "\n")
             shutil.rmtree(self.datadir)
-        finally:
-            os.close(fd)
 
     def _create_database_offline(self, name: str) -> None:
         if name in ("postgres", "template0", "template1") or "\n" in name:
@@ -515,7 +506,7 @@ class Cluster:
             [self.install.tool("postgres"), "--single", "-D", str(self.datadir), "-F",
              "-c", "listen_addresses=", "-c", "logging_collector=off", "postgres"],
             input=f"CREATE DATABASE {pgwire.quote_ident(name)}\n",
-            user=self.run_as, cwd="/", env=_server_env(), what="create database in template",
+            user=self.run_as, cwd="/", env=server_env(), what="create database in template",
         )
 
     def _drop_template(self) -> None:
@@ -530,7 +521,7 @@ class Cluster:
             target.mkdir(mode=0o700)
             os.chown(target, account.uid, account.gid)
         proc.run(
-            self._initdb_argv(target), user=account, cwd="/", env=_server_env(),
+            self._initdb_argv(target), user=account, cwd="/", env=server_env(),
             what=f"initdb {target}",
         )
 
@@ -593,7 +584,7 @@ class Cluster:
         )
         return [lib for lib in libs if lib not in missing]
 
-    def _write_runtime_conf(self) -> None:
+    def write_runtime_conf(self) -> None:
         (self.datadir / RUNTIME_CONF).write_text(self._runtime_conf())
         conf = self.datadir / "postgresql.conf"
         try:
@@ -624,14 +615,14 @@ class Cluster:
             if self.is_running():
                 return
             try:
-                self._start()
+                self.start_locked()
             except _BrokenData as broken:
                 raise Error(
                     f"the data in {self.datadir} is broken ({broken.reason}); "
                     "restore a backup or run postgres-init with PG_REUSE to start over"
                 ) from None
 
-    def _start(self) -> None:
+    def start_locked(self) -> None:
         account = self.run_as
         if account is not None:
             self._grant_server_access(account)
@@ -648,7 +639,7 @@ class Cluster:
             )
         if self.config.log_path is not None and self.config.conf_file is None:
             self._prepare_log_path(self.config.log_path)
-        self._write_runtime_conf()
+        self.write_runtime_conf()
         log_fd = os.open(self.server_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         log_start = os.fstat(log_fd).st_size
         started_at = time.time()
@@ -656,7 +647,7 @@ class Cluster:
             child = subprocess.Popen(
                 [self.install.tool("postgres"), "-D", str(self.datadir)],
                 stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd,
-                close_fds=True, start_new_session=True, cwd="/", env=_server_env(),
+                close_fds=True, start_new_session=True, cwd="/", env=server_env(),
                 user=account.uid if account else None,
                 group=account.gid if account else None,
                 extra_groups=[] if account else None,
@@ -756,9 +747,9 @@ class Cluster:
         if not self.working_dir.is_dir():
             return False
         with self.locked():
-            return self._stop_locked(timeout)
+            return self.stop_locked(timeout)
 
-    def _stop_locked(self, timeout: float = STOP_TIMEOUT) -> bool:
+    def stop_locked(self, timeout: float = STOP_TIMEOUT) -> bool:
         pid = self.running_pid()
         if pid is None:
             return False
@@ -830,7 +821,7 @@ class _BrokenData(Exception):
         self.reason = reason
 
 
-def _server_env() -> dict[str, str]:
+def server_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
     env["LC_ALL"] = "C"
     return env

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from db_tool import output, pgwire, privs, proc
-from db_tool.cluster import Cluster, _server_env
+from db_tool.cluster import Cluster, server_env
 from db_tool.errors import Error
 from db_tool.settings import ProjectSettings
 
@@ -235,7 +235,7 @@ def backup(*, settings: ProjectSettings, progress: bool) -> BackupResult:
         if progress:
             argv.append("-P")
         proc.run(
-            argv, env=_server_env(), what="pg_basebackup",
+            argv, env=server_env(), what="pg_basebackup",
             # On a terminal the user sees pg_basebackup's own progress line.
             stderr=None if progress else subprocess.PIPE,
         )

@@ -12,21 +12,19 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
-import fcntl
 import io
-import os
 import shutil
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from db_tool import output, proc, psql
-from db_tool.cluster import Cluster, _server_env
+from db_tool import fslock, output, proc, psql
+from db_tool.cluster import Cluster, server_env
 from db_tool.commands.backup import default_backup_dir, opened, recorded_database
-from db_tool.commands.check import _signals_deferred, _signals_interrupt, teardown
 from db_tool.commands.restore import restore_into
 from db_tool.errors import Error, ExitCode
+from db_tool.scratch import defer_signals, interrupt_on_signals, teardown
 from db_tool.settings import ProjectSettings
 
 DIFF_TMP = "postgresql-diff-tmp"
@@ -112,7 +110,7 @@ def diff(
     focus = settings.focus_dir
     path = (backup_path or default_backup_dir(settings)).absolute()
     tmp_root, logs = focus / DIFF_TMP, log_root(settings)
-    with _exclusive(focus / f"{DIFF_TMP}.lock"), _signals_interrupt(), opened(
+    with _exclusive(focus / f"{DIFF_TMP}.lock"), interrupt_on_signals(), opened(
         path, archive=path.is_file(), scratch_parent=focus
     ) as backup_dir:
         _remove_stale(tmp_root, settings)
@@ -153,7 +151,7 @@ def diff(
                 immutable = _immutable_diff(db1.url, db2.url)
             return DiffResult(schema, immutable, path, logs, notes)
         finally:
-            with _signals_deferred(), output.step("tear down both temporary clusters"):
+            with defer_signals(), output.step("tear down both temporary clusters"):
                 for side, cluster in zip(SIDES, (db1, db2), strict=True):
                     _keep_logs(cluster, logs / side, started)
                     teardown(cluster)
@@ -166,15 +164,9 @@ def diff(
 @contextlib.contextmanager
 def _exclusive(lock: Path) -> Iterator[None]:
     lock.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise Error(f"another `database diff` is running in this project ({lock})") from None
+    busy = f"another `database diff` is running in this project ({lock})"
+    with fslock.exclusive(lock, busy=busy):
         yield
-    finally:
-        os.close(fd)
 
 
 def _remove_stale(tmp_root: Path, settings: ProjectSettings) -> None:
@@ -240,7 +232,7 @@ def _dump(cluster: Cluster, tables: Sequence[str]) -> list[str] | None:
         argv += [a for t in tables for a in ("-t", t)]
     else:
         argv.append("--schema-only")
-    result = proc.run(argv, env=_server_env(), check=False, what="pg_dump")
+    result = proc.run(argv, env=server_env(), check=False, what="pg_dump")
     if not result.ok:
         if tables and "no matching tables" in result.err:
             return None

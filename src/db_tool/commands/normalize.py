@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from db_tool import output, privs, proc, psql
-from db_tool.cluster import DEV_CONF, HBA_CONF, Cluster, _server_env
+from db_tool.cluster import DEV_CONF, HBA_CONF, Cluster, server_env
 from db_tool.commands.backup import (
     BASE,
     DATABASE_FILE,
@@ -125,7 +125,7 @@ def normalize(
             (d for d in databases if d not in SYSTEM_DATABASES), DEFAULT_DATABASE
         )
         with output.step("start it; refresh collations; ensure role and database"):
-            cluster._start()
+            cluster.start_locked()
             _refresh_collations(cluster, databases)
             url = cluster.url_for("postgres")
             psql.run_sql(url, _ENSURE_ROLE, variables={"role": role}, what="ensure the role")
@@ -156,7 +156,7 @@ def _localize(cluster: Cluster) -> None:
         if (data / sub).is_dir():
             shutil.rmtree(data / sub)
     (data / "pg_replslot").mkdir(mode=0o700)
-    cluster._write_runtime_conf()
+    cluster.write_runtime_conf()
     account = cluster.run_as
     if account is not None:
         privs.chown_tree(data, account)
@@ -169,7 +169,7 @@ def _single_user(cluster: Cluster, sql: str) -> str:
         [cluster.install.tool("postgres"), "--single", "-D", str(cluster.datadir),
          "-c", "shared_preload_libraries=", "-c", "logging_collector=off", "template1"],
         input=sql, user=cluster.run_as, cwd="/", check=False,
-        env=_server_env(),
+        env=server_env(),
         what="postgres --single",
     )
     errors = [ln for ln in result.err.splitlines() if "ERROR:" in ln or "FATAL:" in ln]

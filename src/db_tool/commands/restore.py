@@ -51,14 +51,14 @@ def restore_into(cluster: Cluster, backup_dir: Path) -> None:
         except BaseException:
             shutil.rmtree(staged, ignore_errors=True)
             raise
-        was_running = cluster._stop_locked()
+        was_running = cluster.stop_locked()
         previous: Path | None = None
         if cluster.datadir.exists() or cluster.datadir.is_symlink():
             previous = cluster.working_dir / f"data.pre-restore-{os.getpid()}"
             cluster.datadir.rename(previous)
         staged.rename(cluster.datadir)
         try:
-            cluster._start()
+            cluster.start_locked()
             cluster.ensure_database(cluster.database)
         except BaseException as exc:
             _roll_back(cluster, previous, was_running)
@@ -77,7 +77,7 @@ def _kept(previous: Path | None) -> str:
 
 def _roll_back(cluster: Cluster, previous: Path | None, was_running: bool) -> None:
     try:
-        cluster._stop_locked()
+        cluster.stop_locked()
     finally:
         shutil.rmtree(cluster.datadir, ignore_errors=True)
         if previous is not None:
@@ -85,6 +85,6 @@ def _roll_back(cluster: Cluster, previous: Path | None, was_running: bool) -> No
             output.warn(f"restore failed; the previous data is back in {cluster.datadir}")
     if previous is not None and was_running:
         try:
-            cluster._start()
+            cluster.start_locked()
         except Exception as exc:  # the restore's own error matters more; say this one
             output.warn(f"could not restart the previous cluster: {exc}")
