@@ -332,20 +332,10 @@ class PgSession:
         self.child.stdin.close()
         out = self.child.stdout.read().decode("utf-8", "replace")
         rc = self.child.wait()
-        marks, rest = _markers(out, self.token)
-        completed, running = _results(steps, marks)
-        if rc == 0:
-            return completed
-        err = "\n".join(x for x in (self._stderr(), rest.strip()) if x)
-        if running is not None:
-            step = steps[running]
-            raise MigrationFailed(
-                f"migration {step.migration.name} ({step.direction}) failed; it was rolled back"
-                + (f", {_count(completed)} applied before it stay" if completed else ""),
-                detail=err,
-                completed=completed,
-            )
-        raise Error("psql stopped unexpectedly while applying migrations", detail=err)
+        return _outcome(
+            steps, out, self.token, ok=rc == 0, stderr=self._stderr() if rc else "",
+            crashed="psql stopped unexpectedly while applying migrations",
+        )
 
     def close(self) -> None:
         """End the session: psql quits at the end of its input (releasing the lock)."""
@@ -359,6 +349,27 @@ class PgSession:
         except subprocess.TimeoutExpired:
             self.child.kill()
             self.child.wait()
+
+
+def _outcome(
+    steps: Sequence[Step], out: str, token: str, *, ok: bool, stderr: str, crashed: str
+) -> list[StepResult]:
+    """What a driver run did, from its markers: the completed steps, or MigrationFailed naming
+    the step that was running (rolled back), or Error when the client died between steps."""
+    marks, rest = _markers(out, token)
+    completed, running = _results(steps, marks)
+    if ok:
+        return completed
+    err = "\n".join(x for x in (stderr.strip(), rest.strip()) if x)
+    if running is not None:
+        step = steps[running]
+        raise MigrationFailed(
+            f"migration {step.migration.name} ({step.direction}) failed; it was rolled back"
+            + (f", {_count(completed)} applied before it stay" if completed else ""),
+            detail=err,
+            completed=completed,
+        )
+    raise Error(crashed, detail=err)
 
 
 def _count(completed: Sequence[StepResult]) -> str:
@@ -539,20 +550,10 @@ class SqliteHistory:
                 [cli, "-init", os.devnull, "-batch", "-bail", self.path],
                 input="\n".join(lines) + "\n", check=False, what="sqlite3",
             )
-        marks, rest = _markers(result.out, token)
-        completed, running = _results(steps, marks)
-        if result.ok:
-            return completed
-        err = "\n".join(x for x in (result.err.strip(), rest.strip()) if x)
-        if running is not None:
-            step = steps[running]
-            raise MigrationFailed(
-                f"migration {step.migration.name} ({step.direction}) failed; it was rolled back"
-                + (f", {_count(completed)} applied before it stay" if completed else ""),
-                detail=err,
-                completed=completed,
-            )
-        raise Error("sqlite3 could not run the migrations", detail=err)
+        return _outcome(
+            steps, result.out, token, ok=result.ok, stderr=result.err,
+            crashed="sqlite3 could not run the migrations",
+        )
 
 
 # --------------------------------------------------------------------------- for other commands
