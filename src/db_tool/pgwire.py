@@ -137,6 +137,9 @@ def wait_ready(
             connect(sockdir, port, user, database, timeout=2.0).close()
             return
         except PgError as exc:
+            if exc.code == "3D000":
+                return  # up and answering; only that database is missing
+
             # 57P03 = starting up; 08006 = socket not there yet
             if exc.code not in ("57P03", "08006") or time.monotonic() > deadline:
                 raise
