@@ -339,6 +339,7 @@ class Cluster:
         return aside
 
     def _fresh(self) -> None:
+        conf_text = self._read_conf_file()  # before anything changes (a running server too)
         if self.is_running():
             self.stop_locked()
         holder = self.socket_holder()
@@ -347,7 +348,6 @@ class Cluster:
                 f"socket {pgwire.socket_path(self.sockdir, self.port)} is held by another "
                 f"process (pid {holder}); stop it or choose another PG_PORT — nothing was changed"
             )
-        conf_text = self._read_conf_file()
         data = self.datadir
         if data.exists() or data.is_symlink():
             if not data.is_dir() or data.is_symlink():
