@@ -61,7 +61,8 @@ Compare what production will be (db1: the backup restored into a temporary clust
 `migrator migrate up all`) with what the sources build (db2: a fresh temporary cluster hydrated
 from $DATABASE_SOURCE, then `migrator init`):
   - schema dumps (pg_dump --schema-only --no-owner --no-privileges) as a unified diff;
-    with --tables, those tables' schema and data;
+    with --tables, those tables' schema and data (data without the columns from
+    hectic.created_at / hectic.updated_at);
   - when a hectic schema exists on either side, an --- IMMUTABLE TABLE DATA --- section: per
     table inheriting hectic.immutable, a unified diff of its rows as INSERTs (columns from
     hectic.created_at / hectic.updated_at left out), or (no differences).

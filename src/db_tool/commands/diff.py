@@ -13,9 +13,10 @@ import contextlib
 import dataclasses
 import difflib
 import io
+import re
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,8 +44,8 @@ SELECT format('%I.%I', n.nspname, c.relname)
   FROM sub JOIN pg_class c ON c.oid = sub.oid JOIN pg_namespace n ON n.oid = c.relnamespace
 """
 # Columns a table got from hectic.created_at / hectic.updated_at (through any depth of
-# inheritance) hold build times, not data: left out.
-_COMPARED_COLUMNS = """\
+# inheritance) hold build times, not data: left out of the immutable rows and of --tables data.
+_STAMPED = """\
 WITH RECURSIVE anc(oid) AS (
     SELECT inhparent FROM pg_inherits WHERE inhrelid = CAST(:'tbl' AS regclass)
     UNION
@@ -54,11 +55,21 @@ WITH RECURSIVE anc(oid) AS (
      WHERE anc.oid IN (to_regclass('hectic.created_at'), to_regclass('hectic.updated_at'))
        AND pa.attnum > 0 AND NOT pa.attisdropped
 )
+"""
+_COMPARED_COLUMNS = _STAMPED + """\
 SELECT quote_ident(a.attname) FROM pg_attribute a
  WHERE a.attrelid = CAST(:'tbl' AS regclass) AND a.attnum > 0 AND NOT a.attisdropped
    AND NOT (a.attinhcount > 0 AND a.attname IN (SELECT attname FROM stamped))
  ORDER BY a.attnum
 """
+_STAMPED_COLUMNS = _STAMPED + """\
+SELECT a.attname FROM pg_attribute a
+ WHERE a.attrelid = CAST(:'tbl' AS regclass) AND a.attnum > 0 AND NOT a.attisdropped
+   AND a.attinhcount > 0 AND a.attname IN (SELECT attname FROM stamped)
+"""
+_COPY_HEADER = re.compile(r"^COPY (.+) \((.*)\) FROM stdin;$")
+STAMPED_NOTE = ("--tables: columns inherited from hectic.created_at / hectic.updated_at are left "
+                "out of the data")
 
 
 @dataclass(frozen=True)
@@ -126,7 +137,7 @@ def diff(
             for side in SIDES
         )
         try:
-            notes = []
+            notes = [STAMPED_NOTE] if tables else []
             with output.step("db1: restore the backup into a temporary cluster"):
                 restore_into(db1, backup_dir)
             failed = _migrate(settings, db1.url, logs / "db1" / "migrator.log")
@@ -237,7 +248,61 @@ def _dump(cluster: Cluster, tables: Sequence[str]) -> list[str] | None:
         if tables and "no matching tables" in result.err:
             return None
         raise Error(f"pg_dump of {cluster.working_dir.name} failed", detail=result.err.strip())
-    return clean_dump(result.out)
+    text = result.out
+    if tables:
+        text = without_stamped_columns(text, lambda table: _stamped_columns(cluster.url, table))
+    return clean_dump(text)
+
+
+def _stamped_columns(url: str, table: str) -> set[str]:
+    return {r[0] for r in psql.query(url, _STAMPED_COLUMNS, variables={"tbl": table})}
+
+
+def _split_columns(columns: str) -> list[str]:
+    """`a, "b, c", d` -> ['a', '"b, c"', 'd'] (pg_dump's quoted identifiers kept as written)."""
+    parts, current, quoted = [], "", False
+    for ch in columns:
+        if ch == '"':
+            quoted = not quoted
+        if ch == "," and not quoted:
+            parts.append(current.strip())
+            current = ""
+        else:
+            current += ch
+    parts.append(current.strip())
+    return parts
+
+
+def _unquote(ident: str) -> str:
+    if len(ident) >= 2 and ident[0] == ident[-1] == '"':
+        return ident[1:-1].replace('""', '"')
+    return ident
+
+
+def without_stamped_columns(text: str, stamped: Callable[[str], set[str]]) -> str:
+    """pg_dump output with the columns `stamped(table)` names (created_at/updated_at values:
+    the time each side was built) removed from every COPY block, header and rows."""
+    out: list[str] = []
+    drop: set[int] | None = None  # column positions to leave out in the current COPY block
+    for line in text.split("\n"):
+        if drop is not None:
+            if line == "\\.":
+                drop = None
+            elif drop:
+                fields = line.split("\t")  # COPY text format escapes tabs inside values
+                line = "\t".join(f for i, f in enumerate(fields) if i not in drop)
+            out.append(line)
+            continue
+        match = _COPY_HEADER.match(line)
+        if match:
+            table, columns = match.group(1), _split_columns(match.group(2))
+            names = stamped(table)
+            drop = {i for i, c in enumerate(columns) if _unquote(c) in names}
+            if drop:
+                kept = ", ".join(c for i, c in enumerate(columns) if i not in drop)
+                line = f"COPY {table} ({kept}) FROM stdin;"
+        out.append(line)
+    return "\n".join(out)
 
 
 def clean_dump(text: str) -> list[str]:
@@ -279,15 +344,16 @@ def _has_hectic(url: str) -> bool:
 
 
 def immutable_rows(url: str, table: str) -> list[str]:
-    """The rows of `table` as INSERT statements, in a stable (C-collated) order."""
+    """The rows of `table` itself (ONLY: a child table inheriting it is compared on its own)
+    as INSERT statements, in a stable (C-collated) order."""
     columns = [r[0] for r in psql.query(url, _COMPARED_COLUMNS, variables={"tbl": table})]
     if not columns:
-        sql = f"SELECT 'INSERT INTO ' || :'tbl' || ' DEFAULT VALUES;' FROM {table}"
+        sql = f"SELECT 'INSERT INTO ' || :'tbl' || ' DEFAULT VALUES;' FROM ONLY {table}"
     else:
         values = ", ".join(f"quote_nullable({c})" for c in columns)
         sql = (
             "SELECT line FROM (SELECT format('INSERT INTO %s (%s) VALUES (%s);', :'tbl', "
-            f":'cols', array_to_string(ARRAY[{values}], ', ')) AS line FROM {table}) AS r "
+            f":'cols', array_to_string(ARRAY[{values}], ', ')) AS line FROM ONLY {table}) AS r "
             'ORDER BY line COLLATE "C"'
         )
     rows = psql.query(url, sql, variables={"tbl": table, "cols": ", ".join(columns)})
