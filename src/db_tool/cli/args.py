@@ -64,7 +64,7 @@ def parse(
         positional.append(arg)
     if max_positional is not None and len(positional) > max_positional:
         extra = positional[max_positional]
-        raise UsageError(f"{cmd}: unexpected argument {extra!r}; see {cmd} --help")
+        raise UsageError(f"unexpected argument {extra!r}; see {cmd} --help")
     return values, positional
 
 

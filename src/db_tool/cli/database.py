@@ -106,7 +106,7 @@ def _split_globals(argv: Sequence[str]) -> tuple[list[str], list[str], str | Non
                 value = args[i]
                 i += 1
             else:
-                raise UsageError(f"database: {name} needs a value")
+                raise UsageError(f"{name} needs a value")
             if name in ("-u", "--url"):
                 url = value
             else:
@@ -180,7 +180,7 @@ def _bundle(ctx: Context, argv: list[str]) -> int:
     if pos[0] == "sql":
         ctx.stdout.write(bundle.render())
         return 0
-    raise UsageError(f"database bundle: unknown action {pos[0]!r}; use path or sql")
+    raise UsageError(f"bundle: unknown action {pos[0]!r}; use path or sql")
 
 
 def _migrator(ctx: Context, argv: list[str]) -> int:
@@ -228,14 +228,14 @@ def run(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
             sys.stdout.write(HELP)
             return 0
         if before:
-            raise UsageError(f"database: unknown option {before[0]}; see database --help")
+            raise UsageError(f"unknown option {before[0]}; see database --help")
         sys.stderr.write(HELP)
         return int(ExitCode.GENERIC)
     if before:
         if any(a in ("-h", "--help") for a in before):
             sys.stdout.write(HELP)
             return 0
-        raise UsageError(f"database: unknown option {before[0]}; see database --help")
+        raise UsageError(f"unknown option {before[0]}; see database --help")
     sub, sub_argv = rest[0], rest[1:]
     if sub in ("help", "?"):
         sys.stdout.write(HELP)
@@ -245,7 +245,7 @@ def run(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
 
         close = difflib.get_close_matches(sub, SUBCOMMANDS, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
-        raise UsageError(f"database: unknown subcommand {sub!r}; {hint}see database --help")
+        raise UsageError(f"unknown subcommand {sub!r}; {hint}see database --help")
     settings = ProjectSettings.from_env(env_dict(env), url=url)
     ctx = Context(settings=settings, inherits=inherits, url_given=url is not None)
     if inherits and not any(a in ("-h", "--help") for a in sub_argv):
