@@ -38,12 +38,18 @@ from dataclasses import dataclass
 # it, and one round trip does not matter next to a megabyte of SQL.
 MAX_CHARS = 1 << 20
 
-_IDENT_START = re.compile(r"[A-Za-z_\x80-\U0010ffff]")
-_IDENT = re.compile(r"[A-Za-z_\x80-\U0010ffff][A-Za-z0-9_$\x80-\U0010ffff]*")
+# Character classes of psqlscan.l, written as negations of ASCII (a class reaching up to
+# U+10FFFF costs ~10 ms to compile): every non-ASCII character counts as a letter, as psql
+# counts every byte >= 0x80.
+_LETTER = r"[^\x00-\x40\x5b-\x5e\x60\x7b-\x7f]"  # A-Z a-z _ non-ASCII
+_LETTER_DIGIT = r"[^\x00-\x2f\x3a-\x40\x5b-\x5e\x60\x7b-\x7f]"  # and 0-9
+_IDENT_CONT = r"[^\x00-\x23\x25-\x2f\x3a-\x40\x5b-\x5e\x60\x7b-\x7f]"  # and 0-9 $
+_IDENT_START = re.compile(_LETTER)
+_IDENT = re.compile(f"{_LETTER}{_IDENT_CONT}*")
 _NUMBER = re.compile(r"[0-9][0-9A-Za-z_.]*")
-_DOLLAR_TAG = re.compile(r"\$(?:[A-Za-z_\x80-\U0010ffff][A-Za-z0-9_\x80-\U0010ffff]*)?\$")
+_DOLLAR_TAG = re.compile(rf"\$(?:{_LETTER}{_LETTER_DIGIT}*)?\$")
 _PARAM = re.compile(r"\$[0-9]+")
-_VARCHARS = r"[A-Za-z0-9_\x80-\U0010ffff]+"
+_VARCHARS = f"{_LETTER_DIGIT}+"
 _VAR_QUOTED = re.compile(rf":(?:'{_VARCHARS}'|\"{_VARCHARS}\"|\{{\?{_VARCHARS}\}})")
 _VAR = re.compile(rf":({_VARCHARS})")
 _SPACE = " \t\n\r\f\v"
