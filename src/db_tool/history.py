@@ -8,10 +8,12 @@ PostgreSQL (`PgHistory`): history in hectic.migration (created by the bundle). A
 run is ONE psql process used as a coprocess: we write to its stdin
   pg_advisory_lock (waited with lock_timeout) → BEGIN; \\i bundle; COMMIT; → read the history,
 read the rows back (query output is flushed per query; a final marker row ends the read), plan
-in Python, then send one `\\i driver.sql` whose steps are each
-  BEGIN; \\i file; INSERT/DELETE history row; COMMIT;
-(the history statement, COMMIT and the next BEGIN share one round trip via `\\;`) and close
-stdin. `\\echo` markers tell us which step was running if psql stopped. The lock is held for
+in Python, then send one `\\i driver.sql` and close stdin. Each step of the driver is either
+  BEGIN \\; <the migration, each `;` written as `\\;`> \\; INSERT/DELETE history row \\; COMMIT;
+ONE query, one round trip (when sqlsplit.one_query is certain the rewrite means the same), or
+  BEGIN; \\i file; INSERT/DELETE history row \\; COMMIT;
+(the history statement, COMMIT and the next `\\i` step's BEGIN share one round trip via `\\;`).
+`\\echo` markers tell us which step was running if psql stopped. The lock is held for
 the whole session, so concurrent migrators apply each migration exactly once.
 
 SQLite (`SqliteHistory`): history in hectic_version / hectic_migration; files run through ONE
@@ -30,16 +32,22 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, TYPE_CHECKING, Protocol
 
 from db_tool.errors import Error, ExitCode, NotInstalledError
 from db_tool.migrations import FILE, Applied, StatusRow, Step
+
+if TYPE_CHECKING:
+    from db_tool.sqlsplit import OneQuery
 
 # pg_advisory_lock key shared by every migrator on a database: b"hecticmg" as a big-endian int.
 LOCK_KEY = int.from_bytes(b"hecticmg", "big")
 DEFAULT_LOCK_TIMEOUT = 60.0
 SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 _VAR = "__migrator_"
+# Client encodings in which a trail byte of a character can look like `\\` or a quote: psql
+# lexes them differently, so non-ASCII migrations are not inlined under them.
+_UNSAFE_ENCODINGS = frozenset({"SJIS", "SHIFT_JIS_2004", "BIG5", "GBK", "UHC", "GB18030", "JOHAB"})
 
 
 class MigrationFailed(Error):
@@ -114,7 +122,8 @@ def for_url(url: str, env: Mapping[str, str] | None = None) -> PgHistory | Sqlit
     path = sqlite_path(url)
     if path is not None:
         return SqliteHistory(path, search_path=None if env is None else env.get("PATH"))
-    return PgHistory(url)
+    # MIGRATOR_INLINE=0: every migration through `\\i` (psql then names the failing line).
+    return PgHistory(url, inline=env is None or env.get("MIGRATOR_INLINE", "1") != "0")
 
 
 def _materialize(step: Step, tmp: Path, index: int) -> Path:
@@ -185,8 +194,9 @@ def _psql_env() -> dict[str, str]:
 
 
 class PgHistory:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, inline: bool = True) -> None:
         self.url = url
+        self.inline = inline  # send a migration as one query when sqlsplit allows it
 
     def init(self, variables: Mapping[str, str]) -> None:
         from db_tool import bundle
@@ -216,7 +226,8 @@ class PgHistory:
         with tempfile.TemporaryDirectory(prefix="migrator-") as tmpdir, \
                 open(Path(tmpdir) / "stderr", "w+b") as errfile:
             child = proc.spawn(argv, env=_psql_env(), stderr=errfile)
-            session = PgSession(child, errfile, Path(tmpdir), lock_timeout)
+            session = PgSession(child, errfile, Path(tmpdir), lock_timeout,
+                                inline=self.inline, variables=dict(variables))
             try:
                 session.start()
                 yield session
@@ -230,8 +241,11 @@ class PgSession:
     errfile: IO[bytes]
     tmp: Path
     lock_timeout: float
+    inline: bool = True
+    variables: dict[str, str] = field(default_factory=dict)  # the --set values psql started with
     applied: list[Applied] = field(default_factory=list)
     token: str = field(default_factory=lambda: os.urandom(8).hex())
+    encoding: str = ""  # psql's client encoding (its ENCODING variable) at the start
 
     def _send(self, text: str) -> None:
         assert self.child.stdin is not None
@@ -264,6 +278,7 @@ class PgSession:
             "BEGIN;",
             f"\\i {psql_meta_quote(os.fspath(bundle_file))}",
             "COMMIT;",
+            f"\\echo {self._mark('encoding')} :ENCODING",
             f"SELECT '{self._mark('history')}';",
             _READ_HEX_SQL,
             f"SELECT '{self._mark('end')}';",
@@ -279,6 +294,8 @@ class PgSession:
             line = raw.decode("utf-8").rstrip("\n")
             if line.startswith(self._mark("")):
                 seen.append(line[len(self._mark("")) :])
+                if seen[-1].startswith("encoding "):
+                    self.encoding = seen[-1].partition(" ")[2]
                 if seen[-1] == "end":
                     break
             elif seen and seen[-1] == "history":
@@ -303,10 +320,19 @@ class PgSession:
         if not steps:
             return []
         echo = f"\\echo {self._mark('')}"
-        lines = ["\\set ON_ERROR_STOP 1", "BEGIN;"]
+        # Which steps go as one query. Until the first `\\i` step, psql's variables and encoding
+        # are the ones it started with; after it (the file may `\\set` or `\\encoding`), only
+        # text that depends on neither is inlined.
+        inlined: list[_Inline | None] = []
+        certain = True
+        for step in steps:
+            inlined.append(self._inline(step, certain))
+            certain = certain and inlined[-1] is not None
+        lines = ["\\set ON_ERROR_STOP 1"]
+        lineno = 1  # the driver line of the last entry in lines
+        sources: dict[int, Path] = {}  # driver line psql names for an inlined step → its file
         for i, step in enumerate(steps):
             name_var, hash_var = f"{_VAR}name_{i}", f"{_VAR}hash_{i}"
-            path = psql_meta_quote(os.fspath(_materialize(step, self.tmp, i)))
             if step.direction == "up":
                 record = (
                     f"INSERT INTO hectic.migration (name, hash, applied_at) "
@@ -314,17 +340,39 @@ class PgSession:
                 )
             else:
                 record = f"DELETE FROM hectic.migration WHERE name = :'{name_var}'"
-            # One round trip for the history row, COMMIT and the next step's BEGIN.
-            finish = " \\; COMMIT \\; BEGIN;" if i + 1 < len(steps) else " \\; COMMIT;"
-            lines += [
+            entries = [
                 f"\\set {name_var} {psql_meta_quote(step.migration.name)}",
                 f"\\set {hash_var} {psql_meta_quote(step.migration.hash or '')}",
                 f"{echo}begin {i}",
-                f"\\i {path}",
-                "\\set ON_ERROR_STOP 1",
-                record + finish,
-                f"{echo}done {i}",
             ]
+            one = inlined[i]
+            if one is not None:
+                # The text starts on query line first_line (BEGIN on line 1; psql keeps lines
+                # holding a space), so the server's "LINE n" of an error is line n of the
+                # migration's file. psql names the driver line of the final `;`.
+                gap = "\n " * (one.first_line - 2) + "\n" if one.first_line > 1 else " "
+                entries += [
+                    f"BEGIN \\;{gap}{one.sql.text}",
+                    ("" if one.sql.terminated else "\\; ") + record + " \\; COMMIT;",
+                ]
+            else:
+                path = psql_meta_quote(os.fspath(_materialize(step, self.tmp, i)))
+                # One round trip for the history row, COMMIT and the next `\\i` step's BEGIN.
+                next_too = i + 1 < len(steps) and inlined[i + 1] is None
+                if i == 0 or inlined[i - 1] is not None:
+                    entries.append("BEGIN;")
+                entries += [
+                    f"\\i {path}",
+                    "\\set ON_ERROR_STOP 1",
+                    record + (" \\; COMMIT \\; BEGIN;" if next_too else " \\; COMMIT;"),
+                ]
+            for entry in entries:
+                lineno += entry.count("\n") + 1
+            if one is not None:
+                sources[lineno] = one.source
+            entries.append(f"{echo}done {i}")
+            lineno += 1
+            lines += entries
         driver = self.tmp / "driver.sql"
         driver.write_text("\n".join(lines) + "\n", encoding="utf-8")
         self._send(f"\\i {psql_meta_quote(os.fspath(driver))}\n")
@@ -333,9 +381,37 @@ class PgSession:
         out = self.child.stdout.read().decode("utf-8", "replace")
         rc = self.child.wait()
         return _outcome(
-            steps, out, self.token, ok=rc == 0, stderr=self._stderr() if rc else "",
+            steps, out, self.token, ok=rc == 0,
+            stderr=_name_sources(self._stderr(), driver, sources) if rc else "",
             crashed="psql stopped unexpectedly while applying migrations",
         )
+
+    def _inline(self, step: Step, certain: bool) -> _Inline | None:
+        """The step as one query, or None for `\\i`. certain: psql's variables and encoding
+        are still the ones it started with."""
+        from db_tool.sqlsplit import OneQuery, one_query
+
+        if not self.inline:
+            return None
+        m = step.migration
+        if m.layout == FILE:
+            body = m.up_sql if step.direction == "up" else m.down_sql
+            source, first_line = m.path, m.up_line if step.direction == "up" else m.down_line
+        else:
+            path = m.up if step.direction == "up" else m.down
+            assert path is not None
+            try:
+                body = path.read_bytes()
+            except OSError:
+                return None  # `\\i` reports it
+            source, first_line = path, 1
+        assert body is not None
+        sql = one_query(
+            body,
+            variables=self.variables if certain else {},
+            non_ascii=certain and bool(self.encoding) and self.encoding not in _UNSAFE_ENCODINGS,
+        )
+        return _Inline(sql, source, first_line) if isinstance(sql, OneQuery) else None
 
     def close(self) -> None:
         """End the session: psql quits at the end of its input (releasing the lock)."""
@@ -349,6 +425,26 @@ class PgSession:
         except subprocess.TimeoutExpired:
             self.child.kill()
             self.child.wait()
+
+
+@dataclass(frozen=True)
+class _Inline:
+    sql: OneQuery
+    source: Path  # the file to name in psql's messages
+    first_line: int  # the line of source where the migration's text starts
+
+
+def _name_sources(stderr: str, driver: Path, sources: Mapping[int, Path]) -> str:
+    """psql names the driver and the line of an inlined step's final `;`: name the migration's
+    file instead (the statement within it is not known; the server's LINE n counts in it)."""
+    import re
+
+    def repl(match: re.Match[str]) -> str:
+        source = sources.get(int(match.group(1)))
+        return match.group(0) if source is None else f"psql:{source}: "
+
+    prefix = re.escape(f"psql:{os.fspath(driver)}:")
+    return re.sub(rf"^{prefix}(\d+): ", repl, stderr, flags=re.MULTILINE)
 
 
 def _outcome(

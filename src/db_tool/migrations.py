@@ -18,8 +18,9 @@ Hash (stored in hectic.migration.hash, used to notice an up file modified after 
               next marker or the end of the file).
 
 Running: dir and entrypoint files are `\\i`-ed where they are, so `\\ir` inside them resolves
-next to them. A single-file section runs from a temporary copy (so an unterminated statement
+next to them; a single-file section runs from a temporary copy (so an unterminated statement
 cannot swallow the history INSERT); use the entrypoint layout when a migration needs `\\ir`.
+Plain SQL that sqlsplit can rewrite is sent inline as one query instead (see history.py).
 Planning (`plan`) is a pure function of (disk, history, target, force) → Plan.
 """
 
@@ -59,6 +60,9 @@ class Migration:
     # FILE layout only: the section texts (psql runs them from a temporary copy).
     up_sql: bytes | None = None
     down_sql: bytes | None = None
+    # FILE layout: the line of the .sql file where each section's text starts.
+    up_line: int = 1
+    down_line: int = 1
 
     @property
     def missing(self) -> list[str]:
@@ -106,6 +110,14 @@ def split_sections(content: bytes) -> tuple[bytes | None, bytes | None]:
     return sections.get("up"), sections.get("down")
 
 
+def section_lines(content: bytes) -> dict[str, int]:
+    """The 1-based line of content where each section's text starts (see split_sections)."""
+    return {
+        m.group(1).decode(): content.count(b"\n", 0, m.end()) + 1 + (m.end() < len(content))
+        for m in _MARKER_RE.finditer(content)
+    }
+
+
 def _entrypoint_hash(up_dir: Path) -> str:
     entry = up_dir / "entrypoint.sql"
     others = sorted(
@@ -148,16 +160,18 @@ def _from_directory(name: str, path: Path) -> Migration:
 
 
 def _from_file(name: str, path: Path) -> Migration:
+    content = path.read_bytes()
     try:
-        up_sql, down_sql = split_sections(path.read_bytes())
+        up_sql, down_sql = split_sections(content)
     except Error as exc:
         raise Error(f"{path}: {exc.message}") from None
+    lines = section_lines(content)
     return Migration(
         name, FILE, path,
         path if up_sql is not None else None,
         path if down_sql is not None else None,
         sha256_hex(up_sql) if up_sql is not None else None,
-        up_sql, down_sql,
+        up_sql, down_sql, lines.get("up", 1), lines.get("down", 1),
     )
 
 
