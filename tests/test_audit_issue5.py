@@ -174,10 +174,6 @@ def test_immutable_rows_change_inside_a_migration_with_set_local(
     assert pg.psql("SELECT count(*) FROM country", db_url) == "0"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (history.py, one psql session): a session-level SET in one migration leaks into the "
-    "later migrations of the same run; the original ran each migration in its own psql. "
-    "Fix: RESET ALL (and RESET ROLE) after each step's BEGIN in the driver"))
 def test_session_settings_do_not_leak_between_migrations(
     run: Run, pg: PG, db_url: str, mdir: Path
 ) -> None:

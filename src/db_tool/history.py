@@ -12,7 +12,8 @@ in Python, then send one `\\i driver.sql` and close stdin. Each step of the driv
   BEGIN \\; <the migration, each `;` written as `\\;`> \\; INSERT/DELETE history row \\; COMMIT;
 ONE query, one round trip (when sqlsplit.one_query is certain the rewrite means the same), or
   BEGIN; \\i file; INSERT/DELETE history row \\; COMMIT;
-(the history statement, COMMIT and the next `\\i` step's BEGIN share one round trip via `\\;`).
+(the history statement, COMMIT and the next `\\i` step's BEGIN share one round trip via `\\;`);
+every BEGIN is preceded by _FRESH so a step starts from the session defaults.
 `\\echo` markers tell us which step was running if psql stopped. The lock is held for
 the whole session, so concurrent migrators apply each migration exactly once.
 
@@ -124,6 +125,12 @@ def for_url(url: str, env: Mapping[str, str] | None = None) -> PgHistory | Sqlit
         return SqliteHistory(path, search_path=None if env is None else env.get("PATH"))
     # MIGRATOR_INLINE=0: every migration through `\\i` (psql then names the failing line).
     return PgHistory(url, inline=env is None or env.get("MIGRATOR_INLINE", "1") != "0")
+
+
+# Every step starts from the session's defaults, as if it had its own psql: a plain SET (say
+# `SET hectic.migration_mode = 'on'` without LOCAL, or SET search_path / ROLE) in one
+# migration must not leak into the next. Same line as BEGIN, so error LINE numbers still match.
+_FRESH = "RESET SESSION AUTHORIZATION \\; RESET ROLE \\; RESET ALL"
 
 
 def _materialize(step: Step, tmp: Path, index: int) -> Path:
@@ -352,7 +359,7 @@ class PgSession:
                 # migration's file. psql names the driver line of the final `;`.
                 gap = "\n " * (one.first_line - 2) + "\n" if one.first_line > 1 else " "
                 entries += [
-                    f"BEGIN \\;{gap}{one.sql.text}",
+                    f"{_FRESH} \\; BEGIN \\;{gap}{one.sql.text}",
                     ("" if one.sql.terminated else "\\; ") + record + " \\; COMMIT;",
                 ]
             else:
@@ -360,11 +367,12 @@ class PgSession:
                 # One round trip for the history row, COMMIT and the next `\\i` step's BEGIN.
                 next_too = i + 1 < len(steps) and inlined[i + 1] is None
                 if i == 0 or inlined[i - 1] is not None:
-                    entries.append("BEGIN;")
+                    entries.append(f"{_FRESH} \\; BEGIN;")
                 entries += [
                     f"\\i {path}",
                     "\\set ON_ERROR_STOP 1",
-                    record + (" \\; COMMIT \\; BEGIN;" if next_too else " \\; COMMIT;"),
+                    record
+                    + (f" \\; COMMIT \\; {_FRESH} \\; BEGIN;" if next_too else " \\; COMMIT;"),
                 ]
             for entry in entries:
                 lineno += entry.count("\n") + 1
