@@ -12,7 +12,7 @@ import getpass
 import os
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,13 +96,26 @@ def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PG]:
 
 
 @pytest.fixture
-def db_url(pg: PG) -> Iterator[str]:
-    name = "t_" + uuid.uuid4().hex[:12]
-    pg.psql(f'CREATE DATABASE "{name}"')
+def make_db(pg: PG) -> Iterator[Callable[[], str]]:
+    """Call it for the URL of another brand-new database; all are dropped afterwards."""
+    names: list[str] = []
+
+    def _make() -> str:
+        name = "t_" + uuid.uuid4().hex[:12]
+        pg.psql(f'CREATE DATABASE "{name}"')
+        names.append(name)
+        return pg.url_for(name)
+
     try:
-        yield pg.url_for(name)
+        yield _make
     finally:
-        pg.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        for name in names:
+            pg.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def db_url(make_db: Callable[[], str]) -> str:
+    return make_db()
 
 
 def login_name() -> str:

@@ -55,3 +55,16 @@ def tree_snapshot(path: Path) -> dict[str, tuple[int, int, int]]:
             st = os.lstat(p)
             snap[os.path.relpath(p, path)] = (st.st_size, st.st_mtime_ns, st.st_mode)
     return snap
+
+
+def postmaster_pid(wd: Path) -> int:
+    return int((wd / "data" / "postmaster.pid").read_text().split()[0])
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie that nobody reaped yet counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][:1] != "Z"

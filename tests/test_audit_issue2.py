@@ -20,7 +20,16 @@ import pytest
 from db_tool import pgbin
 from db_tool.cluster import LOCKFILE, MARKER, build_url
 from db_tool.settings import login_name
-from tests.helpers import base_env, next_port, run_cmd, script, stop_quietly, tree_snapshot
+from tests.helpers import (
+    alive,
+    base_env,
+    next_port,
+    postmaster_pid,
+    run_cmd,
+    script,
+    stop_quietly,
+    tree_snapshot,
+)
 
 
 def init(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -45,16 +54,6 @@ def psql(env: dict[str, str], sql: str, db: str | None = None) -> str:
     return out.stdout.strip()
 
 
-def postmaster_pid(wd: Path) -> int:
-    return int((wd / "data" / "postmaster.pid").read_text().split()[0])
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][:1] != "Z"
 
 
 # ---------------------------------------------------------------------- package and binaries

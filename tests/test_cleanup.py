@@ -8,24 +8,13 @@ import time
 from pathlib import Path
 
 from db_tool.cluster import MARKER
-from tests.helpers import run_cmd, script, tree_snapshot
+from tests.helpers import alive, postmaster_pid, run_cmd, script, tree_snapshot
 
 
 def wd_of(env: dict[str, str]) -> Path:
     return Path(env["PG_WORKING_DIR"])
 
 
-def postmaster_pid(wd: Path) -> int:
-    return int((wd / "data" / "postmaster.pid").read_text().split()[0])
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return stat.rsplit(") ", 1)[1][:1] != "Z"
 
 
 def test_cleanup_with_nothing_resolvable_exits_0() -> None:

@@ -10,8 +10,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -101,13 +100,8 @@ def make_corpus(mdir: Path) -> None:
 
 
 @pytest.fixture
-def second_db(pg: Any) -> Iterator[str]:
-    name = "t_" + uuid.uuid4().hex[:12]
-    pg.psql(f'CREATE DATABASE "{name}"')
-    try:
-        yield pg.url_for(name)
-    finally:
-        pg.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+def second_db(make_db: Callable[[], str]) -> str:
+    return make_db()
 
 
 @pytest.fixture
