@@ -58,3 +58,12 @@ def step(what: str) -> Iterator[None]:
         _emit("error", f"{what}: failed after {time.monotonic() - started:.2f}s")
         raise
     ok(f"{what}: done in {time.monotonic() - started:.2f}s")
+
+
+def human_size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")

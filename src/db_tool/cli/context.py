@@ -22,3 +22,9 @@ class Context:
             return self.stdout.isatty()
         except (AttributeError, ValueError):
             return False
+
+    def pager(self) -> list[str]:
+        """$PAGER as argv (default `less -R`), for output shown on a terminal."""
+        import shlex
+
+        return shlex.split(self.settings.env.get("PAGER") or "") or ["less", "-R"]

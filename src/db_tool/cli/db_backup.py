@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
 import sys
 from pathlib import Path
 
@@ -104,7 +103,7 @@ def _backup(ctx: Context, argv: list[str]) -> int:
     ctx.settings.require_local_dir()
     result = backup(settings=ctx.settings, progress=_stderr_is_tty())
     output.ok(f"backup of database {result.database} written to {result.path} "
-              f"({_size(result.size)})")
+              f"({output.human_size(result.size)})")
     return 0
 
 
@@ -203,7 +202,7 @@ def _show(ctx: Context, text: str) -> None:
     if ctx.is_tty:
         from db_tool import proc
 
-        pager = shlex.split(ctx.settings.env.get("PAGER") or "less -R")
+        pager = ctx.pager()
         if pager:
             ctx.stdout.flush()
             try:
@@ -220,12 +219,3 @@ def _stderr_is_tty() -> bool:
         return sys.stderr.isatty()
     except (AttributeError, ValueError):
         return False
-
-
-def _size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError

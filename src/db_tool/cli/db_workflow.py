@@ -256,7 +256,8 @@ def _check(ctx: Context, opts: dict[str, object]) -> int:
 
 
 def _status(ctx: Context, opts: dict[str, object]) -> int:
-    from db_tool.commands.status import human_size, status
+    from db_tool.commands.status import status
+    from db_tool.output import human_size
 
     st = status(ctx.settings, ctx.settings.url if ctx.url_given else None)
     if opts["json"]:
@@ -298,7 +299,7 @@ def _log(ctx: Context, selector: str | None) -> int:
         return 0
     path = select(files, selector)
     if ctx.is_tty:
-        pager = shlex.split(ctx.settings.env.get("PAGER") or "less -R") or ["less", "-R"]
+        pager = ctx.pager()
         return proc.run_interactive([*pager, str(path)], env=ctx.settings.env)
     with open(path, encoding="utf-8", errors="replace") as fh:
         for chunk in iter(lambda: fh.read(65536), ""):

@@ -86,12 +86,3 @@ def status(settings: ProjectSettings, url: str | None = None) -> Status:
         migrations_pending=pending,
         migrations_note=note,
     )
-
-
-def human_size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
