@@ -7,7 +7,6 @@ only version.sql is a template, rendered with VERSION.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -93,19 +92,9 @@ def apply(url: str) -> None:
         raise Error(f"applying the hectic bundle failed: {message}", detail=detail)
 
 
-# psql prints `psql:<stdin>:12: ERROR:  message` (or `psql: error: ...` when it cannot
-# connect); that message makes the one-line error, the lines after it (HINT, CONTEXT) the
-# detail. NOTICEs of earlier statements are noise and dropped.
-_ERROR_LINE = re.compile(
-    r"^(?:psql:[^:\n]*:\d+: (?:ERROR|FATAL):\s+|psql: error: )(.*)$", re.MULTILINE
-)
-
-
 def _psql_failure(stderr: str) -> tuple[str, str]:
-    match = _ERROR_LINE.search(stderr)
-    if match is None:
-        return "psql failed", stderr.strip()
-    return match.group(1).strip(), stderr[match.end():].strip()
+    message, rest = psql.split_error(stderr)
+    return (message, rest) if message else ("psql failed", rest)
 
 
 def _copy_text_escape(data: bytes) -> str:

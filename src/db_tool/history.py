@@ -185,19 +185,6 @@ _READ_HEX_SQL = (
 )
 
 
-def _first_error(stderr: str) -> str:
-    """The message of psql's first ERROR/FATAL line (`psql:<file>:12: ERROR:  message`)."""
-    import re
-
-    match = re.search(r"^(?:psql:.*?:\d+: )?(?:ERROR|FATAL):\s+(.*)$", stderr, re.MULTILINE)
-    return match.group(1).strip() if match else ""
-
-
-def _psql_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop("PGDATABASE", None)  # a developer's PGDATABASE must not redirect the session
-    env.setdefault("PGAPPNAME", "migrator")
-    return env
 
 
 class PgHistory:
@@ -232,7 +219,7 @@ class PgHistory:
         ]
         with tempfile.TemporaryDirectory(prefix="migrator-") as tmpdir, \
                 open(Path(tmpdir) / "stderr", "w+b") as errfile:
-            child = proc.spawn(argv, env=_psql_env(), stderr=errfile)
+            child = proc.spawn(argv, env=psql.env("migrator"), stderr=errfile)
             session = PgSession(child, errfile, Path(tmpdir), lock_timeout,
                                 inline=self.inline, variables=dict(variables))
             try:
@@ -321,7 +308,9 @@ class PgSession:
             )
         if "lock" not in seen:
             raise Error("psql could not connect to the database", detail=err)
-        raise Error(_first_error(err) or "applying the hectic bundle failed", detail=err)
+        from db_tool import psql
+
+        raise Error(psql.first_error(err) or "applying the hectic bundle failed", detail=err)
 
     def apply(self, steps: Sequence[Step]) -> list[StepResult]:
         if not steps:

@@ -7,6 +7,7 @@ never pasted into SQL text.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -61,12 +62,31 @@ def base_argv(
     return argv
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    # A developer's PGOPTIONS/PGDATABASE must not redirect our sessions.
-    env.pop("PGDATABASE", None)
-    env.setdefault("PGAPPNAME", "db-tool")
-    return env
+def env(appname: str = "db-tool") -> dict[str, str]:
+    """The environment for a psql child: a developer's PGDATABASE must not redirect it."""
+    child = dict(os.environ)
+    child.pop("PGDATABASE", None)
+    child.setdefault("PGAPPNAME", appname)
+    return child
+
+
+# psql prints `psql:<file>:12: ERROR:  message` (or `psql: error: ...` when it cannot connect).
+_ERROR_LINE = re.compile(
+    r"^(?:(?:psql:.*?:\d+: )?(?:ERROR|FATAL):\s+|psql: error: )(.*)$", re.MULTILINE
+)
+
+
+def split_error(text: str) -> tuple[str, str]:
+    """(the first ERROR/FATAL message in psql's output, the lines after it: DETAIL, HINT,
+    CONTEXT); ("", text) when there is none. NOTICEs before it are dropped."""
+    match = _ERROR_LINE.search(text)
+    if match is None:
+        return "", text.strip()
+    return match.group(1).strip(), text[match.end() :].strip()
+
+
+def first_error(text: str) -> str:
+    return split_error(text)[0]
 
 
 def run_file(
@@ -85,10 +105,10 @@ def run_file(
         argv.append("--single-transaction")
     argv += ["-f", os.fspath(path)]
     if log is None:
-        return proc.run(argv, env=_env(), check=check, what=what or f"psql -f {path}")
+        return proc.run(argv, env=env(), check=check, what=what or f"psql -f {path}")
     Path(log).parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a", encoding="utf-8") as fh:
-        result = proc.run(argv, env=_env(), check=False, stdout=fh, stderr=subprocess.STDOUT)
+        result = proc.run(argv, env=env(), check=False, stdout=fh, stderr=subprocess.STDOUT)
     if check and not result.ok:
         raise Error(f"{what or f'psql -f {path}'} failed; see {log}")
     return result
@@ -105,7 +125,7 @@ def run_sql(
 ) -> proc.Result:
     """Feed SQL text on stdin (psql -f -)."""
     argv = base_argv(url, variables=variables) + list(extra_args) + ["-f", "-"]
-    return proc.run(argv, env=_env(), input=sql, check=check, what=what or "psql")
+    return proc.run(argv, env=env(), input=sql, check=check, what=what or "psql")
 
 
 def query(
@@ -115,7 +135,7 @@ def query(
     argv = base_argv(url, variables=variables) + [
         "-A", "-t", "-F", FIELD_SEP, "-R", RECORD_SEP, "-f", "-",
     ]
-    result = proc.run(argv, env=_env(), input=sql, what="psql query")
+    result = proc.run(argv, env=env(), input=sql, what="psql query")
     text = result.out
     if text.endswith("\n"):
         text = text[:-1]

@@ -3,8 +3,6 @@ a stream), and turn a failure into one line that says where the full output is."
 
 from __future__ import annotations
 
-import os
-import re
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -13,8 +11,6 @@ from pathlib import Path
 from typing import TextIO
 
 from db_tool import proc, psql
-
-_ERROR_LINE = re.compile(r"^(?:psql:\S*:\d+: )?(?:ERROR|FATAL):\s+(.*)$", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -26,16 +22,6 @@ class FileRun:
     output: str  # captured output ("" when it went to a log file or was streamed)
 
 
-def first_error(text: str) -> str:
-    match = _ERROR_LINE.search(text)
-    return match.group(1).strip() if match else ""
-
-
-def _psql_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop("PGDATABASE", None)  # a developer's PGDATABASE must not redirect our session
-    env.setdefault("PGAPPNAME", "db-tool")
-    return env
 
 
 def _real_fd(stream: TextIO) -> int | None:
@@ -66,23 +52,23 @@ def run_file(
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "a", encoding="utf-8") as fh:
             start = fh.tell()
-            result = proc.run(argv, env=_psql_env(), cwd=cwd, check=False,
+            result = proc.run(argv, env=psql.env(), cwd=cwd, check=False,
                               stdout=fh, stderr=subprocess.STDOUT)
         error = ""
         if not result.ok:
-            error = first_error(_read_from(log, start))
+            error = psql.first_error(_read_from(log, start))
         return FileRun(result.ok, result.returncode, error, str(log), "")
     fd = _real_fd(out)
     if fd is not None and not capture:
         out.flush()
-        result = proc.run(argv, env=_psql_env(), cwd=cwd, check=False,
+        result = proc.run(argv, env=psql.env(), cwd=cwd, check=False,
                           stdout=fd, stderr=subprocess.STDOUT)
         # The error line also went to the terminal; ask psql's exit code only.
         return FileRun(result.ok, result.returncode, "", "above (stdout)", "")
-    result = proc.run(argv, env=_psql_env(), cwd=cwd, check=False, stderr=subprocess.STDOUT)
+    result = proc.run(argv, env=psql.env(), cwd=cwd, check=False, stderr=subprocess.STDOUT)
     out.write(result.out)
     out.flush()
-    return FileRun(result.ok, result.returncode, first_error(result.out), "above (stdout)",
+    return FileRun(result.ok, result.returncode, psql.first_error(result.out), "above (stdout)",
                    result.out)
 
 
