@@ -19,6 +19,7 @@ from db_tool.migrations import (
     split_sections,
     status,
 )
+from tests.migrator_support import write
 
 
 def sha(text: str) -> str:
@@ -222,11 +223,6 @@ def test_split_sections_rejects_duplicate_marker() -> None:
 
 
 # --------------------------------------------------------------------------- discovery
-
-
-def write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
 
 
 def test_discover_three_layouts_in_name_order(tmp_path: Path) -> None:

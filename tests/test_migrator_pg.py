@@ -8,21 +8,14 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from db_tool.cli.migrator import main
 from db_tool.history import LOCK_KEY, psql_meta_quote
-
-Run = Callable[..., tuple[int, str, str]]
-
-
-def write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+from tests.migrator_support import Run, flat, runner, write
+from tests.migrator_support import pg_history as history
 
 
 @pytest.fixture
@@ -34,23 +27,7 @@ def mdir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def run(db_url: str, mdir: Path, capsys: pytest.CaptureFixture[str]) -> Run:
-    def _run(*argv: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-        environ = {**os.environ, "DB_URL": db_url, "MIGRATION_DIR": str(mdir), **(env or {})}
-        capsys.readouterr()
-        rc = main(list(argv), environ)
-        out, err = capsys.readouterr()
-        return rc, out, err
-    return _run
-
-
-def flat(mdir: Path, name: str, up: str, down: str = "") -> None:
-    write(mdir / name / "up.sql", up)
-    write(mdir / name / "down.sql", down)
-
-
-def history(pg: Any, url: str) -> list[str]:
-    out = pg.psql("SELECT name FROM hectic.migration ORDER BY id", url)
-    return out.splitlines() if out else []
+    return runner(db_url, mdir, capsys)
 
 
 def t(i: int) -> str:

@@ -8,23 +8,15 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from db_tool.cli.migrator import main
 from db_tool.history import sqlite_dot_quote, sqlite_literal, sqlite_path
+from tests.migrator_support import Run, flat, runner, write
 
 pytestmark = pytest.mark.skipif(shutil.which("sqlite3") is None, reason="sqlite3 shell missing")
-
-Run = Callable[..., tuple[int, str, str]]
-
-
-def write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-
 
 def t(i: int) -> str:
     return f"2024010100{i:04d}-m{i}"
@@ -44,14 +36,7 @@ def db(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def run(db: Path, mdir: Path, capsys: pytest.CaptureFixture[str]) -> Run:
-    def _run(*argv: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-        environ = {"PATH": os.environ["PATH"], "DB_URL": f"sqlite://{db}",
-                   "MIGRATION_DIR": str(mdir), **(env or {})}
-        capsys.readouterr()
-        rc = main(list(argv), environ)
-        out, err = capsys.readouterr()
-        return rc, out, err
-    return _run
+    return runner(f"sqlite://{db}", mdir, capsys, base={"PATH": os.environ["PATH"]})
 
 
 def rows(db: Path, sql: str) -> list[tuple[object, ...]]:
@@ -64,11 +49,6 @@ def rows(db: Path, sql: str) -> list[tuple[object, ...]]:
 
 def history(db: Path) -> list[str]:
     return [str(r[0]) for r in rows(db, "SELECT name FROM hectic_migration ORDER BY id")]
-
-
-def flat(mdir: Path, name: str, up: str, down: str = "") -> None:
-    write(mdir / name / "up.sql", up)
-    write(mdir / name / "down.sql", down)
 
 
 @pytest.mark.parametrize(("url", "path"), [
