@@ -128,3 +128,19 @@ def test_no_spare_when_disabled(tmp_path: Path, cluster_env: dict[str, str]) -> 
     (template,) = (cache / "db-tool" / "templates").iterdir()
     time.sleep(0.5)
     assert not (template / "spares").exists()
+
+
+def test_pg_bin_dir_from_the_given_environment_reaches_the_cluster(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Settings are read once from the env handed in (main(argv, env=...)), not os.environ."""
+    monkeypatch.delenv("PG_BIN_DIR", raising=False)
+    real = pgbin.find().bin_dir
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    for tool in pgbin.SERVER_TOOLS:
+        (fake / tool).symlink_to(real / tool)
+    config = ClusterConfig.from_env({"PG_WORKING_DIR": str(tmp_path / "wd"),
+                                     "PG_BIN_DIR": str(fake)})
+    install = Cluster(config).install
+    assert install.bin_dir == fake and install.source == "PG_BIN_DIR"

@@ -194,7 +194,10 @@ class Cluster:
     @property
     def install(self) -> pgbin.PgInstall:
         if self._install is None:
-            self._install = pgbin.find()
+            bin_dir = self.config.pg_bin_dir
+            self._install = pgbin.find(
+                None if bin_dir is None else {**os.environ, "PG_BIN_DIR": bin_dir}
+            )
         return self._install
 
     @cached_property

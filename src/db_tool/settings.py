@@ -63,6 +63,7 @@ class ClusterConfig:
     cache_dir: Path | None = None
     # Keep a spare copy of the template ready (DB_TOOL_NO_SPARE=1 disables).
     use_spare: bool = True
+    pg_bin_dir: str | None = None  # PG_BIN_DIR: which PostgreSQL (else pgbin's search)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> ClusterConfig:
@@ -96,6 +97,7 @@ class ClusterConfig:
             os_user=env.get("PG_OS_USER") or None,
             cache_dir=cache_dir_from(env),
             use_spare=env.get("DB_TOOL_NO_SPARE", "") in ("", "0"),
+            pg_bin_dir=env.get("PG_BIN_DIR") or None,
         )
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
