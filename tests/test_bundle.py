@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import threading
 import uuid
@@ -566,3 +567,25 @@ def test_reapplying_backfills_missing_triggers(pg: PG, hectic_url: str) -> None:
     bundle.apply(hectic_url)
     assert triggers_of(pg, hectic_url) == ["frozen hectic_immutable_rows",
                                            "frozen hectic_immutable_truncate"]
+
+
+def test_materialized_paths_without_a_usable_home_fall_back_to_a_private_tmp_dir(
+    tmp_path: Path,
+) -> None:
+    env = {"HOME": str(tmp_path / "homeless-shelter"), "TMPDIR": str(tmp_path)}
+    paths = bundle.materialized_paths(env)
+    private = tmp_path / f"db-tool-{os.getuid()}"
+    assert paths[0] == private / "bundle" / bundle.VERSION / "version.sql"
+    assert paths[0].is_file()
+    assert private.stat().st_mode & 0o777 == 0o700
+    assert not (tmp_path / "homeless-shelter").exists()  # a missing home is never created
+
+
+def test_materialized_paths_refuse_a_tmp_dir_others_can_write(tmp_path: Path) -> None:
+    private = tmp_path / f"db-tool-{os.getuid()}"
+    private.mkdir()
+    private.chmod(0o777)
+    env = {"HOME": str(tmp_path / "nohome"), "TMPDIR": str(tmp_path)}
+    with pytest.raises(Error, match="no writable cache directory"):
+        bundle.materialized_paths(env)
+    assert list(private.iterdir()) == []

@@ -6,7 +6,9 @@ only version.sql is a template, rendered with VERSION.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -44,12 +46,43 @@ def render() -> str:
     return "\n".join(parts)
 
 
+def _usable_base(base: Path, shared_parent: bool) -> bool:
+    """True when base is (or now is) a directory we can write. Below a shared parent such as
+    /tmp it must also be ours, not a symlink, and closed to others: someone else could have
+    made it first and would then choose what `\\i` reads."""
+    try:
+        if shared_parent:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(base, 0o700)
+            st = os.lstat(base)
+            if (not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid()
+                    or st.st_mode & 0o077):
+                return False
+        else:
+            base.mkdir(parents=True, exist_ok=True)
+        return os.access(base, os.W_OK | os.X_OK)
+    except OSError:
+        return False
+
+
 def cache_dir(env: Mapping[str, str] | None = None) -> Path:
-    environ = os.environ if env is None else env
-    base = environ.get("XDG_CACHE_HOME") or os.path.join(
-        environ.get("HOME") or os.path.expanduser("~"), ".cache"
+    """The first usable of settings.user_cache_candidates, with the bundle's subdir."""
+    from db_tool.settings import user_cache_candidates
+
+    candidates = user_cache_candidates(os.environ if env is None else env)
+    for i, base in enumerate(candidates):
+        if _usable_base(base, shared_parent=i == len(candidates) - 1):
+            target = base / "bundle" / VERSION
+            try:
+                target.mkdir(parents=True, exist_ok=True)
+            except OSError:
+                continue
+            return target
+    raise Error(
+        "no writable cache directory for the rendered bundle (tried "
+        + ", ".join(str(c) for c in candidates)
+        + "): set XDG_CACHE_HOME to a writable directory"
     )
-    return Path(base) / "db-tool" / "bundle" / VERSION
 
 
 def materialized_paths(env: Mapping[str, str] | None = None) -> list[Path]:
@@ -67,7 +100,6 @@ def materialized_paths(env: Mapping[str, str] | None = None) -> list[Path]:
     if current != text:
         tmp = target.with_name(f".version.sql.{os.getpid()}.tmp")
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
             tmp.write_text(text, encoding="utf-8")
             os.replace(tmp, target)
         except OSError as exc:

@@ -159,6 +159,23 @@ class ClusterConfig:
         return [p.strip() for p in self.preload.split(",") if p.strip()]
 
 
+def user_cache_candidates(env: Mapping[str, str]) -> list[Path]:
+    """Where a per-user db-tool cache may live, best first: $XDG_CACHE_HOME/db-tool,
+    $HOME/.cache/db-tool (only when HOME is set and exists: a missing home such as Nix's
+    /homeless-shelter is never created, not even by root), then a private
+    db-tool-<uid> dir under $TMPDIR (else /tmp). Callers take the first they can use."""
+    out: list[Path] = []
+    xdg = env.get("XDG_CACHE_HOME", "")
+    if xdg.startswith("/"):
+        out.append(Path(xdg) / "db-tool")
+    home = env.get("HOME", "")
+    if home.startswith("/") and os.path.isdir(home):
+        out.append(Path(home) / ".cache" / "db-tool")
+    tmp = env.get("TMPDIR", "")
+    out.append(Path(tmp if tmp.startswith("/") else "/tmp") / f"db-tool-{os.getuid()}")
+    return out
+
+
 def cache_dir_from(env: Mapping[str, str]) -> Path:
     base = env.get("XDG_CACHE_HOME") or os.path.join(
         env.get("HOME") or os.path.expanduser("~"), ".cache"

@@ -187,7 +187,7 @@ def _bundle(ctx: Context, argv: list[str]) -> int:
         return 0 if argv else 1
     _, pos = a.parse(argv, [], cmd="database bundle", max_positional=1)
     if pos[0] == "path":
-        for p in bundle.materialized_paths():
+        for p in bundle.materialized_paths(ctx.settings.env):
             ctx.stdout.write(f"{p}\n")
         return 0
     if pos[0] == "sql":
