@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from db_tool import fslock, output, pgbin, pgwire, privs, proc, template_cache
+from db_tool import cachedir, fslock, output, pgbin, pgwire, privs, proc, template_cache
 from db_tool.errors import Error, ExitCode, NotInstalledError
 from db_tool.settings import ClusterConfig
 
@@ -408,10 +408,17 @@ class Cluster:
             os.chown(self.sockdir, account.uid, account.gid)
 
     # ---- template cache (template_cache.py) ------------------------------------------------
+    @cached_property
+    def _cache_dir(self) -> Path | None:
+        locations = self.config.cache_locations
+        if locations is None:
+            return None
+        return cachedir.choose(locations, self.working_dir.parent, "template cache")
+
     def template_spec(self) -> template_cache.Template:
         return template_cache.Template(
             install=self.install, account=self.run_as, superuser=self.superuser,
-            database=self.database, cache_dir=self.config.cache_dir,
+            database=self.database, cache_dir=self._cache_dir,
             use_spare=self.config.use_spare,
         )
 
