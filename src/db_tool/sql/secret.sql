@@ -21,7 +21,7 @@ CREATE TABLE IF NOT EXISTS hectic.secret (
 );
 
 -- An earlier db-tool build made `key` the primary key and had no id column: give such a
--- table the original's shape (rows kept; ids numbered in key order).
+-- table the original's shape (rows kept, numbered as stored).
 DO $hectic_secret_shape$
 DECLARE
     pk text;
