@@ -6,9 +6,8 @@ only version.sql is a template, rendered with VERSION.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import stat
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -46,43 +45,18 @@ def render() -> str:
     return "\n".join(parts)
 
 
-def _usable_base(base: Path, shared_parent: bool) -> bool:
-    """True when base is (or now is) a directory we can write. Below a shared parent such as
-    /tmp it must also be ours, not a symlink, and closed to others: someone else could have
-    made it first and would then choose what `\\i` reads."""
-    try:
-        if shared_parent:
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(base, 0o700)
-            st = os.lstat(base)
-            if (not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid()
-                    or st.st_mode & 0o077):
-                return False
-        else:
-            base.mkdir(parents=True, exist_ok=True)
-        return os.access(base, os.W_OK | os.X_OK)
-    except OSError:
-        return False
-
-
 def cache_dir(env: Mapping[str, str] | None = None) -> Path:
-    """The first usable of settings.user_cache_candidates, with the bundle's subdir."""
-    from db_tool.settings import user_cache_candidates
+    from db_tool import cachedir
+    from db_tool.settings import cache_locations_from
 
-    candidates = user_cache_candidates(os.environ if env is None else env)
-    for i, base in enumerate(candidates):
-        if _usable_base(base, shared_parent=i == len(candidates) - 1):
-            target = base / "bundle" / VERSION
-            try:
-                target.mkdir(parents=True, exist_ok=True)
-            except OSError:
-                continue
-            return target
-    raise Error(
-        "no writable cache directory for the rendered bundle (tried "
-        + ", ".join(str(c) for c in candidates)
-        + "): set XDG_CACHE_HOME to a writable directory"
-    )
+    environ = os.environ if env is None else env
+    base = cachedir.choose(cache_locations_from(environ), None, "bundle cache")
+    if base is None:
+        raise Error(
+            "no writable cache directory for the rendered bundle (tried XDG_CACHE_HOME, "
+            "HOME/.cache, TMPDIR): set XDG_CACHE_HOME to a writable directory"
+        )
+    return base / "bundle" / VERSION
 
 
 def materialized_paths(env: Mapping[str, str] | None = None) -> list[Path]:
@@ -100,6 +74,7 @@ def materialized_paths(env: Mapping[str, str] | None = None) -> list[Path]:
     if current != text:
         tmp = target.with_name(f".version.sql.{os.getpid()}.tmp")
         try:
+            target.parent.mkdir(parents=True, exist_ok=True)
             tmp.write_text(text, encoding="utf-8")
             os.replace(tmp, target)
         except OSError as exc:
@@ -141,14 +116,27 @@ def _copy_text_escape(data: bytes) -> str:
     return "".join(out)
 
 
+def normalize_dotenv(content: str) -> str:
+    """What the SQL loader should see: without a leading UTF-8 BOM, and `export KEY=v` lines
+    as `KEY=v` (shell-style dotenv files). Line numbers stay the same, so the loader's errors
+    still point at the right line; nothing else changes."""
+    content = content.removeprefix("\ufeff")
+    return _EXPORT.sub(r"\1", content)
+
+
+# `export` then blanks then a key and "=": drop the `export` word (the key keeps its place).
+_EXPORT = re.compile(r"^([ \t]*)export[ \t]+(?=[^=\n]*\S[^=\n]*=)", re.MULTILINE)
+
+
 def load_secrets(url: str, content: str) -> int:
     """Replace hectic.secret with the pairs in `content` (dotenv); returns how many are stored.
 
     The content travels as COPY data on psql's stdin: never pasted into SQL, never in argv
-    (world-readable in /proc and limited to 128 KiB per argument). The bundle must be applied.
+    (world-readable in /proc and limited to 128 KiB per argument). The bundle must be applied
+    (ours or the original's: both have hectic.load_secrets_from_env(text) RETURNS void).
     """
     try:
-        data = content.encode("utf-8")
+        data = normalize_dotenv(content).encode("utf-8")
     except UnicodeEncodeError as exc:
         raise Error(f"dotenv content is not valid UTF-8 (at character {exc.start})",
                     exit_code=3) from None
@@ -162,7 +150,9 @@ def load_secrets(url: str, content: str) -> int:
         "COPY hectic_dotenv (content) FROM STDIN;\n"
         f"{_copy_text_escape(data)}\n"
         "\\.\n"
-        "SELECT hectic.load_secrets_from_env(content) FROM hectic_dotenv;\n"
+        "SELECT hectic.load_secrets_from_env(content)::text AS hectic_loaded FROM hectic_dotenv"
+        " \\gset\n"
+        "SELECT pg_catalog.count(*) FROM hectic.secret;\n"
         "COMMIT;\n"
     )
     try:

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from db_tool.cachedir import CacheLocations
 from db_tool.errors import Error, ExitCode, MissingError
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -115,7 +116,8 @@ class ClusterConfig:
     superuser: str = field(default_factory=login_name)
     # Throw-away clusters (check, diff) may trade crash safety for speed: fsync off.
     ephemeral: bool = False
-    cache_dir: Path | None = None
+    # Where the template cache may live (cachedir.py picks one); None: no cache, plain initdb.
+    cache_locations: CacheLocations | None = None
     # Keep a spare copy of the template ready (DB_TOOL_NO_SPARE=1 disables).
     use_spare: bool = True
     pg_bin_dir: str | None = None  # PG_BIN_DIR: which PostgreSQL (else pgbin's search)
@@ -148,7 +150,7 @@ class ClusterConfig:
             url_var=url_var,
             no_tty=env.get("NO_TTY", "0") not in ("", "0"),
             os_user=env.get("PG_OS_USER") or None,
-            cache_dir=cache_dir_from(env),
+            cache_locations=cache_locations_from(env),
             use_spare=env.get("DB_TOOL_NO_SPARE", "") in ("", "0"),
             pg_bin_dir=env.get("PG_BIN_DIR") or None,
         )
@@ -159,28 +161,12 @@ class ClusterConfig:
         return [p.strip() for p in self.preload.split(",") if p.strip()]
 
 
-def user_cache_candidates(env: Mapping[str, str]) -> list[Path]:
-    """Where a per-user db-tool cache may live, best first: $XDG_CACHE_HOME/db-tool,
-    $HOME/.cache/db-tool (only when HOME is set and exists: a missing home such as Nix's
-    /homeless-shelter is never created, not even by root), then a private
-    db-tool-<uid> dir under $TMPDIR (else /tmp). Callers take the first they can use."""
-    out: list[Path] = []
-    xdg = env.get("XDG_CACHE_HOME", "")
-    if xdg.startswith("/"):
-        out.append(Path(xdg) / "db-tool")
-    home = env.get("HOME", "")
-    if home.startswith("/") and os.path.isdir(home):
-        out.append(Path(home) / ".cache" / "db-tool")
-    tmp = env.get("TMPDIR", "")
-    out.append(Path(tmp if tmp.startswith("/") else "/tmp") / f"db-tool-{os.getuid()}")
-    return out
-
-
-def cache_dir_from(env: Mapping[str, str]) -> Path:
-    base = env.get("XDG_CACHE_HOME") or os.path.join(
-        env.get("HOME") or os.path.expanduser("~"), ".cache"
+def cache_locations_from(env: Mapping[str, str]) -> CacheLocations:
+    return CacheLocations(
+        xdg_cache_home=env.get("XDG_CACHE_HOME") or None,
+        home=env.get("HOME") or None,
+        tmpdir=env.get("TMPDIR") or None,
     )
-    return Path(base) / "db-tool"
 
 
 @dataclass(frozen=True)

@@ -74,7 +74,8 @@ Environment:
 
 Two runs on the same working dir at once are serialised by a lock (<wd>/.db-tool.lock).
 Fresh clusters are copies of a cached template (${XDG_CACHE_HOME:-~/.cache}/db-tool/templates,
-invalidated when the PostgreSQL binaries change); one spare copy is kept ready in the background
+else a per-user dir next to the working dir or in $TMPDIR, else none: plain initdb; invalidated
+when the PostgreSQL binaries change); one spare copy is kept ready in the background
 so the next fresh init is a rename (DB_TOOL_NO_SPARE=1 disables it).
 
 Exit codes: 0 ok, 1 error, 3 missing/invalid environment, 13 bug, 127 PostgreSQL or a required
