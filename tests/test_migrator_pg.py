@@ -408,3 +408,16 @@ def test_odd_migration_names_round_trip(
     assert [m["state"] for m in json.loads(out)["migrations"]] == ["applied", "applied"]
     assert run("migrate", "down", "2")[0] == 0
     assert history(pg, db_url) == []
+
+
+def test_bundle_notices_do_not_bury_a_migrations_error(
+    run: Run, pg: Any, db_url: str, mdir: Path
+) -> None:
+    assert run("init")[0] == 0  # the next bundle run would say "already exists, skipping"
+    flat(mdir, t(1), "SELECT 1/0;\n")
+    rc, _, err = run("migrate", "up")
+    assert rc == 4
+    assert "NOTICE" not in err and "skipping" not in err
+    first = err.splitlines()[0]
+    assert first == f"migrator: error: migration {t(1)} (up) failed; it was rolled back"
+    assert "division by zero" in err

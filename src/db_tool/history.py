@@ -269,9 +269,12 @@ class PgSession:
             f"SET lock_timeout = {timeout_ms};",
             f"SELECT pg_advisory_lock({LOCK_KEY}) \\g /dev/null",
             "RESET lock_timeout;",
+            # The bundle's "already exists, skipping" NOTICEs would bury a real error.
+            "SET client_min_messages = warning;",
             "BEGIN;",
             f"\\i {psql_meta_quote(os.fspath(bundle_file))}",
             "COMMIT;",
+            "RESET client_min_messages;",
             f"\\echo {self._mark('encoding')} :ENCODING",
             f"SELECT '{self._mark('history')}';",
             _READ_HEX_SQL,

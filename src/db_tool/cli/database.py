@@ -192,7 +192,8 @@ def _migrator(ctx: Context, argv: list[str]) -> int:
         pre += ["--migration-dir", str(s.migration_dir)]
     if s.url:
         pre += ["--db-url", s.url]
-    return migrator.run(pre + argv, s.env)
+    # Bare `database migrator` shows the migrator's help, as the original's bare `migrator`.
+    return migrator.run(pre + argv if argv else [], s.env)
 
 
 def dispatch(ctx: Context, sub: str, argv: list[str]) -> int:
