@@ -129,6 +129,10 @@ def _split_globals(argv: Sequence[str]) -> tuple[list[str], list[str], str | Non
     return before, rest, url, inherits
 
 
+# What the server says when --inherits is no identifier at all (exit 3, not 1).
+_BAD_NAME = ("invalid name syntax", "improper relation name", "cross-database references")
+
+
 def _check_inherits(ctx: Context) -> None:
     if not ctx.inherits:
         return
@@ -136,7 +140,18 @@ def _check_inherits(ctx: Context) -> None:
 
     url = ctx.settings.require_url()
     for table in ctx.inherits:
-        rows = psql.query(url, "SELECT to_regclass(:'t') IS NOT NULL", variables={"t": table})
+        try:
+            rows = psql.query(url, "SELECT to_regclass(:'t') IS NOT NULL", variables={"t": table})
+        except Error as exc:
+            said = f"{exc.message}\n{exc.detail}"
+            for why in _BAD_NAME:
+                if why in said:
+                    raise Error(
+                        f"--inherits {table!r} is not a table name ({why}); give TABLE or "
+                        "SCHEMA.TABLE, double-quoting parts that need it",
+                        ExitCode.MISSING,
+                    ) from None
+            raise
         if not rows or rows[0][0] != "t":
             raise Error(f"table {table} does not exist (from --inherits)", ExitCode.NO_TABLE)
 
@@ -208,7 +223,8 @@ def _migrator(ctx: Context, argv: list[str]) -> int:
     url = s.url or s.project_url()
     if url:
         pre += ["--db-url", url]
-    return migrator.run(pre + argv, s.env)
+    # Bare `database migrator` shows the migrator's help, as the original's bare `migrator`.
+    return migrator.run(pre + argv if argv else [], s.env)
 
 
 def dispatch(ctx: Context, sub: str, argv: list[str]) -> int:
