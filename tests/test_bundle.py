@@ -310,6 +310,22 @@ def test_dotenv_parsing_rules(pg: PG, secrets_url: str) -> None:
     ])
 
 
+@pytest.mark.parametrize(("content", "seen"), [
+    ("\ufeffA=1\n", "A=1\n"),
+    ("A=\ufeff\n", "A=\ufeff\n"),  # only a leading BOM is one
+    ("export A=1\n  export\tB=2\r\n", "A=1\n  B=2\r\n"),
+    ("export=1\nexported=2\nexport A\n", "export=1\nexported=2\nexport A\n"),
+    ("A=export B=1\n", "A=export B=1\n"),
+])
+def test_normalize_dotenv(content: str, seen: str) -> None:
+    assert bundle.normalize_dotenv(content) == seen
+
+
+def test_export_and_bom_keep_the_line_numbers_of_errors(secrets_url: str) -> None:
+    with pytest.raises(Error, match='line 3 has no "="'):
+        bundle.load_secrets(secrets_url, "\ufeffexport A=1\nexport B=2\nexport C\n")
+
+
 def test_loading_replaces_every_row(pg: PG, secrets_url: str) -> None:
     bundle.load_secrets(secrets_url, "OLD=1\nKEEP=1\n")
     assert bundle.load_secrets(secrets_url, "KEEP=2\nNEW=3\n") == 2
