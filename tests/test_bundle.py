@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import threading
 import uuid
@@ -79,11 +80,24 @@ def test_materialized_paths_are_usable_with_include(
     assert pg.psql("SELECT name, version FROM hectic.version", db_url) == f"hectic|{bundle.VERSION}"
 
 
-def test_materialized_paths_need_a_writable_cache(tmp_path: Path) -> None:
+def test_materialized_paths_fall_back_when_the_cache_is_unwritable(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    paths = bundle.materialized_paths({"XDG_CACHE_HOME": str(blocker / "cache"),
+                                       "HOME": "/homeless-shelter", "TMPDIR": str(tmp)})
+    assert paths[0].is_relative_to(tmp / f"db-tool-cache-{os.geteuid()}")
+    assert paths[0].is_file()
+
+
+def test_materialized_paths_need_some_writable_cache(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    (tmp_path / f"db-tool-cache-{os.geteuid()}").write_text("in the way")
     with pytest.raises(Error, match="set XDG_CACHE_HOME to a writable directory"):
-        bundle.materialized_paths({"XDG_CACHE_HOME": str(blocker)})
+        bundle.materialized_paths({"XDG_CACHE_HOME": str(blocker / "cache"),
+                                   "TMPDIR": str(tmp_path)})
 
 
 def test_unrendered_version_file_is_refused(pg: PG, db_url: str) -> None:

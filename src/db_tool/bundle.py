@@ -46,11 +46,17 @@ def render() -> str:
 
 
 def cache_dir(env: Mapping[str, str] | None = None) -> Path:
+    from db_tool import cachedir
+    from db_tool.settings import cache_locations_from
+
     environ = os.environ if env is None else env
-    base = environ.get("XDG_CACHE_HOME") or os.path.join(
-        environ.get("HOME") or os.path.expanduser("~"), ".cache"
-    )
-    return Path(base) / "db-tool" / "bundle" / VERSION
+    base = cachedir.choose(cache_locations_from(environ), None, "bundle cache")
+    if base is None:
+        raise Error(
+            "no writable cache directory for the rendered bundle (tried XDG_CACHE_HOME, "
+            "HOME/.cache, TMPDIR): set XDG_CACHE_HOME to a writable directory"
+        )
+    return base / "bundle" / VERSION
 
 
 def materialized_paths(env: Mapping[str, str] | None = None) -> list[Path]:
