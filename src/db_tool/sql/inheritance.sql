@@ -209,14 +209,13 @@ BEGIN
     LOOP
         CONTINUE WHEN hectic._is_excluded_schema(r.nspname)
                    OR hectic._table_inherits(r.oid, 'hectic.created_at'::pg_catalog.regclass);
-        -- The message is the original's word for word: scripts may match it.
+        -- The message and SQLSTATE (P0001) are the original's: scripts may match them.
         RAISE EXCEPTION 'hectic: table %.% must INHERITS (hectic.created_at)',
             pg_catalog.quote_ident(r.nspname), pg_catalog.quote_ident(r.relname)
-            USING ERRCODE = 'invalid_table_definition',
-                  HINT = pg_catalog.format(
-                      'add INHERITS (hectic.created_at) to the CREATE TABLE, or exempt the '
-                      'schema: ALTER DATABASE ... SET hectic.inheritance_extra_excluded_schemas = %L',
-                      r.nspname);
+            USING HINT = pg_catalog.format(
+                'add INHERITS (hectic.created_at) to the CREATE TABLE, or exempt the '
+                'schema: ALTER DATABASE ... SET hectic.inheritance_extra_excluded_schemas = %L',
+                r.nspname);
     END LOOP;
 END
 $hectic_fn$;
