@@ -235,6 +235,17 @@ def test_hydrate_without_dotenv_loads_no_secrets(db_url: str, project: Path,
     assert "no dotenv source" in err
 
 
+def test_hydrate_with_an_empty_dotenv_keeps_the_secrets(db_url: str, project: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """As the original: an empty dotenv (only newlines) loads nothing."""
+    env = base_env(LOCAL_DIR=str(project), PGURL=db_url, HECTIC_DOTENV_CONTENT="KEEP=1\n")
+    assert run(["hydrate"], env, capsys)[0] == 0
+    rc, _, err = run(["hydrate"], {**env, "HECTIC_DOTENV_CONTENT": "\n\n"}, capsys)
+    assert rc == 0, err
+    assert "the dotenv from HECTIC_DOTENV_CONTENT is empty, no secrets loaded" in err
+    assert psql(db_url, "SELECT hectic.get_secret('KEEP')") == "1"
+
+
 def test_hydrate_no_hook_skips_bundle_and_failure_says_where_the_output_is(
     db_url: str, project: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
