@@ -123,12 +123,14 @@ class ProjectSettings:
     migration_dir: Path | None
     database_source: Path | None
     working_dir: Path | None
-    patch_file: Path | None
+    patch_file: Path | None  # PATCH_SQL, else ${PROFILE_DIR:-$LOCAL_DIR}/test-data.sql
     hydrate_log: Path | None
     patch_log: Path | None
     url: str | None  # --url, else PGURL, else DB_URL
     environment: str | None
     pg_log_path: Path | None
+    # HYDRATE_ENTRYPOINT (default entrypoint.sql), relative to DATABASE_SOURCE unless absolute
+    hydrate_entrypoint: Path | None = None
 
     @classmethod
     def from_env(
@@ -145,22 +147,24 @@ class ProjectSettings:
         database_dir = path("DATABASE_DIR", local / "db" if local else None)
         log_path = path("PG_LOG_PATH", None)
         profile = path("PROFILE_DIR", local)
+        database_source = path("DATABASE_SOURCE", database_dir / "src" if database_dir else None)
+        entry = env.get("HYDRATE_ENTRYPOINT") or "entrypoint.sql"
         return cls(
             env=env,
             local_dir=local,
             database_dir=database_dir,
             migration_dir=path("MIGRATION_DIR", database_dir / "migration" if database_dir
                                else None),
-            database_source=path("DATABASE_SOURCE", database_dir / "src" if database_dir
-                                 else None),
+            database_source=database_source,
             working_dir=working_dir_from(env),
-            patch_file=profile / "test-data.sql" if profile else None,
+            patch_file=path("PATCH_SQL", profile / "test-data.sql" if profile else None),
             hydrate_log=path("HYDRATE_LOG", log_path / "hydrate.stdout.log" if log_path
                              else None),
             patch_log=path("PATCH_LOG", log_path / "patch.stdout.log" if log_path else None),
             url=url or env.get("PGURL") or env.get("DB_URL") or None,
             environment=env.get("ENVIRONMENT") or None,
             pg_log_path=log_path,
+            hydrate_entrypoint=database_source / entry if database_source else None,
         )
 
     def require_local_dir(self) -> Path:
