@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -62,12 +63,16 @@ def run(
     timeout: float | None = None,
     user: RunAs | None = None,
     what: str | None = None,
+    tied: bool = False,
 ) -> Result:
-    """Run argv to completion; raise Error (command, rc, stderr) when check and rc != 0."""
+    """Run argv to completion; raise Error (command, rc, stderr) when check and rc != 0.
+    `tied`: the child is killed when we die, even by kill -9 (die_with_parent)."""
     argv = [os.fspath(a) for a in argv]
     full_env = dict(env) if env is not None else None
     kwargs: dict[str, Any] = {"env": full_env}
     kwargs.update(_as_kwargs(user, full_env))
+    if tied:
+        kwargs["preexec_fn"] = die_with_parent()
     try:
         completed = subprocess.run(
             argv,
@@ -125,6 +130,24 @@ def run_interactive(
     return completed.returncode
 
 
+def die_with_parent() -> Callable[[], None]:
+    """A preexec_fn: the child gets SIGKILL when we die, even by kill -9 (Linux
+    PR_SET_PDEATHSIG), so a long child (pg_basebackup, tar) is never left behind."""
+    parent = os.getpid()
+
+    def preexec() -> None:
+        import ctypes
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            return
+        if os.getppid() != parent:  # we died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
 def spawn(
     argv: Sequence[str],
     *,
@@ -132,14 +155,18 @@ def spawn(
     stdin: int | IO[Any] | None = subprocess.PIPE,
     stdout: int | IO[Any] | None = subprocess.PIPE,
     stderr: int | IO[Any] | None = subprocess.PIPE,
+    cwd: str | os.PathLike[str] | None = None,
+    tied: bool = False,
 ) -> subprocess.Popen[bytes]:
     """Start argv without waiting, for a coprocess we talk to over pipes (binary streams).
-    The caller owns the Popen and must close its pipes and wait(); a missing program → 127."""
+    The caller owns the Popen and must close its pipes and wait(); a missing program → 127.
+    `tied`: the child is killed when we die (die_with_parent)."""
     argv = [os.fspath(a) for a in argv]
     try:
         return subprocess.Popen(
             argv, stdin=stdin, stdout=stdout, stderr=stderr, close_fds=True,
-            env=dict(env) if env is not None else None,
+            env=dict(env) if env is not None else None, cwd=cwd,
+            preexec_fn=die_with_parent() if tied else None,
         )
     except FileNotFoundError as exc:
         raise NotInstalledError(

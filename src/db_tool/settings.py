@@ -179,7 +179,7 @@ class ProjectSettings:
     migration_dir: Path | None
     database_source: Path | None
     working_dir: Path | None
-    patch_file: Path | None
+    patch_file: Path | None  # PATCH_SQL, else ${PROFILE_DIR:-$LOCAL_DIR}/test-data.sql
     hydrate_log: Path | None
     patch_log: Path | None
     url: str | None  # --url, else PGURL, else DB_URL (None: the project's cluster, see below)
@@ -188,6 +188,8 @@ class ProjectSettings:
     url_source: str | None = None  # which of --url / PGURL / DB_URL gave `url`
     # LOCAL_DIR was unset: local_dir is the current directory, as the original's ${LOCAL_DIR:-$PWD}
     local_dir_is_cwd: bool = False
+    # HYDRATE_ENTRYPOINT (default entrypoint.sql), relative to DATABASE_SOURCE unless absolute
+    hydrate_entrypoint: Path | None = None
 
     @classmethod
     def from_env(
@@ -219,16 +221,17 @@ class ProjectSettings:
                 break
         else:
             url = None
+        database_source = path("DATABASE_SOURCE", database_dir / "src" if database_dir else None)
+        entry = env.get("HYDRATE_ENTRYPOINT") or "entrypoint.sql"
         return cls(
             env=env,
             local_dir=local,
             database_dir=database_dir,
             migration_dir=path("MIGRATION_DIR", database_dir / "migration" if database_dir
                                else None),
-            database_source=path("DATABASE_SOURCE", database_dir / "src" if database_dir
-                                 else None),
+            database_source=database_source,
             working_dir=working_dir.absolute() if working_dir else None,
-            patch_file=profile / "test-data.sql" if profile else None,
+            patch_file=path("PATCH_SQL", profile / "test-data.sql" if profile else None),
             hydrate_log=path("HYDRATE_LOG", log_path / "hydrate.stdout.log" if log_path
                              else None),
             patch_log=path("PATCH_LOG", log_path / "patch.stdout.log" if log_path else None),
@@ -237,6 +240,7 @@ class ProjectSettings:
             pg_log_path=log_path,
             url_source=url_source,
             local_dir_is_cwd=local_is_cwd,
+            hydrate_entrypoint=database_source / entry if database_source else None,
         )
 
     def require_local_dir(self) -> Path:

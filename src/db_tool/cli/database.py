@@ -277,7 +277,9 @@ def run(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
 
         close = difflib.get_close_matches(sub, SUBCOMMANDS, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
-        raise UsageError(f"unknown subcommand {sub!r}; {hint}see database --help")
+        # exit 1 as the original's (its words first): an unknown word is no subcommand there
+        raise Error(f"no subcommand specified: {sub!r} is not one; {hint}use '--help' for "
+                    "usage information")
     settings = ProjectSettings.from_env(env_dict(env), url=url)
     ctx = Context(settings=settings, inherits=inherits, url_given=url is not None)
     if inherits and not any(a in ("-h", "--help") for a in sub_argv):
