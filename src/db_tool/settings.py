@@ -5,6 +5,7 @@ Tests build these from plain dicts.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import re
@@ -121,6 +122,8 @@ class ClusterConfig:
     # Keep a spare copy of the template ready (DB_TOOL_NO_SPARE=1 disables).
     use_spare: bool = True
     pg_bin_dir: str | None = None  # PG_BIN_DIR: which PostgreSQL (else pgbin's search)
+    # Home directories never used as a working dir ($HOME and the login's home).
+    homes: tuple[Path, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> ClusterConfig:
@@ -153,12 +156,20 @@ class ClusterConfig:
             cache_locations=cache_locations_from(env),
             use_spare=env.get("DB_TOOL_NO_SPARE", "") in ("", "0"),
             pg_bin_dir=env.get("PG_BIN_DIR") or None,
+            homes=_homes(env),
         )
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
 
     def preload_list(self) -> list[str]:
         return [p.strip() for p in self.preload.split(",") if p.strip()]
+
+
+def _homes(env: Mapping[str, str]) -> tuple[Path, ...]:
+    homes = [Path(env["HOME"])] if env.get("HOME") else []
+    with contextlib.suppress(KeyError):
+        homes.append(Path(pwd.getpwuid(os.getuid()).pw_dir))
+    return tuple(h for h in homes if h.is_absolute() and h != Path("/"))
 
 
 def cache_locations_from(env: Mapping[str, str]) -> CacheLocations:
