@@ -41,7 +41,7 @@ START_TIMEOUT = 60.0
 SOCKET_PATH_MAX = 107  # sun_path holds 108 bytes on Linux, NUL included
 STOP_TIMEOUT = 60.0
 LAYOUT_ENTRIES = {"data", "sock", "log", SERVER_LOG, MARKER, LOCKFILE}
-LAYOUT_PREFIXES = ("data.broken-", ".trash-")
+LAYOUT_PREFIXES = ("data.broken-", ".trash-", template_cache.BUILD_PREFIX)
 
 # Start failures that say the *data* is broken (self-heal moves it aside) ...
 _BROKEN_DATA = (
@@ -153,7 +153,7 @@ class Cluster:
     def __init__(self, config: ClusterConfig, install: pgbin.PgInstall | None = None) -> None:
         self.config = config
         self._install = install
-        self._template: Path | None = None  # the template dir a fresh init copied
+        self._provided: template_cache.Provided | None = None  # how the fresh data was made
 
     # ---- paths and identity -------------------------------------------------------------
     @property
@@ -281,14 +281,36 @@ class Cluster:
             self._fresh()
             try:
                 self.start_locked()
-            except _BrokenData:
-                # A fresh copy cannot be broken unless the cached template is: rebuild it.
-                self._drop_template()
-                self._fresh()
-                self.start_locked()
-            self.ensure_database(self.database)
+                self.ensure_database(self.database)
+            except (_BrokenData, Error) as exc:
+                self._heal_template(exc)
             self._refill_spare()
             return InitResult(self.url, "created")
+
+    def _heal_template(self, exc: _BrokenData | Error) -> None:
+        """A fresh copy of a trusted template did not come up: unless the cause lies
+        elsewhere (socket in use, missing library, bad PG_CONF_FILE), the template is at
+        fault — rebuild it, naming the cache, and try once more with a fresh initdb."""
+        why = exc.reason if isinstance(exc, _BrokenData) else exc.message
+        provided = self._provided
+        elsewhere = isinstance(exc, NotInstalledError) or any(
+            s in why for s in ("held by another process", "in use by another server",
+                               "PG_CONF_FILE", "PG_SHARED_PRELOAD_LIBRARIES")
+        )
+        if provided is None or provided.template is None or provided.how == "initdb" \
+                or elsewhere:
+            if isinstance(exc, _BrokenData):
+                raise Error(f"the fresh cluster in {self.datadir} does not start ({why})") \
+                    from None
+            raise exc
+        output.warn(
+            f"a fresh cluster from the template cache {provided.template} did not start "
+            f"({why.splitlines()[0] if why else 'no reason given'}); rebuilding that template"
+        )
+        self._drop_template()
+        self._fresh(failed_copy=True)
+        self.start_locked()
+        self.ensure_database(self.database)
 
     def _reuse(self) -> InitResult:
         self._check_data_version()
@@ -341,7 +363,7 @@ class Cluster:
         )
         return aside
 
-    def _fresh(self) -> None:
+    def _fresh(self, failed_copy: bool = False) -> None:
         conf_text = self._read_conf_file()  # before anything changes (a running server too)
         if self.is_running():
             self.stop_locked()
@@ -423,10 +445,12 @@ class Cluster:
         )
 
     def _copy_template(self) -> None:
-        self._template = template_cache.provide(self.template_spec(), self.datadir, server_env())
+        self._provided = template_cache.provide(self.template_spec(), self.datadir, server_env())
 
     def _refill_spare(self) -> None:
-        template_cache.refill_spare(self._template, self.config.use_spare)
+        if self._provided is not None:
+            template_cache.refill(self.template_spec(), self._provided, self.working_dir,
+                                  server_env())
 
     def _drop_template(self) -> None:
         template_cache.drop(self.template_spec())

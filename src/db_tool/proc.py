@@ -62,12 +62,18 @@ def run(
     timeout: float | None = None,
     user: RunAs | None = None,
     what: str | None = None,
+    die_with_parent: bool = False,
 ) -> Result:
-    """Run argv to completion; raise Error (command, rc, stderr) when check and rc != 0."""
+    """Run argv to completion; raise Error (command, rc, stderr) when check and rc != 0.
+
+    die_with_parent: the child gets SIGKILL when we die (even by kill -9), so an initdb or
+    cp cannot go on writing into a directory whose lock died with us."""
     argv = [os.fspath(a) for a in argv]
     full_env = dict(env) if env is not None else None
     kwargs: dict[str, Any] = {"env": full_env}
     kwargs.update(_as_kwargs(user, full_env))
+    if die_with_parent:
+        kwargs["preexec_fn"] = _parent_death_signal()
     try:
         completed = subprocess.run(
             argv,
@@ -100,6 +106,61 @@ def run(
             detail=(result.err or result.out).strip(),
         )
     return result
+
+
+def _parent_death_signal() -> Any:
+    """A preexec_fn setting PR_SET_PDEATHSIG = SIGKILL (Linux; elsewhere a no-op).
+
+    It runs after the child's setuid (CPython drops privileges before preexec_fn), which
+    would otherwise clear the setting."""
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
+def spawn_detached(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: str = "/",
+    low_priority: bool = False,
+) -> None:
+    """Start argv in its own session, all streams on /dev/null, and do not wait for it:
+    background work that must outlive the caller (a shell hook, `$(...)`).
+
+    low_priority: nice 19 and, when `ionice` is installed, the idle I/O class, so that the
+    work never slows down what the user runs next."""
+    argv = [os.fspath(a) for a in argv]
+    if low_priority:
+        import shutil
+
+        ionice = shutil.which("ionice")
+        if ionice is not None:
+            argv = [ionice, "-c", "3", *argv]
+    try:
+        subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, close_fds=True, start_new_session=True, cwd=cwd,
+            env=dict(env) if env is not None else None,
+            preexec_fn=(lambda: os.nice(19)) if low_priority else None,
+        )
+    except FileNotFoundError as exc:
+        raise NotInstalledError(
+            f"{argv[0]} not found: install it or put it on PATH ({exc.strerror})"
+        ) from exc
 
 
 def run_interactive(
