@@ -272,3 +272,47 @@ def test_spare_from_another_boot_is_not_trusted(
     data = Path(env["PG_WORKING_DIR"]) / "data"
     assert not stale.exists() or data.stat().st_ino != stale.stat().st_ino
     _select_one(env)
+
+
+# ---- kill -9 during a cold-cache init ------------------------------------------------------------
+def _processes_touching(path: Path) -> list[str]:
+    wanted = str(path).encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes()
+            state = Path(f"/proc/{entry}/stat").read_text().rsplit(") ", 1)[1][:1]
+        except OSError:
+            continue
+        if wanted in argv and state != "Z":
+            found.append(argv.replace(b"\0", b" ").decode(errors="replace"))
+    return found
+
+
+@pytest.mark.parametrize("delay", [0.3, 0.9, 1.6])
+def test_kill_9_during_cold_init_leaves_no_writer_and_the_rerun_succeeds(
+    delay: float, tmp_path: Path, cluster_env: dict[str, str]
+) -> None:
+    env = {**cluster_env, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    wd = Path(env["PG_WORKING_DIR"])
+    child = subprocess.Popen([script("postgres-init")], env=env, stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(delay)
+    child.kill()
+    child.wait()
+    deadline = time.monotonic() + 5
+    while _processes_touching(wd / ".db-tool-build-") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _processes_touching(wd / ".db-tool-build-")
+    assert not _processes_touching(wd / "data")
+    r = run_cmd([script("postgres-init")], env)
+    assert r.returncode == 0, r.stderr
+    _select_one(env)
+    _wait_ready(tmp_path / "cache")  # as root the background build runs in wd: let it end
+    deadline = time.monotonic() + 10
+    while list(wd.glob(".db-tool-build-*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not list(wd.glob(".db-tool-build-*")), list(wd.iterdir())
+    assert not list(wd.glob("data.broken-*")), list(wd.iterdir())
