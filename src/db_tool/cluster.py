@@ -27,6 +27,7 @@ from functools import cached_property
 from pathlib import Path
 
 from db_tool import cachedir, fslock, output, pgbin, pgwire, privs, proc, template_cache
+from db_tool.conninfo import build_url
 from db_tool.errors import Error, ExitCode, NotInstalledError
 from db_tool.settings import ClusterConfig
 
@@ -97,21 +98,6 @@ DEV_CONF = """
 synchronous_commit = off
 # Throw-away clusters additionally get fsync = off / full_page_writes = off (see runtime conf).
 """
-
-
-_URL_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
-
-
-def _pct(text: str, safe: bytes = b"") -> str:
-    # urllib.parse.quote without importing urllib (start-up cost on every shell hook).
-    return "".join(
-        chr(b) if b in _URL_SAFE or b in safe else f"%{b:02X}" for b in text.encode("utf-8")
-    )
-
-
-def build_url(user: str, database: str, sockdir: Path | str, port: int) -> str:
-    host = _pct(str(sockdir), b"/")
-    return f"postgresql://{_pct(user)}@/{_pct(database)}?host={host}&port={port}"
 
 
 def _conf_quote(value: str) -> str:

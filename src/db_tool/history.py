@@ -219,7 +219,7 @@ class PgHistory:
         ]
         with tempfile.TemporaryDirectory(prefix="migrator-") as tmpdir, \
                 open(Path(tmpdir) / "stderr", "w+b") as errfile:
-            child = proc.spawn(argv, env=psql.env("migrator"), stderr=errfile)
+            child = proc.spawn(argv, env=psql.env("migrator", self.url), stderr=errfile)
             session = PgSession(child, errfile, Path(tmpdir), lock_timeout,
                                 inline=self.inline, variables=dict(variables))
             try:
@@ -620,13 +620,8 @@ class SqliteHistory:
             for i, step in enumerate(steps):
                 m = step.migration
                 path = sqlite_dot_quote(os.fspath(_materialize(step, tmp, i)))
-                # sqlite3 resolves a nested `.read` against the working directory: make it the
-                # directory of the migration's own file (the section file's for FILE layout),
-                # which gives the entrypoint layout the meaning of psql's \\ir.
-                own = m.path.parent if m.layout == FILE else (m.up if step.direction == "up"
-                                                              else m.down)
-                assert own is not None
-                here = own if m.layout == FILE else own.parent
+                # No `.cd`: a nested `.read` resolves against our working directory, as in
+                # the original (and a relative migration dir keeps working).
                 if step.direction == "up":
                     record = (
                         "INSERT INTO hectic_migration (name, hash) VALUES "
@@ -635,8 +630,7 @@ class SqliteHistory:
                 else:
                     record = f"DELETE FROM hectic_migration WHERE name = {sqlite_literal(m.name)};"
                 lines += [
-                    f"{mark} begin {i}", "BEGIN;", f".cd {sqlite_dot_quote(os.fspath(here))}",
-                    f".read {path}", f".cd {sqlite_dot_quote(os.getcwd())}", record, "COMMIT;",
+                    f"{mark} begin {i}", "BEGIN;", f".read {path}", record, "COMMIT;",
                     f"{mark} done {i}",
                 ]
             result = proc.run(
