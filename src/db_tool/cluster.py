@@ -26,7 +26,17 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from db_tool import cachedir, fslock, output, pgbin, pgwire, privs, proc, template_cache
+from db_tool import (
+    cachedir,
+    fslock,
+    output,
+    pgbin,
+    pgwire,
+    previous,
+    privs,
+    proc,
+    template_cache,
+)
 from db_tool.conninfo import build_url
 from db_tool.errors import Error, ExitCode, NotInstalledError
 from db_tool.settings import ClusterConfig
@@ -41,7 +51,7 @@ INCLUDE_LINE = f"include_if_exists = '{RUNTIME_CONF}'"
 START_TIMEOUT = 60.0
 SOCKET_PATH_MAX = 107  # sun_path holds 108 bytes on Linux, NUL included
 STOP_TIMEOUT = 60.0
-LAYOUT_ENTRIES = {"data", "sock", "log", SERVER_LOG, MARKER, LOCKFILE}
+LAYOUT_ENTRIES = {"data", "sock", "log", SERVER_LOG, MARKER, LOCKFILE, previous.PREVIOUS}
 LAYOUT_PREFIXES = ("data.broken-", ".trash-", template_cache.BUILD_PREFIX)
 
 # Start failures that say the *data* is broken (self-heal moves it aside) ...
@@ -367,7 +377,11 @@ class Cluster:
                     "cluster there"
                 )
             if (data / "PG_VERSION").is_file():
-                self._discard(data)
+                if self.config.keep_previous and not self.config.ephemeral \
+                        and not failed_copy and previous.holds_data(data):
+                    previous.keep(data, self.working_dir)
+                else:
+                    self._discard(data)
             elif any(data.iterdir()):
                 # Not a cluster, not ours: keep it, out of the way.
                 self._move_aside("no PG_VERSION")
