@@ -34,6 +34,7 @@ from db_tool import (
     output,
     pgbin,
     pgwire,
+    previous,
     privs,
     proc,
     safefs,
@@ -57,6 +58,8 @@ MANAGED_KEYS = frozenset({
     "port", "unix_socket_directories", "unix_socket_permissions", "unix_socket_group",
     "listen_addresses", "hba_file", "ident_file",
 })
+LAYOUT_ENTRIES = {"data", "sock", "log", SERVER_LOG, MARKER, LOCKFILE, previous.PREVIOUS}
+LAYOUT_PREFIXES = ("data.broken-", ".trash-", template_cache.BUILD_PREFIX)
 
 # Start failures that say the *data* is broken (self-heal moves it aside) ...
 _BROKEN_DATA = (
@@ -185,7 +188,7 @@ class Cluster:
     def __init__(self, config: ClusterConfig, install: pgbin.PgInstall | None = None) -> None:
         self.config = config
         self._install = install
-        self._template: Path | None = None  # the template dir a fresh init copied
+        self._provided: template_cache.Provided | None = None  # how the fresh data was made
 
     # ---- paths and identity -------------------------------------------------------------
     @property
@@ -381,14 +384,36 @@ class Cluster:
         self._fresh()
         try:
             self.start_locked()
-        except _BrokenData:
-            # A fresh copy cannot be broken unless the cached template is: rebuild it.
-            self._drop_template()
-            self._fresh()
-            self.start_locked()
-        self.ensure_database(self.database)
+            self.ensure_database(self.database)
+        except (_BrokenData, Error) as exc:
+            self._heal_template(exc)
         self._refill_spare()
         return InitResult(self.url, "created")
+
+    def _heal_template(self, exc: _BrokenData | Error) -> None:
+        """A fresh copy of a trusted template did not come up: unless the cause lies
+        elsewhere (socket in use, missing library, bad PG_CONF_FILE), the template is at
+        fault — rebuild it, naming the cache, and try once more with a fresh initdb."""
+        why = exc.reason if isinstance(exc, _BrokenData) else exc.message
+        provided = self._provided
+        elsewhere = isinstance(exc, NotInstalledError) or any(
+            s in why for s in ("held by another process", "in use by another server",
+                               "PG_CONF_FILE", "PG_SHARED_PRELOAD_LIBRARIES")
+        )
+        if provided is None or provided.template is None or provided.how == "initdb" \
+                or elsewhere:
+            if isinstance(exc, _BrokenData):
+                raise Error(f"the fresh cluster in {self.datadir} does not start ({why})") \
+                    from None
+            raise exc
+        output.warn(
+            f"a fresh cluster from the template cache {provided.template} did not start "
+            f"({why.splitlines()[0] if why else 'no reason given'}); rebuilding that template"
+        )
+        self._drop_template()
+        self._fresh(failed_copy=True)
+        self.start_locked()
+        self.ensure_database(self.database)
 
     def _reuse(self) -> InitResult:
         self._refuse_foreign_cluster()
@@ -442,7 +467,7 @@ class Cluster:
         )
         return aside
 
-    def _fresh(self) -> None:
+    def _fresh(self, failed_copy: bool = False) -> None:
         conf_text = self._read_conf_file()  # before anything changes (a running server too)
         data = self.datadir
         # Decide what may happen to data/ before anything is stopped or moved.
@@ -472,11 +497,14 @@ class Cluster:
                 f"socket {pgwire.socket_path(self.sockdir, self.port)} is held by another "
                 f"process (pid {holder}); stop it or choose another PG_PORT — nothing was changed"
             )
-        if discard or (data.is_dir() and any(data.iterdir())):
+        if discard and self.config.keep_previous and not self.config.ephemeral \
+                and not failed_copy and previous.holds_data(data):
+            previous.keep(data, self.working_dir)
+        elif discard or (data.is_dir() and any(data.iterdir())):
             self._discard(data)  # ours, or what an interrupted init left
         elif data.is_dir():
             data.rmdir()
-        if self.sockdir.is_dir():
+        if self.sockdir.is_dir() and not self.sockdir.is_symlink():
             # Stale files of our port only: another server may keep its socket here too.
             for name in (f".s.PGSQL.{self.port}", f".s.PGSQL.{self.port}.lock"):
                 (self.sockdir / name).unlink(missing_ok=True)
@@ -537,12 +565,14 @@ class Cluster:
         )
 
     def _copy_template(self) -> None:
-        self._template = template_cache.provide(
+        self._provided = template_cache.provide(
             self.template_spec(), self.datadir, server_process_env(self.run_as)
         )
 
     def _refill_spare(self) -> None:
-        template_cache.refill_spare(self._template, self.config.use_spare)
+        if self._provided is not None:
+            template_cache.refill(self.template_spec(), self._provided, self.working_dir,
+                                  server_process_env(self.run_as))
 
     def _drop_template(self) -> None:
         template_cache.drop(self.template_spec())

@@ -121,6 +121,8 @@ class ClusterConfig:
     cache_locations: CacheLocations | None = None
     # Keep a spare copy of the template ready (DB_TOOL_NO_SPARE=1 disables).
     use_spare: bool = True
+    # A fresh init keeps a cluster holding data as data.previous (DB_TOOL_KEEP_PREVIOUS=0: no).
+    keep_previous: bool = True
     pg_bin_dir: str | None = None  # PG_BIN_DIR: which PostgreSQL (else pgbin's search)
     # Home directories never used as a working dir ($HOME and the login's home).
     homes: tuple[Path, ...] = ()
@@ -155,6 +157,7 @@ class ClusterConfig:
             os_user=env.get("PG_OS_USER") or None,
             cache_locations=cache_locations_from(env),
             use_spare=env.get("DB_TOOL_NO_SPARE", "") in ("", "0"),
+            keep_previous=env.get("DB_TOOL_KEEP_PREVIOUS", "") not in ("0", "no", "false"),
             pg_bin_dir=env.get("PG_BIN_DIR") or None,
             homes=_homes(env),
         )

@@ -72,6 +72,10 @@ Environment:
                         else nobody). Only data/, sock/ and a created PG_LOG_PATH are chowned to
                         it; ancestors it cannot enter get search permission for it (ACL).
 
+A fresh init over a cluster holding data (any user table) keeps it as <wd>/data.previous (one
+generation) and says so; `database restore --previous` brings it back; DB_TOOL_KEEP_PREVIOUS=0
+turns this off.
+
 Two runs on the same working dir at once are serialised by a lock (<wd>/.db-tool.lock).
 Fresh clusters are copies of a cached template (${XDG_CACHE_HOME:-~/.cache}/db-tool/templates,
 else a per-user dir next to the working dir or in $TMPDIR, else none: plain initdb; invalidated
