@@ -138,11 +138,13 @@ def test_database_cleanup_refuses_foreign_dir(cluster_env: dict[str, str]) -> No
     assert alive(pid)  # refused before stopping anything
 
 
-def test_database_cleanup_without_local_dir_exit_3() -> None:
+def test_database_cleanup_without_local_dir_uses_the_current_directory(tmp_path: Path) -> None:
+    """As the original: no LOCAL_DIR means $PWD, so $PWD/focus/postgresql."""
     env = {k: v for k, v in os.environ.items() if k not in ("PG_WORKING_DIR", "LOCAL_DIR")}
-    r = run_cmd([script("database"), "cleanup"], env)
-    assert r.returncode == 3
-    assert "LOCAL_DIR" in r.stderr
+    r = subprocess.run([script("database"), "cleanup"], env=env, cwd=tmp_path,
+                       capture_output=True, text=True, timeout=60, check=False)
+    assert r.returncode == 0, r.stderr
+    assert f"{tmp_path / 'focus' / 'postgresql'} does not exist" in r.stderr
 
 
 def test_cleanup_with_nothing_to_stop_says_so(cluster_env: dict[str, str]) -> None:
