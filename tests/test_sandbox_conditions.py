@@ -62,6 +62,9 @@ STEPS: list[tuple[str, str, tuple[int, ...], str]] = [
     ("database check", "database check", (0,), ""),
     ("database backup", "database backup", (0,), ""),
     ("database diff", "database diff", (0, 1), "diff"),
+    ("database normalize-backup", "database normalize-backup", (0,), ""),
+    ("database restore", "database restore", (0,), ""),
+    ("database test after restore", "database test", (0,), "PASSED"),
     ("database log list", "database log list", (0,), ""),
     ("database bundle path", "database bundle path", (0,), "version.sql"),
     ("migrator (PGURL)", 'eval "$(database init --reuse --print-env)" && '
