@@ -43,23 +43,34 @@ def _alive(pid: int) -> bool:
 
 
 class Pool:
-    def __init__(self, cluster: Cluster, template: str, size: int = 4) -> None:
+    def __init__(self, cluster: Cluster, template: str, size: int = 4, workers: int = 2) -> None:
+        # FILE_COPY copies the files beside the buffer cache; WAL_LOG (15's default) would
+        # leave every copy as dirty buffers that the checkpoint each DROP DATABASE requests
+        # must write out — that made drops, not copies, the cost per test.
+        self.strategy = "FILE_COPY" if cluster.install.major >= 15 else None
         self.cluster = cluster
         self.template = template
         self.size = max(1, size)
         self._tag = f"{os.getpid()}"
         self._seq = 0
+        self._made = 0
+        self._creating = 0
         self._ready: collections.deque[str] = collections.deque()
         self._drops: collections.deque[str] = collections.deque()
         self._cond = threading.Condition()
         self._stopping = False
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="db-tool-pool", daemon=True)
+        self._threads = [
+            threading.Thread(target=self._run, args=(i == 0,), name=f"db-tool-pool-{i}",
+                             daemon=True)
+            for i in range(max(1, workers))
+        ]
         self._conn: pgwire.Connection | None = None  # the caller's (renames)
 
     # ---- caller side ---------------------------------------------------------------------
     def start(self) -> Pool:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
         return self
 
     def _connection(self) -> pgwire.Connection:
@@ -85,7 +96,7 @@ class Pool:
             while not self._ready:
                 if self._error is not None:
                     raise Error(f"preparing test databases failed: {self._error}")
-                if not self._thread.is_alive():
+                if not any(t.is_alive() for t in self._threads):
                     raise Error("the test database pool is closed")
                 self._cond.wait(1.0)
             ready = self._ready.popleft()
@@ -105,16 +116,20 @@ class Pool:
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        self._thread.join()
+        for thread in self._threads:
+            thread.join()
         if self._conn is not None:
             self._conn.close()
             self._conn = None
 
-    # ---- the background thread -----------------------------------------------------------
-    def _run(self) -> None:
+    # ---- the background threads -----------------------------------------------------------
+    # Copies come first; a released database is dropped only while the pool is full (or at
+    # close), so that a drop never delays the copy the next test waits for.
+    def _run(self, first: bool) -> None:
         try:
             with self._connect() as conn:
-                self._drop_orphans(conn)
+                if first:
+                    self._drop_orphans(conn)
                 self._loop(conn)
         except BaseException as exc:  # reported to the next acquire()
             with self._cond:
@@ -125,10 +140,9 @@ class Pool:
             self._cond.notify_all()
 
     def _loop(self, conn: pgwire.Connection) -> None:
-        made = 0
         while True:
             with self._cond:
-                while (not self._stopping and len(self._ready) >= self.size
+                while (not self._stopping and len(self._ready) + self._creating >= self.size
                        and not self._drops):
                     self._cond.wait()
                 if self._stopping:
@@ -136,15 +150,24 @@ class Pool:
                     self._ready.clear()
                     self._drops.clear()
                     break
-                create = len(self._ready) < self.size
-                victim = None if create else self._drops.popleft()
-            if create:
-                made += 1
-                name = f"{POOL_PREFIX}{self._tag}_{made}"
-                clone.clone(conn, name, self.template)
-                with self._cond:
-                    self._ready.append(name)
-                    self._cond.notify_all()
+                name = victim = None
+                if len(self._ready) + self._creating < self.size:
+                    self._made += 1
+                    self._creating += 1
+                    name = f"{POOL_PREFIX}{self._tag}_{self._made}"
+                else:
+                    victim = self._drops.popleft()
+            if name is not None:
+                made = False
+                try:
+                    clone.clone(conn, name, self.template, strategy=self.strategy)
+                    made = True
+                finally:
+                    with self._cond:
+                        self._creating -= 1
+                        if made:
+                            self._ready.append(name)
+                        self._cond.notify_all()
             elif victim is not None:
                 clone.drop(conn, victim)
         for name in leftovers:
