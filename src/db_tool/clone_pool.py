@@ -161,6 +161,10 @@ class Pool:
                 made = False
                 try:
                     clone.clone(conn, name, self.template, strategy=self.strategy)
+                    # The first session in a new database builds its relcache init file
+                    # (~20 ms); do it here, so the test's own first connection is cheap.
+                    c = self.cluster
+                    pgwire.connect(c.sockdir, c.port, c.superuser, name).close()
                     made = True
                 finally:
                     with self._cond:

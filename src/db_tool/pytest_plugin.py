@@ -14,7 +14,7 @@ db_tool_share, db_tool_local_dir, db_tool_keep_failed):
   --db-tool=throwaway|project   which cluster (default: a throw-away one, cached per project)
   --db-tool-source=hydrate|migrations
   --db-tool-mock                hydrate with USE_MOCK=1
-  --db-tool-pool=N              copies kept ready (default 4)
+  --db-tool-pool=N              copies kept ready (default 8)
   --db-tool-share=function|class|module   default sharing of one database
   --db-tool-keep-failed         keep a failing test's database and print its URL
   --db-tool-local-dir=DIR       the project (default: $LOCAL_DIR, else the rootdir)
@@ -61,7 +61,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("db_tool_mode", "throwaway or project", default="throwaway")
     parser.addini("db_tool_source", "hydrate or migrations", default="hydrate")
     parser.addini("db_tool_mock", "hydrate with USE_MOCK=1", type="bool", default=False)
-    parser.addini("db_tool_pool", "database copies kept ready", default="4")
+    parser.addini("db_tool_pool", "database copies kept ready", default="8")
     parser.addini("db_tool_share", "function, class or module", default="function")
     parser.addini("db_tool_keep_failed", "keep failing tests' databases", type="bool",
                   default=False)
