@@ -51,7 +51,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--db-tool-mock", dest="db_tool_mock", action="store_true", default=None,
                     help="hydrate the template with USE_MOCK=1")
     group.addoption("--db-tool-pool", dest="db_tool_pool", type=int,
-                    help="database copies kept ready in the background (default 4)")
+                    help="database copies kept ready in the background (default 8)")
     group.addoption("--db-tool-share", dest="db_tool_share", choices=SHARES,
                     help="share one database per class or module (default: one per test)")
     group.addoption("--db-tool-keep-failed", dest="db_tool_keep_failed", action="store_true",

@@ -105,9 +105,16 @@ def session_cluster(
             cluster.init()
         yield cluster
         return
+    from db_tool import cachedir
+
     base = settings.cluster_config()
-    assert base.cache_dir is not None
-    wd = throwaway_dir(settings, base.cache_dir)
+    cache = None
+    if base.cache_locations is not None:
+        cache = cachedir.choose(base.cache_locations, settings.local_dir, "test cluster")
+    if cache is None:
+        raise Error("no writable cache dir for the throw-away test cluster: set "
+                    "XDG_CACHE_HOME to a writable directory, or use --db-tool=project")
+    wd = throwaway_dir(settings, cache)
     cluster = Cluster(settings.cluster_config(
         working_dir=wd, reuse=True, ephemeral=True, log_path=None, conf_file=None,
         port=5432, database="postgres", url_var="PGURL",
