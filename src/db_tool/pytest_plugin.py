@@ -164,13 +164,14 @@ class DbToolSession:
                                     bool(_opt(self.config, "db_tool_mock")))
         self._stack = contextlib.ExitStack()
         with output.step("prepare the test cluster and template"):
+            state = template_db.state_dir(settings)
             cluster = self._stack.enter_context(template_db.session_cluster(
-                settings, str(_opt(self.config, "db_tool_mode")),
+                settings, str(_opt(self.config, "db_tool_mode")), state,
                 keep_running=self.keep_running))
             self._cluster = cluster
             key = template_db.template_key(settings, recipe, cluster.install.fingerprint())
             self.template = template_db.ensure_template(cluster, settings, recipe, key,
-                                                        run_id=self.run_id)
+                                                        state=state, run_id=self.run_id)
         return Pool(cluster, self.template, int(_opt(self.config, "db_tool_pool"))).start()
 
     def new_database(self, label: str) -> TestDatabase:

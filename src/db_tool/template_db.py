@@ -3,9 +3,9 @@
 Used by the pytest plugin. Two pieces:
 
 * the cluster: the project's own (reused as it is, left running) or a throw-away one whose
-  working dir lives in the cache (`<cache>/pytest/<project key>`), with throw-away durability
-  (fsync off). Its data dir, and so the template in it, survives between test sessions; it is
-  stopped when the last session using it ends (a shared lock counts the users).
+  working dir lives in the cache (`<cache>/pytest/<project key>/cluster`), with throw-away
+  durability (fsync off). Its data dir, and so the template in it, survives between test
+  sessions; it is stopped when the last session using it ends (a shared lock counts users).
 * the template: `dbt_tpl_<key>`, built (bundle → hydrate → patch, or migrations → patch) under
   a file lock so that parallel workers build it once. The key is a hash of everything that
   built it: the bundle, every file under DATABASE_SOURCE (or MIGRATION_DIR), the patch file,
@@ -29,9 +29,9 @@ from db_tool.settings import ProjectSettings
 
 PREFIX = "dbt_"
 TEMPLATE_PREFIX = "dbt_tpl_"
-USERS_LOCK = ".db-tool-pytest.users"
-START_LOCK = ".db-tool-pytest.start"
-BUILD_LOCK = ".db-tool-template.lock"
+USERS_LOCK = "users.lock"
+START_LOCK = "start.lock"
+BUILD_LOCK = "template.lock"
 
 
 class TemplateBuildFailed(Error):
@@ -85,15 +85,28 @@ def template_name(key: str) -> str:
 
 
 # ---- the cluster ---------------------------------------------------------------------------
-def throwaway_dir(settings: ProjectSettings, cache_dir: Path) -> Path:
+def state_dir(settings: ProjectSettings) -> Path:
+    """`<cache>/pytest/<project key>`: the locks, the build-failure notes and (throw-away mode)
+    the cluster's working dir `cluster/` — never files in the project's working dir."""
+    from db_tool import cachedir
+
+    base = settings.cluster_config(working_dir=Path("/nonexistent"))
+    cache = None
+    if base.cache_locations is not None:
+        cache = cachedir.choose(base.cache_locations, settings.local_dir, "test cluster")
+    if cache is None:
+        raise Error("no writable cache dir for the test databases' state: set XDG_CACHE_HOME "
+                    "to a writable directory")
     project = str(settings.local_dir or "")
     digest = hashlib.sha256(f"{project}|{os.getuid()}".encode()).hexdigest()[:12]
-    return cache_dir / "pytest" / digest
+    path = cache / "pytest" / digest
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 @contextlib.contextmanager
 def session_cluster(
-    settings: ProjectSettings, mode: str, *, keep_running: list[bool] | None = None
+    settings: ProjectSettings, mode: str, state: Path, *, keep_running: list[bool] | None = None
 ) -> Iterator[Cluster]:
     """The cluster the test session uses (mode: "throwaway" or "project").
 
@@ -105,31 +118,20 @@ def session_cluster(
             cluster.init()
         yield cluster
         return
-    from db_tool import cachedir
-
-    base = settings.cluster_config()
-    cache = None
-    if base.cache_locations is not None:
-        cache = cachedir.choose(base.cache_locations, settings.local_dir, "test cluster")
-    if cache is None:
-        raise Error("no writable cache dir for the throw-away test cluster: set "
-                    "XDG_CACHE_HOME to a writable directory, or use --db-tool=project")
-    wd = throwaway_dir(settings, cache)
     cluster = Cluster(settings.cluster_config(
-        working_dir=wd, reuse=True, ephemeral=True, log_path=None, conf_file=None,
-        port=5432, database="postgres", url_var="PGURL",
+        working_dir=state / "cluster", reuse=True, ephemeral=True, log_path=None,
+        conf_file=None, port=5432, database="postgres", url_var="PGURL",
     ))
-    wd.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as users:
-        with fslock.exclusive(wd / START_LOCK):
+        with fslock.exclusive(state / START_LOCK):
             cluster.init()
-            users.enter_context(fslock.shared(wd / USERS_LOCK))
+            users.enter_context(fslock.shared(state / USERS_LOCK))
         try:
             yield cluster
         finally:
-            with fslock.exclusive(wd / START_LOCK):
+            with fslock.exclusive(state / START_LOCK):
                 users.close()
-                if fslock.unused(wd / USERS_LOCK) and not (keep_running and keep_running[0]):
+                if fslock.unused(state / USERS_LOCK) and not (keep_running and keep_running[0]):
                     cluster.stop()
 
 
@@ -139,15 +141,16 @@ def _connect(cluster: Cluster) -> pgwire.Connection:
 
 
 def ensure_template(
-    cluster: Cluster, settings: ProjectSettings, recipe: Recipe, key: str, *, run_id: str
+    cluster: Cluster, settings: ProjectSettings, recipe: Recipe, key: str, *, state: Path,
+    run_id: str,
 ) -> str:
     """The template's name, building it first when no session built it with this key.
 
     run_id names this test run (shared by its xdist workers): a build that failed in this run
     is not tried again by the next worker, which reports it in one line instead."""
     name = template_name(key)
-    failed = cluster.working_dir / f".db-tool-template-{key}.failed"
-    with fslock.exclusive(cluster.working_dir / BUILD_LOCK), _connect(cluster) as conn:
+    failed = state / f"template-{key}.failed"
+    with fslock.exclusive(state / BUILD_LOCK), _connect(cluster) as conn:
         if clone.exists(conn, name):
             return name
         with contextlib.suppress(OSError):
