@@ -17,11 +17,14 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     tr.section("fault injection tally")
     tr.write_line(f"seed {harness.seed()} (replay: DB_TOOL_FAULT_SEED={harness.seed()} "
                   f"DB_TOOL_FAULT_ROUNDS={harness.rounds()}), as uid {__import__('os').geteuid()}")
-    tr.write_line(f"{'command':<14} {'rounds':>6} {'faults':>6} {'survived':>8}")
+    tr.write_line(f"{'command':<14} {'rounds':>6} {'faults':>6} {'survived':>8} {'seconds':>8}")
     total = harness.Tally()
     for name, t in harness.TALLY.items():
-        tr.write_line(f"{name:<14} {t.rounds:>6} {t.faults:>6} {t.survived:>8}")
+        tr.write_line(f"{name:<14} {t.rounds:>6} {t.faults:>6} {t.survived:>8} "
+                      f"{t.seconds:>8.1f}")
         total.rounds += t.rounds
         total.faults += t.faults
         total.survived += t.survived
-    tr.write_line(f"{'total':<14} {total.rounds:>6} {total.faults:>6} {total.survived:>8}")
+        total.seconds += t.seconds
+    tr.write_line(f"{'total':<14} {total.rounds:>6} {total.faults:>6} {total.survived:>8} "
+                  f"{total.seconds:>8.1f}")

@@ -29,6 +29,7 @@ import os
 import random
 import shutil
 import signal
+import statistics
 import subprocess
 import tempfile
 import time
@@ -68,6 +69,7 @@ class Tally:
     rounds: int = 0
     faults: int = 0  # rounds where the signal reached a command that was still running
     survived: int = 0  # rounds where every check held
+    seconds: float = 0.0
     failures: list[str] = field(default_factory=list)
 
 
@@ -163,16 +165,10 @@ def postmaster_of(datadir: Path) -> int | None:
 
 def is_transient(p: Proc) -> bool:
     """db-tool's own detached helpers: the spare template copy and background removals."""
-    return "db-tool-spare" in p.argv or p.argv[:3] == ("rm", "-rf", "--") or (
-        p.ppid != 1 and p.argv[:1] in (("cp",), ("mv",), ("rm",))
-        and "db-tool-spare" in _parent_argv(p.ppid)
-    )
-
-
-def _parent_argv(pid: int) -> tuple[str, ...]:
-    with contextlib.suppress(OSError):
-        return tuple(a.decode() for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"))
-    return ()
+    if "db-tool-spare" in p.argv or p.argv[:3] == ("rm", "-rf", "--"):
+        return True
+    # the spare's cp/mv/rm: working on templates/<key>/spares/tmp-*
+    return p.argv[:1] in (("cp",), ("mv",), ("rm",)) and "/spares/tmp-" in p.cmdline
 
 
 def wait_transients(marks: Iterable[Path], timeout: float = TRANSIENT_GRACE) -> list[Proc]:
@@ -227,7 +223,10 @@ def snapshot(path: Path) -> dict[str, tuple[int, int]]:
     for root, dirs, files in os.walk(path):
         for name in dirs + files:
             p = os.path.join(root, name)
-            st = os.lstat(p)
+            try:
+                st = os.lstat(p)
+            except FileNotFoundError:
+                continue  # removed meanwhile
             out[os.path.relpath(p, path)] = (st.st_size, st.st_mtime_ns)
     return out
 
@@ -374,7 +373,9 @@ class Project:
     def files(self) -> dict[str, tuple[int, int]]:
         """The project's own files (sources, migrations, patch file): never changed."""
         snap = snapshot(self.root / "db")
-        snap["test-data.sql"] = snapshot(self.root).get("test-data.sql", (0, 0))
+        with contextlib.suppress(OSError):
+            st = (self.root / "test-data.sql").stat()
+            snap["test-data.sql"] = (st.st_size, st.st_mtime_ns)
         return snap
 
     def kill_everything(self) -> None:
@@ -509,21 +510,17 @@ class Scenario:
 
     def orphans(self, before: set[int], sid: int, sig: signal.Signals | None,
                 grace: float) -> list[Proc]:
-        """Processes of the run that are neither allowed nor gone after `grace` seconds (db-tool's
-        own background copies/removals get TRANSIENT_GRACE)."""
+        """Processes of the run that are not allowed and still alive after `grace` seconds.
+        db-tool's own detached helpers (spare copy, background removal) are not orphans: they
+        are meant to outlive the run (and are waited for at the end of the test)."""
         started = time.monotonic()
         while True:
             procs = round_processes(before, sid, [self.p.root])
             allowed = self.allowed(sig)
-            bad = [p for pid, p in procs.items() if pid not in allowed]
-            if not bad:
-                return []
-            waited = time.monotonic() - started
-            lasting = [p for p in bad if not is_transient(p)]
-            if waited < grace or (not lasting and waited < TRANSIENT_GRACE):
-                time.sleep(0.05)
-                continue
-            return bad
+            bad = [p for pid, p in procs.items() if pid not in allowed and not is_transient(p)]
+            if not bad or time.monotonic() - started >= grace:
+                return bad
+            time.sleep(0.05)
 
 
 def measure(sc: Scenario) -> float:
@@ -538,10 +535,20 @@ def measure(sc: Scenario) -> float:
 
 def play(sc: Scenario, n: int, seed_value: int) -> Tally:
     tally = TALLY.setdefault(sc.name, Tally())
-    duration = measure(sc)
+    began = time.monotonic()
+    try:
+        return _play(sc, n, seed_value, tally)
+    finally:
+        tally.seconds += time.monotonic() - began
+
+
+def _play(sc: Scenario, n: int, seed_value: int, tally: Tally) -> Tally:
+    durations = [measure(sc)]
     for i in range(1, n + 1):
         sc.round = i
         sig = sc.rng.choice(SIGNALS)
+        # Drawn from the command's duration as measured so far (the unfaulted runs).
+        duration = statistics.median(durations)
         delay = sc.rng.uniform(0.0, duration)
         problems: list[str] = []
         sc.prepare()
@@ -563,13 +570,16 @@ def play(sc: Scenario, n: int, seed_value: int) -> Tally:
         if rerun.returncode != 0:
             problems.append("the next run failed: " + rerun.describe())
         else:
+            durations.append(rerun.seconds)
             problems += sc.after_rerun(rerun)
-            named = k.run.text() + rerun.text()
             stray = sc.orphans(before, k.sid, None, 0.0)
             if stray:
                 problems.append("still running after the next run:\n  "
                                 + "\n  ".join(map(str, stray)))
-            wait_transients([sc.p.root])
+            # Named: by the output of either run, or by a helper still working on it.
+            named = k.run.text() + rerun.text() + " ".join(
+                p.cmdline for p in round_processes(set(), -1, [sc.p.root]).values()
+                if is_transient(p))
             problems += [f"leftover {x}" for x in sc.leftovers(named)]
             if sig != signal.SIGKILL:
                 problems += [f"temp file of the interrupted run left: {x}"
@@ -577,7 +587,10 @@ def play(sc: Scenario, n: int, seed_value: int) -> Tally:
         if sc.p.files() != files_before:
             problems.append("the project's own files changed")
         if problems:
-            tally.failures.append(where + "\n" + "\n".join(problems))
+            tally.failures.append(
+                where + "\n" + "\n".join(problems)
+                + "\n  killed run: " + k.run.describe().replace("\n", "\n    ")
+                + "\n  next run: " + rerun.describe().replace("\n", "\n    "))
             sc.p.remove()  # the next round starts from a clean project
             sc.p.root.mkdir()
             populate(sc.p.root)
@@ -586,4 +599,9 @@ def play(sc: Scenario, n: int, seed_value: int) -> Tally:
             tally.survived += 1
         # What a SIGKILLed run leaves in $TMPDIR is the OS's to clean: a fresh one per round.
         fresh_tmp(sc.p.tmp)
+    stuck = wait_transients([sc.p.root])
+    if stuck:
+        tally.failures.append(f"[{sc.name}] background helpers still running "
+                              f"{TRANSIENT_GRACE:.0f}s after the last round:\n  "
+                              + "\n  ".join(map(str, stuck)))
     return tally

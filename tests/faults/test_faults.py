@@ -73,7 +73,7 @@ class InitReuse(Scenario):
     name = "init-reuse"
 
     def setup(self) -> None:
-        self.p.must("postgres-init")
+        self.p.must("database", "deploy", "-P")  # the hectic bundle, for the sentinel table
         self.tokens: set[str] = set()
 
     def prepare(self) -> None:
