@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import random
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -175,7 +176,7 @@ class Backup(Scenario):
         self.p.must("database", "deploy", "-P")
         self.p.psql("CREATE TABLE public.bulk (id int, t text) INHERITS (hectic.created_at)")
         self.p.psql("INSERT INTO public.bulk (id, t) SELECT g, md5(g::text) || md5((g*7)::text)"
-                    " FROM generate_series(1, 200000) g")
+                    " FROM generate_series(1, 100000) g")
         self.p.must("database", "backup")
         self.tokens: set[str] = set()
 
@@ -234,7 +235,7 @@ class Restore(Scenario):
         self.p.must("database", "deploy", "-P")
         self.p.psql("CREATE TABLE public.bulk (id int, t text) INHERITS (hectic.created_at)")
         self.p.psql("INSERT INTO public.bulk (id, t) SELECT g, md5(g::text) || md5((g*7)::text)"
-                    " FROM generate_series(1, 200000) g")
+                    " FROM generate_series(1, 100000) g")
         self.p.add_sentinel("in_backup")
         self.p.must("database", "backup")
         self.backup = harness.snapshot(self.p.backup_dir)
@@ -251,7 +252,9 @@ class Restore(Scenario):
         problems = []
         if harness.snapshot(self.p.backup_dir) != self.backup:
             problems.append("the backup was changed by restore")
-        kept = [d for d in self.p.wd.glob("data*") if (d / "PG_VERSION").is_file()]
+        # The data as it was, or the restored one, in data/ — or the previous kept aside.
+        kept = [d for d in [self.p.data, *self.p.wd.glob("data.pre-restore-*")]
+                if (d / "PG_VERSION").is_file()]
         if not kept:
             problems.append(f"data lost: no data dir left in {self.p.wd} "
                             f"({harness.listing(self.p.wd)})")
@@ -381,15 +384,20 @@ class Deploy(Scenario):
 # ----------------------------------------------------------------------------- the tests
 
 
-def _play(cls: type[Scenario]) -> None:
+def _play(cls: type[Scenario], shared_cache: Path | None = None) -> None:
     seed = harness.seed()
     rng = random.Random(f"{seed}-{cls.name}")
-    with harness.project() as p:
+    with harness.project(shared_cache) as p:
         tally = harness.play(cls(p, rng), ROUNDS, seed)
     if tally.failures:
         pytest.fail(f"{cls.name}: {len(tally.failures)} of {tally.rounds} rounds failed "
                     f"(faults {tally.faults}, survived {tally.survived}):\n\n"
                     + "\n\n".join(tally.failures), pytrace=False)
+
+
+@pytest.fixture
+def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.getbasetemp() / "cache"
 
 
 def test_faults_init_cold_cache() -> None:
@@ -404,24 +412,24 @@ def test_faults_init_reuse() -> None:
     _play(InitReuse)
 
 
-def test_faults_migrate() -> None:
-    _play(Migrate)
+def test_faults_migrate(shared_cache: Path) -> None:
+    _play(Migrate, shared_cache)
 
 
-def test_faults_backup() -> None:
-    _play(Backup)
+def test_faults_backup(shared_cache: Path) -> None:
+    _play(Backup, shared_cache)
 
 
-def test_faults_restore() -> None:
-    _play(Restore)
+def test_faults_restore(shared_cache: Path) -> None:
+    _play(Restore, shared_cache)
 
 
-def test_faults_check() -> None:
-    _play(Check)
+def test_faults_check(shared_cache: Path) -> None:
+    _play(Check, shared_cache)
 
 
-def test_faults_diff() -> None:
-    _play(Diff)
+def test_faults_diff(shared_cache: Path) -> None:
+    _play(Diff, shared_cache)
 
 
 def test_faults_deploy() -> None:
