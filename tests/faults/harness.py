@@ -97,13 +97,22 @@ class Proc:
     state: str
     argv: tuple[str, ...]
     cwd: str
+    age: float = 0.0
 
     @property
     def cmdline(self) -> str:
         return " ".join(self.argv)
 
     def __str__(self) -> str:
-        return f"pid {self.pid} (ppid {self.ppid}, sid {self.sid}): {self.cmdline[:200]}"
+        return (f"pid {self.pid} (ppid {self.ppid}, sid {self.sid}, state {self.state}, "
+                f"age {self.age:.1f}s): {self.cmdline[:200]}")
+
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _uptime() -> float:
+    return float(Path("/proc/uptime").read_text().split()[0])
 
 
 def processes() -> dict[int, Proc]:
@@ -119,6 +128,7 @@ def processes() -> dict[int, Proc]:
             continue
         fields = stat.rsplit(")", 1)[1].split()
         state, ppid, sid = fields[0], int(fields[1]), int(fields[3])
+        age = _uptime() - int(fields[19]) / _CLK_TCK
         if state == "Z":
             continue
         try:
@@ -126,7 +136,7 @@ def processes() -> dict[int, Proc]:
         except OSError:
             cwd = ""
         argv = tuple(a.decode(errors="replace") for a in raw.split(b"\0") if a)
-        found[pid] = Proc(pid, ppid, sid, state, argv, cwd)
+        found[pid] = Proc(pid, ppid, sid, state, argv, cwd, age)
     return found
 
 
@@ -142,10 +152,11 @@ def descendants(procs: dict[int, Proc], roots: Iterable[int]) -> set[int]:
     return out
 
 
-def round_processes(before: set[int], sid: int, marks: Iterable[Path]) -> dict[int, Proc]:
+def round_processes(before: set[int], sid: int, marks: Iterable[Path],
+                    procs: dict[int, Proc] | None = None) -> dict[int, Proc]:
     """Processes that appeared since `before` and belong to the run: its session, or naming one
     of `marks` (the project dir, the cache) in argv or cwd; with all their descendants."""
-    procs = processes()
+    procs = processes() if procs is None else procs
     needles = [str(m) for m in marks]
     seeds = [
         p.pid for p in procs.values()
@@ -158,7 +169,7 @@ def round_processes(before: set[int], sid: int, marks: Iterable[Path]) -> dict[i
 def _names(p: Proc, path: str) -> bool:
     if p.cwd == path or p.cwd.startswith(path + "/"):
         return True
-    return any(a == path or a.startswith(path + "/") or f" {path}/" in a for a in p.argv)
+    return any(a == path or path + "/" in a for a in p.argv)  # JSON arguments too
 
 
 def postmaster_of(datadir: Path) -> int | None:
@@ -173,20 +184,27 @@ def postmaster_of(datadir: Path) -> int | None:
     return None
 
 
-def is_transient(p: Proc) -> bool:
-    """db-tool's own detached helpers: the spare template copy and background removals."""
-    if "db-tool-spare" in p.argv or p.argv[:3] == ("rm", "-rf", "--"):
-        return True
-    # the spare's cp/mv/rm: working on templates/<key>/spares/tmp-*
-    return p.argv[:1] in (("cp",), ("mv",), ("rm",)) and "/spares/tmp-" in p.cmdline
+def _transient_root(p: Proc) -> bool:
+    argv = p.argv[3:] if p.argv[:1] and p.argv[0].endswith("ionice") else p.argv
+    return (
+        "db_tool.template_cache" in argv  # the background template builder / spare copier
+        or argv[:3] == ("rm", "-rf", "--")  # a background removal of a discarded dir
+        or "db-tool-spare" in argv  # older releases' spare copy
+    )
+
+
+def transient(procs: dict[int, Proc]) -> set[int]:
+    """db-tool's own detached background work, meant to outlive the run, with its children."""
+    return descendants(procs, [p.pid for p in procs.values() if _transient_root(p)])
 
 
 def wait_transients(marks: Iterable[Path], timeout: float = TRANSIENT_GRACE) -> list[Proc]:
-    """Wait for db-tool's background helpers naming `marks`; returns those still running."""
+    """Wait for db-tool's background work naming `marks`; returns what still runs after it."""
     marks = list(marks)
     deadline = time.monotonic() + timeout
     while True:
-        left = [p for p in round_processes(set(), -1, marks).values() if is_transient(p)]
+        procs = round_processes(set(), -1, marks)
+        left = [procs[pid] for pid in transient(procs) if pid in procs]
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.05)
@@ -446,7 +464,9 @@ def project(shared_cache: Path | None = None) -> Iterator[Project]:
 # ----------------------------------------------------------------------------- rounds
 
 
-WD_LAYOUT = ("data", "sock", "log", "postgres-init.log", ".db-tool-created", ".db-tool.lock")
+# data.previous: the one previous generation a fresh init keeps (docs, `restore --previous`)
+WD_LAYOUT = ("data", "sock", "log", "postgres-init.log", ".db-tool-created", ".db-tool.lock",
+             "data.previous")
 BACKUP_FILES = ("base.tar.gz", "pg_wal.tar.gz", "backup_manifest", "database_name")
 ROOT_FILES = ("db", "test-data.sql", "focus", "cache", "tmp")
 
@@ -511,8 +531,7 @@ class Scenario:
         return bad
 
     # -- machinery -----------------------------------------------------------------------
-    def allowed(self, killed_by: signal.Signals | None) -> set[int]:
-        procs = processes()
+    def allowed(self, killed_by: signal.Signals | None, procs: dict[int, Proc]) -> set[int]:
         roots = [pid for d in self.keeps_running() if (pid := postmaster_of(d)) is not None]
         if killed_by == signal.SIGKILL:
             for rel in self.killed_leaves:
@@ -529,9 +548,10 @@ class Scenario:
         are meant to outlive the run (and are waited for at the end of the test)."""
         started = time.monotonic()
         while True:
-            procs = round_processes(before, sid, [self.p.root])
-            allowed = self.allowed(sig)
-            bad = [p for pid, p in procs.items() if pid not in allowed and not is_transient(p)]
+            everything = processes()  # one snapshot: a process may exit between two scans
+            procs = round_processes(before, sid, [self.p.root], everything)
+            allowed = self.allowed(sig, everything) | transient(everything)
+            bad = [p for pid, p in procs.items() if pid not in allowed]
             if not bad or time.monotonic() - started >= grace:
                 return bad
             time.sleep(0.05)
@@ -590,14 +610,17 @@ def _play(sc: Scenario, n: int, seed_value: int, tally: Tally) -> Tally:
         else:
             durations.append(rerun.seconds)
             problems += sc.after_rerun(rerun)
-            stray = sc.orphans(before, k.sid, None, 0.0)
+            stray = sc.orphans(before, k.sid, None, 1.0)
             if stray:
                 problems.append("still running after the next run:\n  "
                                 + "\n  ".join(map(str, stray)))
-            # Named: by the output of either run, or by a helper still working on it.
-            named = k.run.text() + rerun.text() + " ".join(
-                p.cmdline for p in round_processes(set(), -1, [sc.p.root]).values()
-                if is_transient(p))
+            # db-tool's background work (template build, spare copy, removals) may still be
+            # writing: what it leaves once done is what counts.
+            stuck = wait_transients([sc.p.root])
+            if stuck:
+                problems.append(f"background work still running after {TRANSIENT_GRACE:.0f}s:"
+                                "\n  " + "\n  ".join(map(str, stuck)))
+            named = k.run.text() + rerun.text()
             problems += [f"leftover {x}" for x in sc.leftovers(named)]
             if sig != signal.SIGKILL:
                 problems += [f"temp file of the interrupted run left: {x}"
