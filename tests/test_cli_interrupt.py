@@ -14,9 +14,9 @@ import pytest
 from tests.helpers import base_env, script
 
 
-def test_interrupt_once_the_package_is_imported_exits_130_quietly() -> None:
-    for code in ("import db_tool.cli; raise KeyboardInterrupt",
-                 "import db_tool.cli, os, signal; os.kill(os.getpid(), signal.SIGINT); "
+def test_interrupt_once_the_launcher_module_is_imported_exits_130_quietly() -> None:
+    for code in ("import db_tool.cli.launch; raise KeyboardInterrupt",
+                 "import db_tool.cli.launch, os, signal; os.kill(os.getpid(), signal.SIGINT); "
                  "import db_tool.cli.database"):
         r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            timeout=60, check=False)
@@ -26,8 +26,9 @@ def test_interrupt_once_the_package_is_imported_exits_130_quietly() -> None:
 
 
 def test_other_uncaught_errors_still_show_their_traceback() -> None:
-    r = subprocess.run([sys.executable, "-c", "import db_tool.cli; raise ValueError('x')"],
-                       capture_output=True, text=True, timeout=60, check=False)
+    code = "import db_tool.cli.launch; raise ValueError('x')"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       check=False)
     assert r.returncode == 1 and "Traceback" in r.stderr and "ValueError: x" in r.stderr
 
 
@@ -39,8 +40,8 @@ def _held_back() -> bool:
 
 def _traceback(stderr: str) -> bool:
     """Any traceback. Where env cannot hold SIGINT back (not GNU), the interpreter's start-up
-    before db_tool/__init__.py (20-40 ms on a loaded machine) is out of reach: only tracebacks
-    through db-tool's own files count there."""
+    before db_tool/cli/launch.py (20-40 ms on a loaded machine) is out of reach: only
+    tracebacks through db-tool's own files count there."""
     if _held_back():
         return "Traceback" in stderr or "Fatal Python error" in stderr
     return "Traceback" in stderr and "/db_tool/" in stderr
@@ -75,7 +76,7 @@ def test_launchers_hold_sigint_back_only_until_python_is_ready(tmp_path: Path) -
     r = subprocess.run([script("database"), "--help"], env=base_env(), capture_output=True,
                        text=True, timeout=60, check=False)
     assert r.returncode == 0
-    code = ("import db_tool, signal; "
+    code = ("import db_tool.cli.launch, signal; "
             "print(signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, []))")
     r = subprocess.run(["env", "--block-signal=INT", sys.executable, "-c", code],
                        capture_output=True, text=True, timeout=60, check=False)
@@ -97,3 +98,11 @@ def test_db_tool_run_needs_the_command_name() -> None:
                        check=False)
     assert r.returncode == 9
     assert "database" in r.stderr and "migrator" in r.stderr
+
+
+def test_importing_the_package_leaves_the_processs_excepthook_alone() -> None:
+    code = ("import sys, db_tool.cli.database, db_tool.psql; "
+            "print(sys.excepthook is sys.__excepthook__)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=60, check=False)
+    assert r.stdout.strip() == "True", r.stderr
