@@ -72,11 +72,11 @@ def test_template_key_changes_when_binaries_change(tmp_path: Path) -> None:
     (fake / "postgres").write_bytes((real / "postgres").read_bytes()[:1024])
     install = pgbin.PgInstall(fake, "test")
     cluster = Cluster(ClusterConfig(working_dir=tmp_path / "wd"), install)
-    key = cluster._template_key()
-    assert cluster._template_key() == key
+    key = cluster.template_spec().key()
+    assert cluster.template_spec().key() == key
     time.sleep(0.01)
     (fake / "postgres").write_bytes((real / "postgres").read_bytes()[:2048])
-    assert cluster._template_key() != key
+    assert cluster.template_spec().key() != key
 
 
 def test_fresh_clusters_are_copies_of_one_cached_template(

@@ -121,11 +121,34 @@ def test_local_dir_fallback(tmp_path: Path, cluster_env: dict[str, str]) -> None
     assert f"host={wd}/sock" in r.stdout
 
 
-def test_missing_working_dir_variables_exit_3(cluster_env: dict[str, str]) -> None:
+def test_missing_working_dir_variables_exit_1_as_the_original(
+    cluster_env: dict[str, str],
+) -> None:
     env = {k: v for k, v in cluster_env.items() if k not in ("PG_WORKING_DIR", "LOCAL_DIR")}
     r = init(env)
-    assert r.returncode == 3
+    assert r.returncode == 1
     assert "PG_WORKING_DIR or LOCAL_DIR is required" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("var", ["PG_WORKING_DIR", "LOCAL_DIR", "PG_DATABASE"])
+@pytest.mark.parametrize("brk", ["\n", "\r"])
+def test_line_break_in_working_dir_or_database_is_refused_up_front(
+    var: str, brk: str, tmp_path: Path, cluster_env: dict[str, str]
+) -> None:
+    env = dict(cluster_env)
+    if var == "LOCAL_DIR":
+        del env["PG_WORKING_DIR"]
+        env[var] = str(tmp_path / f"proj{brk}x")
+    elif var == "PG_WORKING_DIR":
+        env[var] = str(tmp_path / f"wd{brk}x")
+    else:
+        env[var] = f"db{brk}x"
+    r = init(env, "--print-env")
+    assert r.returncode == 3, r.stderr
+    assert var in r.stderr and "line break" in r.stderr
+    assert r.stdout == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 # ---- generated configuration ---------------------------------------------------------------
@@ -258,10 +281,48 @@ def test_working_dir_is_a_regular_file(tmp_path: Path, cluster_env: dict[str, st
     assert f.read_text() == "precious"
 
 
-def test_invalid_pg_url_var(cluster_env: dict[str, str]) -> None:
-    r = init({**cluster_env, "PG_URL_VAR": "1-bad"})
-    assert r.returncode == 3
+@pytest.mark.parametrize("name", ["1-bad", "MY_URL\n", "MY_URL\nid", "\nMY_URL", "A B", "ÄURL"])
+def test_invalid_pg_url_var(name: str, cluster_env: dict[str, str]) -> None:
+    r = init({**cluster_env, "PG_URL_VAR": name}, "--print-env")
+    assert r.returncode == 3, r.stderr
     assert "PG_URL_VAR" in r.stderr and "valid" in r.stderr
+    assert r.stdout == ""
+    assert not wd_of(cluster_env).exists()
+
+
+@pytest.mark.parametrize("name", ["PATH", "IFS", "HOME", "PS1", "PS4", "ENV", "CDPATH",
+                                  "SHELL", "LD_PRELOAD", "BASH_ENV", "PGHOST", "PGPASSWORD",
+                                  "POSTGRESQL_HOST", "__dbt_env"])
+def test_pg_url_var_that_would_clobber_the_shell_is_refused(
+    name: str, cluster_env: dict[str, str]
+) -> None:
+    r = init({**cluster_env, "PG_URL_VAR": name}, "--print-env")
+    assert r.returncode == 3, r.stderr
+    assert f"PG_URL_VAR={name}" in r.stderr and "overwrite" in r.stderr
+    assert not wd_of(cluster_env).exists()
+
+
+@pytest.mark.parametrize("shell", ["bash", "dash", "zsh"])
+@pytest.mark.parametrize("name", ["URL\n", "PATH", "IFS", "PS1"])
+def test_sourced_shim_with_a_bad_pg_url_var_changes_nothing_in_the_shell(
+    shell: str, name: str, tmp_path: Path, cluster_env: dict[str, str]
+) -> None:
+    if shutil.which(shell) is None:
+        pytest.fail(f"{shell} is required for this test (apt-get install {shell})")
+    # The trailing-newline attack: a file named after the URL's first word in the cwd.
+    trap = tmp_path / "cwd"
+    trap.mkdir()
+    marker = tmp_path / "ran"
+    (trap / "postgresql").write_text(f"touch {marker}\n")
+    (trap / "postgresql").chmod(0o755)
+    env = {**cluster_env, "PG_URL_VAR": name, "PATH": f"{trap}:{cluster_env['PATH']}"}
+    code = ('before="$PATH|$IFS|$PS1"; . postgres-init; rc=$?; '
+            'after="$PATH|$IFS|$PS1"; [ "$before" = "$after" ] && echo same; echo rc=$rc')
+    r = subprocess.run([shell, "-c", code], env=env, cwd=trap, capture_output=True,
+                       text=True, timeout=60, check=False)
+    assert "rc=3" in r.stdout, r.stdout + r.stderr
+    assert "same" in r.stdout
+    assert not marker.exists()
     assert not wd_of(cluster_env).exists()
 
 
@@ -434,7 +495,7 @@ def test_sourcing_failure_returns_code_without_exiting_the_shell(
     env = {k: v for k, v in cluster_env.items() if k != "PG_WORKING_DIR"}
     r = subprocess.run(["bash", "-c", ". postgres-init; echo rc=$?; echo still-here"],
                        env=env, capture_output=True, text=True, timeout=60, check=False)
-    assert "rc=3" in r.stdout and "still-here" in r.stdout
+    assert "rc=1" in r.stdout and "still-here" in r.stdout
 
 
 def test_print_env_is_eval_safe_with_spaces_and_quotes(

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from db_tool import fslock, output, pgbin, pgwire, privs, proc
+from db_tool import cachedir, fslock, output, pgbin, pgwire, privs, proc, template_cache
+from db_tool.conninfo import build_url
 from db_tool.errors import Error, ExitCode, NotInstalledError
 from db_tool.settings import ClusterConfig
 
@@ -97,21 +98,6 @@ DEV_CONF = """
 synchronous_commit = off
 # Throw-away clusters additionally get fsync = off / full_page_writes = off (see runtime conf).
 """
-
-
-_URL_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
-
-
-def _pct(text: str, safe: bytes = b"") -> str:
-    # urllib.parse.quote without importing urllib (start-up cost on every shell hook).
-    return "".join(
-        chr(b) if b in _URL_SAFE or b in safe else f"%{b:02X}" for b in text.encode("utf-8")
-    )
-
-
-def build_url(user: str, database: str, sockdir: Path | str, port: int) -> str:
-    host = _pct(str(sockdir), b"/")
-    return f"postgresql://{_pct(user)}@/{_pct(database)}?host={host}&port={port}"
 
 
 def _conf_quote(value: str) -> str:
@@ -388,14 +374,7 @@ class Cluster:
             ) from exc
 
     def _discard(self, path: Path) -> None:
-        """Remove a directory of ours without waiting: rename now, delete in the background."""
-        trash = self.working_dir / f".trash-{os.getpid()}-{time.monotonic_ns()}"
-        path.rename(trash)
-        subprocess.Popen(
-            ["rm", "-rf", "--", str(trash)], stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True,
-            start_new_session=True,
-        )
+        template_cache.discard(path, self.working_dir)
 
     def _grant_server_access(self, account: proc.RunAs) -> None:
         """The server account must reach the working dir and the binaries (a venv under
@@ -414,132 +393,29 @@ class Cluster:
             self._grant_server_access(account)
             os.chown(self.sockdir, account.uid, account.gid)
 
-    # ---- template cache --------------------------------------------------------------------
-    def _initdb_argv(self, target: Path) -> list[str]:
-        argv = [
-            self.install.tool("initdb"), "-D", str(target), "-U", self.superuser,
-            "--auth=trust", "--no-locale", "-E", "UTF8", "--no-sync",
-        ]
-        if self.install.major >= 14:
-            argv.append("--no-instructions")
-        return argv
+    # ---- template cache (template_cache.py) ------------------------------------------------
+    @cached_property
+    def _cache_dir(self) -> Path | None:
+        locations = self.config.cache_locations
+        if locations is None:
+            return None
+        return cachedir.choose(locations, self.working_dir.parent, "template cache")
 
-    def _template_key(self) -> str:
-        import hashlib
-
-        account = self.run_as
-        owner = f"{account.uid}:{account.gid}" if account else f"{os.getuid()}:{os.getgid()}"
-        material = "|".join(
-            [self.install.fingerprint(), self.superuser, owner, "no-locale,UTF8,trust", "v2",
-             self.database]
+    def template_spec(self) -> template_cache.Template:
+        return template_cache.Template(
+            install=self.install, account=self.run_as, superuser=self.superuser,
+            database=self.database, cache_dir=self._cache_dir,
+            use_spare=self.config.use_spare,
         )
-        return hashlib.sha256(material.encode()).hexdigest()[:20]
 
     def _copy_template(self) -> None:
-        cache_root = self.config.cache_dir
-        if cache_root is None:
-            self._initdb(self.datadir)
-            return
-        template = cache_root / "templates" / self._template_key()
-        ready = template / "ready"
-        if not ready.is_file():
-            self._build_template(template)
-        self._template = template
-        if self.config.use_spare and self._claim_spare(template):
-            return
-        # cp -a keeps ownership (root → PG_OS_USER) and modes (0700) in one fast pass.
-        proc.run(["cp", "-a", str(template / "data"), str(self.datadir)], what="copy template")
-
-    # A spare is a finished copy of the template kept next to it; claiming one is a rename,
-    # which costs nothing, where copying ~1000 files can take a second on a slow disk. After a
-    # fresh cluster has started, one spare is prepared again in the background.
-    def _claim_spare(self, template: Path) -> bool:
-        spares = template / "spares"
-        try:
-            candidates = sorted(p for p in spares.iterdir() if p.name.startswith("ready-"))
-        except FileNotFoundError:
-            return False
-        for spare in candidates:
-            try:
-                spare.rename(self.datadir)
-                return True
-            except FileNotFoundError:
-                continue  # claimed by a concurrent init
-            except OSError:
-                return False  # e.g. the cache is on another filesystem: copy instead
-        return False
+        self._template = template_cache.provide(self.template_spec(), self.datadir, server_env())
 
     def _refill_spare(self) -> None:
-        template = self._template
-        if template is None or not self.config.use_spare:
-            return
-        spares = template / "spares"
-        spares.mkdir(exist_ok=True)
-        now = time.time()
-        for entry in spares.iterdir():
-            if entry.name.startswith("ready-"):
-                return
-            if entry.name.startswith("tmp-"):
-                try:
-                    if now - entry.stat().st_mtime < 300:
-                        return  # being prepared
-                except FileNotFoundError:
-                    continue
-                shutil.rmtree(entry, ignore_errors=True)  # left by a killed copy
-        tag = f"{os.getpid()}-{time.monotonic_ns()}"
-        # Detached and silent: the caller (a shell hook, $(...)) must not wait for it.
-        subprocess.Popen(
-            ["sh", "-c", 'cp -a "$1" "$2" && mv "$2" "$3" || rm -rf "$2"', "db-tool-spare",
-             str(template / "data"), str(spares / f"tmp-{tag}"), str(spares / f"ready-{tag}")],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            close_fds=True, start_new_session=True, cwd="/",
-        )
-
-    def _build_template(self, template: Path) -> None:
-        template.mkdir(parents=True, exist_ok=True)
-        with fslock.exclusive(template / "lock", waiting="another run is building the template"):
-            if (template / "ready").is_file():
-                return
-            # initdb into our own data dir (the server account can reach it), create the
-            # database in single-user mode (no socket needed), then cache a copy.
-            self._initdb(self.datadir)
-            self._create_database_offline(self.database)
-            staging = template / "data.tmp"
-            if staging.exists():
-                shutil.rmtree(staging)
-            proc.run(["cp", "-a", str(self.datadir), str(staging)], what="cache template")
-            if (template / "data").exists():
-                shutil.rmtree(template / "data")
-            staging.rename(template / "data")
-            os.sync()
-            (template / "ready").write_text(self.install.describe() + "\n")
-            shutil.rmtree(self.datadir)
-
-    def _create_database_offline(self, name: str) -> None:
-        if name in ("postgres", "template0", "template1") or "\n" in name:
-            return  # exists already / cannot be fed line-wise: created after start instead
-        proc.run(
-            [self.install.tool("postgres"), "--single", "-D", str(self.datadir), "-F",
-             "-c", "listen_addresses=", "-c", "logging_collector=off", "postgres"],
-            input=f"CREATE DATABASE {pgwire.quote_ident(name)}\n",
-            user=self.run_as, cwd="/", env=server_env(), what="create database in template",
-        )
+        template_cache.refill_spare(self._template, self.config.use_spare)
 
     def _drop_template(self) -> None:
-        if self.config.cache_dir is not None:
-            template = self.config.cache_dir / "templates" / self._template_key()
-            (template / "ready").unlink(missing_ok=True)
-            shutil.rmtree(template / "spares", ignore_errors=True)
-
-    def _initdb(self, target: Path) -> None:
-        account = self.run_as
-        if account is not None:
-            target.mkdir(mode=0o700)
-            os.chown(target, account.uid, account.gid)
-        proc.run(
-            self._initdb_argv(target), user=account, cwd="/", env=server_env(),
-            what=f"initdb {target}",
-        )
+        template_cache.drop(self.template_spec())
 
     def _write_base_conf(self, conf_text: str | None) -> None:
         conf = self.datadir / "postgresql.conf"

@@ -252,7 +252,7 @@ class PgHistory:
         ]
         with tempfile.TemporaryDirectory(prefix="migrator-") as tmpdir, \
                 open(Path(tmpdir) / "stderr", "w+b") as errfile:
-            child = proc.spawn(argv, env=psql.env("migrator"), stderr=errfile)
+            child = proc.spawn(argv, env=psql.env("migrator", self.url), stderr=errfile)
             session = PgSession(child, errfile, Path(tmpdir), lock_timeout,
                                 inline=self.inline, variables=dict(variables))
             try:

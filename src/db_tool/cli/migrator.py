@@ -47,8 +47,8 @@ HELP = f"""\
 usage: migrator [global options] <init|migrate|create|list|status|fetch> [options]
 
 Global options:
-  -u, --db-url URL          database URL (default: $DB_URL); PostgreSQL, or SQLite via
-                            sqlite://PATH or a path ending in .db, .sqlite, .sqlite3
+  -u, --db-url URL          database URL (default: $DB_URL, else $PGURL); PostgreSQL,
+                            or SQLite via sqlite://PATH or a path ending in .db, .sqlite, .sqlite3
   -d, --migration-dir DIR   migrations (default: $MIGRATION_DIR, else ./migration)
       --inherits TABLE      deprecated, accepted and ignored
   -V, --version             print the version
@@ -77,8 +77,8 @@ Migration layouts under the migration dir (names ^[0-9]{{14}}-):
   <name>/up.sql + down.sql, <name>/up/entrypoint.sql + down/entrypoint.sql (\\ir siblings),
   <name>.sql with -- migrate:up / -- migrate:down sections (without -- migrate:up: skipped).
 
-Environment: DB_URL, MIGRATION_DIR, MIGRATOR_STRICT, MIGRATOR_LOCK_TIMEOUT (seconds to wait
-for another migrator, default 60).
+Environment: DB_URL (else PGURL), MIGRATION_DIR, MIGRATOR_STRICT, MIGRATOR_LOCK_TIMEOUT (seconds
+to wait for another migrator, default 60).
 Exit codes: 1 error, 2 ambiguous arguments, history mismatch or --strict refusal, 3 missing
 argument, 4 a migration failed, 9 unknown argument, 13 bug, 127 psql/sqlite3 not found.
 version {__version__}
@@ -222,11 +222,20 @@ def _lock_timeout(env: Mapping[str, str]) -> float:
     return value
 
 
+def _given_url(args: Args, env: Mapping[str, str]) -> str | None:
+    """--db-url, DB_URL, then PGURL (what `. postgres-init` exports)."""
+    url = args.options.get("db_url") or env.get("DB_URL") or env.get("PGURL")
+    return str(url) if url else None
+
+
 def _url(args: Args, env: Mapping[str, str]) -> str:
-    url = args.options.get("db_url") or env.get("DB_URL")
+    url = _given_url(args, env)
     if not url:
-        raise MissingError("no DB_URL or --db-url specified")
-    return str(url)
+        raise MissingError(
+            "no DB_URL or --db-url specified (tried --db-url, DB_URL and PGURL: all unset); "
+            "pass --db-url URL or export DB_URL (`. postgres-init` exports PGURL)"
+        )
+    return url
 
 
 def _migration_dir(args: Args, env: Mapping[str, str]) -> str:
@@ -239,7 +248,7 @@ def _migration_dir(args: Args, env: Mapping[str, str]) -> str:
 def cmd_init(args: Args, env: Mapping[str, str]) -> int:
     variables = _variables(args.options.get("set", []))
     if args.options.get("dry_run"):
-        url = args.options.get("db_url") or env.get("DB_URL")
+        url = _given_url(args, env)
         from db_tool import history
 
         if url and history.sqlite_path(str(url)) is not None:

@@ -52,7 +52,7 @@ def run_file(
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "a", encoding="utf-8") as fh:
             start = fh.tell()
-            result = proc.run(argv, env=psql.env(), cwd=cwd, check=False,
+            result = proc.run(argv, env=psql.env(url=url), cwd=cwd, check=False,
                               stdout=fh, stderr=subprocess.STDOUT)
         error = ""
         if not result.ok:
@@ -61,11 +61,11 @@ def run_file(
     fd = _real_fd(out)
     if fd is not None and not capture:
         out.flush()
-        result = proc.run(argv, env=psql.env(), cwd=cwd, check=False,
+        result = proc.run(argv, env=psql.env(url=url), cwd=cwd, check=False,
                           stdout=fd, stderr=subprocess.STDOUT)
         # The error line also went to the terminal; ask psql's exit code only.
         return FileRun(result.ok, result.returncode, "", "above (stdout)", "")
-    result = proc.run(argv, env=psql.env(), cwd=cwd, check=False, stderr=subprocess.STDOUT)
+    result = proc.run(argv, env=psql.env(url=url), cwd=cwd, check=False, stderr=subprocess.STDOUT)
     out.write(result.out)
     out.flush()
     return FileRun(result.ok, result.returncode, psql.first_error(result.out), "above (stdout)",
