@@ -40,6 +40,7 @@ from db_tool.migrations import FILE, Applied, StatusRow, Step
 from db_tool.sqlsplit import TxControl
 
 if TYPE_CHECKING:
+    from db_tool import history_wire
     from db_tool.sqlsplit import OneQuery
 
 # pg_advisory_lock key shared by every migrator on a database: b"hecticmg" as a big-endian int.
@@ -125,7 +126,7 @@ def for_url(url: str, env: Mapping[str, str] | None = None) -> PgHistory | Sqlit
     if path is not None:
         return SqliteHistory(path, search_path=None if env is None else env.get("PATH"))
     # MIGRATOR_INLINE=0: every migration through `\\i` (psql then names the failing line).
-    return PgHistory(url, inline=env is None or env.get("MIGRATOR_INLINE", "1") != "0")
+    return PgHistory(url, inline=env is None or env.get("MIGRATOR_INLINE", "1") != "0", env=env)
 
 
 # Every step starts from the session's defaults, as if it had its own psql: a plain SET (say
@@ -220,19 +221,46 @@ _READ_HEX_SQL = (
 
 
 
+def bundle_comment() -> str:
+    """The COMMENT our bundle puts on schema hectic: with the version row it says "our bundle,
+    this version, is in place" (the original's bundle sets no comment)."""
+    import re
+
+    from db_tool import bundle
+
+    text = next(p for p in bundle.files() if p.name == "version.sql").read_text("utf-8")
+    found = re.search(r"COMMENT ON SCHEMA hectic IS '((?:[^']|'')*)'", text)
+    return found.group(1).replace("''", "'") if found else ""
+
+
 class PgHistory:
-    def __init__(self, url: str, *, inline: bool = True) -> None:
+    def __init__(
+        self, url: str, *, inline: bool = True, env: Mapping[str, str] | None = None
+    ) -> None:
         self.url = url
         self.inline = inline  # send a migration as one query when sqlsplit allows it
+        self.env: Mapping[str, str] = env or {}  # PGHOST, PGPORT, PGUSER for the wire client
 
     def init(self, variables: Mapping[str, str]) -> None:
         from db_tool import bundle
 
         bundle.apply(self.url)
 
+    def quick_state(self) -> history_wire.State | None:
+        """The bundle's state and the history over the wire client, or None (use psql)."""
+        from db_tool import bundle, history_wire
+
+        return history_wire.read_state(
+            self.url, self.env, version=bundle.VERSION, comment=bundle_comment()
+        )
+
     def read_applied(self) -> list[Applied]:
         """Read-only (status): an uninitialised database has an empty history."""
         from db_tool import psql
+
+        quick = self.quick_state()
+        if quick is not None:
+            return quick.applied or []
 
         rows = psql.query(
             self.url,
@@ -302,12 +330,27 @@ class PgSession:
             f"SET lock_timeout = {timeout_ms};",
             f"SELECT pg_advisory_lock({LOCK_KEY}) \\g /dev/null",
             "RESET lock_timeout;",
+            # Our bundle at this version already in place (see bundle_comment): skip it.
+            f"\\set {_VAR}version {psql_meta_quote(bundle.VERSION)}",
+            f"\\set {_VAR}comment {psql_meta_quote(bundle_comment())}",
+            "SELECT to_regclass('hectic.version') IS NOT NULL AND pg_catalog.obj_description("
+            "to_regnamespace('hectic'), 'pg_namespace') IS NOT DISTINCT FROM "
+            f":'{_VAR}comment' AS {_VAR}maybe \\gset",
+            f"\\if :{_VAR}maybe",
+            f"SELECT count(*) = 1 AS {_VAR}current FROM hectic.version WHERE name = 'hectic' "
+            f"AND version = :'{_VAR}version' \\gset",
+            "\\else",
+            f"\\set {_VAR}current false",
+            "\\endif",
+            f"\\if :{_VAR}current",
+            "\\else",
             # The bundle's "already exists, skipping" NOTICEs would bury a real error.
             "SET client_min_messages = warning;",
             "BEGIN;",
             f"\\i {psql_meta_quote(os.fspath(bundle_file))}",
             "COMMIT;",
             "RESET client_min_messages;",
+            "\\endif",
             f"\\echo {self._mark('encoding')} :ENCODING",
             f"SELECT '{self._mark('history')}';",
             _READ_HEX_SQL,

@@ -286,6 +286,20 @@ def cmd_migrate(args: Args, env: Mapping[str, str]) -> int:
     available = migrations.discover(_migration_dir(args, env), warnings)
     for warning in warnings:
         _say(f"warning: {warning}")
+    if isinstance(backend, history.PgHistory):
+        # Nothing to do is answered from one consistent read over the wire client when our
+        # bundle at this version is in place (no psql, no bundle, no lock: the answer is that
+        # of a migrator that ran just before any concurrent one). Anything else: the session.
+        quick = backend.quick_state()
+        if quick is not None and quick.bundle_current and quick.applied is not None:
+            early = migrations.plan(
+                available, quick.applied, target, force=force, strict=_strict(args, env)
+            )
+            if early.already is not None:
+                for notice in early.notices:
+                    _say(f"warning: {notice}")
+                print(early.already)
+                return 0
     # The session holds the migration lock from before the history is read until the last
     # step, so the plan below cannot be invalidated by a concurrent migrator.
     with backend.migrate_session(variables, lock_timeout) as session:
