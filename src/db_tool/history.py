@@ -45,7 +45,6 @@ if TYPE_CHECKING:
 
 # pg_advisory_lock key shared by every migrator on a database: b"hecticmg" as a big-endian int.
 LOCK_KEY = int.from_bytes(b"hecticmg", "big")
-DEFAULT_LOCK_TIMEOUT = 60.0
 SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 _VAR = "__migrator_"
 # Client encodings in which a trail byte of a character can look like `\\` or a quote: psql
@@ -221,18 +220,6 @@ _READ_HEX_SQL = (
 
 
 
-def bundle_comment() -> str:
-    """The COMMENT our bundle puts on schema hectic: with the version row it says "our bundle,
-    this version, is in place" (the original's bundle sets no comment)."""
-    import re
-
-    from db_tool import bundle
-
-    text = next(p for p in bundle.files() if p.name == "version.sql").read_text("utf-8")
-    found = re.search(r"COMMENT ON SCHEMA hectic IS '((?:[^']|'')*)'", text)
-    return found.group(1).replace("''", "'") if found else ""
-
-
 class PgHistory:
     def __init__(
         self, url: str, *, inline: bool = True, env: Mapping[str, str] | None = None
@@ -248,11 +235,9 @@ class PgHistory:
 
     def quick_state(self) -> history_wire.State | None:
         """The bundle's state and the history over the wire client, or None (use psql)."""
-        from db_tool import bundle, history_wire
+        from db_tool import history_wire
 
-        return history_wire.read_state(
-            self.url, self.env, version=bundle.VERSION, comment=bundle_comment()
-        )
+        return history_wire.quick_state(self.url, self.env)
 
     def read_applied(self) -> list[Applied]:
         """Read-only (status): an uninitialised database has an empty history."""
@@ -319,7 +304,7 @@ class PgSession:
 
     def start(self) -> None:
         """Lock, apply the bundle, read the history — all before any plan is made."""
-        from db_tool import bundle
+        from db_tool import bundle, history_wire
 
         bundle_file = self.tmp / "bundle.sql"
         bundle_file.write_text(bundle.render(), encoding="utf-8")
@@ -332,7 +317,7 @@ class PgSession:
             "RESET lock_timeout;",
             # Our bundle at this version already in place (see bundle_comment): skip it.
             f"\\set {_VAR}version {psql_meta_quote(bundle.VERSION)}",
-            f"\\set {_VAR}comment {psql_meta_quote(bundle_comment())}",
+            f"\\set {_VAR}comment {psql_meta_quote(history_wire.bundle_comment())}",
             "SELECT to_regclass('hectic.version') IS NOT NULL AND pg_catalog.obj_description("
             "to_regnamespace('hectic'), 'pg_namespace') IS NOT DISTINCT FROM "
             f":'{_VAR}comment' AS {_VAR}maybe \\gset",

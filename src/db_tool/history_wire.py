@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from db_tool.migrations import Applied
 
@@ -21,16 +21,14 @@ _HARMLESS = frozenset({"application_name", "connect_timeout", "fallback_applicat
 _PCT = re.compile(rb"%([0-9A-Fa-f]{2})")
 
 
-@dataclass(frozen=True)
-class Address:
+class Address(NamedTuple):
     sockdir: str
     port: int
     user: str
     database: str
 
 
-@dataclass(frozen=True)
-class State:
+class State(NamedTuple):
     """What the database holds: whether the bundle is ours at this version, and the history
     (None when there is no hectic.migration table)."""
 
@@ -121,3 +119,22 @@ def read_state(url: str, env: Mapping[str, str], *, version: str, comment: str) 
             return State(current, applied)
     except (pgwire.PgError, OSError, UnicodeError, ValueError, IndexError):
         return None
+
+
+def bundle_comment() -> str:
+    """The COMMENT our bundle puts on schema hectic: with the version row it says "our bundle,
+    this version, is in place" (the original's bundle sets no comment)."""
+    from db_tool import bundle
+
+    text = next(p for p in bundle.files() if p.name == "version.sql").read_text("utf-8")
+    found = re.search(r"COMMENT ON SCHEMA hectic IS '((?:[^']|'')*)'", text)
+    return found.group(1).replace("''", "'") if found else ""
+
+
+def quick_state(url: str, env: Mapping[str, str]) -> State | None:
+    """read_state for our bundle at its version."""
+    if address(url, env) is None:
+        return None
+    from db_tool import bundle
+
+    return read_state(url, env, version=bundle.VERSION, comment=bundle_comment())
