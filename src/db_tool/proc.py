@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -62,12 +63,16 @@ def run(
     timeout: float | None = None,
     user: RunAs | None = None,
     what: str | None = None,
+    tied: bool = False,
 ) -> Result:
-    """Run argv to completion; raise Error (command, rc, stderr) when check and rc != 0."""
+    """Run argv to completion; raise Error (command, rc, stderr) when check and rc != 0.
+    `tied`: the child is killed when we die, even by kill -9 (die_with_parent)."""
     argv = [os.fspath(a) for a in argv]
     full_env = dict(env) if env is not None else None
     kwargs: dict[str, Any] = {"env": full_env}
     kwargs.update(_as_kwargs(user, full_env))
+    if tied:
+        kwargs["preexec_fn"] = die_with_parent()
     try:
         completed = subprocess.run(
             argv,
@@ -102,6 +107,38 @@ def run(
     return result
 
 
+def spawn_detached(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: str = "/",
+    low_priority: bool = False,
+) -> None:
+    """Start argv in its own session, all streams on /dev/null, and do not wait for it:
+    background work that must outlive the caller (a shell hook, `$(...)`).
+
+    low_priority: nice 19 and, when `ionice` is installed, the idle I/O class, so that the
+    work never slows down what the user runs next."""
+    argv = [os.fspath(a) for a in argv]
+    if low_priority:
+        import shutil
+
+        ionice = shutil.which("ionice")
+        if ionice is not None:
+            argv = [ionice, "-c", "3", *argv]
+    try:
+        subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, close_fds=True, start_new_session=True, cwd=cwd,
+            env=dict(env) if env is not None else None,
+            preexec_fn=(lambda: os.nice(19)) if low_priority else None,
+        )
+    except FileNotFoundError as exc:
+        raise NotInstalledError(
+            f"{argv[0]} not found: install it or put it on PATH ({exc.strerror})"
+        ) from exc
+
+
 def run_interactive(
     argv: Sequence[str],
     *,
@@ -125,6 +162,30 @@ def run_interactive(
     return completed.returncode
 
 
+def die_with_parent() -> Callable[[], None] | None:
+    """A preexec_fn: the child gets SIGKILL when we die, even by kill -9 (Linux
+    PR_SET_PDEATHSIG), so a long child (initdb, cp, pg_basebackup, tar) is never left writing
+    after us. None where prctl is unavailable.
+
+    prctl is looked up here, in the parent: importing in a forked child can deadlock. It runs
+    after the child's setuid (CPython drops privileges before preexec_fn), which would
+    otherwise clear the setting."""
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # we died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
 def spawn(
     argv: Sequence[str],
     *,
@@ -132,14 +193,18 @@ def spawn(
     stdin: int | IO[Any] | None = subprocess.PIPE,
     stdout: int | IO[Any] | None = subprocess.PIPE,
     stderr: int | IO[Any] | None = subprocess.PIPE,
+    cwd: str | os.PathLike[str] | None = None,
+    tied: bool = False,
 ) -> subprocess.Popen[bytes]:
     """Start argv without waiting, for a coprocess we talk to over pipes (binary streams).
-    The caller owns the Popen and must close its pipes and wait(); a missing program → 127."""
+    The caller owns the Popen and must close its pipes and wait(); a missing program → 127.
+    `tied`: the child is killed when we die (die_with_parent)."""
     argv = [os.fspath(a) for a in argv]
     try:
         return subprocess.Popen(
             argv, stdin=stdin, stdout=stdout, stderr=stderr, close_fds=True,
-            env=dict(env) if env is not None else None,
+            env=dict(env) if env is not None else None, cwd=cwd,
+            preexec_fn=die_with_parent() if tied else None,
         )
     except FileNotFoundError as exc:
         raise NotInstalledError(
