@@ -202,6 +202,11 @@ def discover(
             f"migration directory {root} does not exist: create it (migrator create) "
             "or point --migration-dir / MIGRATION_DIR at it"
         )
+    try:
+        os.fsencode(root).decode("utf-8")
+    except UnicodeDecodeError:
+        raise Error(f"migration directory {_shown(root)} is not a valid UTF-8 path: rename it "
+                    "or point --migration-dir / MIGRATION_DIR elsewhere") from None
     found: dict[str, Migration] = {}
     try:
         entries = sorted(os.scandir(root), key=lambda e: e.name)
