@@ -380,8 +380,8 @@ def backup(*, settings: ProjectSettings, progress: bool) -> BackupResult:
             ]
             if progress:
                 argv.append("-P")
-            proc.run(
-                argv, env=env, what="pg_basebackup", tied=True,
+            proc.run_group(
+                argv, env=env, what="pg_basebackup",
                 # On a terminal the user sees pg_basebackup's own progress line.
                 stderr=None if progress else subprocess.PIPE,
             )
