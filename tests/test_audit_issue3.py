@@ -541,3 +541,14 @@ def test_deploy_reuse_implies_no_hydrate_and_no_patch(deployed: tuple[Path, dict
         patch.write_text(saved[1])
     assert q(url, "SELECT count(*) FROM shop.customer") + "/" + \
         q(url, "SELECT count(*) FROM shop.invoice") == before
+
+
+@pytest.mark.parametrize("name", ["a b", "x.y.z.w", "other.public.t", '"open', ""])
+def test_inherits_that_is_no_table_name_exits_3(
+    db_url: str, project: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    env = env_of(LOCAL_DIR=str(project), PGURL=db_url)
+    rc, _, err = run(["--inherits", name, "patch"], env, capsys)
+    assert rc == 3, err
+    assert err.startswith(f"database: error: --inherits {name!r} is not a table name (")
+    assert len(err.strip().splitlines()) == 1

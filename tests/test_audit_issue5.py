@@ -56,7 +56,7 @@ def test_database_bundle_sql_pipes_into_psql(pg: PG, db_url: str) -> None:
         assert done.returncode == 0, done.stderr
     assert pg.psql("SELECT name, version FROM hectic.version", db_url) == "hectic|0.1.0"
     assert pg.psql("SELECT count(*) FROM pg_event_trigger WHERE evtname LIKE 'hectic_%'",
-                   db_url) == "2"
+                   db_url) == "3"
 
 
 def test_database_bundle_path_lists_includable_files_in_order(
@@ -87,7 +87,7 @@ def test_secret_table_shape_and_unique_key(pg: PG, db_url: str) -> None:
     cols = pg.psql("SELECT string_agg(attname, ',' ORDER BY attnum) FROM pg_attribute "
                    "WHERE attrelid = 'hectic.secret'::regclass AND attnum > 0 "
                    "AND NOT attisdropped", db_url)
-    assert cols == "key,value"
+    assert cols == "id,key,value"
     pg.psql("INSERT INTO hectic.secret (key, value) VALUES ('K', '1')", db_url)
     with pytest.raises(AssertionError, match="duplicate key"):
         pg.psql("INSERT INTO hectic.secret (key, value) VALUES ('K', '2')", db_url)
@@ -104,7 +104,7 @@ def test_dotenv_as_a_psql_variable_loads_byte_for_byte(pg: PG, db_url: str) -> N
         input="SELECT hectic.load_secrets_from_env(:'dotenv');\n",
         capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "2"
+    assert done.stdout.strip() == ""  # RETURNS void, as the original's
     got = pg.psql("SELECT encode(convert_to(hectic.get_secret('TOKEN'), 'UTF8'), 'hex')", db_url)
     assert bytes.fromhex(got).decode() == value
     assert pg.psql("SELECT hectic.get_secret('OTHER')", db_url) == "x"

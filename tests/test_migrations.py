@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -48,12 +49,14 @@ def names(p: object) -> list[tuple[str, str]]:
 
 
 @pytest.mark.parametrize(("direction", "arg", "expected"), [
-    ("up", None, Target("up")),
+    ("up", None, Target("up", 1)),  # the original: `up` alone is ONE step
     ("up", "all", Target("up")),
     ("up", "latest", Target("up")),
     ("up", "head", Target("up")),
     ("up", "2", Target("up", 2)),
+    ("up", "0", Target("up", 0)),
     ("down", None, Target("down", 1)),
+    ("down", "0", Target("down", 0)),
     ("down", "3", Target("down", 3)),
     ("to", "latest", Target("to", name="latest")),
     ("to", "20240101000001-m1", Target("to", name="20240101000001-m1")),
@@ -62,15 +65,23 @@ def test_target_parse(direction: str, arg: str | None, expected: Target) -> None
     assert Target.parse(direction, arg) == expected
 
 
-@pytest.mark.parametrize(("direction", "arg", "code"), [
-    ("up", "two", 1), ("up", "0", 1), ("up", "-1", 1), ("up", "1.5", 1),
-    ("down", "x", 1), ("down", "0", 1), ("down", "all", 1),
-    ("to", None, 3), ("to", "", 3),
+@pytest.mark.parametrize(("direction", "arg", "message"), [
+    ("up", "two", "up argument not a number or 'all'"),
+    ("up", "-1", "up argument not a number or 'all'"),
+    ("up", "1.5", "up argument not a number or 'all'"),
+    ("up", "", "up argument not a number or 'all'"),
+    ("down", "x", "down argument not a number"),
+    ("down", "all", "down argument not a number"),
+    ("to", None, "no migration name specified"),
+    ("to", "", "no migration name specified"),  # the original's `to ''` reverts everything
 ])
-def test_target_parse_rejects(direction: str, arg: str | None, code: int) -> None:
+def test_target_parse_rejects_with_the_originals_words(
+    direction: str, arg: str | None, message: str
+) -> None:
     with pytest.raises(Error) as exc:
         Target.parse(direction, arg)
-    assert exc.value.exit_code == code
+    assert exc.value.exit_code == 1
+    assert exc.value.message.startswith(message)
 
 
 # --------------------------------------------------------------------------- plan
@@ -98,9 +109,11 @@ def test_plan_steps(done: tuple[int, ...], target: Target, expected: list[tuple[
 
 
 @pytest.mark.parametrize(("done", "target", "phrase"), [
-    ((1, 2, 3), Target("up"), "already at the latest migration (20240101000003-m3)"),
-    ((1, 2, 3), Target("to", name="latest"), "already at the latest"),
-    ((1, 2), Target("to", name="20240101000002-m2"), "already at 20240101000002-m2"),
+    ((1, 2, 3), Target("up"), "database already at 20240101000003-m3"),
+    ((1, 2, 3), Target("to", name="latest"), "database already at 20240101000003-m3"),
+    ((1, 2), Target("to", name="20240101000002-m2"), "database already at 20240101000002-m2"),
+    ((1, 2), Target("up", 0), "database already at 20240101000002-m2"),
+    ((1, 2), Target("down", 0), "database already at 20240101000002-m2"),
 ])
 def test_plan_already_there(done: tuple[int, ...], target: Target, phrase: str) -> None:
     p = plan(DISK, applied(*done), target)
@@ -109,16 +122,19 @@ def test_plan_already_there(done: tuple[int, ...], target: Target, phrase: str) 
 
 
 def test_plan_nothing_on_disk_and_nothing_applied_is_already_there() -> None:
-    p = plan([], [], Target("up"))
-    assert p.steps == [] and p.already
+    for target in (Target("up"), Target("to", name="latest")):
+        p = plan([], [], target)
+        assert p.steps == [] and p.already == "database already at clean state (no migrations)"
 
 
 @pytest.mark.parametrize(("done", "target", "phrase"), [
-    ((), Target("up", 4), "not enough migrations"),
-    ((1, 2, 3), Target("up", 1), "not enough migrations"),
-    ((1, 2), Target("up", 2), "not enough migrations"),
-    ((), Target("down", 1), "nothing to roll back"),
-    ((1,), Target("down", 2), "not enough applied migrations"),
+    ((), Target("up", 4), "cannot migrate up 4 step(s): not enough migrations"),
+    ((1, 2, 3), Target("up", 1), "cannot migrate up 1 step(s): not enough migrations"),
+    ((1, 2), Target("up", 2), "cannot migrate up 2 step(s): not enough migrations"),
+    ((), Target("up", 0), "cannot migrate up 0 step(s): not enough migrations"),
+    ((), Target("down", 1), "cannot migrate down: no migrations applied"),
+    ((), Target("down", 0), "cannot migrate down: no migrations applied"),
+    ((1,), Target("down", 2), "cannot migrate down 2 step(s): would go before first migration"),
     ((), Target("to", name="20990101000000-nope"), "no migration named"),
     ((), Target("to", name="2024"), "ambiguous"),
 ])
@@ -131,9 +147,10 @@ def test_plan_edges_fail(done: tuple[int, ...], target: Target, phrase: str) -> 
 
 def test_plan_refuses_missing_up_and_down() -> None:
     disk = [mig(1), mig(2, up=False), mig(3, down=False)]
-    with pytest.raises(Error, match=r"cannot apply 20240101000002-m2: up.sql missing"):
+    with pytest.raises(Error, match=r"migration up not found for 20240101000002-m2; expected "
+                       r"either /nowhere/20240101000002-m2/up.sql or .*/up/entrypoint.sql"):
         plan(disk, applied(1), Target("up"))
-    with pytest.raises(Error, match=r"cannot roll back 20240101000003-m3: down.sql missing"):
+    with pytest.raises(Error, match=r"migration down not found for 20240101000003-m3"):
         plan([mig(1), mig(2), disk[2]], applied(1, 2, 3), Target("down"))
 
 
@@ -155,7 +172,8 @@ def test_history_mismatch_report(disk: list[Migration], db: list[Migration], pos
     err = exc.value
     assert err.exit_code == 2
     text = err.message + "\n" + err.detail
-    assert f"Migration history mismatch at position {position}" in text
+    assert err.message == "Migration history mismatch detected!"
+    assert f"Position: Migration #{position}" in text
     assert "Database has:" in text and "Filesystem has:" in text
     assert "Full filesystem migrations" in text and "Full database migrations" in text
     assert "--force" in text
@@ -163,16 +181,28 @@ def test_history_mismatch_report(disk: list[Migration], db: list[Migration], pos
         assert m.name in text
 
 
-def test_modified_since_applied_is_a_mismatch_and_force_proceeds() -> None:
+def test_modified_since_applied_warns_and_goes_on_as_the_original() -> None:
+    disk = [mig(1, content="changed"), mig(2)]
+    p = plan(disk, applied(1), Target("up"))
+    assert names(p) == [("up", "m2")]
+    assert len(p.notices) == 1
+    assert "applied migration 20240101000001-m1 was modified since it was applied" in p.notices[0]
+    assert sha("changed") in p.notices[0] and (mig(1).hash or "") in p.notices[0]
+
+
+def test_modified_since_applied_refused_when_strict_unless_forced() -> None:
     disk = [mig(1, content="changed"), mig(2)]
     with pytest.raises(HistoryMismatch) as exc:
-        plan(disk, applied(1), Target("up"))
-    text = exc.value.message + exc.value.detail
-    assert "20240101000001-m1 was modified since it was applied" in text
-    assert sha("changed") in text and (mig(1).hash or "") in text
-    p = plan(disk, applied(1), Target("up"), force=True)
-    assert names(p) == [("up", "m2")]
-    assert len(p.notices) == 1 and "Migration history mismatch" in p.notices[0]
+        plan(disk, applied(1), Target("up"), strict=True)
+    assert exc.value.exit_code == 2
+    assert "20240101000001-m1 was modified since it was applied" in exc.value.message
+    assert "--strict" in exc.value.message
+    assert names(plan(disk, applied(1), Target("up"), strict=True, force=True)) == [("up", "m2")]
+
+
+def test_modified_compares_the_originals_uppercase_hash_lowercased() -> None:
+    rows = [Applied(mig(1).name, (mig(1).hash or "").upper())]
+    assert plan(DISK, rows, Target("up", 1)).notices == []
 
 
 def test_force_uses_sets_past_a_mismatch() -> None:
@@ -247,10 +277,10 @@ def test_discover_three_layouts_in_name_order(tmp_path: Path) -> None:
     assert flat.hash == sha("create table a();\n")
     assert single.hash == sha("select 3;\n")
     assert single.up_sql == b"select 3;\n" and single.down_sql == b"select 4;\n"
-    # entrypoint hash covers the included sibling
-    before = entry.hash
+    # the entrypoint alone is hashed, as the original's cksum of the file it runs
+    assert entry.hash == sha("\\ir part.sql\n")
     write(tmp_path / "20240101000001-entry" / "up" / "part.sql", "select 11;\n")
-    assert discover(tmp_path)[0].hash != before
+    assert discover(tmp_path)[0].hash == entry.hash
 
 
 def test_entrypoint_alone_hashes_like_a_plain_file(tmp_path: Path) -> None:
@@ -263,9 +293,15 @@ def test_discover_missing_directions(tmp_path: Path) -> None:
     write(tmp_path / "20240101000002-noup" / "down.sql", "")
     write(tmp_path / "20240101000003-nodown" / "up" / "entrypoint.sql", "")
     write(tmp_path / "20240101000004-single.sql", "-- migrate:up\nselect 1;\n")
-    assert [m.missing for m in discover(tmp_path)] == [
+    write(tmp_path / "20240101000005-created-by-original.sql", "-- Write your migration SQL here\n")
+    write(tmp_path / "20240101000006-down-only.sql", "-- migrate:down\nselect 1;\n")
+    warnings: list[str] = []
+    assert [m.missing for m in discover(tmp_path, warnings)] == [
         ["up.sql", "down.sql"], ["up.sql"], ["down/entrypoint.sql"], ["-- migrate:down"],
     ]
+    assert len(warnings) == 2
+    assert "20240101000005-created-by-original.sql: no '-- migrate:up' line" in warnings[0]
+    assert "20240101000006-down-only.sql" in warnings[1]
 
 
 def test_same_name_in_two_layouts_names_both(tmp_path: Path) -> None:
@@ -290,3 +326,52 @@ def test_missing_directory_is_exit_3(tmp_path: Path) -> None:
     with pytest.raises(Error) as exc:
         discover(tmp_path / "nope")
     assert exc.value.exit_code == 3
+
+
+def test_name_with_empty_description_is_a_migration_as_in_the_original(tmp_path: Path) -> None:
+    write(tmp_path / "20240101000001-" / "up.sql", "select 1;\n")
+    assert [m.name for m in discover(tmp_path)] == ["20240101000001-"]
+
+
+def test_unreadable_up_file_is_a_one_line_error(tmp_path: Path) -> None:
+    up = tmp_path / "20240101000001-x" / "up.sql"
+    write(up, "select 1;\n")
+    up.chmod(0)
+    if os.access(up, os.R_OK):  # root reads a mode-0 file: a file whose read fails for root too
+        up.unlink()
+        up.symlink_to("/proc/self/mem")
+        why = "Input/output error"
+    else:
+        why = "Permission denied"
+    with pytest.raises(Error) as exc:
+        discover(tmp_path)
+    assert exc.value.exit_code == 1
+    assert exc.value.message == f"cannot read migration file {up}: {why}; fix or remove it"
+
+
+@pytest.mark.parametrize("layout", ["up.sql", "up/entrypoint.sql", "file"])
+def test_broken_symlink_migration_file_is_a_one_line_error(tmp_path: Path, layout: str) -> None:
+    if layout == "file":
+        link = tmp_path / "20240101000001-x.sql"
+    else:
+        link = tmp_path / "20240101000001-x" / layout
+        link.parent.mkdir(parents=True)
+    link.symlink_to(tmp_path / "gone.sql")
+    with pytest.raises(Error) as exc:
+        discover(tmp_path)
+    assert exc.value.exit_code == 1
+    assert exc.value.message == (
+        f"cannot read migration file {link}: it is a broken symbolic link to "
+        f"{tmp_path / 'gone.sql'}; fix or remove it"
+    )
+
+
+def test_non_utf8_migration_name_is_a_one_line_error(tmp_path: Path) -> None:
+    bad = os.fsencode(tmp_path) + b"/20240101000001-caf\xe9"
+    os.makedirs(bad + b"/up")
+    with open(bad + b"/up.sql", "wb") as fh:
+        fh.write(b"select 1;\n")
+    with pytest.raises(Error) as exc:
+        discover(tmp_path)
+    assert exc.value.exit_code == 1
+    assert "migration name 20240101000001-caf\\xe9 is not valid UTF-8" in exc.value.message

@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -40,33 +41,47 @@ def test_help(run: Run, argv: list[str]) -> None:
 
 
 @pytest.mark.parametrize("flag", ["--version", "-V"])
-def test_version(run: Run, flag: str) -> None:
-    assert run(flag) == (0, "migrator version 0.1.0\n", "")
+def test_version_is_the_original_migrators_line_then_ours(run: Run, flag: str) -> None:
+    from db_tool import __version__
+
+    assert run(flag) == (0, f"migrator version 0.0.1 (db-tool {__version__})\n", "")
+    assert run("list", flag)[0] == 0  # anywhere, as the original's loop sees it
 
 
+# The original's messages (its `log error` text), exit codes and, after `;`, our hint.
 @pytest.mark.parametrize(("argv", "code", "message"), [
-    (["list", "migrate"], 2, "ambiguous subcommand"),
-    (["status", "init"], 2, "ambiguous subcommand"),
-    (["migrate", "to", "up"], 2, "ambiguous migrate subcommand"),
-    (["migrate", "up", "down"], 2, "ambiguous migrate subcommand"),
-    (["init", "--wat"], 9, "init argument --wat does not exist"),
-    (["--wat", "init"], 9, "init argument --wat does not exist"),
-    (["list", "--force"], 9, "list argument --force does not exist"),
-    (["list", "-f"], 9, "list argument -f does not exist"),
-    (["create", "--json"], 9, "create argument --json does not exist"),
-    (["--wat"], 9, "argument --wat does not exist"),
-    (["frobnicate"], 9, "unknown subcommand 'frobnicate'"),
-    (["migrate", "sideways"], 9, "unknown migrate subcommand"),
-    (["list", "extra"], 9, "list argument extra does not exist"),
-    (["migrate", "up", "1", "2"], 9, "unexpected argument"),
+    (["list", "migrate"], 2, "ambiguous subcommand, decide list or migrate"),
+    (["status", "init"], 2, "ambiguous subcommand, decide status or init"),
+    (["migrate", "to", "up"], 2, "ambiguous migrate subcommand, decide to or up"),
+    (["migrate", "up", "down"], 2, "ambiguous migrate subcommand, decide up or down"),
+    (["init", "--wat"], 9, "init argument --wat does not exists"),
+    (["--wat", "init"], 9, "init argument --wat does not exists"),
+    (["init", "extra"], 9, "init subcommand extra does not exists"),
+    (["list", "--force"], 9, "list argument --force does not exists"),
+    (["list", "-f"], 9, "list argument -f does not exists"),
+    (["create", "--json"], 9, "create argument --json does not exists"),
+    (["create", "x"], 9, "create subcommand x does not exists"),
+    (["--wat"], 1, "no subcommand specified. Use 'migrator help' for usage information."),
+    (["-u", "x.db"], 1, "no subcommand specified. Use 'migrator help' for usage information."),
+    (["frobnicate"], 1, "no subcommand specified. Use 'migrator help' for usage information."),
+    (["frobnicate", "list"], 9, "list subcommand frobnicate does not exists"),
+    (["migrate", "sideways"], 3, "no migrate subcommand specified"),
+    (["list", "extra"], 9, "list subcommand extra does not exists"),
+    (["migrate", "up", "1", "2"], 1, "`migrate up` too many arguments"),
+    (["migrate", "to", "a", "b"], 1, "`migrate to` too many arguments"),
+    (["migrate", "up", "--wat"], 1, "`migrate up` argument --wat does not exists"),
+    (["migrate", "down", "--raw"], 1, "`migrate down` argument --raw does not exists"),
+    (["--name", "x", "migrate", "to", "y"], 1, "`migrate to` argument --name does not exists"),
     (["init"], 3, "no DB_URL or --db-url specified"),
     (["migrate", "up"], 3, "no DB_URL or --db-url specified"),
     (["status"], 3, "no DB_URL or --db-url specified"),
-    (["migrate"], 3, "migrate needs a direction"),
-    (["migrate", "to"], 3, "migrate to needs a target"),
+    (["migrate"], 3, "no migrate subcommand specified"),
+    (["migrate", "to"], 1, "no migration name specified"),
+    (["migrate", "to", ""], 1, "no migration name specified"),
     (["-u"], 3, "option -u needs a value"),
-    (["migrate", "up", "x"], 1, "positive integer"),
-    (["migrate", "down", "two"], 1, "positive integer"),
+    (["migrate", "up", "x"], 1, "up argument not a number or 'all'"),
+    (["migrate", "up", "last5"], 1, "up argument not a number or 'all'"),
+    (["migrate", "down", "two"], 1, "down argument not a number"),
     (["migrate", "up", "-u", "sqlite://x.db", "--set", "novalue"], 1, "expected VAR=VALUE"),
     (["list", "--raw=yes"], 9, "takes no value"),
 ])
@@ -138,11 +153,14 @@ def test_unexpected_exception_is_13_with_traceback(
 
 def test_create_names_and_content(run: Run, tmp_path: Path) -> None:
     d = tmp_path / "new" / "migrations"  # created on demand
-    rc, out, err = run("-d", str(d), "create", "--name", "add users")
+    before = time.strftime("%Y%m%d%H%M%S")  # local time, as the original's `date`
+    rc, out, err = run("-d", str(d), "create", "--name", "add users", env={"TZ": "UTC"})
     assert rc == 0, err
     path = Path(out.strip())
+    assert err == f"migrator: created migration: {path}\n"
     assert path.parent == d
     assert re.fullmatch(r"[0-9]{14}-add users\.sql", path.name)
+    assert before <= path.name[:14] <= time.strftime("%Y%m%d%H%M%S")
     assert path.read_text() == "-- migrate:up\n\n\n-- migrate:down\n\n"
     rc, out, _ = run("create", "-n", "x", env={"MIGRATION_DIR": str(d)})
     assert rc == 0
@@ -241,12 +259,12 @@ def test_installed_script_help_and_version() -> None:
     script = Path(sys.executable).parent / "migrator"
     argv0 = [str(script)] if script.exists() else [sys.executable, "-m", "db_tool.cli.migrator"]
     out = subprocess.run([*argv0, "--version"], capture_output=True, text=True, check=False)
-    assert out.returncode == 0 and out.stdout == "migrator version 0.1.0\n"
+    assert out.returncode == 0 and out.stdout.startswith("migrator version 0.0.1 (db-tool ")
     out = subprocess.run(argv0, capture_output=True, text=True, check=False)
     assert out.returncode == 0 and "usage: migrator" in out.stdout
     out = subprocess.run([*argv0, "init", "--wat"], capture_output=True, text=True, check=False)
     assert out.returncode == 9 and out.stderr == (
-        "migrator: error: init argument --wat does not exist; see migrator --help\n")
+        "migrator: error: init argument --wat does not exists; see migrator --help\n")
 
 
 def test_import_is_cheap() -> None:
@@ -255,3 +273,37 @@ def test_import_is_cheap() -> None:
             "'sqlite3', 'db_tool.psql', 'subprocess'}; print(sorted(heavy & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_create_stamps_local_time_as_the_original(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TZ", "Asia/Kathmandu")  # UTC+05:45: local and UTC differ
+    time.tzset()
+    try:
+        path = create_migration(str(tmp_path), "x", now=1_700_000_000.0)  # 22:13:20 UTC
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    assert Path(path).name == "20231115035820-x.sql"
+
+
+def test_list_prints_the_originals_missing_words_for_both_layouts(
+    run: Run, tmp_path: Path
+) -> None:
+    (tmp_path / "20240101000001-entry" / "up").mkdir(parents=True)
+    (tmp_path / "20240101000001-entry" / "up" / "entrypoint.sql").write_text("")
+    (tmp_path / "20240101000002-entry-no-up" / "down").mkdir(parents=True)
+    (tmp_path / "20240101000002-entry-no-up" / "down" / "entrypoint.sql").write_text("")
+    (tmp_path / "20240101000003-created.sql").write_text("-- Write your migration SQL here\n")
+    rc, out, err = run("-d", str(tmp_path), "list")
+    assert rc == 0
+    assert out.splitlines() == [
+        "20240101000001-entry: missing down.sql",
+        "20240101000002-entry-no-up: missing up.sql",
+    ]
+    assert err == (
+        f"migrator: warning: skipping {tmp_path}/20240101000003-created.sql: no '-- migrate:up' "
+        "line, so it is not a migration; add '-- migrate:up' (and '-- migrate:down') sections, "
+        f"or move it to {tmp_path}/20240101000003-created/up.sql\n"
+    )

@@ -53,7 +53,7 @@ def test_three_layouts_set_variables_and_ir(run: Run, pg: Any, db_url: str, mdir
     write(mdir / f"{t(3)}.sql",
           "-- migrate:up\nALTER TABLE items ADD COLUMN n int DEFAULT :num;\n"
           "-- migrate:down\nALTER TABLE items DROP COLUMN n;\n")
-    rc, out, err = run("migrate", "up", "--set", "greeting=it's \"quoted\" ; $$ \\ é",
+    rc, out, err = run("migrate", "up", "all", "--set", "greeting=it's \"quoted\" ; $$ \\ é",
                        "-v", "num=7")
     assert rc == 0, err
     assert out.splitlines() == [f"applied {t(i)}" for i in (1, 2, 3)]
@@ -76,30 +76,42 @@ def test_up_down_to_and_edges(run: Run, pg: Any, db_url: str, mdir: Path) -> Non
     for i in (1, 2, 3):
         flat(mdir, t(i), f"CREATE TABLE t{i} () INHERITS (hectic.created_at);\n",
              f"DROP TABLE t{i};\n")
-    assert run("migrate", "down")[0] == 1  # nothing applied
+    rc, _, err = run("migrate", "down")
+    assert rc == 1 and "cannot migrate down: no migrations applied" in err
+    rc, _, err = run("migrate", "down", "0")
+    assert rc == 1 and "cannot migrate down: no migrations applied" in err
     rc, _, err = run("migrate", "up", "4")
-    assert rc == 1 and "not enough migrations" in err
+    assert rc == 1 and "cannot migrate up 4 step(s): not enough migrations" in err
     assert history(pg, db_url) == []
-    assert run("migrate", "up", "1")[0] == 0
+    rc, out, err = run("migrate", "up")  # no count: ONE step, as the original
+    assert (rc, out) == (0, f"applied {t(1)}\n"), err
+    assert err == f"migrator: successfully migrated to {t(1)}\n"
     assert history(pg, db_url) == [t(1)]
+    rc, out, _ = run("migrate", "up", "0")
+    assert (rc, out) == (0, f"database already at {t(1)}\n")
+    rc, out, _ = run("migrate", "down", "0")
+    assert (rc, out) == (0, f"database already at {t(1)}\n")
     rc, _, err = run("migrate", "down", "2")
-    assert rc == 1 and "not enough applied migrations" in err
+    assert rc == 1 and "cannot migrate down 2 step(s): would go before first migration" in err
     assert run("migrate", "to", t(3))[0] == 0
     assert history(pg, db_url) == [t(1), t(2), t(3)]
     rc, out, _ = run("migrate", "to", t(3))
-    assert rc == 0 and "already at" in out
+    assert (rc, out) == (0, f"database already at {t(3)}\n")
     rc, out, _ = run("migrate", "up", "all")
-    assert rc == 0 and "already at the latest" in out
-    rc, _, err = run("migrate", "up", "1")
-    assert rc == 1 and "not enough migrations" in err
-    rc, out, _ = run("migrate", "to", t(1))
+    assert (rc, out) == (0, f"database already at {t(3)}\n")
+    rc, _, err = run("migrate", "up")
+    assert rc == 1 and "cannot migrate up 1 step(s): not enough migrations" in err
+    rc, out, err = run("migrate", "to", t(1))
     assert rc == 0 and out.splitlines() == [f"rolled back {t(3)}", f"rolled back {t(2)}"]
+    assert err == f"migrator: successfully migrated down to {t(1)}\n"
     for word in ("latest", "head", "last"):
         assert run("migrate", "to", word)[0] == 0
         assert history(pg, db_url) == [t(1), t(2), t(3)]
         assert run("migrate", "down", "2")[0] == 0
     rc, _, err = run("migrate", "up", "many")
-    assert rc == 1 and "positive integer" in err
+    assert rc == 1 and "up argument not a number or 'all'" in err
+    rc, _, err = run("migrate", "down", "1")
+    assert rc == 0 and err == "migrator: successfully migrated down to clean state\n"
     rc, _, err = run("migrate", "to", "20990101000000-nope")
     assert rc == 1 and "no migration named" in err
 
@@ -112,7 +124,7 @@ def test_failing_migration_leaves_nothing_behind(
                      "INSERT INTO half DEFAULT VALUES;\n"
                      "SELECT 1/0;\n")
     flat(mdir, t(3), "CREATE TABLE never () INHERITS (hectic.created_at);\n")
-    rc, out, err = run("migrate", "up")
+    rc, out, err = run("migrate", "up", "all")
     assert rc == 4
     assert f"migration {t(2)} (up) failed" in err
     assert "division by zero" in err
@@ -124,7 +136,7 @@ def test_failing_migration_leaves_nothing_behind(
     assert pg.psql(q, db_url) == "t|t|t"
     # fix it and carry on
     flat(mdir, t(2), "CREATE TABLE half () INHERITS (hectic.created_at);\n")
-    rc, out, err = run("migrate", "up")
+    rc, out, err = run("migrate", "up", "all")
     assert rc == 0, err
     assert history(pg, db_url) == [t(1), t(2), t(3)]
 
@@ -135,7 +147,7 @@ def test_failing_down_keeps_the_migration_applied(
     flat(mdir, t(1), "CREATE TABLE a () INHERITS (hectic.created_at);\n", "DROP TABLE a;\n")
     flat(mdir, t(2), "CREATE TABLE b () INHERITS (hectic.created_at);\n",
          "DROP TABLE b;\nDROP TABLE nope;\n")
-    assert run("migrate", "up")[0] == 0
+    assert run("migrate", "up", "all")[0] == 0
     rc, _, err = run("migrate", "down")
     assert rc == 4 and f"migration {t(2)} (down) failed" in err
     assert history(pg, db_url) == [t(1), t(2)]
@@ -145,17 +157,17 @@ def test_failing_down_keeps_the_migration_applied(
 def test_history_mismatch_and_force(run: Run, pg: Any, db_url: str, mdir: Path) -> None:
     for i in (1, 2):
         flat(mdir, t(i), f"CREATE TABLE t{i} () INHERITS (hectic.created_at);\n")
-    assert run("migrate", "up")[0] == 0
+    assert run("migrate", "up", "all")[0] == 0
     shutil.rmtree(mdir / t(2))
     flat(mdir, t(3), "CREATE TABLE t3 () INHERITS (hectic.created_at);\n")
-    rc, out, err = run("migrate", "up")
+    rc, out, err = run("migrate", "up", "all")
     assert rc == 2
-    for phrase in ("Migration history mismatch", "position 2", "Database has:",
-                   "Filesystem has:", "Full filesystem migrations", "Full database migrations",
-                   "--force"):
+    for phrase in ("Migration history mismatch detected!", "Position: Migration #2",
+                   "Database has:", "Filesystem has:", "Full filesystem migrations",
+                   "Full database migrations", "--force"):
         assert phrase in err
     assert history(pg, db_url) == [t(1), t(2)]
-    rc, out, err = run("migrate", "up", "--force")
+    rc, out, err = run("migrate", "up", "all", "--force")
     assert rc == 0, err
     assert "--force" in err and "Migration history mismatch" in err
     assert out.splitlines() == [f"applied {t(3)}"]
@@ -166,22 +178,28 @@ def test_history_mismatch_and_force(run: Run, pg: Any, db_url: str, mdir: Path) 
 
 def test_modified_since_applied(run: Run, pg: Any, db_url: str, mdir: Path) -> None:
     flat(mdir, t(1), "CREATE TABLE t1 () INHERITS (hectic.created_at);\n")
-    assert run("migrate", "up")[0] == 0
+    assert run("migrate", "up", "all")[0] == 0
     flat(mdir, t(1), "CREATE TABLE t1 () INHERITS (hectic.created_at); -- edited\n")
     flat(mdir, t(2), "CREATE TABLE t2 () INHERITS (hectic.created_at);\n")
     rc, out, err = run("status")
     assert rc == 0 and "modified" in out and "pending" in out
-    rc, _, err = run("migrate", "up")
+    rc, out, err = run("status", "--strict")
+    assert rc == 2 and "modified" in out and "--strict" in err
+    rc, _, err = run("migrate", "up", "all", "--strict")
+    assert rc == 2 and "modified since it was applied" in err and "--strict" in err
+    rc, _, err = run("migrate", "up", "all", env={"MIGRATOR_STRICT": "1"})
     assert rc == 2 and "modified since it was applied" in err
-    assert "Migration history mismatch" in err
-    rc, out, err = run("migrate", "-f", "up")
+    assert history(pg, db_url) == [t(1)]
+    # as the original: warn and go on
+    rc, out, err = run("migrate", "up")
     assert rc == 0 and out.strip() == f"applied {t(2)}"
+    assert f"migrator: warning: applied migration {t(1)} was modified since it was applied" in err
 
 
 def test_identical_contents_apply(run: Run, pg: Any, db_url: str, mdir: Path) -> None:
     flat(mdir, t(1), "CREATE TABLE IF NOT EXISTS x () INHERITS (hectic.created_at);\n")
     flat(mdir, t(2), "CREATE TABLE IF NOT EXISTS x () INHERITS (hectic.created_at);\n")
-    rc, _, err = run("migrate", "up")
+    rc, _, err = run("migrate", "up", "all")
     assert rc == 0, err
     assert history(pg, db_url) == [t(1), t(2)]
 
@@ -200,7 +218,7 @@ def test_status_json_and_exit_code(run: Run, mdir: Path) -> None:
     assert data["migrations"][0]["applied_at"].endswith("Z")
     assert data["summary"] == {"applied": 1, "pending": 1, "missing": 0, "modified": 0}
     assert run("status", "--exit-code")[0] == 1
-    assert run("migrate", "up")[0] == 0
+    assert run("migrate", "up", "all")[0] == 0
     assert run("status", "--exit-code")[0] == 0
 
 
@@ -251,7 +269,7 @@ def test_one_psql_process_for_all_steps(db_url: str, mdir: Path, tmp_path: Path)
         flat(mdir, t(i), "SELECT 1;\n")
     env = {**os.environ, "PG_BIN_DIR": str(wrapper_dir), "DB_URL": db_url,
            "MIGRATION_DIR": str(mdir)}
-    out = subprocess.run([sys.executable, "-m", "db_tool.cli.migrator", "migrate", "up"],
+    out = subprocess.run([sys.executable, "-m", "db_tool.cli.migrator", "migrate", "up", "all"],
                          env=env, capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stderr
     calls = log.read_text().rstrip("\n").split("\n")  # not splitlines: argv holds \x1e
@@ -348,8 +366,8 @@ def test_history_is_read_under_the_lock(
         assert time.monotonic() < deadline
         time.sleep(0.02)
     env = {**os.environ, "DB_URL": db_url, "MIGRATION_DIR": str(mdir)}
-    migrator = subprocess.Popen([sys.executable, "-m", "db_tool.cli.migrator", "migrate", "up"],
-                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    migrator = subprocess.Popen([sys.executable, "-m", "db_tool.cli.migrator", "migrate", "up",
+                                 "all"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)
     try:
         while pg.psql(waiting, db_url) == "0":
@@ -381,7 +399,7 @@ def test_odd_migration_names_round_trip(
     name = f"20240101000001-{suffix}"
     flat(mdir, name, "SELECT 1;\n", "SELECT 2;\n")
     write(mdir / f"20240101000002-{suffix}.sql", "-- migrate:up\nSELECT 3;\n-- migrate:down\n")
-    rc, out, err = run("migrate", "up")
+    rc, out, err = run("migrate", "up", "all")
     assert rc == 0, err
     got = pg.psql("SELECT encode(convert_to(string_agg(name, '|' ORDER BY id), 'UTF8'), 'hex') "
                   "FROM hectic.migration", db_url)
@@ -390,3 +408,94 @@ def test_odd_migration_names_round_trip(
     assert [m["state"] for m in json.loads(out)["migrations"]] == ["applied", "applied"]
     assert run("migrate", "down", "2")[0] == 0
     assert history(pg, db_url) == []
+
+
+def test_bundle_notices_do_not_bury_a_migrations_error(
+    run: Run, pg: Any, db_url: str, mdir: Path
+) -> None:
+    assert run("init")[0] == 0  # the next bundle run would say "already exists, skipping"
+    flat(mdir, t(1), "SELECT 1/0;\n")
+    rc, _, err = run("migrate", "up")
+    assert rc == 4
+    assert "NOTICE" not in err and "skipping" not in err
+    first = err.splitlines()[0]
+    assert first == f"migrator: error: migration {t(1)} (up) failed; it was rolled back"
+    assert "division by zero" in err
+
+
+# ----------------------------------------------------------------- own transaction control
+
+def ct(name: str) -> str:
+    return f"CREATE TABLE {name} () INHERITS (hectic.created_at);\n"
+
+
+def _tables(pg: Any, url: str, *names: str) -> str:
+    return pg.psql("SELECT " + ", ".join(f"to_regclass('{n}') IS NOT NULL" for n in names), url)
+
+
+@pytest.mark.parametrize(("body", "named", "stays"), [
+    # (file, what the message names, which of before/after exist afterwards)
+    (ct("before_it") + "COMMIT;\n" + ct("after_it"), "COMMIT", "t|t"),
+    (ct("before_it") + "ROLLBACK;\n" + ct("after_it"), "ROLLBACK", "f|t"),
+    (ct("before_it") + "\\c\n" + ct("after_it"), "\\c", "f|t"),
+])
+def test_migration_ending_our_transaction_is_said_and_not_recorded(
+    run: Run, pg: Any, db_url: str, mdir: Path, body: str, named: str, stays: str
+) -> None:
+    flat(mdir, t(1), ct("ok1"))
+    flat(mdir, t(2), body)
+    flat(mdir, t(3), ct("never"))
+    rc, out, err = run("migrate", "up", "all", env={"MIGRATOR_LOCK_TIMEOUT": "5"})
+    assert rc == 4
+    assert out == f"applied {t(1)}\n"
+    first = err.splitlines()[0]
+    assert first.startswith(
+        f"migrator: error: migration {t(2)} (up) ended the migrator's transaction itself "
+        f"({named}): ")
+    assert "NOT recorded as applied" in first and "it was rolled back" not in first
+    assert "1 step applied before it stay" in first
+    assert history(pg, db_url) == [t(1)]
+    assert _tables(pg, db_url, "before_it", "after_it", "never") == stays + "|f"
+
+
+def test_failure_after_its_own_commit_does_not_claim_a_rollback(
+    run: Run, pg: Any, db_url: str, mdir: Path
+) -> None:
+    flat(mdir, t(1), ct("before_it") + "COMMIT;\nSELECT 1/0;\n")
+    rc, _, err = run("migrate", "up")
+    assert rc == 4
+    first = err.splitlines()[0]
+    assert first.startswith(f"migrator: error: migration {t(1)} (up) failed after its own "
+                            "COMMIT, which ends the migrator's transaction")
+    assert "NOT rolled back" in first and "it was rolled back" not in first
+    assert "division by zero" in err
+    assert history(pg, db_url) == []
+    assert _tables(pg, db_url, "before_it") == "t"
+
+
+def test_commit_hidden_in_an_included_file_is_caught(
+    run: Run, pg: Any, db_url: str, mdir: Path
+) -> None:
+    write(mdir / t(1) / "up" / "entrypoint.sql", ct("a") + "\\ir inner.sql\n")
+    write(mdir / t(1) / "up" / "inner.sql", "COMMIT;\n" + ct("b"))
+    rc, _, err = run("migrate", "up")
+    assert rc == 4
+    assert "ended the migrator's transaction itself (COMMIT, ROLLBACK or \\c)" in err
+    assert history(pg, db_url) == []
+
+
+def test_begin_commit_file_runs_as_its_own_transaction(
+    run: Run, pg: Any, db_url: str, mdir: Path
+) -> None:
+    """What many migration files look like; the original runs them (with warnings)."""
+    flat(mdir, t(1), "BEGIN;\n" + ct("a") + "COMMIT;\n", "BEGIN;\nDROP TABLE a;\nCOMMIT;\n")
+    flat(mdir, t(2), "START TRANSACTION;\n" + ct("b") + "SELECT 1/0;\nEND;\n")
+    rc, out, err = run("migrate", "up", "all")
+    assert rc == 4 and out == f"applied {t(1)}\n"
+    assert f"migration {t(2)} (up) failed; it was rolled back" in err
+    assert "WARNING" not in err
+    assert history(pg, db_url) == [t(1)]
+    assert _tables(pg, db_url, "a", "b") == "t|f"
+    rc, _, err = run("migrate", "down")
+    assert rc == 0, err
+    assert history(pg, db_url) == [] and _tables(pg, db_url, "a") == "f"

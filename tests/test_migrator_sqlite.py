@@ -92,25 +92,30 @@ def test_version_mismatch(run: Run, db: Path) -> None:
     with con:
         con.execute("UPDATE hectic_version SET version = '9.9.9'")
     con.close()
-    rc, _, err = run("migrate", "up")
+    rc, _, err = run("migrate", "up", "all")
     assert rc == 1
     assert "hectic schema version mismatch: database has 9.9.9, code expects 0.1.0" in err
 
 
 def test_layouts_up_down_to(run: Run, db: Path, mdir: Path) -> None:
     flat(mdir, t(1), "CREATE TABLE items (v TEXT);\n", "DROP TABLE items;\n")
-    write(mdir / t(2) / "up" / "entrypoint.sql", ".read sub/part.sql\n")
+    write(mdir / t(2) / "up" / "entrypoint.sql", f".read '{mdir / t(2) / 'up/sub/part.sql'}'\n")
     write(mdir / t(2) / "up" / "sub" / "part.sql", "INSERT INTO items VALUES ('two');\n")
     write(mdir / t(2) / "down" / "entrypoint.sql", "DELETE FROM items;\n")
     write(mdir / f"{t(3)}.sql", "-- migrate:up\nINSERT INTO items VALUES (:greet);\n"
                                 "-- migrate:down\nDELETE FROM items WHERE v <> 'two';\n")
-    rc, out, err = run("migrate", "up", "--set", "greet=it's")
+    rc, out, err = run("migrate", "up", "--set", "greet=it's")  # one step, as the original
     assert rc == 0, err
-    assert out.splitlines() == [f"applied {t(i)}" for i in (1, 2, 3)]
+    assert out.splitlines() == [f"applied {t(1)}"]
+    assert err == f"migrator: successfully migrated to {t(1)}\n"
+    rc, out, err = run("migrate", "up", "all", "--set", "greet=it's")
+    assert rc == 0, err
+    assert out.splitlines() == [f"applied {t(i)}" for i in (2, 3)]
     assert sorted(rows(db, "SELECT v FROM items")) == [("it's",), ("two",)]
-    rc, out, _ = run("migrate", "up")
-    assert rc == 0 and "already at the latest" in out
+    rc, out, _ = run("migrate", "up", "all")
+    assert rc == 0 and out == f"database already at {t(3)}\n"
     assert run("migrate", "up", "1")[0] == 1
+    assert run("migrate", "up")[0] == 1  # nothing left for the one step
     rc, out, _ = run("migrate", "to", t(1))
     assert rc == 0 and out.splitlines() == [f"rolled back {t(3)}", f"rolled back {t(2)}"]
     assert history(db) == [t(1)]
@@ -128,7 +133,7 @@ def test_failing_migration_leaves_nothing(run: Run, db: Path, mdir: Path) -> Non
     flat(mdir, t(2), "CREATE TABLE half (x INT);\nINSERT INTO half VALUES (1);\n"
                      "INSERT INTO nope VALUES (1);\n")
     flat(mdir, t(3), "CREATE TABLE never (x INT);\n")
-    rc, out, err = run("migrate", "up")
+    rc, out, err = run("migrate", "up", "all")
     assert rc == 4
     assert f"migration {t(2)} (up) failed" in err and "no such table: nope" in err
     assert out.splitlines() == [f"applied {t(1)}"]
@@ -140,19 +145,23 @@ def test_failing_migration_leaves_nothing(run: Run, db: Path, mdir: Path) -> Non
 def test_mismatch_modified_and_force(run: Run, db: Path, mdir: Path) -> None:
     flat(mdir, t(1), "CREATE TABLE a (x INT);\n")
     flat(mdir, t(2), "CREATE TABLE b (x INT);\n")
-    assert run("migrate", "up")[0] == 0
+    assert run("migrate", "up", "all")[0] == 0
     flat(mdir, t(1), "CREATE TABLE a (x INT); -- edited\n")
-    rc, _, err = run("migrate", "up")
+    rc, out, err = run("migrate", "up", "all")
+    assert rc == 0 and out == f"database already at {t(2)}\n"
+    assert "warning: applied migration" in err and "modified since it was applied" in err
+    rc, _, err = run("migrate", "up", "all", env={"MIGRATOR_STRICT": "1"})
     assert rc == 2 and "modified since it was applied" in err
     shutil.rmtree(mdir / t(2))
     flat(mdir, t(1), "CREATE TABLE a (x INT);\n")
     flat(mdir, t(3), "CREATE TABLE c (x INT);\n")
-    rc, _, err = run("migrate", "up")
+    rc, _, err = run("migrate", "up", "all")
     assert rc == 2
-    for phrase in ("Migration history mismatch", "position 2", "Database has:",
+    for phrase in ("Migration history mismatch detected!", "Position: Migration #2",
+                   "Database has:",
                    "Filesystem has:", "Full filesystem migrations", "Full database migrations"):
         assert phrase in err
-    rc, out, err = run("--force", "migrate", "up")
+    rc, out, err = run("--force", "migrate", "up", "all")
     assert rc == 0 and out.strip() == f"applied {t(3)}"
     rc, out, _ = run("status")
     assert "missing" in out
@@ -177,11 +186,54 @@ def test_concurrent_sqlite_migrators(db: Path, mdir: Path) -> None:
     for i in range(1, 21):
         flat(mdir, t(i), f"INSERT INTO runlog VALUES ('{t(i)}');\n")
     env = {**os.environ, "DB_URL": str(db), "MIGRATION_DIR": str(mdir)}
-    procs = [subprocess.Popen([sys.executable, "-m", "db_tool.cli.migrator", "migrate", "up"],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    procs = [subprocess.Popen([sys.executable, "-m", "db_tool.cli.migrator", "migrate", "up",
+                               "all"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
              for _ in range(5)]
     results = [(*p.communicate(timeout=120), p.returncode) for p in procs]
     for _, err, rc in results:
         assert rc == 0, err
     assert history(db) == [t(i) for i in range(21)]
     assert rows(db, "SELECT count(*), count(DISTINCT name) FROM runlog") == [(20, 20)]
+
+
+def test_relative_migration_dir_and_nested_read_from_the_working_dir(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MIGRATION_DIR=migration (the default) with a relative .read inside: sqlite3 runs from our
+    working directory, so the nested path resolves there, as in the original."""
+    monkeypatch.chdir(tmp_path)
+    flat(tmp_path / "migration", t(1), "CREATE TABLE items (v TEXT);\n", "DROP TABLE items;\n")
+    write(tmp_path / "migration" / t(2) / "up" / "entrypoint.sql",
+          f".read migration/{t(2)}/up/part.sql\n")
+    write(tmp_path / "migration" / t(2) / "up" / "part.sql", "INSERT INTO items VALUES ('x');\n")
+    write(tmp_path / "migration" / t(2) / "down" / "entrypoint.sql", "DELETE FROM items;\n")
+    run = runner("sqlite://app.db", Path("migration"), capsys, base={"PATH": os.environ["PATH"]})
+    rc, out, err = run("migrate", "up", "all")
+    assert rc == 0, err
+    assert out.splitlines() == [f"applied {t(1)}", f"applied {t(2)}"]
+    assert rows(tmp_path / "app.db", "SELECT v FROM items") == [("x",)]
+    rc, _, err = run("migrate", "down", "2")
+    assert rc == 0, err
+    assert history(tmp_path / "app.db") == []
+
+
+def test_migration_ending_our_transaction_is_not_recorded(
+    run: Run, db: Path, mdir: Path
+) -> None:
+    flat(mdir, t(1), "CREATE TABLE a (x INT);\nCOMMIT;\nCREATE TABLE b (x INT);\n")
+    rc, _, err = run("migrate", "up")
+    assert rc == 4
+    assert f"migration {t(1)} (up) ended the migrator's transaction itself (COMMIT)" in err
+    assert history(db) == []
+    tables = {r[0] for r in rows(db, "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"a", "b"} <= tables
+
+
+def test_begin_commit_file_runs_as_its_own_transaction(run: Run, db: Path, mdir: Path) -> None:
+    """The original fails on these under SQLite (BEGIN inside its BEGIN); ours runs them."""
+    flat(mdir, t(1), "BEGIN;\nCREATE TABLE a (x INT);\nCOMMIT;\n", "BEGIN;\nDROP TABLE a;\nEND;\n")
+    rc, out, err = run("migrate", "up")
+    assert (rc, out) == (0, f"applied {t(1)}\n"), err
+    assert run("migrate", "down")[0] == 0
+    assert history(db) == []

@@ -72,27 +72,60 @@ def test_template_key_changes_when_binaries_change(tmp_path: Path) -> None:
     (fake / "postgres").write_bytes((real / "postgres").read_bytes()[:1024])
     install = pgbin.PgInstall(fake, "test")
     cluster = Cluster(ClusterConfig(working_dir=tmp_path / "wd"), install)
-    key = cluster._template_key()
-    assert cluster._template_key() == key
+    key = cluster.template_spec().key()
+    assert cluster.template_spec().key() == key
     time.sleep(0.01)
     (fake / "postgres").write_bytes((real / "postgres").read_bytes()[:2048])
-    assert cluster._template_key() != key
+    assert cluster.template_spec().key() != key
+
+
+def _wait_for_template(cache: Path, timeout: float = 120) -> Path:
+    """The template is built in the background after the first (cold) fresh init."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = list((cache / "db-tool" / "templates").glob("*/ready"))
+        if found:
+            return found[0].parent
+        time.sleep(0.05)
+    raise AssertionError(f"no template was built in {cache}")
+
+
+def _system_id(env: dict[str, str]) -> str:
+    ctl = run_cmd([str(pgbin.find().bin_dir / "pg_controldata"),
+                   str(Path(env["PG_WORKING_DIR"]) / "data")], env)
+    return next(ln for ln in ctl.stdout.splitlines() if "system identifier" in ln)
 
 
 def test_fresh_clusters_are_copies_of_one_cached_template(
     tmp_path: Path, cluster_env: dict[str, str]
 ) -> None:
     cache = tmp_path / "cache"
-    env = {**cluster_env, "XDG_CACHE_HOME": str(cache)}
+    env = {**cluster_env, "XDG_CACHE_HOME": str(cache), "DB_TOOL_NO_SPARE": "1"}
+    assert run_cmd([script("postgres-init")], env).returncode == 0
+    _wait_for_template(cache)
     ids = []
     for _ in range(2):
         assert run_cmd([script("postgres-init")], env).returncode == 0
-        ctl = run_cmd([str(pgbin.find().bin_dir / "pg_controldata"),
-                       str(Path(env["PG_WORKING_DIR"]) / "data")], env)
-        ids.append(next(ln for ln in ctl.stdout.splitlines() if "system identifier" in ln))
+        ids.append(_system_id(env))
     templates = list((cache / "db-tool" / "templates").iterdir())
     assert len(templates) == 1 and (templates[0] / "ready").is_file()
-    assert ids[0] == ids[1]  # same initdb: the second cluster was copied, not initdb'd
+    assert ids[0] == ids[1]  # same initdb: both clusters were copied, not initdb'd
+
+
+def test_cold_fresh_init_builds_the_template_in_the_background_not_by_copying(
+    tmp_path: Path, cluster_env: dict[str, str]
+) -> None:
+    cache = tmp_path / "cache"
+    env = {**cluster_env, "XDG_CACHE_HOME": str(cache)}
+    r = run_cmd([script("postgres-init")], env)
+    assert r.returncode == 0, r.stderr
+    first = _system_id(env)
+    template = _wait_for_template(cache)
+    _wait_for_spare(template / "spares")
+    assert run_cmd([script("postgres-init")], env).returncode == 0
+    assert _system_id(env) != first  # the first cluster was its own initdb, never cached
+    wd = Path(env["PG_WORKING_DIR"])
+    assert not list(wd.glob(".db-tool-build-*"))
 
 
 def _wait_for_spare(spares: Path, timeout: float = 60) -> Path:
@@ -111,7 +144,7 @@ def test_fresh_init_claims_a_spare_by_rename_and_prepares_the_next(
     cache = tmp_path / "cache"
     env = {**cluster_env, "XDG_CACHE_HOME": str(cache)}
     assert run_cmd([script("postgres-init")], env).returncode == 0
-    (template,) = (cache / "db-tool" / "templates").iterdir()
+    template = _wait_for_template(cache)
     spare = _wait_for_spare(template / "spares")
     inode = spare.stat().st_ino
     assert run_cmd([script("postgres-init")], env).returncode == 0
@@ -125,7 +158,8 @@ def test_no_spare_when_disabled(tmp_path: Path, cluster_env: dict[str, str]) -> 
     cache = tmp_path / "cache"
     env = {**cluster_env, "XDG_CACHE_HOME": str(cache), "DB_TOOL_NO_SPARE": "1"}
     assert run_cmd([script("postgres-init")], env).returncode == 0
-    (template,) = (cache / "db-tool" / "templates").iterdir()
+    template = _wait_for_template(cache)
+    assert run_cmd([script("postgres-init")], env).returncode == 0
     time.sleep(0.5)
     assert not (template / "spares").exists()
 

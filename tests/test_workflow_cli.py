@@ -99,34 +99,45 @@ def test_options_are_parsed_into_keywords() -> None:
     assert opts == {"edit": True}
 
 
-# ------------------------------------------------------------ missing environment: exit 3
+# ------------------------------------ no LOCAL_DIR: the current directory (${LOCAL_DIR:-$PWD})
 
 
-@pytest.mark.parametrize("sub", ["deploy", "hydrate", "patch", "test", "check", "pull_staging"])
-def test_missing_local_dir_is_exit_3_and_nothing_is_started_or_written(
-    sub: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str], db_url: str,
+def test_without_local_dir_the_current_directory_is_the_project(
+    project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    db_url: str,
+) -> None:
+    monkeypatch.chdir(project)
+    env = base_env(PGURL=db_url)
+    rc, _, err = run(["hydrate"], env, capsys)
+    assert rc == 0, err
+    assert str(project / "db" / "src" / "entrypoint.sql") in err
+    assert psql(db_url, "SELECT count(*) FROM pg_namespace WHERE nspname = 'hectic'") == "1"
+    rc, _, err = run(["patch"], env, capsys)
+    assert rc == 0, err
+    assert str(project / "test-data.sql") in err
+
+
+def test_without_local_dir_test_looks_for_db_test_in_the_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    db_url: str,
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    cache = Path(os.environ["XDG_CACHE_HOME"])
-    before = sorted(p.name for p in cache.iterdir()) if cache.exists() else []
-    env = base_env(PGURL=db_url, PG_WORKING_DIR=str(tmp_path / "wd"), **STAGING)
-    rc, _, err = run([sub], env, capsys)
-    assert rc == 3
-    assert "LOCAL_DIR" in err
+    rc, _, err = run(["test"], base_env(PGURL=db_url), capsys)
+    assert rc == 1
+    assert str(tmp_path / "db" / "test" / "test.sql") in err
     assert list(tmp_path.iterdir()) == []
-    assert (sorted(p.name for p in cache.iterdir()) if cache.exists() else []) == before
-    assert psql(db_url, "SELECT count(*) FROM pg_namespace WHERE nspname = 'hectic'") == "0"
 
 
 @pytest.mark.parametrize("sub", ["status", "log"])
-def test_status_and_log_need_a_working_dir(sub: str, tmp_path: Path,
-                                           monkeypatch: pytest.MonkeyPatch,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_status_and_log_without_local_dir_use_the_current_directory(
+    sub: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     monkeypatch.chdir(tmp_path)
-    rc, _, err = run([sub], base_env(), capsys)
-    assert rc == 3
-    assert "PG_WORKING_DIR or LOCAL_DIR" in err
+    rc, out, err = run([sub], base_env(), capsys)
+    assert str(tmp_path / "focus" / "postgresql") in out + err
+    if sub == "status":
+        assert rc == 0 and "not initialised" in out
     assert list(tmp_path.iterdir()) == []
 
 
@@ -135,7 +146,10 @@ def test_commands_on_a_database_need_a_url(sub: str, project: Path,
                                            capsys: pytest.CaptureFixture[str]) -> None:
     rc, _, err = run([sub], base_env(LOCAL_DIR=str(project)), capsys)
     assert rc == 3
-    assert "no database URL" in err and "PGURL" in err
+    line = err.splitlines()[0]
+    assert "no database URL" in line
+    for source in ("--url", "PGURL", "DB_URL", str(project / "focus" / "postgresql")):
+        assert source in line, source
 
 
 def test_url_precedence_is_flag_then_pgurl_then_db_url() -> None:
@@ -218,6 +232,17 @@ def test_hydrate_without_dotenv_loads_no_secrets(db_url: str, project: Path,
     rc, _, err = run(["hydrate"], base_env(LOCAL_DIR=str(project), PGURL=db_url), capsys)
     assert rc == 0, err
     assert "no dotenv source" in err
+
+
+def test_hydrate_with_an_empty_dotenv_keeps_the_secrets(db_url: str, project: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """As the original: an empty dotenv (only newlines) loads nothing."""
+    env = base_env(LOCAL_DIR=str(project), PGURL=db_url, HECTIC_DOTENV_CONTENT="KEEP=1\n")
+    assert run(["hydrate"], env, capsys)[0] == 0
+    rc, _, err = run(["hydrate"], {**env, "HECTIC_DOTENV_CONTENT": "\n\n"}, capsys)
+    assert rc == 0, err
+    assert "the dotenv from HECTIC_DOTENV_CONTENT is empty, no secrets loaded" in err
+    assert psql(db_url, "SELECT hectic.get_secret('KEEP')") == "1"
 
 
 def test_hydrate_no_hook_skips_bundle_and_failure_says_where_the_output_is(

@@ -7,6 +7,7 @@ only version.sql is a template, rendered with VERSION.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -45,11 +46,17 @@ def render() -> str:
 
 
 def cache_dir(env: Mapping[str, str] | None = None) -> Path:
+    from db_tool import cachedir
+    from db_tool.settings import cache_locations_from
+
     environ = os.environ if env is None else env
-    base = environ.get("XDG_CACHE_HOME") or os.path.join(
-        environ.get("HOME") or os.path.expanduser("~"), ".cache"
-    )
-    return Path(base) / "db-tool" / "bundle" / VERSION
+    base = cachedir.choose(cache_locations_from(environ), None, "bundle cache")
+    if base is None:
+        raise Error(
+            "no writable cache directory for the rendered bundle (tried XDG_CACHE_HOME, "
+            "HOME/.cache, TMPDIR): set XDG_CACHE_HOME to a writable directory"
+        )
+    return base / "bundle" / VERSION
 
 
 def materialized_paths(env: Mapping[str, str] | None = None) -> list[Path]:
@@ -109,14 +116,33 @@ def _copy_text_escape(data: bytes) -> str:
     return "".join(out)
 
 
+def normalize_dotenv(content: str) -> str:
+    """What the SQL loader should see: without a leading UTF-8 BOM, and `export KEY=v` lines
+    as `KEY=v` (shell-style dotenv files). Line numbers stay the same, so the loader's errors
+    still point at the right line; nothing else changes."""
+    content = content.removeprefix("\ufeff")
+    return _EXPORT.sub(r"\1", content)
+
+
+# `export` then blanks then a key and "=": drop the `export` word (the key keeps its place).
+_EXPORT = re.compile(r"^([ \t]*)export[ \t]+(?=[^=\n]*\S[^=\n]*=)", re.MULTILINE)
+
+
+def dotenv_is_empty(content: str) -> bool:
+    """Nothing but newlines: the original then loads nothing (its shell `$(cat file)` drops
+    trailing newlines and an empty result skips the load), so hectic.secret keeps its rows."""
+    return content.strip("\n") == ""
+
+
 def load_secrets(url: str, content: str) -> int:
     """Replace hectic.secret with the pairs in `content` (dotenv); returns how many are stored.
 
     The content travels as COPY data on psql's stdin: never pasted into SQL, never in argv
-    (world-readable in /proc and limited to 128 KiB per argument). The bundle must be applied.
+    (world-readable in /proc and limited to 128 KiB per argument). The bundle must be applied
+    (ours or the original's: both have hectic.load_secrets_from_env(text) RETURNS void).
     """
     try:
-        data = content.encode("utf-8")
+        data = normalize_dotenv(content).encode("utf-8")
     except UnicodeEncodeError as exc:
         raise Error(f"dotenv content is not valid UTF-8 (at character {exc.start})",
                     exit_code=3) from None
@@ -130,7 +156,9 @@ def load_secrets(url: str, content: str) -> int:
         "COPY hectic_dotenv (content) FROM STDIN;\n"
         f"{_copy_text_escape(data)}\n"
         "\\.\n"
-        "SELECT hectic.load_secrets_from_env(content) FROM hectic_dotenv;\n"
+        "SELECT hectic.load_secrets_from_env(content)::text AS hectic_loaded FROM hectic_dotenv"
+        " \\gset\n"
+        "SELECT pg_catalog.count(*) FROM hectic.secret;\n"
         "COMMIT;\n"
     )
     try:

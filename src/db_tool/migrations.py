@@ -10,12 +10,12 @@ Names match ``^[0-9]{14}-.+`` and sort as plain strings (the timestamp prefix or
 
 Hash (stored in hectic.migration.hash, used to notice an up file modified after it was applied):
   dir         sha256 of the bytes of up.sql — the same value `sha256sum up.sql` prints;
-  entrypoint  sha256 of entrypoint.sql when up/ holds nothing else; otherwise sha256 over
-              entrypoint.sql followed by every other file under up/ (sorted by relative path,
-              each as NUL + path + NUL + bytes), so editing an included sibling counts as a
-              modification too;
+  entrypoint  sha256 of the bytes of up/entrypoint.sql alone (the original migrator hashes the
+              file it runs, nothing else: the same value keeps its histories "applied");
   file        sha256 of the up section's bytes (from the line after `-- migrate:up` to the
               next marker or the end of the file).
+A `<name>.sql` without a `-- migrate:up` marker (the original's `create` writes such files) is
+not a migration: discover() skips it and says so in its `warnings`.
 
 Running: dir and entrypoint files are `\\i`-ed where they are, so `\\ir` inside them resolves
 next to them; a single-file section runs from a temporary copy (so an unterminated statement
@@ -35,7 +35,8 @@ from pathlib import Path
 
 from db_tool.errors import Error, ExitCode, MissingError
 
-NAME_RE = re.compile(r"^[0-9]{14}-.+")
+# As the original (find -regex '^[0-9]{14}-.*', domain hectic.migration_name).
+NAME_RE = re.compile(r"^[0-9]{14}-")
 # dbmate accepts options after the marker (`-- migrate:up transaction:false`); we tolerate them.
 _MARKER_RE = re.compile(rb"^--[ \t]*migrate:(up|down)\b[^\n]*$", re.MULTILINE)
 
@@ -118,17 +119,18 @@ def section_lines(content: bytes) -> dict[str, int]:
     }
 
 
-def _entrypoint_hash(up_dir: Path) -> str:
-    entry = up_dir / "entrypoint.sql"
-    others = sorted(
-        p.relative_to(up_dir).as_posix()
-        for p in up_dir.rglob("*")
-        if p.is_file() and p != entry
-    )
-    h = hashlib.sha256(entry.read_bytes())
-    for rel in others:
-        h.update(b"\0" + rel.encode() + b"\0" + (up_dir / rel).read_bytes())
-    return h.hexdigest()
+def _read(path: Path) -> bytes:
+    """A migration file's bytes, or a one-line Error (exit 1) saying why it cannot be read."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        if path.is_symlink() and not path.exists():
+            why = f"it is a broken symbolic link to {os.readlink(path)}"
+        else:
+            why = exc.strerror or str(exc)
+        raise Error(
+            f"cannot read migration file {_shown(path)}: {why}; fix or remove it"
+        ) from None
 
 
 def _from_directory(name: str, path: Path) -> Migration:
@@ -146,21 +148,32 @@ def _from_directory(name: str, path: Path) -> Migration:
     if nested:
         up_file = path / "up" / "entrypoint.sql"
         down_file = path / "down" / "entrypoint.sql"
-        up = up_file if up_file.is_file() else None
+        up = up_file if _present(up_file) else None
         return Migration(
-            name, ENTRYPOINT, path, up, down_file if down_file.is_file() else None,
-            _entrypoint_hash(path / "up") if up else None,
+            name, ENTRYPOINT, path, up, down_file if _present(down_file) else None,
+            sha256_hex(_read(up_file)) if up else None,
         )
     up_file, down_file = path / "up.sql", path / "down.sql"
     up = up_file if kinds.get("up.sql") is False else None
     return Migration(
         name, DIR, path, up, down_file if kinds.get("down.sql") is False else None,
-        sha256_hex(up_file.read_bytes()) if up else None,
+        sha256_hex(_read(up_file)) if up else None,
     )
 
 
+def _present(path: Path) -> bool:
+    """A file, or a symlink that should be one (a broken link is an error when read, not a
+    silently missing direction)."""
+    return path.is_file() or path.is_symlink()
+
+
+def _shown(path: Path | str) -> str:
+    """A path for a message: undecodable bytes as \\x escapes, so the line stays printable."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def _from_file(name: str, path: Path) -> Migration:
-    content = path.read_bytes()
+    content = _read(path)
     try:
         up_sql, down_sql = split_sections(content)
     except Error as exc:
@@ -175,8 +188,13 @@ def _from_file(name: str, path: Path) -> Migration:
     )
 
 
-def discover(directory: str | os.PathLike[str]) -> list[Migration]:
-    """All migrations under directory, in name order. Missing directory → exit 3."""
+def discover(
+    directory: str | os.PathLike[str], warnings: list[str] | None = None
+) -> list[Migration]:
+    """All migrations under directory, in name order. Missing directory → exit 3.
+
+    Things that look like migrations but are not (a `<name>.sql` without `-- migrate:up`) are
+    skipped; a line saying so is appended to `warnings` when given."""
     root = Path(directory)
     if not root.is_dir():
         raise MissingError(
@@ -184,17 +202,28 @@ def discover(directory: str | os.PathLike[str]) -> list[Migration]:
             "or point --migration-dir / MIGRATION_DIR at it"
         )
     found: dict[str, Migration] = {}
-    for entry in os.scandir(root):
+    try:
+        entries = sorted(os.scandir(root), key=lambda e: e.name)
+    except OSError as exc:
+        raise Error(f"cannot read migration directory {_shown(root)}: {exc.strerror}") from None
+    for entry in entries:
+        is_sql = entry.name.endswith(".sql")
+        name = entry.name[: -len(".sql")] if is_sql and not entry.is_dir() else entry.name
+        if not NAME_RE.match(name):
+            continue
+        _check_name(name, Path(entry.path))
         if entry.is_dir():
-            name = entry.name
-            if not NAME_RE.match(name):
-                continue
             migration = _from_directory(name, Path(entry.path))
-        elif entry.is_file() and entry.name.endswith(".sql"):
-            name = entry.name[: -len(".sql")]
-            if not NAME_RE.match(name):
-                continue
+        elif is_sql and (entry.is_file() or entry.is_symlink()):
             migration = _from_file(name, Path(entry.path))
+            if migration.up is None:
+                if warnings is not None:
+                    warnings.append(
+                        f"skipping {_shown(entry.path)}: no '-- migrate:up' line, so it is not "
+                        "a migration; add '-- migrate:up' (and '-- migrate:down') sections, or "
+                        f"move it to {_shown(Path(entry.path).with_suffix(''))}/up.sql"
+                    )
+                continue
         else:
             continue
         if name in found:
@@ -207,12 +236,22 @@ def discover(directory: str | os.PathLike[str]) -> list[Migration]:
     return [found[n] for n in sorted(found)]
 
 
+def _check_name(name: str, path: Path) -> None:
+    """History names are UTF-8 text: refuse others up front (psql could not send them)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise Error(
+            f"migration name {_shown(name)} is not valid UTF-8: rename {_shown(path)}"
+        ) from None
+
+
 # --------------------------------------------------------------------------- targets
 
 
 @dataclass(frozen=True)
 class Target:
-    """What `migrate` was asked for. count None means "all" (up) ; name for `to`."""
+    """What `migrate` was asked for. count None means "all" (up); name for `to`."""
 
     direction: str  # "up", "down" or "to"
     count: int | None = None
@@ -220,24 +259,31 @@ class Target:
 
     @classmethod
     def parse(cls, direction: str, arg: str | None) -> Target:
+        """As the original: `up` alone is ONE step, `up all|latest|head` all of them; `down`
+        alone one step; 0 is a valid count (nothing to do when something is applied)."""
         if direction == "up":
-            if arg is None or arg in ("all", *LATEST_WORDS):
+            if arg is None:
+                return cls("up", 1)
+            if arg in ("all", *LATEST_WORDS):
                 return cls("up")
-            return cls("up", _positive(arg, "up"))
+            if not _is_count(arg):
+                raise Error("up argument not a number or 'all'; give N, all, latest or head")
+            return cls("up", int(arg))
         if direction == "down":
-            return cls("down", 1 if arg is None else _positive(arg, "down"))
+            if arg is None:
+                return cls("down", 1)
+            if not _is_count(arg):
+                raise Error("down argument not a number; give how many to roll back")
+            return cls("down", int(arg))
         if direction == "to":
             if not arg:
-                raise MissingError("migrate to needs a target: a migration name, latest or head")
+                raise Error("no migration name specified; give a migration name, latest or head")
             return cls("to", name=arg)
         raise Error(f"unknown migrate direction {direction!r}", ExitCode.UNKNOWN)
 
 
-def _positive(arg: str, direction: str) -> int:
-    if not re.fullmatch(r"[0-9]+", arg) or int(arg) == 0:
-        what = "all, latest, head or " if direction == "up" else ""
-        raise Error(f"migrate {direction}: N must be {what}a positive integer, got {arg!r}")
-    return int(arg)
+def _is_count(arg: str) -> bool:
+    return re.fullmatch(r"[0-9]+", arg) is not None
 
 
 # --------------------------------------------------------------------------- planning
@@ -259,46 +305,64 @@ class Plan:
 
 
 def check_history(available: Sequence[Migration], applied: Sequence[Applied]) -> str | None:
-    """The mismatch report, or None when the applied names are a prefix of the disk names and
-    every applied migration's up file still has the hash it was applied with."""
+    """The mismatch report, or None when the applied names are a prefix of the disk names
+    (the original's check; a changed hash is reported by modified(), not here)."""
     disk = [m.name for m in available]
     db = [a.name for a in applied]
     for i, a in enumerate(applied):
         d = available[i] if i < len(available) else None
         if d is None or d.name != a.name:
             return _mismatch_report(
-                f"position {i + 1}",
-                f"Database has:   {a.name}",
+                i + 1,
+                f"Database has: {a.name}",
                 f"Filesystem has: {d.name if d else '(nothing: fewer migrations on disk)'}",
                 disk, db,
                 "Restore or rename the migration files so that the applied migrations come first "
                 "in the same order, or roll the database back (or recreate it) to match the files.",
             )
-        if d.hash is not None and d.hash != a.hash:
-            return _mismatch_report(
-                f"position {i + 1}: {a.name} was modified since it was applied",
-                f"Database has:   {a.name} (hash {a.hash})",
-                f"Filesystem has: {d.name} (hash {d.hash})",
-                disk, db,
-                "Restore the applied up file to its applied content and put the change in a new "
-                "migration (migrator create), or recreate the database.",
-            )
     return None
 
 
+@dataclass(frozen=True)
+class Modified:
+    """An applied migration whose up file no longer has the hash it was applied with."""
+
+    name: str
+    applied_hash: str
+    disk_hash: str
+
+    def describe(self) -> str:
+        return (
+            f"applied migration {self.name} was modified since it was applied "
+            f"(database has hash {self.applied_hash}, the file has {self.disk_hash}); "
+            "the change is not applied: put it in a new migration (migrator create)"
+        )
+
+
+def modified(available: Sequence[Migration], applied: Sequence[Applied]) -> list[Modified]:
+    by_disk = {m.name: m for m in available}
+    out = []
+    for a in applied:
+        m = by_disk.get(a.name)
+        if m is not None and m.hash is not None and m.hash != a.hash.strip().lower():
+            out.append(Modified(a.name, a.hash, m.hash))
+    return out
+
+
 def _mismatch_report(
-    where: str, db_line: str, fs_line: str, disk: list[str], db: list[str], fix: str
+    position: int, db_line: str, fs_line: str, disk: list[str], db: list[str], fix: str
 ) -> str:
     def numbered(names: list[str]) -> list[str]:
         return [f"  {i}. {n}" for i, n in enumerate(names, 1)] or ["  (none)"]
 
     lines = [
-        f"Migration history mismatch at {where}",
-        f"  {db_line}",
-        f"  {fs_line}",
-        "Full filesystem migrations:",
+        "Migration history mismatch detected!",
+        f"Position: Migration #{position}",
+        db_line,
+        fs_line,
+        "Full filesystem migrations (in order):",
         *numbered(disk),
-        "Full database migrations:",
+        "Full database migrations (in order):",
         *numbered(db),
         f"How to proceed: {fix} Or rerun with --force to proceed anyway.",
     ]
@@ -311,12 +375,15 @@ def plan(
     target: Target,
     *,
     force: bool = False,
+    strict: bool = False,
 ) -> Plan:
     """Steps that move the database from `applied` to `target`.
 
     Consistent history: applied is a prefix of available and "position" is its length.
     With --force past a mismatch the same rules work on sets: pending = on disk and not
-    applied (name order); rollback = applied, latest first.
+    applied (name order); rollback = applied, latest first. A modified applied migration is a
+    notice (the original does not look at hashes), an error (exit 2) with strict and no force.
+    Edge cases keep the original's messages and exit codes (1; 0 when already there).
     """
     notices: list[str] = []
     report = check_history(available, applied)
@@ -325,6 +392,14 @@ def plan(
             first, _, rest = report.partition("\n")
             raise HistoryMismatch(first, detail=rest)
         notices.append("--force: proceeding despite the history check\n" + report)
+    changed = modified(available, applied)
+    if changed and strict and not force:
+        raise HistoryMismatch(
+            changed[0].describe() + "; refusing because of --strict / MIGRATOR_STRICT=1 "
+            "(restore the file, or rerun with --force)",
+            detail="\n".join(c.describe() for c in changed[1:]),
+        )
+    notices += [c.describe() for c in changed]
 
     applied_names = {a.name for a in applied}
     by_name = {m.name: m for m in available}
@@ -333,22 +408,26 @@ def plan(
     if target.direction == "up":
         if target.count is None:
             if not pending:
-                return Plan([], notices, already=_already_latest(applied))
+                return Plan([], notices, already=_already(applied))
             return Plan(_ups(pending), notices)
-        if target.count > len(pending):
+        if target.count == 0 and applied:
+            return Plan([], notices, already=_already(applied))
+        if target.count == 0 or target.count > len(pending):
             raise Error(
-                f"not enough migrations: asked to apply {target.count}, "
-                f"{len(pending)} pending"
+                f"cannot migrate up {target.count} step(s): not enough migrations; "
+                f"{len(pending)} pending (migrator status shows them)"
             )
         return Plan(_ups(pending[: target.count]), notices)
 
     if target.direction == "down":
-        count = target.count or 1
+        count = 1 if target.count is None else target.count
         if not applied:
-            raise Error("nothing to roll back: no migrations are applied")
+            raise Error("cannot migrate down: no migrations applied")
+        if count == 0:
+            return Plan([], notices, already=_already(applied))
         if count > len(applied):
             raise Error(
-                f"not enough applied migrations: asked to roll back {count}, "
+                f"cannot migrate down {count} step(s): would go before first migration; "
                 f"{len(applied)} applied"
             )
         return Plan(_downs(list(reversed(applied))[:count], by_name), notices)
@@ -357,22 +436,22 @@ def plan(
     name = target.name or ""
     if name in LATEST_WORDS:
         if not pending:
-            return Plan([], notices, already=_already_latest(applied))
+            return Plan([], notices, already=_already(applied))
         return Plan(_ups(pending), notices)
     wanted = _resolve_name(name, available)
     if wanted in applied_names:
         position = [a.name for a in applied].index(wanted)
         later = list(reversed(applied[position + 1 :]))
         if not later:
-            return Plan([], notices, already=f"already at {wanted}: nothing to do")
+            return Plan([], notices, already=f"database already at {wanted}")
         return Plan(_downs(later, by_name), notices)
     return Plan(_ups([m for m in pending if m.name <= wanted]), notices)
 
 
-def _already_latest(applied: Sequence[Applied]) -> str:
+def _already(applied: Sequence[Applied]) -> str:
     if not applied:
-        return "no migrations to apply: nothing to do"
-    return f"already at the latest migration ({applied[-1].name}): nothing to do"
+        return "database already at clean state (no migrations)"
+    return f"database already at {applied[-1].name}"
 
 
 def _resolve_name(name: str, available: Sequence[Migration]) -> str:
@@ -389,10 +468,19 @@ def _resolve_name(name: str, available: Sequence[Migration]) -> str:
     raise Error(f"no migration named {name!r} in the migration directory")
 
 
+def _not_found(m: Migration, direction: str) -> Error:
+    if m.layout == FILE:
+        expected = f"a '-- migrate:{direction}' section in {m.path}"
+    else:
+        single, multi = m.path / f"{direction}.sql", m.path / direction / "entrypoint.sql"
+        expected = f"either {single} or {multi}"
+    return Error(f"migration {direction} not found for {m.name}; expected {expected}")
+
+
 def _ups(migrations: Sequence[Migration]) -> list[Step]:
     for m in migrations:
         if m.up is None:
-            raise Error(f"cannot apply {m.name}: {' and '.join(m.missing)} missing")
+            raise _not_found(m, "up")
     return [Step("up", m) for m in migrations]
 
 
@@ -403,7 +491,7 @@ def _downs(rows: Sequence[Applied], by_name: dict[str, Migration]) -> list[Step]
         if m is None:
             raise Error(f"cannot roll back {a.name}: it is applied but not on disk")
         if m.down is None:
-            raise Error(f"cannot roll back {m.name}: {' and '.join(m.missing)} missing")
+            raise _not_found(m, "down")
         steps.append(Step("down", m))
     return steps
 
@@ -431,7 +519,7 @@ def status(available: Sequence[Migration], applied: Sequence[Applied]) -> list[S
             state = "pending"
         elif m is None:
             state = "missing"
-        elif m.hash is not None and m.hash != a.hash:
+        elif m.hash is not None and m.hash != a.hash.strip().lower():
             state = "modified"
         else:
             state = "applied"

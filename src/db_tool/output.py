@@ -24,11 +24,18 @@ def _use_color(stream: TextIO) -> bool:
 
 def _emit(level: str, message: str, stream: TextIO | None = None) -> None:
     stream = stream if stream is not None else sys.stderr
-    label = {"info": "db-tool", "warn": "warning", "error": "error", "ok": "db-tool"}[level]
+    label = {"info": "db-tool", "warn": "warning", "error": "error", "ok": "db-tool",
+             "debug": "debug"}[level]
     if _use_color(stream):
         label = f"{_COLORS[level]}{label}{_RESET}"
     stream.write(f"{label}: {message}\n")
     stream.flush()
+
+
+def debug(message: str) -> None:
+    """Only with HECTIC_LOG=debug (or trace); read here like NO_COLOR, at the moment of use."""
+    if os.environ.get("HECTIC_LOG", "").lower() in ("debug", "trace"):
+        _emit("debug", message)
 
 
 def info(message: str) -> None:

@@ -108,6 +108,38 @@ def run(
     return result
 
 
+def spawn_detached(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: str = "/",
+    low_priority: bool = False,
+) -> None:
+    """Start argv in its own session, all streams on /dev/null, and do not wait for it:
+    background work that must outlive the caller (a shell hook, `$(...)`).
+
+    low_priority: nice 19 and, when `ionice` is installed, the idle I/O class, so that the
+    work never slows down what the user runs next."""
+    argv = [os.fspath(a) for a in argv]
+    if low_priority:
+        import shutil
+
+        ionice = shutil.which("ionice")
+        if ionice is not None:
+            argv = [ionice, "-c", "3", *argv]
+    try:
+        subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, close_fds=True, start_new_session=True, cwd=cwd,
+            env=dict(env) if env is not None else None,
+            preexec_fn=(lambda: os.nice(19)) if low_priority else None,
+        )
+    except FileNotFoundError as exc:
+        raise NotInstalledError(
+            f"{argv[0]} not found: install it or put it on PATH ({exc.strerror})"
+        ) from exc
+
+
 def run_interactive(
     argv: Sequence[str],
     *,
@@ -131,18 +163,24 @@ def run_interactive(
     return completed.returncode
 
 
-def die_with_parent() -> Callable[[], None]:
+def die_with_parent() -> Callable[[], None] | None:
     """A preexec_fn: the child gets SIGKILL when we die, even by kill -9 (Linux
-    PR_SET_PDEATHSIG), so a long child (pg_basebackup, tar) is never left behind."""
+    PR_SET_PDEATHSIG), so a long child (initdb, cp, pg_basebackup, tar) is never left writing
+    after us. None where prctl is unavailable.
+
+    prctl is looked up here, in the parent: importing in a forked child can deadlock. It runs
+    after the child's setuid (CPython drops privileges before preexec_fn), which would
+    otherwise clear the setting."""
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
     parent = os.getpid()
 
     def preexec() -> None:
-        import ctypes
-
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            return
+        prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
         if os.getppid() != parent:  # we died before prctl took effect
             os._exit(1)
 

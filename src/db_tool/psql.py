@@ -15,6 +15,7 @@ from functools import cache
 from pathlib import Path
 
 from db_tool import proc
+from db_tool.conninfo import without_password
 from db_tool.errors import Error, NotInstalledError
 
 FIELD_SEP = "\x1f"
@@ -52,7 +53,10 @@ def base_argv(
     on_error_stop: bool = True,
     quiet: bool = True,
 ) -> list[str]:
-    argv = [psql_path(), "-X", "--no-psqlrc", "-d", url]
+    # A password in the URL would be visible in `ps` to every local user: it goes to the
+    # child's environment instead (env(url=...)).
+    safe_url, _ = without_password(url)
+    argv = [psql_path(), "-X", "--no-psqlrc", "-d", safe_url]
     if quiet:
         argv.append("-q")
     if on_error_stop:
@@ -62,11 +66,16 @@ def base_argv(
     return argv
 
 
-def env(appname: str = "db-tool") -> dict[str, str]:
-    """The environment for a psql child: a developer's PGDATABASE must not redirect it."""
+def env(appname: str = "db-tool", url: str | None = None) -> dict[str, str]:
+    """The environment for a psql child: a developer's PGDATABASE must not redirect it, and
+    the password of `url` (kept out of argv by base_argv) travels as PGPASSWORD."""
     child = dict(os.environ)
     child.pop("PGDATABASE", None)
     child.setdefault("PGAPPNAME", appname)
+    if url is not None:
+        _, password = without_password(url)
+        if password is not None:
+            child["PGPASSWORD"] = password
     return child
 
 
@@ -105,10 +114,11 @@ def run_file(
         argv.append("--single-transaction")
     argv += ["-f", os.fspath(path)]
     if log is None:
-        return proc.run(argv, env=env(), check=check, what=what or f"psql -f {path}")
+        return proc.run(argv, env=env(url=url), check=check, what=what or f"psql -f {path}")
     Path(log).parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a", encoding="utf-8") as fh:
-        result = proc.run(argv, env=env(), check=False, stdout=fh, stderr=subprocess.STDOUT)
+        result = proc.run(argv, env=env(url=url), check=False, stdout=fh,
+                          stderr=subprocess.STDOUT)
     if check and not result.ok:
         raise Error(f"{what or f'psql -f {path}'} failed; see {log}")
     return result
@@ -125,7 +135,7 @@ def run_sql(
 ) -> proc.Result:
     """Feed SQL text on stdin (psql -f -)."""
     argv = base_argv(url, variables=variables) + list(extra_args) + ["-f", "-"]
-    return proc.run(argv, env=env(), input=sql, check=check, what=what or "psql")
+    return proc.run(argv, env=env(url=url), input=sql, check=check, what=what or "psql")
 
 
 def query(
@@ -135,7 +145,7 @@ def query(
     argv = base_argv(url, variables=variables) + [
         "-A", "-t", "-F", FIELD_SEP, "-R", RECORD_SEP, "-f", "-",
     ]
-    result = proc.run(argv, env=env(), input=sql, what="psql query")
+    result = proc.run(argv, env=env(url=url), input=sql, what="psql query")
     text = result.out
     if text.endswith("\n"):
         text = text[:-1]

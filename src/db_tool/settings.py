@@ -5,6 +5,7 @@ Tests build these from plain dicts.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import re
@@ -12,9 +13,28 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from db_tool.cachedir import CacheLocations
 from db_tool.errors import Error, ExitCode, MissingError
 
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Names the sourced shim must never assign: the shell's own variables, what the loader and
+# interpreters read, and libpq's variables (PGHOST=<url> would break every psql after it).
+_SHELL_OWNED = frozenset({
+    "PATH", "IFS", "HOME", "PS1", "PS2", "PS3", "PS4", "ENV", "BASH_ENV", "CDPATH", "SHELL",
+    "PWD", "OLDPWD", "OPTIND", "OPTARG", "PPID", "LINENO", "RANDOM", "SECONDS", "UID", "EUID",
+    "GROUPS", "HOSTNAME", "MAIL", "MAILPATH", "MAILCHECK", "FPATH", "HISTFILE", "HISTSIZE",
+    "PROMPT_COMMAND", "PROMPT", "RPROMPT", "TERM", "USER", "LOGNAME", "TMPDIR", "LANG",
+    "LANGUAGE", "LC_ALL", "NLSPATH", "SHELLOPTS", "TMOUT", "POSIXLY_CORRECT", "FCEDIT",
+    "EDITOR", "VISUAL", "PAGER", "PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PERL5LIB",
+    "PERL5OPT", "RUBYOPT", "NODE_OPTIONS", "GCONV_PATH", "HOSTALIASES", "RESOLV_HOST_CONF",
+    "TZ", "TZDIR", "XDG_CACHE_HOME", "XDG_RUNTIME_DIR", "DISPLAY", "SSH_AUTH_SOCK",
+    "PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD", "PGPASSFILE",
+    "PGSERVICE", "PGSERVICEFILE", "PGOPTIONS", "PGAPPNAME", "PGSSLMODE", "PGSSLROOTCERT",
+    "PGSSLCERT", "PGSSLKEY", "PGCONNECT_TIMEOUT", "PGCLIENTENCODING", "PGTZ", "PGDATESTYLE",
+    "PGSYSCONFDIR", "PGLOCALEDIR", "PGTARGETSESSIONATTRS", "PGDATA",
+    "POSTGRESQL_HOST", "POSTGRESQL_PORT", "POSTGRESQL_USER", "POSTGRESQL_DATABASE",
+})
+_SHELL_OWNED_PREFIXES = ("LD_", "DYLD_", "BASH", "ZSH", "KSH_", "__dbt_", "PYTHON")
 DEFAULT_PORT = 5432
 DEFAULT_DATABASE = "testdb"
 DEFAULT_PRELOAD = "pg_cron"
@@ -28,12 +48,49 @@ def login_name() -> str:
         return os.environ.get("USER") or f"uid{os.getuid()}"
 
 
+def _no_line_breaks(var: str, value: str) -> str:
+    if "\n" in value or "\r" in value:
+        raise MissingError(
+            f"{var}={value!r} contains a line break: PostgreSQL's config files and the exported "
+            f"URL cannot carry one; use a value without newline or carriage return"
+        )
+    return value
+
+
 def working_dir_from(env: Mapping[str, str]) -> Path | None:
     if env.get("PG_WORKING_DIR"):
-        return Path(env["PG_WORKING_DIR"])
+        return Path(_no_line_breaks("PG_WORKING_DIR", env["PG_WORKING_DIR"]))
     if env.get("LOCAL_DIR"):
-        return Path(env["LOCAL_DIR"]) / "focus" / "postgresql"
+        return Path(_no_line_breaks("LOCAL_DIR", env["LOCAL_DIR"])) / "focus" / "postgresql"
     return None
+
+
+def current_dir(env: Mapping[str, str]) -> Path | None:
+    """The directory we run in (what the original's `$PWD` fallbacks use); None if it is gone.
+
+    os.getcwd() rather than $PWD: PWD is only kept up to date by shells, and a program started
+    by anything else may carry a stale one."""
+    try:
+        return Path(os.getcwd())
+    except OSError:
+        pwd_var = env.get("PWD", "")
+        return Path(pwd_var) if pwd_var.startswith("/") and os.path.isdir(pwd_var) else None
+
+
+def check_url_var(url_var: str) -> str:
+    """PG_URL_VAR is pasted into `export NAME=...` by the sourced shim: it must be a plain
+    identifier (the whole value: no trailing newline) that does not clobber the shell."""
+    if not _IDENT.fullmatch(url_var):
+        raise MissingError(
+            f"PG_URL_VAR={url_var!r} is not a valid shell variable name: use letters, "
+            "digits and _ (not starting with a digit), e.g. PG_URL_VAR=MYAPP_PGURL"
+        )
+    if url_var in _SHELL_OWNED or url_var.startswith(_SHELL_OWNED_PREFIXES):
+        raise MissingError(
+            f"PG_URL_VAR={url_var} would overwrite a variable your shell or PostgreSQL's tools "
+            "depend on: choose a project name, e.g. PG_URL_VAR=MYAPP_PGURL"
+        )
+    return url_var
 
 
 def _port(env: Mapping[str, str]) -> int:
@@ -60,32 +117,35 @@ class ClusterConfig:
     superuser: str = field(default_factory=login_name)
     # Throw-away clusters (check, diff) may trade crash safety for speed: fsync off.
     ephemeral: bool = False
-    cache_dir: Path | None = None
+    # Where the template cache may live (cachedir.py picks one); None: no cache, plain initdb.
+    cache_locations: CacheLocations | None = None
     # Keep a spare copy of the template ready (DB_TOOL_NO_SPARE=1 disables).
     use_spare: bool = True
+    # A fresh init keeps a cluster holding data as data.previous (DB_TOOL_KEEP_PREVIOUS=0: no).
+    keep_previous: bool = True
     pg_bin_dir: str | None = None  # PG_BIN_DIR: which PostgreSQL (else pgbin's search)
+    # Home directories never used as a working dir ($HOME and the login's home).
+    homes: tuple[Path, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> ClusterConfig:
         env = os.environ if env is None else env
-        wd = working_dir_from(env)
+        wd_override = overrides.get("working_dir")
+        wd = wd_override if isinstance(wd_override, Path) else working_dir_from(env)
         if wd is None:
-            raise MissingError(
-                "PG_WORKING_DIR or LOCAL_DIR is required: export PG_WORKING_DIR=/path/to/cluster "
-                "(or LOCAL_DIR=/path/to/project for $LOCAL_DIR/focus/postgresql)"
-            )
-        url_var = env.get("PG_URL_VAR", "") or "PGURL"
-        if not _IDENT.match(url_var):
+            # The original's postgres-init returns 1 here (not 3): scripts may test for it.
             raise Error(
-                f"PG_URL_VAR={url_var!r} is not a valid shell variable name: use letters, "
-                "digits and _ (not starting with a digit)",
-                ExitCode.MISSING,
+                "PG_WORKING_DIR or LOCAL_DIR is required: export PG_WORKING_DIR=/path/to/cluster "
+                "(or LOCAL_DIR=/path/to/project for $LOCAL_DIR/focus/postgresql)",
+                ExitCode.GENERIC,
             )
+        _no_line_breaks("PG_WORKING_DIR", str(wd))
+        url_var = check_url_var(env.get("PG_URL_VAR", "") or "PGURL")
         preload_explicit = "PG_SHARED_PRELOAD_LIBRARIES" in env
         values: dict[str, object] = dict(
             working_dir=wd.absolute(),
             port=_port(env),
-            database=env.get("PG_DATABASE", "") or DEFAULT_DATABASE,
+            database=_no_line_breaks("PG_DATABASE", env.get("PG_DATABASE", "") or DEFAULT_DATABASE),
             reuse="PG_REUSE" in env,
             log_path=Path(env["PG_LOG_PATH"]).absolute() if env.get("PG_LOG_PATH") else None,
             conf_file=Path(env["PG_CONF_FILE"]).absolute() if env.get("PG_CONF_FILE") else None,
@@ -95,9 +155,11 @@ class ClusterConfig:
             url_var=url_var,
             no_tty=env.get("NO_TTY", "0") not in ("", "0"),
             os_user=env.get("PG_OS_USER") or None,
-            cache_dir=cache_dir_from(env),
+            cache_locations=cache_locations_from(env),
             use_spare=env.get("DB_TOOL_NO_SPARE", "") in ("", "0"),
+            keep_previous=env.get("DB_TOOL_KEEP_PREVIOUS", "") not in ("0", "no", "false"),
             pg_bin_dir=env.get("PG_BIN_DIR") or None,
+            homes=_homes(env),
         )
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
@@ -106,11 +168,19 @@ class ClusterConfig:
         return [p.strip() for p in self.preload.split(",") if p.strip()]
 
 
-def cache_dir_from(env: Mapping[str, str]) -> Path:
-    base = env.get("XDG_CACHE_HOME") or os.path.join(
-        env.get("HOME") or os.path.expanduser("~"), ".cache"
+def _homes(env: Mapping[str, str]) -> tuple[Path, ...]:
+    homes = [Path(env["HOME"])] if env.get("HOME") else []
+    with contextlib.suppress(KeyError):
+        homes.append(Path(pwd.getpwuid(os.getuid()).pw_dir))
+    return tuple(h for h in homes if h.is_absolute() and h != Path("/"))
+
+
+def cache_locations_from(env: Mapping[str, str]) -> CacheLocations:
+    return CacheLocations(
+        xdg_cache_home=env.get("XDG_CACHE_HOME") or None,
+        home=env.get("HOME") or None,
+        tmpdir=env.get("TMPDIR") or None,
     )
-    return Path(base) / "db-tool"
 
 
 @dataclass(frozen=True)
@@ -126,9 +196,12 @@ class ProjectSettings:
     patch_file: Path | None  # PATCH_SQL, else ${PROFILE_DIR:-$LOCAL_DIR}/test-data.sql
     hydrate_log: Path | None
     patch_log: Path | None
-    url: str | None  # --url, else PGURL, else DB_URL
+    url: str | None  # --url, else PGURL, else DB_URL (None: the project's cluster, see below)
     environment: str | None
     pg_log_path: Path | None
+    url_source: str | None = None  # which of --url / PGURL / DB_URL gave `url`
+    # LOCAL_DIR was unset: local_dir is the current directory, as the original's ${LOCAL_DIR:-$PWD}
+    local_dir_is_cwd: bool = False
     # HYDRATE_ENTRYPOINT (default entrypoint.sql), relative to DATABASE_SOURCE unless absolute
     hydrate_entrypoint: Path | None = None
 
@@ -137,7 +210,11 @@ class ProjectSettings:
         cls, env: Mapping[str, str] | None = None, url: str | None = None
     ) -> ProjectSettings:
         env = dict(os.environ if env is None else env)
-        local = Path(env["LOCAL_DIR"]).absolute() if env.get("LOCAL_DIR") else None
+        local_is_cwd = not env.get("LOCAL_DIR")
+        if env.get("LOCAL_DIR"):
+            local: Path | None = Path(_no_line_breaks("LOCAL_DIR", env["LOCAL_DIR"])).absolute()
+        else:
+            local = current_dir(env)
 
         def path(var: str, default: Path | None) -> Path | None:
             if env.get(var):
@@ -147,6 +224,17 @@ class ProjectSettings:
         database_dir = path("DATABASE_DIR", local / "db" if local else None)
         log_path = path("PG_LOG_PATH", None)
         profile = path("PROFILE_DIR", local)
+        working_dir = working_dir_from(env)
+        if working_dir is None and local is not None:
+            working_dir = local / "focus" / "postgresql"
+        url_source = None
+        for source, value in (("--url", url), ("PGURL", env.get("PGURL")),
+                              ("DB_URL", env.get("DB_URL"))):
+            if value:
+                url, url_source = value, source
+                break
+        else:
+            url = None
         database_source = path("DATABASE_SOURCE", database_dir / "src" if database_dir else None)
         entry = env.get("HYDRATE_ENTRYPOINT") or "entrypoint.sql"
         return cls(
@@ -156,33 +244,66 @@ class ProjectSettings:
             migration_dir=path("MIGRATION_DIR", database_dir / "migration" if database_dir
                                else None),
             database_source=database_source,
-            working_dir=working_dir_from(env),
+            working_dir=working_dir.absolute() if working_dir else None,
             patch_file=path("PATCH_SQL", profile / "test-data.sql" if profile else None),
             hydrate_log=path("HYDRATE_LOG", log_path / "hydrate.stdout.log" if log_path
                              else None),
             patch_log=path("PATCH_LOG", log_path / "patch.stdout.log" if log_path else None),
-            url=url or env.get("PGURL") or env.get("DB_URL") or None,
+            url=url,
             environment=env.get("ENVIRONMENT") or None,
             pg_log_path=log_path,
+            url_source=url_source,
+            local_dir_is_cwd=local_is_cwd,
             hydrate_entrypoint=database_source / entry if database_source else None,
         )
 
     def require_local_dir(self) -> Path:
         if self.local_dir is None:
             raise MissingError(
-                "LOCAL_DIR is required: export LOCAL_DIR=/path/to/project (the directory "
-                "holding db/)"
+                "LOCAL_DIR is required (the current directory, the fallback, no longer "
+                "exists): export LOCAL_DIR=/path/to/project (the directory holding db/)"
             )
         return self.local_dir
 
+    def project_url(self) -> str | None:
+        """The URL of this project's own cluster (socket under the working dir, PG_PORT,
+        PG_DATABASE, the login), or None when no working dir can be told."""
+        if self.working_dir is None:
+            return None
+        from db_tool.conninfo import build_url
+
+        config = self.cluster_config()
+        return build_url(config.superuser, config.database, config.working_dir / "sock",
+                         config.port)
+
+    def project_cluster_running(self) -> bool:
+        """A server is listening on the project's socket (its socket file exists)."""
+        if self.working_dir is None:
+            return False
+        port = _port(self.env)
+        return (self.working_dir / "sock" / f".s.PGSQL.{port}").is_socket()
+
     def require_url(self) -> str:
-        if not self.url:
-            raise MissingError(
-                "no database URL: pass --url, or export PGURL (`. postgres-init` does) or DB_URL"
-            )
-        return self.url
+        """--url, PGURL, DB_URL, then the project's own cluster when it is running."""
+        if self.url:
+            return self.url
+        if self.project_cluster_running():
+            url = self.project_url()
+            assert url is not None
+            return url
+        if self.working_dir is None:
+            cluster = "no project cluster (LOCAL_DIR unset and no current directory)"
+        else:
+            cluster = (f"the project's cluster in {self.working_dir} is not running "
+                       "(`database init` starts it)")
+        raise MissingError(
+            "no database URL: tried --url, PGURL, DB_URL (all unset) and "
+            f"{cluster}; or pass --url / export PGURL (`. postgres-init` does it) or DB_URL"
+        )
 
     def cluster_config(self, **overrides: object) -> ClusterConfig:
+        if self.working_dir is not None:
+            overrides.setdefault("working_dir", self.working_dir)
         return ClusterConfig.from_env(self.env, **overrides)
 
     @property

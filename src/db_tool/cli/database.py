@@ -36,11 +36,12 @@ Subcommands:
   migrator ...                  the migrator with this project's MIGRATION_DIR and URL
 
 Global options:
-  -u, --url URL                 connection URL (else PGURL, else DB_URL)
+  -u, --url URL                 connection URL (else PGURL, else DB_URL, else the project's
+                                own cluster when it is running)
   -i, --inherits TABLE          verify TABLE exists first (repeatable); missing -> exit 5
   -h, --help, help, ?           this help
 
-Environment (defaults): LOCAL_DIR (required for project commands), DATABASE_DIR
+Environment (defaults): LOCAL_DIR (the current directory), DATABASE_DIR
 ($LOCAL_DIR/db), MIGRATION_DIR ($DATABASE_DIR/migration), DATABASE_SOURCE ($DATABASE_DIR/src;
 entrypoint.sql), PROFILE_DIR ($LOCAL_DIR; holds test-data.sql), PG_WORKING_DIR
 ($LOCAL_DIR/focus/postgresql), HYDRATE_LOG / PATCH_LOG (stdout; $PG_LOG_PATH/hydrate.stdout.log
@@ -84,7 +85,8 @@ usage: database bundle path|sql
 def _split_globals(argv: Sequence[str]) -> tuple[list[str], list[str], str | None, list[str]]:
     """Pull -u/--url and -i/--inherits out of argv (before or after the subcommand).
 
-    Everything after `migrator` passes through untouched (the migrator has its own -u)."""
+    Everything after `migrator` passes through untouched (the migrator has its own -u, which
+    means the same), except `--url`, which the original's `database` takes from anywhere."""
     url: str | None = None
     inherits: list[str] = []
     rest: list[str] = []
@@ -95,10 +97,19 @@ def _split_globals(argv: Sequence[str]) -> tuple[list[str], list[str], str | Non
     while i < len(args):
         arg = args[i]
         i += 1
+        name, eq, inline = arg.partition("=")
         if seen_sub and rest and rest[0] in ("migrator", "postgres-init"):
+            if rest[0] == "migrator" and name == "--url" and "--" not in rest:
+                if eq:
+                    url = inline
+                elif i < len(args):
+                    url = args[i]
+                    i += 1
+                else:
+                    raise UsageError("--url needs a value")
+                continue
             rest.append(arg)
             continue
-        name, eq, inline = arg.partition("=")
         if name in ("-u", "--url", "-i", "--inherits"):
             if eq:
                 value = inline
@@ -118,6 +129,10 @@ def _split_globals(argv: Sequence[str]) -> tuple[list[str], list[str], str | Non
     return before, rest, url, inherits
 
 
+# What the server says when --inherits is no identifier at all (exit 3, not 1).
+_BAD_NAME = ("invalid name syntax", "improper relation name", "cross-database references")
+
+
 def _check_inherits(ctx: Context) -> None:
     if not ctx.inherits:
         return
@@ -125,7 +140,18 @@ def _check_inherits(ctx: Context) -> None:
 
     url = ctx.settings.require_url()
     for table in ctx.inherits:
-        rows = psql.query(url, "SELECT to_regclass(:'t') IS NOT NULL", variables={"t": table})
+        try:
+            rows = psql.query(url, "SELECT to_regclass(:'t') IS NOT NULL", variables={"t": table})
+        except Error as exc:
+            said = f"{exc.message}\n{exc.detail}"
+            for why in _BAD_NAME:
+                if why in said:
+                    raise Error(
+                        f"--inherits {table!r} is not a table name ({why}); give TABLE or "
+                        "SCHEMA.TABLE, double-quoting parts that need it",
+                        ExitCode.MISSING,
+                    ) from None
+            raise
         if not rows or rows[0][0] != "t":
             raise Error(f"table {table} does not exist (from --inherits)", ExitCode.NO_TABLE)
 
@@ -140,7 +166,9 @@ def _init(ctx: Context, argv: list[str]) -> int:
     opts, _ = a.parse(argv, [a.Opt(("--reuse",), "reuse"), a.Opt(("--print-env",), "print_env")],
                       cmd="database init", max_positional=0)
     passthrough = ["--print-env"] if opts["print_env"] else []
-    return postgres_init.run(passthrough, ctx.settings.env, reuse=bool(opts["reuse"]))
+    # Without PG_WORKING_DIR and LOCAL_DIR, the cluster goes under the current directory.
+    return postgres_init.run(passthrough, ctx.settings.env, reuse=bool(opts["reuse"]),
+                             working_dir=ctx.settings.working_dir)
 
 
 def _cleanup(ctx: Context, argv: list[str]) -> int:
@@ -174,7 +202,7 @@ def _bundle(ctx: Context, argv: list[str]) -> int:
         return 0 if argv else 1
     _, pos = a.parse(argv, [], cmd="database bundle", max_positional=1)
     if pos[0] == "path":
-        for p in bundle.materialized_paths():
+        for p in bundle.materialized_paths(ctx.settings.env):
             ctx.stdout.write(f"{p}\n")
         return 0
     if pos[0] == "sql":
@@ -190,9 +218,13 @@ def _migrator(ctx: Context, argv: list[str]) -> int:
     pre: list[str] = []
     if s.migration_dir is not None:
         pre += ["--migration-dir", str(s.migration_dir)]
-    if s.url:
-        pre += ["--db-url", s.url]
-    return migrator.run(pre + argv, s.env)
+    # --url, PGURL, DB_URL, else the project's own cluster (a connection error then names
+    # its socket, which says more than "no URL").
+    url = s.url or s.project_url()
+    if url:
+        pre += ["--db-url", url]
+    # Bare `database migrator` shows the migrator's help, as the original's bare `migrator`.
+    return migrator.run(pre + argv if argv else [], s.env)
 
 
 def dispatch(ctx: Context, sub: str, argv: list[str]) -> int:

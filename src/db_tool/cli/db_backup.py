@@ -21,12 +21,16 @@ previous one as it was.
 
 RESTORE_HELP = """\
 usage: database restore [--archive] [PATH]
+       database restore --previous
 
 Replace the development cluster's data with a backup and start it, using the database name
 recorded in the backup. PATH defaults to $LOCAL_DIR/focus/postgresql-backup; with --archive,
 PATH is a .tar.gz of such a directory. A PATH without base.tar.gz is refused before the cluster
 is touched. The current data is kept until the restored cluster has started, and put back if it
 does not start.
+
+--previous swaps in the cluster a fresh postgres-init replaced (kept in <wd>/data.previous when
+it held data); the current data becomes data.previous, so running it again undoes it.
 """
 
 NORMALIZE_HELP = """\
@@ -115,10 +119,21 @@ def _restore(ctx: Context, argv: list[str]) -> int:
     if a.wants_help(argv):
         ctx.stdout.write(RESTORE_HELP)
         return 0
-    opts, pos = a.parse(argv, [a.Opt(("--archive",), "archive")], cmd="database restore",
-                        max_positional=1)
+    opts, pos = a.parse(argv, [a.Opt(("--archive",), "archive"),
+                               a.Opt(("--previous",), "previous")],
+                        cmd="database restore", max_positional=1)
     from db_tool import output
-    from db_tool.commands.restore import restore
+    from db_tool.commands.restore import restore, restore_previous
+
+    if opts["previous"]:
+        if pos or opts["archive"]:
+            raise Error("database restore: --previous takes no PATH and no --archive: run "
+                        "`database restore --previous` alone", ExitCode.UNKNOWN)
+        kept = restore_previous(settings=ctx.settings)
+        output.ok(f"the previous cluster is back; database {kept.database} is up (the data "
+                  f"it replaced is now in {kept.source})")
+        ctx.stdout.write(kept.url + "\n")
+        return 0
 
     if not pos:
         ctx.settings.require_local_dir()

@@ -187,6 +187,8 @@ def _hydrate(ctx: Context, opts: dict[str, object]) -> int:
         parts.append("bundle applied")
         if result.secrets is not None:
             parts.append(f"{result.secrets} secret(s) from {result.secrets_from}")
+        elif result.secrets_from is not None:
+            parts.append(f"the dotenv from {result.secrets_from} is empty, no secrets loaded")
         else:
             parts.append("no dotenv source for secrets")
     parts.append(f"{result.entrypoint.name} ran")

@@ -31,23 +31,24 @@ _OPTIONS: dict[str, tuple[str, bool]] = {
     "--raw": ("raw", False), "-r": ("raw", False),
     "--json": ("json", False),
     "--exit-code": ("exit_code", False),
+    "--strict": ("strict", False),
 }
 _GLOBAL = {"db_url", "migration_dir", "inherits"}
 _ALLOWED: dict[str, set[str]] = {
     "init": {"dry_run", "set"},
-    "migrate": {"force", "set"},
+    "migrate": {"force", "set", "strict"},
     "create": {"name"},
     "list": {"raw"},
-    "status": {"json", "exit_code"},
-    "fetch": {"json", "exit_code"},
+    "status": {"json", "exit_code", "strict"},
+    "fetch": {"json", "exit_code", "strict"},
 }
 
 HELP = f"""\
 usage: migrator [global options] <init|migrate|create|list|status|fetch> [options]
 
 Global options:
-  -u, --db-url URL          database URL (default: $DB_URL); PostgreSQL, or SQLite via
-                            sqlite://PATH or a path ending in .db, .sqlite, .sqlite3
+  -u, --db-url URL          database URL (default: $DB_URL, else $PGURL); PostgreSQL,
+                            or SQLite via sqlite://PATH or a path ending in .db, .sqlite, .sqlite3
   -d, --migration-dir DIR   migrations (default: $MIGRATION_DIR, else ./migration)
       --inherits TABLE      deprecated, accepted and ignored
   -V, --version             print the version
@@ -56,29 +57,30 @@ Global options:
 Commands:
   init [--dry-run] [--set VAR=VAL]
         apply the hectic bundle; --dry-run prints its SQL and needs no database
-  migrate up [N|all|latest|head]     apply N (default: all) pending migrations
+  migrate up [N|all|latest|head]     apply the next N (default: 1) or all pending migrations
   migrate down [N]                   roll back the N (default: 1) latest migrations
   migrate to <name>|latest|head|last go to exactly that migration (up or down)
-        -f, --force         proceed despite a history mismatch or a modified migration
+        -f, --force         proceed despite a history mismatch
+        --strict            refuse when an applied migration was modified (MIGRATOR_STRICT=1)
         -v, --set VAR=VAL   psql variable for the migration files (repeatable)
         runs init first; all steps run in one psql session under an advisory lock,
         each migration with its history row in one transaction
   create [-n, --name NAME]
-        new <dir>/<YYYYMMDDHHMMSS>-<name>.sql with -- migrate:up / -- migrate:down sections
+        new <dir>/<YYYYMMDDHHMMSS local time>-<name>.sql with -- migrate:up / -- migrate:down
   list [-r, --raw]
         migration names in order; without --raw, missing up/down files are shown
-  status [--json] [--exit-code]      (alias: fetch)
+  status [--json] [--exit-code] [--strict]      (alias: fetch)
         applied / pending / missing (applied, not on disk) / modified (hash differs);
-        --exit-code exits 1 when anything is pending
+        --exit-code exits 1 when anything is pending, --strict exits 2 when modified
 
-Migration layouts under the migration dir (names ^[0-9]{{14}}-.+):
+Migration layouts under the migration dir (names ^[0-9]{{14}}-):
   <name>/up.sql + down.sql, <name>/up/entrypoint.sql + down/entrypoint.sql (\\ir siblings),
-  <name>.sql with -- migrate:up / -- migrate:down sections.
+  <name>.sql with -- migrate:up / -- migrate:down sections (without -- migrate:up: skipped).
 
-Environment: DB_URL, MIGRATION_DIR, MIGRATOR_LOCK_TIMEOUT (seconds to wait for another
-migrator, default 60).
-Exit codes: 1 error, 2 ambiguous arguments or history mismatch, 3 missing argument,
-4 a migration failed, 9 unknown argument, 13 bug, 127 psql/sqlite3 not found.
+Environment: DB_URL (else PGURL), MIGRATION_DIR, MIGRATOR_STRICT, MIGRATOR_LOCK_TIMEOUT (seconds
+to wait for another migrator, default 60).
+Exit codes: 1 error, 2 ambiguous arguments, history mismatch or --strict refusal, 3 missing
+argument, 4 a migration failed, 9 unknown argument, 13 bug, 127 psql/sqlite3 not found.
 version {__version__}
 """
 
@@ -86,34 +88,43 @@ version {__version__}
 @dataclass
 class Args:
     command: str | None = None
-    positional: list[str] = field(default_factory=list)  # after the command
+    positional: list[str] = field(default_factory=list)  # every word but the command
     options: dict[str, Any] = field(default_factory=dict)
+    # Every option as written, in order: (dest or None when unknown, the name as typed).
+    seen: list[tuple[str | None, str]] = field(default_factory=list)
     help: bool = False
     version: bool = False
 
 
 def parse_args(argv: Sequence[str]) -> Args:
-    """Split argv into command, its positionals and options (wherever they stand)."""
+    """Split argv into command, the other words and options (wherever they stand), as the
+    original does: the command is the first word naming one, a second is ambiguous (exit 2);
+    whether the rest fits that command is checked by check_args()."""
     args = Args()
-    unknown: list[str] = []
-    typed: dict[str, str] = {}  # dest → the option name as the user wrote it
-    words: list[str] = []
     items = list(argv)
     i = 0
     while i < len(items):
         arg = items[i]
         i += 1
         if arg == "--":
-            words += items[i:]
+            args.positional += items[i:]
             break
-        if arg in ("-h", "--help"):
+        if arg in ("-h", "--help", "help"):
             args.help = True
             continue
         if arg in ("-V", "--version"):
             args.version = True
             continue
         if not arg.startswith("-") or arg == "-":
-            words.append(arg)
+            if arg in COMMANDS:
+                if args.command is not None:
+                    raise Error(
+                        f"ambiguous subcommand, decide {args.command} or {arg}; give one",
+                        ExitCode.AMBIGUOUS,
+                    )
+                args.command = arg
+            else:
+                args.positional.append(arg)
             continue
         name, eq, inline = arg.partition("=")
         attached = None
@@ -122,10 +133,10 @@ def parse_args(argv: Sequence[str]) -> Args:
             name, attached, eq, inline = arg[:2], arg[2:], "", ""
         spec = _OPTIONS.get(name)
         if spec is None:
-            unknown.append(name)
+            args.seen.append((None, name))
             continue
         dest, takes_value = spec
-        typed.setdefault(dest, name)
+        args.seen.append((dest, name))
         if takes_value:
             if attached is not None:
                 value = attached
@@ -144,40 +155,40 @@ def parse_args(argv: Sequence[str]) -> Args:
             if eq or attached:
                 raise UsageError(f"option {name} takes no value")
             args.options[dest] = True
-    if words and words[0] == "help":
-        args.help = True
-        words = words[1:]
-    if words:
-        if words[0] not in COMMANDS:
-            raise UsageError(
-                f"unknown subcommand {words[0]!r}; expected one of {', '.join(COMMANDS)}"
-            )
-        args.command = words[0]
-        args.positional = words[1:]
-        others = [w for w in args.positional if w in COMMANDS]
-        if others:
-            raise Error(
-                f"ambiguous subcommand: {args.command} and {others[0]}; give one",
-                ExitCode.AMBIGUOUS,
-            )
-        if args.command == "migrate":
-            directions = [w for w in args.positional if w in DIRECTIONS]
-            if len(directions) > 1:
-                raise Error(
-                    f"ambiguous migrate subcommand: {' and '.join(directions)}; give one of "
-                    "up, down or to", ExitCode.AMBIGUOUS,
-                )
-    if args.help or args.version:
-        return args
-    where = f"{args.command} argument" if args.command else "argument"
-    if unknown:
-        raise UsageError(f"{where} {unknown[0]} does not exist; see migrator --help")
-    if args.command:
-        allowed = _GLOBAL | _ALLOWED[args.command]
-        for dest, opt_name in typed.items():
-            if dest not in allowed:
-                raise UsageError(f"{where} {opt_name} does not exist; see migrator --help")
     return args
+
+
+def check_args(args: Args) -> None:
+    """The original's answer to words and options that do not fit the command."""
+    if args.command is None:
+        raise Error("no subcommand specified. Use 'migrator help' for usage information.")
+    command = args.command
+    allowed = _GLOBAL | _ALLOWED[command]
+    bad = [typed for dest, typed in args.seen if dest not in allowed]
+    if command == "migrate":
+        directions = [w for w in args.positional if w in DIRECTIONS]
+        if len(directions) > 1:
+            raise Error(
+                f"ambiguous migrate subcommand, decide {directions[0]} or {directions[1]}; "
+                "give one of up, down or to", ExitCode.AMBIGUOUS,
+            )
+        label = f"`migrate {directions[0]}`" if directions else "`migrate`"
+        if bad:
+            raise Error(f"{label} argument {bad[0]} does not exists; see migrator --help")
+        if not directions:
+            raise MissingError(
+                "no migrate subcommand specified; give migrate up [N|all], down [N] or to <name>"
+            )
+        rest = [w for w in args.positional if w not in DIRECTIONS]
+        if len(rest) > 1:
+            raise Error(f"{label} too many arguments; give at most one, got {' '.join(rest)}")
+        return
+    if bad:
+        raise UsageError(f"{command} argument {bad[0]} does not exists; see migrator --help")
+    if args.positional:
+        raise UsageError(
+            f"{command} subcommand {args.positional[0]} does not exists; see migrator --help"
+        )
 
 
 def _variables(pairs: Sequence[str]) -> dict[str, str]:
@@ -211,30 +222,33 @@ def _lock_timeout(env: Mapping[str, str]) -> float:
     return value
 
 
+def _given_url(args: Args, env: Mapping[str, str]) -> str | None:
+    """--db-url, DB_URL, then PGURL (what `. postgres-init` exports)."""
+    url = args.options.get("db_url") or env.get("DB_URL") or env.get("PGURL")
+    return str(url) if url else None
+
+
 def _url(args: Args, env: Mapping[str, str]) -> str:
-    url = args.options.get("db_url") or env.get("DB_URL")
+    url = _given_url(args, env)
     if not url:
-        raise MissingError("no DB_URL or --db-url specified")
-    return str(url)
+        raise MissingError(
+            "no DB_URL or --db-url specified (tried --db-url, DB_URL and PGURL: all unset); "
+            "pass --db-url URL or export DB_URL (`. postgres-init` exports PGURL)"
+        )
+    return url
 
 
 def _migration_dir(args: Args, env: Mapping[str, str]) -> str:
     return str(args.options.get("migration_dir") or env.get("MIGRATION_DIR") or "migration")
 
 
-def _no_positional(args: Args) -> None:
-    if args.positional:
-        raise UsageError(f"{args.command} argument {args.positional[0]} does not exist")
-
-
 # --------------------------------------------------------------------------- commands
 
 
 def cmd_init(args: Args, env: Mapping[str, str]) -> int:
-    _no_positional(args)
     variables = _variables(args.options.get("set", []))
     if args.options.get("dry_run"):
-        url = args.options.get("db_url") or env.get("DB_URL")
+        url = _given_url(args, env)
         from db_tool import history
 
         if url and history.sqlite_path(str(url)) is not None:
@@ -251,16 +265,15 @@ def cmd_init(args: Args, env: Mapping[str, str]) -> int:
     return 0
 
 
+def _strict(args: Args, env: Mapping[str, str]) -> bool:
+    return bool(args.options.get("strict")) or env.get("MIGRATOR_STRICT", "") not in ("", "0")
+
+
 def cmd_migrate(args: Args, env: Mapping[str, str]) -> int:
     from db_tool import history, migrations
 
-    if not args.positional:
-        raise MissingError("migrate needs a direction: migrate up [N], down [N] or to <name>")
-    direction, rest = args.positional[0], args.positional[1:]
-    if direction not in DIRECTIONS:
-        raise UsageError(f"unknown migrate subcommand {direction!r}; use up, down or to")
-    if len(rest) > 1:
-        raise UsageError(f"migrate {direction}: unexpected argument {rest[1]!r}")
+    direction = next(w for w in args.positional if w in DIRECTIONS)
+    rest = [w for w in args.positional if w not in DIRECTIONS]
     target = migrations.Target.parse(direction, rest[0] if rest else None)
     url = _url(args, env)
     variables = _variables(args.options.get("set", []))
@@ -269,11 +282,16 @@ def cmd_migrate(args: Args, env: Mapping[str, str]) -> int:
     backend = history.for_url(url, env)
     if isinstance(backend, history.SqliteHistory):
         backend.cli()  # fail with 127 before touching anything
-    available = migrations.discover(_migration_dir(args, env))
+    warnings: list[str] = []
+    available = migrations.discover(_migration_dir(args, env), warnings)
+    for warning in warnings:
+        _say(f"warning: {warning}")
     # The session holds the migration lock from before the history is read until the last
     # step, so the plan below cannot be invalidated by a concurrent migrator.
     with backend.migrate_session(variables, lock_timeout) as session:
-        plan = migrations.plan(available, session.applied, target, force=force)
+        plan = migrations.plan(
+            available, session.applied, target, force=force, strict=_strict(args, env)
+        )
         for notice in plan.notices:
             _say(f"warning: {notice}")
         if plan.already is not None:
@@ -285,6 +303,14 @@ def cmd_migrate(args: Args, env: Mapping[str, str]) -> int:
             _print_results(exc.completed)
             raise
     _print_results(results)
+    last = plan.steps[-1]
+    if last.direction == "up":
+        _say(f"successfully migrated to {last.migration.name}")
+    else:
+        names = [m.name for m in available]
+        position = names.index(last.migration.name)
+        _say("successfully migrated down to "
+             + (names[position - 1] if position > 0 else "clean state"))
     return 0
 
 
@@ -310,8 +336,9 @@ def random_word() -> str:
 
 
 def create_migration(directory: str, name: str | None, now: float | None = None) -> str:
-    """Create <dir>/<UTC YYYYMMDDHHMMSS>-<name>.sql; the timestamp is bumped past any taken one
-    (under flock on the directory), so two creates in one second never collide."""
+    """Create <dir>/<local YYYYMMDDHHMMSS>-<name>.sql (local time, as the original's `date`);
+    the timestamp is bumped past any taken one (under flock on the directory), so two creates
+    in one second never collide."""
     import fcntl
     import os
     import time
@@ -331,7 +358,7 @@ def create_migration(directory: str, name: str | None, now: float | None = None)
         fcntl.flock(dir_fd, fcntl.LOCK_EX)
         taken = {e[:14] for e in os.listdir(root) if NAME_RE.match(e)}
         while True:
-            prefix = time.strftime("%Y%m%d%H%M%S", time.gmtime(stamp))
+            prefix = time.strftime("%Y%m%d%H%M%S", time.localtime(stamp))
             if prefix not in taken:
                 path = root / f"{prefix}-{name}.sql"
                 try:
@@ -348,21 +375,30 @@ def create_migration(directory: str, name: str | None, now: float | None = None)
 
 
 def cmd_create(args: Args, env: Mapping[str, str]) -> int:
-    _no_positional(args)
-    print(create_migration(_migration_dir(args, env), args.options.get("name")))
+    path = create_migration(_migration_dir(args, env), args.options.get("name"))
+    _say(f"created migration: {path}")
+    print(path)
     return 0
 
 
 def cmd_list(args: Args, env: Mapping[str, str]) -> int:
+    """One line per migration; without --raw, `<name>: missing up.sql down.sql` as the original
+    prints it for both of its layouts (it looks for up.sql or up/entrypoint.sql)."""
     from db_tool import migrations
 
-    _no_positional(args)
     raw = bool(args.options.get("raw"))
-    for m in migrations.discover(_migration_dir(args, env)):
-        if raw or not m.missing:
+    warnings: list[str] = []
+    found = migrations.discover(_migration_dir(args, env), warnings)
+    for warning in warnings:
+        _say(f"warning: {warning}")
+    for m in found:
+        missing = [f"{d}.sql" for d, f in (("up", m.up), ("down", m.down)) if f is None]
+        if m.layout == migrations.FILE:
+            missing = [f"-- migrate:{d}" for d, f in (("up", m.up), ("down", m.down)) if f is None]
+        if raw or not missing:
             print(m.name)
         else:
-            print(f"{m.name}: missing {' '.join(m.missing)}")
+            print(f"{m.name}: missing {' '.join(missing)}")
     return 0
 
 
@@ -371,9 +407,11 @@ def cmd_status(args: Args, env: Mapping[str, str]) -> int:
 
     from db_tool import history, migrations
 
-    _no_positional(args)
     url = _url(args, env)
-    available = migrations.discover(_migration_dir(args, env))
+    warnings: list[str] = []
+    available = migrations.discover(_migration_dir(args, env), warnings)
+    for warning in warnings:
+        _say(f"warning: {warning}")
     rows = migrations.status(available, history.for_url(url, env).read_applied())
     counts = {s: sum(1 for r in rows if r.state == s)
               for s in ("applied", "pending", "missing", "modified")}
@@ -390,19 +428,32 @@ def cmd_status(args: Args, env: Mapping[str, str]) -> int:
         for r in rows:
             print(f"{r.state:<8}  {r.applied_at or '-':<20}  {r.name}")
         print(", ".join(f"{n} {s}" for s, n in counts.items()))
+    if counts["modified"] and _strict(args, env):
+        raise Error(
+            f"{counts['modified']} applied migration(s) modified since they were applied; "
+            "refusing because of --strict / MIGRATOR_STRICT=1", ExitCode.AMBIGUOUS,
+        )
     if args.options.get("exit_code") and counts["pending"]:
         return 1
     return 0
 
 
+# The original migrator's version: printed by -V and written to SQLite's hectic_version.
+MIGRATOR_VERSION = "0.0.1"
+
+
 def _dispatch(argv: Sequence[str], env: Mapping[str, str]) -> int:
-    args = parse_args(argv)
-    if args.version:
-        print(f"migrator version {__version__}")
-        return 0
-    if args.help or args.command is None:
+    if not argv:
         sys.stdout.write(HELP)
         return 0
+    args = parse_args(argv)
+    if args.version:
+        print(f"migrator version {MIGRATOR_VERSION} (db-tool {__version__})")
+        return 0
+    if args.help:
+        sys.stdout.write(HELP)
+        return 0
+    check_args(args)
     if "inherits" in args.options:
         _say("warning: --inherits is deprecated and ignored")
     command = args.command

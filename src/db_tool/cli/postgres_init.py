@@ -8,6 +8,7 @@ from __future__ import annotations
 import shlex
 import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from db_tool.cli.common import env_dict, guarded
 from db_tool.errors import UsageError
@@ -35,7 +36,7 @@ Exported when sourced (and printed by --print-env):
   $PG_URL_VAR           the same URL under the name PG_URL_VAR gives (default PGURL)
 
 Environment:
-  PG_WORKING_DIR        the working dir; else $LOCAL_DIR/focus/postgresql; neither -> exit 3
+  PG_WORKING_DIR        the working dir; else $LOCAL_DIR/focus/postgresql; neither -> exit 1
   LOCAL_DIR             project root (see PG_WORKING_DIR)
   PG_PORT               socket port (default 5432)
   PG_DATABASE           database to create/ensure (default testdb)
@@ -48,7 +49,8 @@ Environment:
                         lock held by another process, bad config, missing library) is an error
                         that leaves the data exactly as it was.
   PG_URL_VAR            extra variable to export the URL as (default PGURL; must be a valid
-                        identifier)
+                        identifier and not one the shell or libpq uses: PATH, IFS, HOME, PS1,
+                        PGHOST, LD_*, ... are refused, exit 3)
   PG_LOG_PATH           directory for server logs (default <wd>/data/log)
   PG_DISABLE_LOGGING    1 disables the logging collector (default 0: on, log_directory 'log')
   PG_SHARED_PRELOAD_LIBRARIES
@@ -70,9 +72,14 @@ Environment:
                         else nobody). Only data/, sock/ and a created PG_LOG_PATH are chowned to
                         it; ancestors it cannot enter get search permission for it (ACL).
 
+A fresh init over a cluster holding data (any user table) keeps it as <wd>/data.previous (one
+generation) and says so; `database restore --previous` brings it back; DB_TOOL_KEEP_PREVIOUS=0
+turns this off.
+
 Two runs on the same working dir at once are serialised by a lock (<wd>/.db-tool.lock).
 Fresh clusters are copies of a cached template (${XDG_CACHE_HOME:-~/.cache}/db-tool/templates,
-invalidated when the PostgreSQL binaries change); one spare copy is kept ready in the background
+else a per-user dir next to the working dir or in $TMPDIR, else none: plain initdb; invalidated
+when the PostgreSQL binaries change); one spare copy is kept ready in the background
 so the next fresh init is a rename (DB_TOOL_NO_SPARE=1 disables it).
 
 Exit codes: 0 ok, 1 error, 3 missing/invalid environment, 13 bug, 127 PostgreSQL or a required
@@ -102,7 +109,13 @@ def exported_values(cluster_url: str, config: object) -> dict[str, str]:
     return values
 
 
-def run(argv: Sequence[str], env: Mapping[str, str] | None = None, *, reuse: bool = False) -> int:
+def run(
+    argv: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    *,
+    reuse: bool = False,
+    working_dir: Path | None = None,
+) -> int:
     print_env = False
     for arg in argv:
         if arg in ("-h", "--help"):
@@ -124,7 +137,10 @@ def run(argv: Sequence[str], env: Mapping[str, str] | None = None, *, reuse: boo
     from db_tool.settings import ClusterConfig
 
     environ = env_dict(env)
-    config = ClusterConfig.from_env(environ, **({"reuse": True} if reuse else {}))
+    overrides: dict[str, object] = {"reuse": True} if reuse else {}
+    if working_dir is not None:
+        overrides["working_dir"] = working_dir
+    config = ClusterConfig.from_env(environ, **overrides)
     result = Cluster(config).init()
     values = exported_values(result.url, config)
     verb = {"created": "started a fresh", "reused": "reused the", "healed": "recreated the",

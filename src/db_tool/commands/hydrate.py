@@ -17,7 +17,7 @@ from db_tool.settings import ProjectSettings
 class HydrateResult:
     entrypoint: Path
     bundle_applied: bool
-    secrets: int | None  # how many were loaded; None when no dotenv source was found
+    secrets: int | None  # how many were loaded; None when no (or an empty) dotenv was found
     secrets_from: str | None
     log: Path | None
 
@@ -79,8 +79,9 @@ def hydrate(
         found = find_dotenv(settings.env)
         if found is not None:
             content, secrets_from = found
-            with output.step(f"load secrets from {secrets_from}"):
-                secrets = bundle.load_secrets(url, content)
+            if not bundle.dotenv_is_empty(content):  # as the original: empty loads nothing
+                with output.step(f"load secrets from {secrets_from}"):
+                    secrets = bundle.load_secrets(url, content)
     variables = {"USE_MOCK": "1"} if mock else {}
     log = settings.hydrate_log
     what = f"run {entrypoint}" + (" with USE_MOCK=1" if mock else "")

@@ -7,6 +7,7 @@ restored cluster has started, and put back (and restarted if it was running) whe
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from dataclasses import dataclass
@@ -124,3 +125,42 @@ def _roll_back(cluster: Cluster, previous: Path | None, was_running: bool) -> No
             cluster.start_locked()
         except Exception as exc:  # the restore's own error matters more; say this one
             output.warn(f"could not restart the previous cluster: {exc}")
+
+
+def restore_previous(*, settings: ProjectSettings) -> RestoreResult:
+    """Swap in <wd>/data.previous (what the last fresh init kept) and start it; the data it
+    replaces becomes data.previous, so this is undone by running it again."""
+    from db_tool.previous import PREVIOUS
+
+    cluster = Cluster(settings.cluster_config())
+    kept = cluster.working_dir / PREVIOUS
+    if not (kept / "PG_VERSION").is_file():
+        raise MissingError(
+            f"no previous cluster in {kept}: a fresh postgres-init keeps one there when it "
+            "replaces a cluster holding data — nothing was changed"
+        )
+    with cluster.locked():
+        was_running = cluster.stop_locked()
+        swap = cluster.working_dir / f"data.swap-{os.getpid()}"
+        current = cluster.datadir.exists() or cluster.datadir.is_symlink()
+        if current:
+            cluster.datadir.rename(swap)
+        kept.rename(cluster.datadir)
+        if current:
+            swap.rename(kept)
+        try:
+            cluster.start_locked()
+            cluster.ensure_database(cluster.database)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                cluster.stop_locked()
+            cluster.datadir.rename(swap)
+            if current:
+                kept.rename(cluster.datadir)
+            swap.rename(kept)
+            output.warn(f"the previous cluster does not start; it stays in {kept}")
+            if current and was_running:
+                with contextlib.suppress(Exception):
+                    cluster.start_locked()
+            raise
+    return RestoreResult(cluster.url, cluster.database, kept)

@@ -81,7 +81,7 @@ def run_file(
         stdout = fd
     kept: list[bytes] = []
     try:
-        child = proc.spawn(argv, env=psql.env(), stdin=subprocess.DEVNULL, stdout=stdout,
+        child = proc.spawn(argv, env=psql.env(url=url), stdin=subprocess.DEVNULL, stdout=stdout,
                            stderr=subprocess.PIPE, cwd=cwd, tied=True)
         assert child.stderr is not None
         tee = threading.Thread(target=_tee_stderr, args=(child.stderr, err, kept), daemon=True)

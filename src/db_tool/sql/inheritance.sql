@@ -1,33 +1,44 @@
 -- hectic bundle, step 4 of 4: inheritance rules.
 --
+-- The same objects as the original tool's bundle (names, signatures, messages), so either
+-- bundle applies over the other and both keep working on one database:
+--
 -- Parents:
---   hectic.created_at  every user table must inherit it (directly or through another table).
---   hectic.updated_at  optional; inheriting tables get a BEFORE UPDATE FOR EACH ROW trigger
+--   hectic.created_at  every user table must inherit it.
+--   hectic.updated_at  optional; inheriting tables get the BEFORE UPDATE FOR EACH ROW trigger
 --                      `hectic_set_updated_at` calling hectic.set_updated_at().
---   hectic.immutable   marker; inheriting tables get `hectic_immutable_rows` (BEFORE INSERT OR
---                      UPDATE OR DELETE, FOR EACH ROW: catches changes made through a parent
---                      table too) and `hectic_immutable_truncate` (BEFORE TRUNCATE), both
---                      raising unless current_setting('hectic.migration_mode', true) = 'on'.
---                      Meant as `SET LOCAL hectic.migration_mode = 'on'` inside a migration's
---                      transaction so the permission ends with COMMIT.
+--   hectic.immutable   marker; inheriting tables get `hectic_block_immutable_dml` (BEFORE
+--                      INSERT OR UPDATE OR DELETE, FOR EACH ROW: catches changes made through
+--                      a parent table too) and `hectic_block_immutable_truncate` (BEFORE
+--                      INSERT OR UPDATE OR DELETE OR TRUNCATE, FOR EACH STATEMENT), both
+--                      calling hectic.block_immutable_dml(), which raises unless
+--                      current_setting('hectic.migration_mode', true) = 'on'. Meant as
+--                      `SET LOCAL hectic.migration_mode = 'on'` inside a migration's
+--                      transaction, so the permission ends with COMMIT.
 --
--- Event triggers (ddl_command_end, need a superuser to install):
+-- Event triggers (ddl_command_end; installing them needs a superuser):
 --   hectic_enforce_created_at_inheritance  CREATE TABLE not inheriting hectic.created_at
---       raises (with a HINT). CREATE TABLE AS and SELECT INTO cannot declare INHERITS, so
---       they raise as well outside exempt schemas (the HINT shows the CREATE TABLE ...
---       INHERITS + INSERT ... SELECT form). Only creation is checked: ALTER TABLE on a table
---       that predates the bundle keeps working.
---   hectic_sync_inheritance_triggers  after CREATE TABLE and ALTER TABLE (e.g. INHERIT /
---       NO INHERIT added later) the table and its inheritance descendants get exactly the
---       triggers their ancestry asks for: missing ones are created, ours are dropped when the
---       table no longer descends from hectic.updated_at / hectic.immutable.
+--       raises (with a HINT). As in the original, CREATE TABLE AS, SELECT INTO and tables
+--       made inside CREATE SCHEMA ... CREATE TABLE are not checked (existing scripts use
+--       them). Only creation is checked: ALTER TABLE on a table that predates the bundle
+--       keeps working.
+--   hectic_attach_updated_at_trigger / hectic_attach_immutable_triggers  after CREATE TABLE
+--       and ALTER TABLE (INHERIT / NO INHERIT added later) the table and its inheritance
+--       descendants get exactly the triggers their ancestry asks for: missing ones are
+--       created, ours are dropped when the table no longer descends from the parent.
 --
--- Exempt from the created_at rule: schemas hectic, information_schema, pg_*, the schemas in
--- the comma-separated GUC hectic.inheritance_extra_excluded_schemas (e.g. ALTER DATABASE db
--- SET hectic.inheritance_extra_excluded_schemas = 'legacy,etl'), declarative partitions
--- (relispartition), partitioned tables themselves (PostgreSQL forbids them to inherit, so
--- they could never comply), temporary tables and tables created by an extension.
--- Triggers for updated_at / immutable follow inheritance everywhere: inheriting is opt-in.
+-- Where db-tool goes further than the original (see docs/bundle.md):
+--   * inheriting through another table counts (multi-level inheritance), for the created_at
+--     rule and for the triggers;
+--   * also exempt from the created_at rule: partitioned tables (PostgreSQL forbids them to
+--     inherit, so they could never comply) and tables created by an extension;
+--   * triggers follow ALTER TABLE ... [NO] INHERIT, and are attached to tables made inside
+--     CREATE SCHEMA ... CREATE TABLE as well.
+--
+-- Exempt from the created_at rule as in the original: schemas hectic, information_schema,
+-- pg_*, the schemas in the comma-separated GUC hectic.inheritance_extra_excluded_schemas
+-- (e.g. ALTER DATABASE db SET hectic.inheritance_extra_excluded_schemas = 'legacy,etl'),
+-- declarative partitions and temporary tables.
 
 CREATE TABLE IF NOT EXISTS hectic.created_at (
     created_at timestamptz NOT NULL DEFAULT pg_catalog.now()
@@ -49,7 +60,7 @@ BEGIN
 END
 $hectic_fn$;
 
-CREATE OR REPLACE FUNCTION hectic.reject_immutable_dml()
+CREATE OR REPLACE FUNCTION hectic.block_immutable_dml()
 RETURNS trigger
 LANGUAGE plpgsql
 AS $hectic_fn$
@@ -62,58 +73,52 @@ BEGIN
         END IF;
         RETURN NEW;
     END IF;
-    RAISE EXCEPTION '% on %.% is not allowed: the table inherits hectic.immutable',
-        TG_OP, pg_catalog.quote_ident(TG_TABLE_SCHEMA), pg_catalog.quote_ident(TG_TABLE_NAME)
+    -- The message is the original's word for word: scripts may match it.
+    RAISE EXCEPTION 'hectic: table %.% inherits hectic.immutable; % blocked outside migration_mode',
+        pg_catalog.quote_ident(TG_TABLE_SCHEMA), pg_catalog.quote_ident(TG_TABLE_NAME), TG_OP
         USING HINT = 'change immutable data in a migration: BEGIN; SET LOCAL hectic.migration_mode = ''on''; ...; COMMIT;';
 END
 $hectic_fn$;
 
--- Whether rel has `ancestor` among its inheritance ancestors (any depth).
-CREATE OR REPLACE FUNCTION hectic.descends_from(rel pg_catalog.regclass, ancestor pg_catalog.regclass)
+-- Whether p_schema is exempt from the created_at rule: hectic, information_schema, pg_*, or
+-- listed in hectic.inheritance_extra_excluded_schemas.
+CREATE OR REPLACE FUNCTION hectic._is_excluded_schema(p_schema text)
 RETURNS boolean
 LANGUAGE sql
 STABLE
 AS $hectic_fn$
-    WITH RECURSIVE up(oid) AS (
-        SELECT i.inhparent FROM pg_catalog.pg_inherits AS i WHERE i.inhrelid = rel
-        UNION
-        SELECT i.inhparent FROM pg_catalog.pg_inherits AS i JOIN up ON i.inhrelid = up.oid
-    )
-    SELECT EXISTS (SELECT 1 FROM up WHERE up.oid = ancestor)
-$hectic_fn$;
-
--- Whether rel is exempt from the created_at rule (see the header for the list).
-CREATE OR REPLACE FUNCTION hectic.inheritance_exempt(rel pg_catalog.regclass)
-RETURNS boolean
-LANGUAGE sql
-STABLE
-AS $hectic_fn$
-    SELECT c.relpersistence = 't'
-        OR c.relispartition
-        OR c.relkind = 'p'
-        OR n.nspname IN ('hectic', 'information_schema')
-        OR n.nspname LIKE 'pg\_%'
-        OR n.nspname IN (
+    SELECT p_schema IN ('hectic', 'information_schema')
+        OR p_schema LIKE 'pg\_%'
+        OR p_schema IN (
             SELECT pg_catalog.btrim(s)
             FROM pg_catalog.regexp_split_to_table(
                 COALESCE(
                     pg_catalog.current_setting('hectic.inheritance_extra_excluded_schemas', true), ''),
                 ',') AS s
         )
-        OR EXISTS (
-            SELECT 1 FROM pg_catalog.pg_depend AS d
-            WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
-              AND d.objid = c.oid AND d.deptype = 'e'
-        )
-    FROM pg_catalog.pg_class AS c
-    JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
-    WHERE c.oid = rel
 $hectic_fn$;
 
--- Give rel exactly the hectic triggers its ancestry asks for. A trigger counts as present
--- when it has our name, or calls our function with the same timing/events under another
--- name (so a database set up by another bundle build gets no duplicates).
-CREATE OR REPLACE FUNCTION hectic.sync_inheritance_triggers(rel pg_catalog.regclass)
+-- Whether table p_oid has p_parent among its inheritance ancestors, at any depth (the
+-- original looks at direct parents only).
+CREATE OR REPLACE FUNCTION hectic._table_inherits(p_oid oid, p_parent pg_catalog.regclass)
+RETURNS boolean
+LANGUAGE sql
+STABLE
+AS $hectic_fn$
+    WITH RECURSIVE up(oid) AS (
+        SELECT i.inhparent FROM pg_catalog.pg_inherits AS i WHERE i.inhrelid = p_oid
+        UNION
+        SELECT i.inhparent FROM pg_catalog.pg_inherits AS i JOIN up ON i.inhrelid = up.oid
+    )
+    SELECT EXISTS (SELECT 1 FROM up WHERE up.oid = p_parent)
+$hectic_fn$;
+
+-- Give table p_rel exactly the hectic triggers that inheriting p_parent (hectic.updated_at or
+-- hectic.immutable) asks for. A trigger counts as present when it has our name, or calls our
+-- function with the same timing/events under another name (no duplicates on a database set
+-- up by another bundle build).
+CREATE OR REPLACE FUNCTION hectic._sync_inheritance_triggers(p_rel pg_catalog.regclass,
+                                                             p_parent pg_catalog.regclass)
 RETURNS void
 LANGUAGE plpgsql
 AS $hectic_fn$
@@ -124,7 +129,7 @@ BEGIN
     SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) INTO qualified
     FROM pg_catalog.pg_class AS c
     JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
-    WHERE c.oid = rel AND c.relkind = 'r';
+    WHERE c.oid = p_rel AND c.relkind = 'r';
     IF qualified IS NULL THEN
         RETURN;
     END IF;
@@ -134,16 +139,17 @@ BEGIN
         FROM (VALUES
             ('hectic_set_updated_at', 'hectic.updated_at', 'hectic.set_updated_at()', 19,
              'BEFORE UPDATE ON %s FOR EACH ROW'),
-            ('hectic_immutable_rows', 'hectic.immutable', 'hectic.reject_immutable_dml()', 31,
+            ('hectic_block_immutable_dml', 'hectic.immutable', 'hectic.block_immutable_dml()', 31,
              'BEFORE INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW'),
-            ('hectic_immutable_truncate', 'hectic.immutable', 'hectic.reject_immutable_dml()', 34,
-             'BEFORE TRUNCATE ON %s FOR EACH STATEMENT')
+            ('hectic_block_immutable_truncate', 'hectic.immutable', 'hectic.block_immutable_dml()',
+             62, 'BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s FOR EACH STATEMENT')
         ) AS v(name, parent, fn, tgtype, spec)
+        WHERE v.parent::pg_catalog.regclass = p_parent
     LOOP
-        IF hectic.descends_from(rel, t.parent::pg_catalog.regclass) THEN
+        IF hectic._table_inherits(p_rel, p_parent) THEN
             IF NOT EXISTS (
                 SELECT 1 FROM pg_catalog.pg_trigger AS tg
-                WHERE tg.tgrelid = rel AND NOT tg.tgisinternal
+                WHERE tg.tgrelid = p_rel AND NOT tg.tgisinternal
                   AND (tg.tgname = t.name
                        OR (tg.tgfoid = t.fn::pg_catalog.regprocedure AND tg.tgtype = t.tgtype))
             ) THEN
@@ -154,13 +160,31 @@ BEGIN
             END IF;
         ELSIF EXISTS (
             SELECT 1 FROM pg_catalog.pg_trigger AS tg
-            WHERE tg.tgrelid = rel AND tg.tgname = t.name
+            WHERE tg.tgrelid = p_rel AND tg.tgname = t.name
               AND tg.tgfoid = t.fn::pg_catalog.regprocedure
         ) THEN
             EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', t.name, qualified);
         END IF;
     END LOOP;
 END
+$hectic_fn$;
+
+-- The tables a DDL command created or altered, and their inheritance descendants.
+CREATE OR REPLACE FUNCTION hectic._ddl_touched_tables()
+RETURNS SETOF pg_catalog.regclass
+LANGUAGE sql
+AS $hectic_fn$
+    WITH RECURSIVE touched(oid) AS (
+        SELECT c.objid
+        FROM pg_catalog.pg_event_trigger_ddl_commands() AS c
+        WHERE c.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+          AND c.object_type = 'table'
+          AND NOT c.in_extension
+          AND c.command_tag IN ('CREATE TABLE', 'ALTER TABLE')
+        UNION
+        SELECT i.inhrelid FROM pg_catalog.pg_inherits AS i JOIN touched ON i.inhparent = touched.oid
+    )
+    SELECT touched.oid::pg_catalog.regclass FROM touched
 $hectic_fn$;
 
 CREATE OR REPLACE FUNCTION hectic.enforce_created_at_inheritance()
@@ -171,58 +195,87 @@ DECLARE
     r record;
 BEGIN
     FOR r IN
-        SELECT c.objid::pg_catalog.regclass AS rel, c.command_tag, c.object_identity, c.schema_name
+        SELECT cl.oid, cl.relname, n.nspname
         FROM pg_catalog.pg_event_trigger_ddl_commands() AS c
+        JOIN pg_catalog.pg_class AS cl ON cl.oid = c.objid
+        JOIN pg_catalog.pg_namespace AS n ON n.oid = cl.relnamespace
         WHERE c.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+          AND c.command_tag = 'CREATE TABLE'
           AND c.object_type = 'table'
           AND NOT c.in_extension
-          AND c.command_tag IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO')
+          AND cl.relpersistence <> 't'
+          AND NOT cl.relispartition
+          AND cl.relkind <> 'p'
     LOOP
-        CONTINUE WHEN hectic.inheritance_exempt(r.rel)
-                   OR hectic.descends_from(r.rel, 'hectic.created_at'::pg_catalog.regclass);
-        IF r.command_tag = 'CREATE TABLE' THEN
-            RAISE EXCEPTION 'table % does not inherit hectic.created_at', r.object_identity
-                USING ERRCODE = 'invalid_table_definition',
-                      HINT = pg_catalog.format(
-                          'add INHERITS (hectic.created_at) to the CREATE TABLE, or exempt the '
-                          'schema: ALTER DATABASE ... SET hectic.inheritance_extra_excluded_schemas = %L',
-                          r.schema_name);
-        END IF;
-        RAISE EXCEPTION '% cannot create table %: it would not inherit hectic.created_at',
-            r.command_tag, r.object_identity
-            USING ERRCODE = 'invalid_table_definition',
-                  HINT = 'create it with CREATE TABLE ... INHERITS (hectic.created_at) and fill it '
-                         'with INSERT ... SELECT, or use a temporary table';
+        CONTINUE WHEN hectic._is_excluded_schema(r.nspname)
+                   OR hectic._table_inherits(r.oid, 'hectic.created_at'::pg_catalog.regclass);
+        -- The message and SQLSTATE (P0001) are the original's: scripts may match them.
+        RAISE EXCEPTION 'hectic: table %.% must INHERITS (hectic.created_at)',
+            pg_catalog.quote_ident(r.nspname), pg_catalog.quote_ident(r.relname)
+            USING HINT = pg_catalog.format(
+                'add INHERITS (hectic.created_at) to the CREATE TABLE, or exempt the '
+                'schema: ALTER DATABASE ... SET hectic.inheritance_extra_excluded_schemas = %L',
+                r.nspname);
     END LOOP;
 END
 $hectic_fn$;
 
-CREATE OR REPLACE FUNCTION hectic.sync_inheritance_triggers_for_ddl()
+CREATE OR REPLACE FUNCTION hectic.attach_updated_at_trigger()
 RETURNS event_trigger
 LANGUAGE plpgsql
 AS $hectic_fn$
-DECLARE
-    r record;
 BEGIN
-    FOR r IN
-        WITH RECURSIVE touched(oid) AS (
-            SELECT c.objid
-            FROM pg_catalog.pg_event_trigger_ddl_commands() AS c
-            WHERE c.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
-              AND c.object_type = 'table'
-              AND NOT c.in_extension
-            UNION
-            SELECT i.inhrelid FROM pg_catalog.pg_inherits AS i JOIN touched ON i.inhparent = touched.oid
-        )
-        SELECT touched.oid::pg_catalog.regclass AS rel FROM touched
-    LOOP
-        PERFORM hectic.sync_inheritance_triggers(r.rel);
-    END LOOP;
+    PERFORM hectic._sync_inheritance_triggers(t, 'hectic.updated_at'::pg_catalog.regclass)
+    FROM hectic._ddl_touched_tables() AS t;
 END
 $hectic_fn$;
 
+CREATE OR REPLACE FUNCTION hectic.attach_immutable_triggers()
+RETURNS event_trigger
+LANGUAGE plpgsql
+AS $hectic_fn$
+BEGIN
+    PERFORM hectic._sync_inheritance_triggers(t, 'hectic.immutable'::pg_catalog.regclass)
+    FROM hectic._ddl_touched_tables() AS t;
+END
+$hectic_fn$;
+
+-- Leftovers of an earlier db-tool build, which had other names for the same machinery.
+DO $hectic_old_names$
+DECLARE
+    r record;
+    fn text;
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger
+               WHERE evtname = 'hectic_sync_inheritance_triggers') THEN
+        DROP EVENT TRIGGER hectic_sync_inheritance_triggers;
+    END IF;
+    IF pg_catalog.to_regprocedure('hectic.reject_immutable_dml()') IS NOT NULL THEN
+        FOR r IN
+            SELECT tg.tgname, tg.tgrelid::pg_catalog.regclass AS rel
+            FROM pg_catalog.pg_trigger AS tg
+            WHERE tg.tgfoid = 'hectic.reject_immutable_dml()'::pg_catalog.regprocedure
+        LOOP
+            EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', r.tgname, r.rel);
+        END LOOP;
+    END IF;
+    FOREACH fn IN ARRAY ARRAY[
+        'hectic.reject_immutable_dml()',
+        'hectic.sync_inheritance_triggers_for_ddl()',
+        'hectic.sync_inheritance_triggers(pg_catalog.regclass)',
+        'hectic.inheritance_exempt(pg_catalog.regclass)',
+        'hectic.descends_from(pg_catalog.regclass, pg_catalog.regclass)']
+    LOOP
+        IF pg_catalog.to_regprocedure(fn) IS NOT NULL THEN
+            EXECUTE 'DROP FUNCTION ' || pg_catalog.to_regprocedure(fn)::text;
+        END IF;
+    END LOOP;
+END
+$hectic_old_names$;
+
 -- There is no CREATE EVENT TRIGGER IF NOT EXISTS: create when missing, recreate when an
--- existing one points elsewhere, otherwise leave it alone (an admin's DISABLE included).
+-- existing one points elsewhere or listens to other tags (e.g. the original's, which listen
+-- to CREATE TABLE only), otherwise leave it alone (an admin's DISABLE included).
 DO $hectic_event_triggers$
 DECLARE
     t record;
@@ -231,8 +284,10 @@ BEGIN
         SELECT v.name, v.fn::pg_catalog.regprocedure AS fn, v.tags
         FROM (VALUES
             ('hectic_enforce_created_at_inheritance', 'hectic.enforce_created_at_inheritance()',
-             ARRAY['CREATE SCHEMA', 'CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO']),
-            ('hectic_sync_inheritance_triggers', 'hectic.sync_inheritance_triggers_for_ddl()',
+             ARRAY['CREATE TABLE']),
+            ('hectic_attach_updated_at_trigger', 'hectic.attach_updated_at_trigger()',
+             ARRAY['ALTER TABLE', 'CREATE SCHEMA', 'CREATE TABLE']),
+            ('hectic_attach_immutable_triggers', 'hectic.attach_immutable_triggers()',
              ARRAY['ALTER TABLE', 'CREATE SCHEMA', 'CREATE TABLE'])
         ) AS v(name, fn, tags)
     LOOP
@@ -259,19 +314,20 @@ BEGIN
 END
 $hectic_event_triggers$;
 
--- Tables that inherited updated_at / immutable before these event triggers existed.
+-- Tables that inherited updated_at / immutable before these event triggers existed (or
+-- while they were disabled).
 DO $hectic_backfill$
 BEGIN
-    PERFORM hectic.sync_inheritance_triggers(down.rel::pg_catalog.regclass)
-    FROM (
-        WITH RECURSIVE d(rel) AS (
-            SELECT i.inhrelid FROM pg_catalog.pg_inherits AS i
-            WHERE i.inhparent IN ('hectic.updated_at'::pg_catalog.regclass,
-                                  'hectic.immutable'::pg_catalog.regclass)
+    PERFORM hectic._sync_inheritance_triggers(d.rel::pg_catalog.regclass, p.parent)
+    FROM (VALUES ('hectic.updated_at'::pg_catalog.regclass),
+                 ('hectic.immutable'::pg_catalog.regclass)) AS p(parent),
+    LATERAL (
+        WITH RECURSIVE down(rel) AS (
+            SELECT i.inhrelid FROM pg_catalog.pg_inherits AS i WHERE i.inhparent = p.parent
             UNION
-            SELECT i.inhrelid FROM pg_catalog.pg_inherits AS i JOIN d ON i.inhparent = d.rel
+            SELECT i.inhrelid FROM pg_catalog.pg_inherits AS i JOIN down ON i.inhparent = down.rel
         )
-        SELECT d.rel FROM d
-    ) AS down;
+        SELECT down.rel FROM down
+    ) AS d;
 END
 $hectic_backfill$;

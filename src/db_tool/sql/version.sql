@@ -21,7 +21,7 @@ CREATE SCHEMA IF NOT EXISTS hectic;
 COMMENT ON SCHEMA hectic IS 'hectic bundle: version, secrets, migration history, inheritance rules';
 
 CREATE TABLE IF NOT EXISTS hectic.version (
-    name         text        PRIMARY KEY CHECK (name = 'hectic'),
+    name         text        PRIMARY KEY,
     version      text        NOT NULL,
     installed_at timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
@@ -44,3 +44,14 @@ BEGIN
     END IF;
 END
 $hectic_version$;
+
+-- An earlier db-tool build allowed only the row 'hectic'; the original allows any name.
+DO $hectic_version_name$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_constraint
+               WHERE conrelid = 'hectic.version'::pg_catalog.regclass
+                 AND conname = 'version_name_check') THEN
+        ALTER TABLE hectic.version DROP CONSTRAINT version_name_check;
+    END IF;
+END
+$hectic_version_name$;

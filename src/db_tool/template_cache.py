@@ -1,0 +1,511 @@
+"""The template cache: fresh clusters are copies of one initdb per installation.
+
+    <cache>/templates/<key>/data        a finished cluster (initdb + the project's database)
+    <cache>/templates/<key>/ready       written last: what `data` must hold (the manifest)
+    <cache>/templates/<key>/spares/     ready-<boot>-<tag>: finished copies, claimed by rename
+    <cache>/templates/<key>/lock        held by the one background worker (build or refill)
+
+A template is trusted only when `ready` is well-formed and `data` matches it (every file
+present, of the recorded size, owned by the right account); anything else is rebuilt, saying
+which cache it was. A spare carries the boot it was made in: it is never fsynced, so one from
+before a crash is thrown away rather than trusted.
+
+Cold path (no usable template): initdb runs in the foreground into a build dir beside
+`data/` and is renamed into place — the user's cluster is never copied — and the template is
+built by a detached, low-priority worker (`python -m db_tool.template_cache`) after the
+server is up. Children of the foreground die with it (kill -9 included); a data dir only
+appears complete (build dir + rename), so an interrupted run leaves nothing but a build dir,
+which the next run removes.
+
+Everything here takes explicit values (installation, server account, superuser, database,
+cache dir); nothing reads the environment or a Cluster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import stat
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from db_tool import output, pgbin, pgwire, proc
+from db_tool.errors import Error
+
+__all__ = ["Template", "discard", "initdb", "provide"]
+
+MAGIC = "db-tool template v3"
+BUILD_PREFIX = ".db-tool-build-"  # <wd>/.db-tool-build-<pid>-...: a data dir being made
+REFILL_WAIT = 2.0  # how long a fresh init waits for a spare that is being copied
+
+
+@dataclass(frozen=True)
+class Template:
+    """What a template is made of and where it is cached (cache_dir None: no cache)."""
+
+    install: pgbin.PgInstall
+    account: proc.RunAs | None
+    superuser: str
+    database: str
+    cache_dir: Path | None
+    use_spare: bool = True
+
+    def key(self) -> str:
+        import hashlib
+
+        material = "|".join(
+            [self.install.fingerprint(), self.superuser, f"{self.owner[0]}:{self.owner[1]}",
+             "no-locale,UTF8,trust", "v3", self.database]
+        )
+        return hashlib.sha256(material.encode()).hexdigest()[:20]
+
+    @property
+    def owner(self) -> tuple[int, int]:
+        if self.account is not None:
+            return self.account.uid, self.account.gid
+        return os.getuid(), os.getgid()
+
+    @property
+    def path(self) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        return self.cache_dir / "templates" / self.key()
+
+
+@dataclass(frozen=True)
+class Provided:
+    """How a fresh data dir was made: from `template` (None: plain initdb) by `how`."""
+
+    template: Path | None
+    how: str  # "spare", "copy", "initdb"
+
+
+# ---- building blocks --------------------------------------------------------------------------
+def initdb_argv(install: pgbin.PgInstall, superuser: str, target: Path) -> list[str]:
+    argv = [
+        install.tool("initdb"), "-D", str(target), "-U", superuser,
+        "--auth=trust", "--no-locale", "-E", "UTF8", "--no-sync",
+    ]
+    if install.major >= 14:
+        argv.append("--no-instructions")
+    return argv
+
+
+def initdb(spec: Template, target: Path, env: Mapping[str, str]) -> None:
+    account = spec.account
+    if account is not None:
+        target.mkdir(mode=0o700)
+        os.chown(target, account.uid, account.gid)
+    proc.run(
+        initdb_argv(spec.install, spec.superuser, target), user=account, cwd="/", env=env,
+        what=f"initdb {target}", tied=True,
+    )
+
+
+def create_database_offline(spec: Template, datadir: Path, env: Mapping[str, str]) -> None:
+    name = spec.database
+    if name in ("postgres", "template0", "template1") or "\n" in name:
+        return  # exists already / cannot be fed line-wise: created after start instead
+    proc.run(
+        [spec.install.tool("postgres"), "--single", "-D", str(datadir), "-F",
+         "-c", "listen_addresses=", "-c", "logging_collector=off", "postgres"],
+        input=f"CREATE DATABASE {pgwire.quote_ident(name)}\n",
+        user=spec.account, cwd="/", env=env, what="create database in template",
+        tied=True,
+    )
+
+
+def _boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as fh:
+            return fh.read().strip().replace("-", "")[:16]
+    except OSError:
+        return "noboot"
+
+
+def _pid_of_build(name: str) -> int | None:
+    head = name[len(BUILD_PREFIX):].split("-", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_dead_builds(parent: Path) -> None:
+    """Build dirs left by a run that was killed (their pid is gone): remove them."""
+    try:
+        entries = list(os.scandir(parent))
+    except OSError:
+        return
+    for entry in entries:
+        if entry.name.startswith(BUILD_PREFIX):
+            pid = _pid_of_build(entry.name)
+            if pid is None or not _alive(pid):
+                shutil.rmtree(entry.path, ignore_errors=True)
+
+
+def _build_dir(parent: Path) -> Path:
+    return parent / f"{BUILD_PREFIX}{os.getpid()}-{time.monotonic_ns()}"
+
+
+# ---- trust: the manifest ------------------------------------------------------------------------
+def _walk(data: Path) -> Iterator[tuple[str, os.stat_result]]:
+    """(relative path, lstat) of everything below data, directories included."""
+    stack = [""]
+    while stack:
+        rel = stack.pop()
+        with os.scandir(data / rel if rel else data) as it:
+            for entry in it:
+                sub = f"{rel}/{entry.name}" if rel else entry.name
+                st = entry.stat(follow_symlinks=False)
+                yield sub, st
+                if stat.S_ISDIR(st.st_mode):
+                    stack.append(sub)
+
+
+def manifest(data: Path) -> str:
+    lines = []
+    for rel, st in sorted(_walk(data)):
+        if stat.S_ISDIR(st.st_mode):
+            lines.append(f"d - {rel}")
+        elif stat.S_ISREG(st.st_mode):
+            lines.append(f"f {st.st_size} {rel}")
+        else:
+            raise Error(f"{data / rel} is neither a file nor a directory")
+    return "\n".join(lines)
+
+
+def problem(template: Path, owner: tuple[int, int]) -> str | None:
+    """None when the template can be trusted, else what is wrong with it."""
+    try:
+        text = (template / "ready").read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return "not built yet" if not (template / "data").exists() else "no ready marker"
+    except (OSError, UnicodeDecodeError) as exc:
+        return f"unreadable ready marker ({getattr(exc, 'strerror', None) or exc})"
+    head, _, body = text.partition("\n")
+    if head != MAGIC or not body.endswith("\nend\n"):
+        return "incomplete ready marker"
+    expected: dict[str, int | None] = {}
+    for line in body[: -len("\nend\n")].splitlines()[1:]:  # first line: the installation
+        kind, size, rel = line.split(" ", 2)
+        expected[rel] = None if kind == "d" else int(size)
+    data = template / "data"
+    try:
+        st = os.lstat(data)
+        if not stat.S_ISDIR(st.st_mode):
+            return "data is not a directory"
+        seen = 0
+        for rel, st in _walk(data):
+            if st.st_uid != owner[0]:
+                return f"data/{rel} is owned by uid {st.st_uid}, not {owner[0]}"
+            want = expected.get(rel, -1)
+            if want == -1:
+                continue  # extra files (a stray stats file) do no harm
+            if want is None:
+                if not stat.S_ISDIR(st.st_mode):
+                    return f"data/{rel} is not a directory"
+            elif not stat.S_ISREG(st.st_mode) or st.st_size != want:
+                return f"data/{rel} is damaged (size {st.st_size}, expected {want})"
+            seen += 1
+    except OSError as exc:
+        return f"cannot read it ({exc.strerror or exc})"
+    if seen != len(expected):
+        return f"{len(expected) - seen} files of data/ are missing"
+    return None
+
+
+def _fsync_tree(root: Path) -> None:
+    """Flush our files only (never a machine-wide sync): files first, then directories."""
+    dirs = [root]
+    for rel, st in _walk(root):
+        if stat.S_ISDIR(st.st_mode):
+            dirs.append(root / rel)
+        elif stat.S_ISREG(st.st_mode):
+            fd = os.open(root / rel, os.O_RDONLY | os.O_NOFOLLOW)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    for d in reversed(dirs):
+        fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _write_marker(template: Path, text: str) -> None:
+    tmp = template / f"ready.tmp-{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+    try:
+        os.write(fd, text.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, template / "ready")
+    fd = os.open(template, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# ---- the foreground: a fresh data dir ------------------------------------------------------------
+def provide(spec: Template, datadir: Path, env: Mapping[str, str]) -> Provided:
+    """Make `datadir` (absent) a fresh cluster. Never leaves a half-made datadir."""
+    parent = datadir.parent
+    remove_dead_builds(parent)
+    template = spec.path
+    if template is not None:
+        if spec.use_spare and _claim_spare(template, datadir):
+            return Provided(template, "spare")
+        why = _usable(template, spec.owner)
+        if why is None:
+            build = _build_dir(parent)
+            try:
+                # cp -a keeps ownership (root → PG_OS_USER) and modes (0700) in one pass.
+                proc.run(["cp", "-a", "--", str(template / "data"), str(build)],
+                         what="copy template", tied=True)
+                build.rename(datadir)
+                return Provided(template, "copy")
+            except Error as exc:
+                shutil.rmtree(build, ignore_errors=True)
+                why = f"copying it failed: {exc.message}"
+        if why != "not built yet":
+            output.warn(f"the template cache {template} is unusable ({why}); rebuilding it "
+                        "(this run makes its cluster with initdb)")
+            drop(spec)
+    build = _build_dir(parent)
+    try:
+        initdb(spec, build, env)
+        create_database_offline(spec, build, env)
+        build.rename(datadir)
+    except BaseException:
+        shutil.rmtree(build, ignore_errors=True)
+        raise
+    return Provided(template, "initdb")
+
+
+def _usable(template: Path, owner: tuple[int, int]) -> str | None:
+    try:
+        return problem(template, owner)
+    except (OSError, ValueError) as exc:
+        return f"unreadable ({exc})"
+
+
+# A spare is a finished copy of the template kept next to it; claiming one is a rename,
+# which costs nothing, where copying ~1300 files takes 0.1-1 s.
+def _claim_spare(template: Path, datadir: Path) -> bool:
+    spares = template / "spares"
+    boot = _boot_id()
+    for attempt in range(2):
+        try:
+            names = sorted(os.listdir(spares))
+        except OSError:
+            return False
+        for name in names:
+            if not name.startswith(f"ready-{boot}-"):
+                continue
+            spare = spares / name
+            try:
+                spare.rename(datadir)
+            except FileNotFoundError:
+                continue  # claimed by a concurrent init
+            except OSError:
+                return False  # e.g. the cache is on another filesystem: copy instead
+            if (datadir / "PG_VERSION").is_file() and (datadir / "global").is_dir():
+                return True
+            discard(datadir, datadir.parent)  # a damaged spare: never start on it
+            return False
+        if attempt == 0 and not _wait_for_refill(template, names):
+            return False
+    return False
+
+
+def _wait_for_refill(template: Path, names: list[str]) -> bool:
+    """A spare is being copied right now (back-to-back inits): waiting for the rest of that
+    copy is cheaper than copying again. True when the refill finished in time."""
+    if not any(n.startswith("tmp-") for n in names):
+        return False
+    try:
+        fd = os.open(template / "lock", os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        deadline = time.monotonic() + REFILL_WAIT
+        while time.monotonic() < deadline:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                time.sleep(0.01)
+        return False
+    finally:
+        os.close(fd)
+
+
+def drop(spec: Template) -> None:
+    """Forget the template (broken): the next fresh init rebuilds it. Works on a template
+    dir that is a file, half-made or not ours (moved aside, removed in the background)."""
+    template = spec.path
+    if template is None:
+        return
+    with contextlib.suppress(OSError):
+        (template / "ready").unlink()
+    if template.is_symlink() or (template.exists() and not template.is_dir()):
+        with contextlib.suppress(OSError):
+            template.unlink()
+        return
+    if template.exists():
+        with contextlib.suppress(OSError):
+            discard(template, template.parent, prefix=".stale-")
+
+
+def refill(spec: Template, provided: Provided, build_parent: Path,
+           env: Mapping[str, str]) -> None:
+    """After a fresh init: (re)build the template if needed and keep one spare ready, in a
+    detached low-priority worker — the caller never waits."""
+    template = provided.template
+    if template is None or (provided.how == "copy" and not spec.use_spare):
+        return
+    account = spec.account
+    job = {
+        "bin_dir": str(spec.install.bin_dir), "source": spec.install.source,
+        "account": None if account is None else [account.uid, account.gid, account.name,
+                                                 account.home],
+        "superuser": spec.superuser, "database": spec.database,
+        "cache_dir": str(spec.cache_dir), "use_spare": spec.use_spare,
+        "template": str(template), "build_parent": str(build_parent),
+    }
+    import json
+
+    proc.spawn_detached(
+        [sys.executable, "-m", "db_tool.template_cache", json.dumps(job)],
+        env={**env, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+        low_priority=True,
+    )
+
+
+# ---- removal ----------------------------------------------------------------------------------
+def discard(path: Path, parent: Path, *, prefix: str = ".trash-") -> Path:
+    """Remove a directory of ours without waiting: rename now, delete in the background at
+    low priority. Returns the trash path."""
+    trash = parent / f"{prefix}{os.getpid()}-{time.monotonic_ns()}"
+    path.rename(trash)
+    proc.spawn_detached(["rm", "-rf", "--", str(trash)], low_priority=True)
+    return trash
+
+
+# ---- the background worker ---------------------------------------------------------------------
+def _worker(spec: Template, template: Path, build_parent: Path) -> None:
+    templates = template.parent
+    if templates.is_symlink() or (templates.exists() and not templates.is_dir()):
+        templates.unlink()
+    template.mkdir(parents=True, exist_ok=True)
+    fd = os.open(template / "lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # another worker is at it: never two at once
+        for entry in os.scandir(templates):
+            if entry.name.startswith(".stale-"):
+                shutil.rmtree(entry.path, ignore_errors=True)
+        if _usable(template, spec.owner) is not None:
+            _build_template(spec, template, build_parent)
+        if spec.use_spare:
+            _make_spare(spec, template)
+    finally:
+        os.close(fd)
+
+
+def _build_template(spec: Template, template: Path, build_parent: Path) -> None:
+    env = dict(os.environ)
+    (template / "ready").unlink(missing_ok=True)
+    for name in ("data", "spares"):
+        if (template / name).exists() or (template / name).is_symlink():
+            old = template / name
+            if old.is_dir() and not old.is_symlink():
+                discard(old, template, prefix="stale-")
+            else:
+                old.unlink()
+    for entry in os.scandir(template):
+        if entry.name.startswith(("stale-", BUILD_PREFIX, "ready.tmp-")):
+            shutil.rmtree(entry.path, ignore_errors=True) if entry.is_dir(
+                follow_symlinks=False) else os.unlink(entry.path)
+    # As root the server account cannot reach our cache: it builds in the working dir.
+    parent = template if spec.account is None else build_parent
+    remove_dead_builds(parent)
+    build = _build_dir(parent)
+    try:
+        initdb(spec, build, env)
+        create_database_offline(spec, build, env)
+        _fsync_tree(build)
+        try:
+            build.rename(template / "data")
+        except OSError:  # another filesystem
+            proc.run(["cp", "-a", "--", str(build), str(template / "data")],
+                     what="cache template", tied=True)
+            _fsync_tree(template / "data")
+            shutil.rmtree(build, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(build, ignore_errors=True)
+        raise
+    text = f"{MAGIC}\n{spec.install.describe()}\n{manifest(template / 'data')}\nend\n"
+    _write_marker(template, text)
+
+
+def _make_spare(spec: Template, template: Path) -> None:
+    spares = template / "spares"
+    if spares.is_symlink() or (spares.exists() and not spares.is_dir()):
+        spares.unlink()
+    spares.mkdir(exist_ok=True)
+    boot = _boot_id()
+    have = False
+    for entry in os.scandir(spares):
+        if entry.name.startswith(f"ready-{boot}-"):
+            have = True
+        else:  # tmp-*: a dead copy (we hold the lock); ready-<other boot>: maybe unsynced
+            shutil.rmtree(entry.path, ignore_errors=True)
+    if have:
+        return
+    tag = f"{os.getpid()}-{time.monotonic_ns()}"
+    tmp = spares / f"tmp-{tag}"
+    proc.run(["cp", "-a", "--", str(template / "data"), str(tmp)], what="copy spare",
+             tied=True)
+    tmp.rename(spares / f"ready-{boot}-{tag}")
+
+
+def main(argv: list[str]) -> int:
+    import json
+
+    job = json.loads(argv[0])
+    acc = job["account"]
+    spec = Template(
+        install=pgbin.PgInstall(Path(job["bin_dir"]), job["source"]),
+        account=None if acc is None else proc.RunAs(acc[0], acc[1], acc[2], acc[3]),
+        superuser=job["superuser"], database=job["database"],
+        cache_dir=Path(job["cache_dir"]), use_spare=job["use_spare"],
+    )
+    try:
+        _worker(spec, Path(job["template"]), Path(job["build_parent"]))
+    except Exception:
+        return 1  # nothing to report to: the next fresh init sees the state and retries
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

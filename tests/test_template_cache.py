@@ -1,0 +1,318 @@
+"""The template cache (template_cache.py) and where caches live (cachedir.py)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from db_tool import cachedir
+from db_tool.cachedir import CacheLocations
+from tests.helpers import run_cmd, script
+
+SANDBOX_RUN = Path("/work/shared/tools/sandbox-run")
+VENV_BIN = Path(sys.executable).parent
+
+
+def _no_home_env(env: dict[str, str], home: str | None) -> dict[str, str]:
+    out = {k: v for k, v in env.items() if k not in ("XDG_CACHE_HOME", "HOME")}
+    if home is not None:
+        out["HOME"] = home
+    out["HECTIC_LOG"] = "debug"
+    return out
+
+
+# ---- where the cache lives ------------------------------------------------------------------
+def test_cache_dir_prefers_xdg_then_home(tmp_path: Path) -> None:
+    (tmp_path / "home").mkdir()
+    loc = CacheLocations(str(tmp_path / "xdg"), str(tmp_path / "home"), str(tmp_path))
+    assert cachedir.choose(loc, None) == tmp_path / "xdg" / "db-tool"
+    loc = CacheLocations(None, str(tmp_path / "home"), str(tmp_path))
+    assert cachedir.choose(loc, None) == tmp_path / "home" / ".cache" / "db-tool"
+
+
+def test_cache_dir_never_creates_a_missing_home(tmp_path: Path) -> None:
+    loc = CacheLocations(None, str(tmp_path / "homeless-shelter"), str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    near = tmp_path / "project"
+    near.mkdir()
+    chosen = cachedir.choose(loc, near)
+    assert chosen == near / f".db-tool-cache-{os.geteuid()}"
+    assert not (tmp_path / "homeless-shelter").exists()
+    assert chosen.stat().st_mode & 0o777 == 0o700
+
+
+def test_cache_dir_falls_back_to_tmpdir_then_to_none(tmp_path: Path) -> None:
+    home_file = tmp_path / "home-is-a-file"
+    home_file.write_text("")
+    near = tmp_path / "project"
+    near.mkdir()
+    (near / f".db-tool-cache-{os.geteuid()}").write_text("not a dir")
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    loc = CacheLocations(None, str(home_file), str(tmp))
+    assert cachedir.choose(loc, near) == tmp / f"db-tool-cache-{os.geteuid()}"
+    shutil.rmtree(tmp / f"db-tool-cache-{os.geteuid()}")
+    (tmp / f"db-tool-cache-{os.geteuid()}").write_text("not a dir either")
+    assert cachedir.choose(loc, near) is None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to plant a dir owned by another user")
+def test_cache_dir_owned_by_someone_else_is_refused(tmp_path: Path) -> None:
+    tmp = tmp_path / "tmp"
+    planted = tmp / f"db-tool-cache-{os.geteuid()}"
+    planted.mkdir(parents=True)
+    os.chown(planted, 65534, 65534)
+    loc = CacheLocations(None, None, str(tmp))
+    assert cachedir.choose(loc, None) is None
+
+
+def test_fresh_init_without_a_home_uses_a_cache_next_to_the_working_dir(
+    tmp_path: Path, cluster_env: dict[str, str]
+) -> None:
+    env = _no_home_env(cluster_env, str(tmp_path / "homeless-shelter"))
+    r = run_cmd([script("postgres-init")], env)
+    assert r.returncode == 0, r.stderr
+    cache = tmp_path / f".db-tool-cache-{os.geteuid()}"
+    assert f"template cache: using {cache}" in r.stderr
+    assert (cache / "templates").is_dir()
+    assert not (tmp_path / "homeless-shelter").exists()
+
+
+def test_fresh_init_with_no_usable_cache_runs_plain_initdb(
+    tmp_path: Path, cluster_env: dict[str, str]
+) -> None:
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    for blocked in (tmp_path / f".db-tool-cache-{os.geteuid()}",
+                    tmp / f"db-tool-cache-{os.geteuid()}"):
+        blocked.write_text("in the way")
+    env = {**_no_home_env(cluster_env, None), "TMPDIR": str(tmp)}
+    r = run_cmd([script("postgres-init")], env)
+    assert r.returncode == 0, r.stderr
+    assert "working without a cache" in r.stderr
+    assert "started a fresh cluster" in r.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not SANDBOX_RUN.exists(),
+                    reason=f"needs root and {SANDBOX_RUN} (the build-sandbox pass)")
+@pytest.mark.parametrize("who", ["--user=sandbox", "--root"])
+def test_fresh_init_in_a_build_sandbox_with_homeless_shelter(who: str) -> None:
+    argv = [str(SANDBOX_RUN), *who.split("="), "--bin", str(VENV_BIN), "--", "sh", "-c",
+            'export PG_WORKING_DIR="$PWD/pg" PG_PORT=5471 PG_SHARED_PRELOAD_LIBRARIES=; '
+            "postgres-init && postgres-init && database bundle path >/dev/null; rc=$?; "
+            "postgres-cleanup; exit $rc"]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr
+
+
+# ---- a damaged cache heals -------------------------------------------------------------------
+def _wait_ready(cache: Path, timeout: float = 120) -> Path:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = list((cache / "db-tool" / "templates").glob("*/ready"))
+        if found:
+            return found[0].parent
+        time.sleep(0.05)
+    raise AssertionError(f"no template was built in {cache}")
+
+
+@pytest.fixture(scope="module")
+def pristine_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache holding one finished template (no spares), built once for the module."""
+    from tests.helpers import base_env, next_port, stop_quietly
+
+    root = tmp_path_factory.mktemp("pristine")
+    env = base_env(PG_WORKING_DIR=str(root / "wd"), PG_PORT=str(next_port()),
+                   XDG_CACHE_HOME=str(root / "cache"), DB_TOOL_NO_SPARE="1")
+    r = run_cmd([script("postgres-init")], env)
+    assert r.returncode == 0, r.stderr
+    stop_quietly(root / "wd")
+    _wait_ready(root / "cache")
+    return root / "cache"
+
+
+def _zero_pg_control(t: Path) -> None:
+    ctl = t / "data" / "global" / "pg_control"
+    ctl.write_bytes(b"\0" * ctl.stat().st_size)
+
+
+def _truncate(path: Path, size: int) -> None:
+    with open(path, "r+b") as fh:
+        fh.truncate(size)
+
+
+def _project_db_dir(t: Path) -> Path:
+    return max((t / "data" / "base").iterdir(), key=lambda p: int(p.name))
+
+
+def _replace_with_file(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+    path.write_text("not a directory\n")
+
+
+CORRUPTIONS = {
+    "marker missing": lambda t: (t / "ready").unlink(),
+    "marker truncated": lambda t: _truncate(t / "ready", (t / "ready").stat().st_size // 2),
+    "marker garbage": lambda t: (t / "ready").write_text("hello\n"),
+    "pg_control missing": lambda t: (t / "data" / "global" / "pg_control").unlink(),
+    "pg_control truncated": lambda t: _truncate(t / "data" / "global" / "pg_control", 100),
+    "pg_control zeroed, same size": _zero_pg_control,
+    "catalog file truncated": lambda t: _truncate(t / "data" / "base" / "1" / "1259", 0),
+    "database dir missing": lambda t: shutil.rmtree(_project_db_dir(t)),
+    "PG_VERSION missing": lambda t: (t / "data" / "PG_VERSION").unlink(),
+    "data is a file": lambda t: _replace_with_file(t / "data"),
+    "template dir is a file": _replace_with_file,
+    "templates dir is a file": lambda t: _replace_with_file(t.parent),
+    "wal dir missing": lambda t: shutil.rmtree(t / "data" / "pg_wal"),
+}
+
+
+def _fresh_env(tmp_path: Path, cache: Path, cluster_env: dict[str, str]) -> dict[str, str]:
+    return {**cluster_env, "XDG_CACHE_HOME": str(cache), "DB_TOOL_NO_SPARE": "1"}
+
+
+def _select_one(env: dict[str, str]) -> None:
+    wd = Path(env["PG_WORKING_DIR"])
+    out = subprocess.run(["psql", "-X", "-At", "-h", str(wd / "sock"), "-p", env["PG_PORT"],
+                          "-d", "testdb", "-c", "select 41 + 1"],
+                         capture_output=True, text=True, check=False, env=env)
+    assert out.stdout.strip() == "42", out.stderr
+
+
+@pytest.mark.parametrize("kind", sorted(CORRUPTIONS))
+def test_damaged_template_is_rebuilt_naming_the_cache(
+    kind: str, tmp_path: Path, pristine_cache: Path, cluster_env: dict[str, str]
+) -> None:
+    cache = tmp_path / "cache"
+    shutil.copytree(pristine_cache, cache, symlinks=True)
+    (template,) = (cache / "db-tool" / "templates").iterdir()
+    CORRUPTIONS[kind](template)
+    env = _fresh_env(tmp_path, cache, cluster_env)
+    r = run_cmd([script("postgres-init")], env)
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    assert f"template cache {cache / 'db-tool' / 'templates'}" in r.stderr, r.stderr
+    _select_one(env)
+    # healed for good: the template is rebuilt and the next run copies it without a word
+    _wait_ready(cache)
+    r = run_cmd([script("postgres-init")], env)
+    assert r.returncode == 0 and "template cache" not in r.stderr, r.stderr
+    _select_one(env)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a file another owner")
+def test_template_file_with_the_wrong_owner_is_rebuilt(
+    tmp_path: Path, pristine_cache: Path, cluster_env: dict[str, str]
+) -> None:
+    cache = tmp_path / "cache"
+    shutil.copytree(pristine_cache, cache, symlinks=True)
+    (template,) = (cache / "db-tool" / "templates").iterdir()
+    os.chown(template / "data" / "global" / "pg_control", 0, 0)
+    env = _fresh_env(tmp_path, cache, cluster_env)
+    r = run_cmd([script("postgres-init")], env)
+    assert r.returncode == 0, r.stderr
+    assert "is owned by uid 0" in r.stderr and str(template) in r.stderr
+    _select_one(env)
+
+
+def _one_spare(tmp_path: Path, pristine_cache: Path) -> tuple[Path, Path]:
+    cache = tmp_path / "cache"
+    shutil.copytree(pristine_cache, cache, symlinks=True)
+    (template,) = (cache / "db-tool" / "templates").iterdir()
+    boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip().replace("-", "")[:16]
+    spare = template / "spares" / f"ready-{boot}-1-1"
+    spare.parent.mkdir()
+    subprocess.run(["cp", "-a", str(template / "data"), str(spare)], check=True)
+    return cache, spare
+
+
+def test_spare_without_pg_version_is_not_started(
+    tmp_path: Path, pristine_cache: Path, cluster_env: dict[str, str]
+) -> None:
+    cache, spare = _one_spare(tmp_path, pristine_cache)
+    (spare / "PG_VERSION").unlink()
+    env = {**cluster_env, "XDG_CACHE_HOME": str(cache)}
+    r = run_cmd([script("postgres-init")], env)
+    assert r.returncode == 0, r.stderr
+    _select_one(env)
+
+
+def test_spare_with_a_zeroed_pg_control_heals(
+    tmp_path: Path, pristine_cache: Path, cluster_env: dict[str, str]
+) -> None:
+    cache, spare = _one_spare(tmp_path, pristine_cache)
+    ctl = spare / "global" / "pg_control"
+    ctl.write_bytes(b"\0" * ctl.stat().st_size)
+    env = {**cluster_env, "XDG_CACHE_HOME": str(cache)}
+    r = run_cmd([script("postgres-init")], env)
+    assert r.returncode == 0, r.stderr
+    assert "template cache" in r.stderr
+    _select_one(env)
+
+
+def test_spare_from_another_boot_is_not_trusted(
+    tmp_path: Path, pristine_cache: Path, cluster_env: dict[str, str]
+) -> None:
+    cache, spare = _one_spare(tmp_path, pristine_cache)
+    stale = spare.with_name("ready-0000000000000000-1-1")
+    spare.rename(stale)
+    env = {**cluster_env, "XDG_CACHE_HOME": str(cache)}
+    r = run_cmd([script("postgres-init")], env)
+    assert r.returncode == 0, r.stderr
+    data = Path(env["PG_WORKING_DIR"]) / "data"
+    assert not stale.exists() or data.stat().st_ino != stale.stat().st_ino
+    _select_one(env)
+
+
+# ---- kill -9 during a cold-cache init ------------------------------------------------------------
+def _processes_touching(path: Path) -> list[str]:
+    wanted = str(path).encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes()
+            state = Path(f"/proc/{entry}/stat").read_text().rsplit(") ", 1)[1][:1]
+        except OSError:
+            continue
+        if wanted in argv and state != "Z":
+            found.append(argv.replace(b"\0", b" ").decode(errors="replace"))
+    return found
+
+
+@pytest.mark.parametrize("delay", [0.3, 0.9, 1.6])
+def test_kill_9_during_cold_init_leaves_no_writer_and_the_rerun_succeeds(
+    delay: float, tmp_path: Path, cluster_env: dict[str, str]
+) -> None:
+    env = {**cluster_env, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    wd = Path(env["PG_WORKING_DIR"])
+    child = subprocess.Popen([script("postgres-init")], env=env, stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(delay)
+    child.kill()
+    child.wait()
+    deadline = time.monotonic() + 5
+    while _processes_touching(wd / ".db-tool-build-") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _processes_touching(wd / ".db-tool-build-")
+    assert not _processes_touching(wd / "data")
+    r = run_cmd([script("postgres-init")], env)
+    assert r.returncode == 0, r.stderr
+    _select_one(env)
+    _wait_ready(tmp_path / "cache")  # as root the background build runs in wd: let it end
+    deadline = time.monotonic() + 10
+    while list(wd.glob(".db-tool-build-*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not list(wd.glob(".db-tool-build-*")), list(wd.iterdir())
+    assert not list(wd.glob("data.broken-*")), list(wd.iterdir())
