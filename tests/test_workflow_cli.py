@@ -744,3 +744,12 @@ def test_hectic_log_sets_the_lowest_level_shown(level: str, shown: set[str],
     err = capsys.readouterr().err
     assert {n for n in ("debug", "info", "ok", "warn") if f"line-{n}" in err} == shown
     assert "line-error" in err  # errors always show
+
+
+def test_failed_tests_are_one_error_line(db_url: str, project: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    write_test(project, "SELECT 'ok 1';\nSELECT 'not ok 2 - broken';\nSELECT '1..2';\n")
+    rc, _, err = run(["test"], base_env(LOCAL_DIR=str(project), PGURL=db_url), capsys)
+    assert rc == 1
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and errors[0].startswith("database: error: tests failed: 1 passed")
