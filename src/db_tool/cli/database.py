@@ -33,6 +33,8 @@ Subcommands:
   backup | restore [...] | normalize-backup [...]
                                 physical backups of the cluster
   bundle path|sql               the hectic SQL bundle files, or their concatenated SQL
+  branch create|list|switch|drop|reset NAME
+                                databases of the cluster used like git branches
   migrator ...                  the migrator with this project's MIGRATION_DIR and URL
 
 Global options:
@@ -55,7 +57,7 @@ Exit codes: 0 ok, 1 error, 2 ambiguous, 3 missing argument/variable, 4 migration
 SUBCOMMANDS = (
     "init", "cleanup", "deploy", "hydrate", "patch", "test", "check", "status", "log",
     "pull_staging", "diff", "backup", "restore", "normalize-backup", "bundle", "migrator",
-    "postgres-init",
+    "postgres-init", "branch",
 )
 
 INIT_HELP = """\
@@ -240,6 +242,10 @@ def dispatch(ctx: Context, sub: str, argv: list[str]) -> int:
         return _bundle(ctx, argv)
     if sub == "migrator":
         return _migrator(ctx, argv)
+    if sub == "branch":
+        from db_tool.cli import db_branch
+
+        return db_branch.dispatch(ctx, argv)
     if sub in ("deploy", "hydrate", "patch", "test", "check", "status", "log", "pull_staging"):
         from db_tool.cli import db_workflow
 

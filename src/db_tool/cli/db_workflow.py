@@ -285,6 +285,8 @@ def _status(ctx: Context, opts: dict[str, object]) -> int:
         ("cluster", state),
         ("postgresql", st.postgresql or "not found"),
         ("url", st.url),
+        ("branch", st.branch + (f" (branches: {', '.join(st.branches)})"
+                                if st.branches and len(st.branches) > 1 else "")),
         ("working dir", st.working_dir),
         ("data size", human_size(st.data_size_bytes) if st.data_size_bytes is not None else "-"),
         ("migrations", migrations),
