@@ -82,8 +82,11 @@ def test_help_forms_print_the_help_and_exit_0(argv: list[str],
 
 def test_no_arguments_prints_the_help_and_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
     rc, out, err = run([], env_of(), capsys)
-    assert rc == 1
-    assert out == "" and err.startswith("usage: database ")
+    assert rc == 1  # help on stdout and exit 1, as the original
+    assert err == "" and out.startswith("usage: database ")
+    assert run(["-?"], env_of(), capsys)[:2] == (0, out)
+    rc, _, err = run(["--frobnicate"], env_of(), capsys)
+    assert rc == 1 and "no subcommand specified" in err
 
 
 @pytest.mark.parametrize("sub, hint", [("stauts", "did you mean 'status'?"),

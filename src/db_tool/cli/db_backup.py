@@ -196,9 +196,6 @@ def _diff_or_log(ctx: Context, argv: list[str]) -> int:
 
     if argv[:1] == ["log"]:
         a.parse(argv[1:], [], cmd="database diff log", max_positional=0)
-        ctx.settings.require_local_dir()
-        _show(ctx, d.read_logs(ctx.settings))
-        return 0
     opts, pos = a.parse(
         argv,
         [a.Opt(("--tables",), "tables", value=True),
@@ -209,6 +206,9 @@ def _diff_or_log(ctx: Context, argv: list[str]) -> int:
         cmd="database diff", max_positional=1,
     )
     ctx.settings.require_local_dir()
+    if pos == ["log"]:  # `diff log`, also after options (`diff -m log`), as the original
+        _show(ctx, d.read_logs(ctx.settings))
+        return 0
     tables = [t.strip() for t in (opts["tables"] or "").split(",") if t.strip()]
     if opts["tables"] is not None and not tables:
         raise Error("database diff: --tables needs at least one table name", ExitCode.MISSING)
