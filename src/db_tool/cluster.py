@@ -58,8 +58,6 @@ MANAGED_KEYS = frozenset({
     "port", "unix_socket_directories", "unix_socket_permissions", "unix_socket_group",
     "listen_addresses", "hba_file", "ident_file",
 })
-LAYOUT_ENTRIES = {"data", "sock", "log", SERVER_LOG, MARKER, LOCKFILE, previous.PREVIOUS}
-LAYOUT_PREFIXES = ("data.broken-", ".trash-", template_cache.BUILD_PREFIX)
 
 # Start failures that say the *data* is broken (self-heal moves it aside) ...
 _BROKEN_DATA = (

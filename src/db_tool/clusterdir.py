@@ -3,7 +3,8 @@
 Pure reads of the filesystem, no changes. The rules (README "Security model"):
 - a working dir that is `/` or a home directory is never used;
 - an existing, non-empty working dir is used only when it holds db-tool's marker or nothing but
-  the postgres-init layout (data/, sock/, our log and lock files, data.* and .trash-* siblings);
+  the postgres-init layout (data/, sock/, log/, our log and lock files, data.*, trash and
+  build dirs);
 - a cluster in data/ may be discarded or restarted only when db-tool made it (our marker, our
   runtime conf or our pg_hba.conf) or it has the original postgres-init's layout (its
   `local all all trust` first hba line and the socket/hba settings it writes into
@@ -17,13 +18,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from db_tool import template_cache
+
 MARKER = ".db-tool-created"
 LOCKFILE = ".db-tool.lock"
 SERVER_LOG = "postgres-init.log"
 RUNTIME_CONF = "db-tool.runtime.conf"
 HBA_HEADER = "# Written by db-tool"
 LAYOUT_ENTRIES = frozenset({"data", "sock", "log", SERVER_LOG, MARKER, LOCKFILE})
-LAYOUT_PREFIXES = ("data.", ".trash-")
+# data.broken-*, data.previous, data.restoring, data.pre-restore-*; trash and build dirs.
+LAYOUT_PREFIXES = ("data.", ".trash-", template_cache.BUILD_PREFIX)
 
 # What initdb (and a server) put into a data dir: an unfinished cluster holds only these.
 PGDATA_ENTRIES = frozenset({
