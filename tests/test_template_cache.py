@@ -80,7 +80,10 @@ def test_fresh_init_without_a_home_uses_a_cache_next_to_the_working_dir(
     assert r.returncode == 0, r.stderr
     cache = tmp_path / f".db-tool-cache-{os.geteuid()}"
     assert f"template cache: using {cache}" in r.stderr
-    assert (cache / "templates").is_dir()
+    deadline = time.monotonic() + 120
+    while not list(cache.glob("templates/*/ready")) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the template is built in the background
+    assert list(cache.glob("templates/*/ready"))
     assert not (tmp_path / "homeless-shelter").exists()
 
 

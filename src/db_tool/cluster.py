@@ -449,8 +449,7 @@ class Cluster:
 
     def _refill_spare(self) -> None:
         if self._provided is not None:
-            template_cache.refill(self.template_spec(), self._provided, self.working_dir,
-                                  server_env())
+            template_cache.refill(self.template_spec(), self._provided, server_env())
 
     def _drop_template(self) -> None:
         template_cache.drop(self.template_spec())
@@ -756,7 +755,7 @@ class Cluster:
         self.stop()
         if self.is_running():
             raise Error(f"{self.working_dir} still has a running server; not removing it")
-        shutil.rmtree(self.working_dir)
+        template_cache.remove_tree(self.working_dir)
 
 
 class _BrokenData(Exception):
