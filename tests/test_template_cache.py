@@ -319,3 +319,10 @@ def test_kill_9_during_cold_init_leaves_no_writer_and_the_rerun_succeeds(
         time.sleep(0.05)
     assert not list(wd.glob(".db-tool-build-*")), list(wd.iterdir())
     assert not list(wd.glob("data.broken-*")), list(wd.iterdir())
+
+
+def test_cluster_layout_names_match_the_modules_that_make_them() -> None:
+    from db_tool import cluster, previous, template_cache
+
+    assert previous.PREVIOUS in cluster.LAYOUT_ENTRIES
+    assert template_cache.BUILD_PREFIX in cluster.LAYOUT_PREFIXES

@@ -25,21 +25,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from db_tool import (
-    cachedir,
-    fslock,
-    output,
-    pgbin,
-    pgwire,
-    previous,
-    privs,
-    proc,
-    template_cache,
-)
+from db_tool import fslock, output, pgbin, pgwire, privs, proc
 from db_tool.conninfo import build_url
 from db_tool.errors import Error, ExitCode, NotInstalledError
 from db_tool.settings import ClusterConfig
+
+if TYPE_CHECKING:
+    from db_tool import template_cache
 
 __all__ = ["DEV_CONF", "HBA_CONF", "Cluster", "ClusterConfig", "InitResult", "build_url"]
 
@@ -51,8 +45,10 @@ INCLUDE_LINE = f"include_if_exists = '{RUNTIME_CONF}'"
 START_TIMEOUT = 60.0
 SOCKET_PATH_MAX = 107  # sun_path holds 108 bytes on Linux, NUL included
 STOP_TIMEOUT = 60.0
-LAYOUT_ENTRIES = {"data", "sock", "log", SERVER_LOG, MARKER, LOCKFILE, previous.PREVIOUS}
-LAYOUT_PREFIXES = ("data.broken-", ".trash-", template_cache.BUILD_PREFIX)
+# Literals, not imports: the template cache and previous.py load only on a fresh init (hook
+# start-up time); test_template_cache checks they match previous.PREVIOUS / BUILD_PREFIX.
+LAYOUT_ENTRIES = {"data", "sock", "log", SERVER_LOG, MARKER, LOCKFILE, "data.previous"}
+LAYOUT_PREFIXES = ("data.broken-", ".trash-", ".db-tool-build-")
 
 # Start failures that say the *data* is broken (self-heal moves it aside) ...
 _BROKEN_DATA = (
@@ -150,6 +146,7 @@ class Cluster:
         self.config = config
         self._install = install
         self._provided: template_cache.Provided | None = None  # how the fresh data was made
+        self._trash: list[Path] = []  # discarded data, deleted by the background worker
 
     # ---- paths and identity -------------------------------------------------------------
     @property
@@ -274,13 +271,15 @@ class Cluster:
         with self.locked():
             if self.config.reuse and self.is_initialised():
                 return self._reuse()
-            self._fresh()
             try:
-                self.start_locked()
-                self.ensure_database(self.database)
-            except (_BrokenData, Error) as exc:
-                self._heal_template(exc)
-            self._refill_spare()
+                self._fresh()
+                try:
+                    self.start_locked()
+                    self.ensure_database(self.database)
+                except (_BrokenData, Error) as exc:
+                    self._heal_template(exc)
+            finally:
+                self._refill_spare()  # also deletes discarded data when the start failed
             return InitResult(self.url, "created")
 
     def _heal_template(self, exc: _BrokenData | Error) -> None:
@@ -377,6 +376,8 @@ class Cluster:
                     "cluster there"
                 )
             if (data / "PG_VERSION").is_file():
+                from db_tool import previous
+
                 if self.config.keep_previous and not self.config.ephemeral \
                         and not failed_copy and previous.holds_data(data):
                     previous.keep(data, self.working_dir)
@@ -410,7 +411,9 @@ class Cluster:
             ) from exc
 
     def _discard(self, path: Path) -> None:
-        template_cache.discard(path, self.working_dir)
+        from db_tool import template_cache
+
+        template_cache.discard(path, self.working_dir, later=self._trash)
 
     def _grant_server_access(self, account: proc.RunAs) -> None:
         """The server account must reach the working dir and the binaries (a venv under
@@ -435,9 +438,13 @@ class Cluster:
         locations = self.config.cache_locations
         if locations is None:
             return None
+        from db_tool import cachedir
+
         return cachedir.choose(locations, self.working_dir.parent, "template cache")
 
     def template_spec(self) -> template_cache.Template:
+        from db_tool import template_cache
+
         return template_cache.Template(
             install=self.install, account=self.run_as, superuser=self.superuser,
             database=self.database, cache_dir=self._cache_dir,
@@ -445,13 +452,21 @@ class Cluster:
         )
 
     def _copy_template(self) -> None:
+        from db_tool import template_cache
+
         self._provided = template_cache.provide(self.template_spec(), self.datadir, server_env())
 
     def _refill_spare(self) -> None:
-        if self._provided is not None:
-            template_cache.refill(self.template_spec(), self._provided, server_env())
+        if self._provided is not None or self._trash:
+            from db_tool import template_cache
+
+            template_cache.refill(self.template_spec(), self._provided, server_env(),
+                                  remove=self._trash)
+            self._trash = []
 
     def _drop_template(self) -> None:
+        from db_tool import template_cache
+
         template_cache.drop(self.template_spec())
 
     def _write_base_conf(self, conf_text: str | None) -> None:
@@ -755,6 +770,8 @@ class Cluster:
         self.stop()
         if self.is_running():
             raise Error(f"{self.working_dir} still has a running server; not removing it")
+        from db_tool import template_cache
+
         template_cache.remove_tree(self.working_dir)
 
 

@@ -57,13 +57,15 @@ class Template:
     use_spare: bool = True
 
     def key(self) -> str:
-        import hashlib
+        # Two CRC-32s (64 bits) name the few templates of one machine well enough, and zlib
+        # loads in a fraction of hashlib's OpenSSL start-up on the hook path.
+        import zlib
 
         material = "|".join(
             [self.install.fingerprint(), self.superuser, f"{self.owner[0]}:{self.owner[1]}",
              "no-locale,UTF8,trust", "v3", self.database]
-        )
-        return hashlib.sha256(material.encode()).hexdigest()[:20]
+        ).encode()
+        return f"{zlib.crc32(material):08x}{zlib.crc32(material[::-1]):08x}"
 
     @property
     def owner(self) -> tuple[int, int]:
@@ -375,11 +377,16 @@ def drop(spec: Template) -> None:
             discard(template, template.parent, prefix=".stale-")
 
 
-def refill(spec: Template, provided: Provided, env: Mapping[str, str]) -> None:
-    """After a fresh init: (re)build the template if needed and keep one spare ready, in a
-    detached low-priority worker — the caller never waits."""
-    template = provided.template
-    if template is None or (provided.how == "copy" and not spec.use_spare):
+def refill(spec: Template, provided: Provided | None, env: Mapping[str, str],
+           remove: list[Path] | None = None) -> None:
+    """After a fresh init: (re)build the template if needed, keep one spare ready and delete
+    `remove` (discarded data), in one detached low-priority worker — the caller never waits."""
+    remove = remove or []
+    template = provided.template if provided is not None else None
+    if template is None or (provided is not None and provided.how == "copy"
+                            and not spec.use_spare):
+        if remove:
+            proc.spawn_detached(["rm", "-rf", "--", *map(str, remove)], low_priority=True)
         return
     account = spec.account
     job = {
@@ -388,7 +395,7 @@ def refill(spec: Template, provided: Provided, env: Mapping[str, str]) -> None:
                                                  account.home],
         "superuser": spec.superuser, "database": spec.database,
         "cache_dir": str(spec.cache_dir), "use_spare": spec.use_spare,
-        "template": str(template),
+        "template": str(template), "remove": [str(p) for p in remove],
     }
     import json
 
@@ -400,12 +407,17 @@ def refill(spec: Template, provided: Provided, env: Mapping[str, str]) -> None:
 
 
 # ---- removal ----------------------------------------------------------------------------------
-def discard(path: Path, parent: Path, *, prefix: str = ".trash-") -> Path:
+def discard(path: Path, parent: Path, *, prefix: str = ".trash-",
+            later: list[Path] | None = None) -> Path:
     """Remove a directory of ours without waiting: rename now, delete in the background at
-    low priority. Returns the trash path."""
+    low priority — at once, or (`later` given) collected there for refill() to hand to its
+    worker, so that a fresh init spawns one background process, not two."""
     trash = parent / f"{prefix}{os.getpid()}-{time.monotonic_ns()}"
     path.rename(trash)
-    proc.spawn_detached(["rm", "-rf", "--", str(trash)], low_priority=True)
+    if later is not None:
+        later.append(trash)
+    else:
+        proc.spawn_detached(["rm", "-rf", "--", str(trash)], low_priority=True)
     return trash
 
 
@@ -538,11 +550,15 @@ def main(argv: list[str]) -> int:
         superuser=job["superuser"], database=job["database"],
         cache_dir=Path(job["cache_dir"]), use_spare=job["use_spare"],
     )
+    status = 0
     try:
         _worker(spec, Path(job["template"]))
     except Exception:
-        return 1  # nothing to report to: the next fresh init sees the state and retries
-    return 0
+        status = 1  # nothing to report to: the next fresh init sees the state and retries
+    for trash in job.get("remove", []):
+        if Path(trash).name.startswith(".trash-"):
+            shutil.rmtree(trash, ignore_errors=True)
+    return status
 
 
 if __name__ == "__main__":
