@@ -165,3 +165,16 @@ def test_pg_branch_from_git_uses_the_branch_of_the_git_checkout(proj: Project) -
     assert proj.psql("SELECT count(*) FROM public.item", "feature/login") == "1"
     listing = _db(proj, "branch", "list").stdout
     assert "* feature/login" in listing
+
+
+def test_backup_and_diff_take_a_branch(proj: Project) -> None:
+    assert _db(proj, "branch", "create", "drift").returncode == 0
+    proj.psql("ALTER TABLE public.item ADD COLUMN extra int", "drift")
+    r = _db(proj, "backup", "--branch", "drift")
+    assert r.returncode == 0, r.stderr
+    assert (proj.backup_dir / "database_name").read_text().strip() == "drift"
+    drifted = _db(proj, "diff")
+    assert drifted.returncode == 1, drifted.stdout + drifted.stderr
+    assert "extra integer" in drifted.stdout
+    main = _db(proj, "diff", "--branch", "testdb")
+    assert main.returncode == 0, main.stdout + main.stderr
