@@ -266,3 +266,12 @@ def test_plugin_as_a_normal_user_in_a_sandbox(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     assert "6 passed" in r.stdout
     assert r.stdout.strip().splitlines()[-1].strip() == "1"
+
+
+def test_the_example_project_passes(tmp_path: Path) -> None:
+    pytest.importorskip("psycopg", reason="examples/pytest-app uses psycopg")
+    import shutil
+
+    example = tmp_path / "pytest-app"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "examples" / "pytest-app", example)
+    assert "7 passed" in _ok(_pytest(example, env=base_env()))

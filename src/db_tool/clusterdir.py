@@ -21,8 +21,9 @@ MARKER = ".db-tool-created"
 LOCKFILE = ".db-tool.lock"
 SERVER_LOG = "postgres-init.log"
 RUNTIME_CONF = "db-tool.runtime.conf"
+BRANCH_FILE = "db-tool.branch"  # the current `database branch` (commands/branch.py)
 HBA_HEADER = "# Written by db-tool"
-LAYOUT_ENTRIES = frozenset({"data", "sock", "log", SERVER_LOG, MARKER, LOCKFILE})
+LAYOUT_ENTRIES = frozenset({"data", "sock", "log", SERVER_LOG, MARKER, LOCKFILE, BRANCH_FILE})
 LAYOUT_PREFIXES = ("data.", ".trash-")
 
 # What initdb (and a server) put into a data dir: an unfinished cluster holds only these.
