@@ -77,14 +77,6 @@ def test_history_written_by_the_original_is_not_modified(
         (t(i), "applied") for i in (1, 2, 3)]
 
 
-# Until the bundle is the original's schema (issue 8 §4, the wt-bundle branch), neither
-# bundle applies over the other ("cannot change name of input parameter k"). Strict: once it
-# does, these pass and the mark must go.
-_BUNDLES_DIFFER = pytest.mark.xfail(
-    strict=True, reason="our bundle and the original's do not yet apply over each other")
-
-
-@_BUNDLES_DIFFER
 def test_ours_goes_on_from_the_originals_history(
     original: Any, pg: Any, db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -101,7 +93,6 @@ def test_ours_goes_on_from_the_originals_history(
     assert pg_history(pg, db_url) == []
 
 
-@_BUNDLES_DIFFER
 def test_original_goes_on_from_our_history(
     original: Any, pg: Any, db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
