@@ -22,8 +22,9 @@ MARKER = ".db-tool-created"
 LOCKFILE = ".db-tool.lock"
 SERVER_LOG = "postgres-init.log"
 RUNTIME_CONF = "db-tool.runtime.conf"
+BRANCH_FILE = "db-tool.branch"  # the current `database branch` (commands/branch.py)
 HBA_HEADER = "# Written by db-tool"
-LAYOUT_ENTRIES = frozenset({"data", "sock", "log", SERVER_LOG, MARKER, LOCKFILE})
+LAYOUT_ENTRIES = frozenset({"data", "sock", "log", SERVER_LOG, MARKER, LOCKFILE, BRANCH_FILE})
 # data.broken-*, data.previous, data.restoring, data.pre-restore-*; trash and build dirs.
 # Literal, not template_cache.BUILD_PREFIX: that module loads only on a fresh init (hook
 # start-up time); test_template_cache checks the two agree.

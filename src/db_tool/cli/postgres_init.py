@@ -154,7 +154,7 @@ def run(
     from db_tool.commands import branch
 
     database = branch.database_for_init(
-        cluster, from_git=environ.get("PG_BRANCH_FROM_GIT", "") == "1",
+        branch.Where(config), from_git=environ.get("PG_BRANCH_FROM_GIT", "") == "1",
         git_dir=environ.get("LOCAL_DIR") or ".",
     )
     url = cluster.url_for(database) if database != config.database else result.url
