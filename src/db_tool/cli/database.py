@@ -36,6 +36,8 @@ Subcommands:
   branch create|list|switch|drop|reset NAME
                                 databases of the cluster used like git branches
   migrator ...                  the migrator with this project's MIGRATION_DIR and URL
+  psql [args]                   psql on the project's database (db-tool's PostgreSQL)
+  upgrade [--old-bin-dir DIR]   move the cluster to the PostgreSQL major now in use
 
 Global options:
   -u, --url URL                 connection URL (else PGURL, else DB_URL, else the project's
@@ -57,7 +59,7 @@ Exit codes: 0 ok, 1 error, 2 ambiguous, 3 missing argument/variable, 4 migration
 SUBCOMMANDS = (
     "init", "cleanup", "deploy", "hydrate", "patch", "test", "check", "status", "log",
     "pull_staging", "diff", "backup", "restore", "normalize-backup", "bundle", "migrator",
-    "postgres-init", "branch",
+    "postgres-init", "branch", "psql", "upgrade",
 )
 
 INIT_HELP = """\
@@ -246,6 +248,10 @@ def dispatch(ctx: Context, sub: str, argv: list[str]) -> int:
         from db_tool.cli import db_branch
 
         return db_branch.dispatch(ctx, argv)
+    if sub in ("psql", "upgrade"):
+        from db_tool.cli import db_pg
+
+        return db_pg.psql(ctx, argv) if sub == "psql" else db_pg.upgrade(ctx, argv)
     if sub in ("deploy", "hydrate", "patch", "test", "check", "status", "log", "pull_staging"):
         from db_tool.cli import db_workflow
 
