@@ -38,6 +38,7 @@ Subcommands:
   migrator ...                  the migrator with this project's MIGRATION_DIR and URL
   psql [args]                   psql on the project's database (db-tool's PostgreSQL)
   upgrade [--old-bin-dir DIR]   move the cluster to the PostgreSQL major now in use
+  cache [list|prune [--all]]    show or prune db-tool's cache (~90 MB per PostgreSQL build)
 
 Global options:
   -u, --url URL                 connection URL (else PGURL, else DB_URL, else the project's
@@ -60,6 +61,7 @@ SUBCOMMANDS = (
     "init", "cleanup", "deploy", "hydrate", "patch", "test", "check", "status", "log",
     "pull_staging", "diff", "backup", "restore", "normalize-backup", "bundle", "migrator",
     "postgres-init", "branch", "psql", "upgrade",
+    "cache",
 )
 
 INIT_HELP = """\
@@ -248,9 +250,11 @@ def dispatch(ctx: Context, sub: str, argv: list[str]) -> int:
         from db_tool.cli import db_branch
 
         return db_branch.dispatch(ctx, argv)
-    if sub in ("psql", "upgrade"):
+    if sub in ("psql", "upgrade", "cache"):
         from db_tool.cli import db_pg
 
+        if sub == "cache":
+            return db_pg.cache(ctx, argv)
         return db_pg.psql(ctx, argv) if sub == "psql" else db_pg.upgrade(ctx, argv)
     if sub in ("deploy", "hydrate", "patch", "test", "check", "status", "log", "pull_staging"):
         from db_tool.cli import db_workflow
