@@ -44,6 +44,8 @@ Global options:
   -u, --url URL                 connection URL (else PGURL, else DB_URL, else the project's
                                 own cluster when it is running)
   -i, --inherits TABLE          verify TABLE exists first (repeatable); missing -> exit 5
+  --no-pager                    print instead of paging (default pager: $PAGER, else
+                                less -FRX; PAGER= or PAGER=cat also turns it off)
   -h, --help, help, ?           this help
 
 Environment (defaults): LOCAL_DIR (the current directory), DATABASE_DIR
@@ -88,8 +90,11 @@ usage: database bundle path|sql
 """
 
 
-def _split_globals(argv: Sequence[str]) -> tuple[list[str], list[str], str | None, list[str]]:
-    """Pull -u/--url and -i/--inherits out of argv (before or after the subcommand).
+def _split_globals(
+    argv: Sequence[str],
+) -> tuple[list[str], list[str], str | None, list[str], bool]:
+    """Pull -u/--url, -i/--inherits and --no-pager out of argv (before or after the
+    subcommand).
 
     Everything after `migrator` passes through untouched (the migrator has its own -u, which
     means the same), except `--url`, which the original's `database` takes from anywhere."""
@@ -97,6 +102,7 @@ def _split_globals(argv: Sequence[str]) -> tuple[list[str], list[str], str | Non
     inherits: list[str] = []
     rest: list[str] = []
     before: list[str] = []
+    no_pager = False
     i = 0
     seen_sub = False
     args = list(argv)
@@ -116,6 +122,9 @@ def _split_globals(argv: Sequence[str]) -> tuple[list[str], list[str], str | Non
                 continue
             rest.append(arg)
             continue
+        if arg == "--no-pager" and not (seen_sub and rest and rest[0] == "psql"):
+            no_pager = True
+            continue
         if name in ("-u", "--url", "-i", "--inherits"):
             if eq:
                 value = inline
@@ -132,7 +141,7 @@ def _split_globals(argv: Sequence[str]) -> tuple[list[str], list[str], str | Non
         if not seen_sub and not arg.startswith("-"):
             seen_sub = True
         (rest if seen_sub else before).append(arg)
-    return before, rest, url, inherits
+    return before, rest, url, inherits, no_pager
 
 
 # What the server says when --inherits is no identifier at all (exit 3, not 1).
@@ -270,7 +279,7 @@ def dispatch(ctx: Context, sub: str, argv: list[str]) -> int:
 def run(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
     from db_tool.settings import ProjectSettings
 
-    before, rest, url, inherits = _split_globals(argv)
+    before, rest, url, inherits, no_pager = _split_globals(argv)
     if not rest:
         if any(a in ("-h", "--help", "?") for a in before):
             sys.stdout.write(HELP)
@@ -297,7 +306,8 @@ def run(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
         raise Error(f"no subcommand specified: {sub!r} is not one; {hint}use '--help' for "
                     "usage information")
     settings = ProjectSettings.from_env(env_dict(env), url=url)
-    ctx = Context(settings=settings, inherits=inherits, url_given=url is not None)
+    ctx = Context(settings=settings, inherits=inherits, url_given=url is not None,
+                  no_pager=no_pager)
     if inherits and not any(a in ("-h", "--help") for a in sub_argv):
         _check_inherits(ctx)
     return dispatch(ctx, sub, sub_argv)

@@ -80,7 +80,7 @@ logs are kept in $LOCAL_DIR/focus/postgresql-diff-log/{db1,db2}/: `database diff
                             compare even when migrations fail on db1 (else exit 4)
   -m, --mock                hydrate db2 with -v USE_MOCK=1
   -o, --output FILE         write the diff to FILE instead of stdout / the pager ($PAGER,
-                            default less -R, on a terminal)
+                            default less -FRX, on a terminal)
 
 Exit codes (as diff(1): an error never exits 1): 0 no differences, 1 differences, 2 trouble
 (a backup that cannot be restored, a failed hydrate, pg_dump ...), 3 a missing value,
@@ -231,7 +231,7 @@ def _diff_or_log(ctx: Context, argv: list[str]) -> int:
 
 
 def _show(ctx: Context, text: str) -> None:
-    """Through $PAGER (default less -R) on a terminal, plain otherwise."""
+    """Through $PAGER (default less -FRX) on a terminal, plain otherwise."""
     if ctx.is_tty:
         from db_tool import proc
 

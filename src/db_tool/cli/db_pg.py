@@ -142,3 +142,17 @@ def cache(ctx: Context, argv: list[str]) -> int:
     output.info(f"{verb} {len(gone)} entries, {output.human_size(freed)}; "
                 f"{output.human_size(sum(e.size for e in c.entries(where)))} left in {where}")
     return 0
+
+
+def follow_log(ctx: Context, positional: list[str]) -> int:
+    """`database log -f`: until Ctrl-C (which is the normal end: exit 0)."""
+    from db_tool.commands.logs import follow
+    from db_tool.errors import UsageError
+
+    if positional:
+        raise UsageError("database log -f follows the newest log; it takes no file name")
+    try:
+        follow(ctx.settings, ctx.stdout)
+    except KeyboardInterrupt:
+        return 0
+    return 0
