@@ -433,9 +433,9 @@ class Cluster:
         if data_major.isdigit() and int(data_major) != self.install.major:
             raise Error(
                 f"the cluster in {self.datadir} was made by PostgreSQL {data_major}, but "
-                f"{self.install.describe()} is in use: set PG_BIN_DIR to a PostgreSQL "
-                f"{data_major} bin dir, or unset PG_REUSE for a fresh cluster (that replaces "
-                "the data) — nothing was changed"
+                f"{self.install.describe()} is in use: run `database upgrade` to move it to "
+                f"PostgreSQL {self.install.major} (keeps the old data), or set PG_BIN_DIR to a "
+                f"PostgreSQL {data_major} bin dir — nothing was changed"
             )
 
     def _running_matches(self) -> bool:
@@ -631,20 +631,15 @@ class Cluster:
         if not missing:
             return libs
         if self.config.preload_explicit:
-            hint = ", ".join(
-                f"postgresql-{self.install.major}-cron" if lib == "pg_cron" else lib
-                for lib in missing
-            )
             raise NotInstalledError(
                 f"PG_SHARED_PRELOAD_LIBRARIES names {', '.join(missing)}, which "
-                f"{self.install.describe()} does not have: install {hint} "
-                "(e.g. apt-get install postgresql-<major>-cron) or change "
+                f"{self.install.describe()} does not have: "
+                f"{pgbin.library_hint(self.install, missing)} or change "
                 "PG_SHARED_PRELOAD_LIBRARIES"
             )
-        output.warn(
-            f"{', '.join(missing)} is not installed for PostgreSQL {self.install.major}; "
-            f"starting without it (install postgresql-{self.install.major}-cron to get pg_cron)"
-        )
+        # The default pg_cron is only wanted where it exists: its absence is no news.
+        output.debug(f"{', '.join(missing)} not installed for PostgreSQL "
+                     f"{self.install.major}; starting without it")
         return [lib for lib in libs if lib not in missing]
 
     def write_runtime_conf(self) -> None:

@@ -83,7 +83,7 @@ logs are kept in $LOCAL_DIR/focus/postgresql-diff-log/{db1,db2}/: `database diff
                             compare even when migrations fail on db1 (else exit 4)
   -m, --mock                hydrate db2 with -v USE_MOCK=1
   -o, --output FILE         write the diff to FILE instead of stdout / the pager ($PAGER,
-                            default less -R, on a terminal)
+                            default less -FRX, on a terminal)
       --branch NAME         db1 is that database of the backup (a `database branch`), not
                             the one the backup recorded
 
@@ -238,7 +238,7 @@ def _diff_or_log(ctx: Context, argv: list[str]) -> int:
 
 
 def _show(ctx: Context, text: str) -> None:
-    """Through $PAGER (default less -R) on a terminal, plain otherwise."""
+    """Through $PAGER (default less -FRX) on a terminal, plain otherwise."""
     if ctx.is_tty:
         from db_tool import proc
 
