@@ -128,6 +128,19 @@ def test_without_local_dir_test_looks_for_db_test_in_the_current_directory(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_test_from_a_deleted_current_directory_is_a_one_line_error(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str], db_url: str,
+) -> None:
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    rc, _, err = run(["test"], base_env(LOCAL_DIR=str(project), PGURL=db_url), capsys)
+    assert rc == 1
+    assert "current directory no longer exists" in err and "Traceback" not in err
+
+
 @pytest.mark.parametrize("sub", ["status", "log"])
 def test_status_and_log_without_local_dir_use_the_current_directory(
     sub: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

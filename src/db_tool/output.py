@@ -14,8 +14,11 @@ _RESET = "\033[0m"
 
 
 def _use_color(stream: TextIO) -> bool:
-    if os.environ.get("NO_COLOR"):
-        return False
+    from db_tool.settings import color_from
+
+    chosen = color_from(os.environ)
+    if chosen is not None:
+        return chosen
     try:
         return stream.isatty()
     except (AttributeError, ValueError):

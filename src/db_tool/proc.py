@@ -108,6 +108,10 @@ def run(
     return result
 
 
+def _lower_priority() -> None:
+    os.nice(19)
+
+
 def spawn_detached(
     argv: Sequence[str],
     *,
@@ -121,18 +125,25 @@ def spawn_detached(
     low_priority: nice 19 and, when `ionice` is installed, the idle I/O class, so that the
     work never slows down what the user runs next."""
     argv = [os.fspath(a) for a in argv]
+    preexec = None
     if low_priority:
         import shutil
 
+        # Programs rather than a preexec_fn: without one, the child is forked the cheap way
+        # (vfork), which matters on the hook path.
+        nice = shutil.which("nice")
         ionice = shutil.which("ionice")
+        if nice is not None:
+            argv = [nice, "-n", "19", *argv]
+        else:
+            preexec = _lower_priority
         if ionice is not None:
             argv = [ionice, "-c", "3", *argv]
     try:
         subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL, close_fds=True, start_new_session=True, cwd=cwd,
-            env=dict(env) if env is not None else None,
-            preexec_fn=(lambda: os.nice(19)) if low_priority else None,
+            env=dict(env) if env is not None else None, preexec_fn=preexec,
         )
     except FileNotFoundError as exc:
         raise NotInstalledError(

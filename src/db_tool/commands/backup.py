@@ -351,9 +351,12 @@ def names_cluster(url: str | None, cluster: Cluster) -> bool:
         return False
 
 
-def backup(*, settings: ProjectSettings, progress: bool) -> BackupResult:
+def backup(
+    *, settings: ProjectSettings, progress: bool, branch: str | None = None
+) -> BackupResult:
     """pg_basebackup of the server the URL names (--url, PGURL, DB_URL; without one: the
-    project's cluster) into $LOCAL_DIR/focus/postgresql-backup; the previous backup is replaced
+    project's cluster) into $LOCAL_DIR/focus/postgresql-backup; `branch` is recorded as the
+    database to restore (else the URL's, else PG_DATABASE). The previous backup is replaced
     only once the new one is complete. pg_basebackup dies with us (also on kill -9), and what a
     killed run left is cleaned up by the next one."""
     final = default_backup_dir(settings)
@@ -368,14 +371,14 @@ def backup(*, settings: ProjectSettings, progress: bool) -> BackupResult:
             )
         ensure_replication_access(cluster)
         source = ["-h", str(cluster.sockdir), "-p", str(cluster.port), "-U", cluster.superuser]
-        database = database_of(settings, cluster.database)
+        database = branch or database_of(settings, cluster.database)
     else:
         assert settings.url is not None
         url, password = without_password(settings.url)
         source = ["-d", url]
         if password is not None:
             env["PGPASSWORD"] = password
-        database = database_of(settings, cluster.database)
+        database = branch or database_of(settings, cluster.database)
     with interrupt_on_signals(), staging_dir(final) as tmp:
         try:
             argv = [
