@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
@@ -68,3 +69,101 @@ def alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][:1] != "Z"
+
+
+ORIGINAL = Path(__file__).resolve().parent.parent.parent / "shared" / "reference" / "original"
+
+
+def original_script(name: str) -> Path:
+    """A script of the original tool (../shared/reference/original): CI has it; elsewhere the
+    test fails saying what is missing instead of skipping."""
+    path = ORIGINAL / "package" / "db-tool" / name
+    assert path.is_file(), f"the original tool's source is missing: {path} (../shared/reference)"
+    return path
+
+
+def server_account() -> tuple[int, int] | None:
+    """(uid, gid) the server runs as when we are root, else None."""
+    if os.geteuid() != 0:
+        return None
+    import pwd
+
+    entry = pwd.getpwnam(os.environ.get("PG_OS_USER") or "postgres")
+    return entry.pw_uid, entry.pw_gid
+
+
+def as_server_account(argv: list[str]) -> list[str]:
+    """argv run as the server account when we are root (initdb/pg_ctl refuse root)."""
+    account = server_account()
+    if account is None:
+        return argv
+    import pwd
+    import shutil
+
+    runuser = shutil.which("runuser", path="/usr/sbin:/sbin:/usr/bin:/bin")
+    assert runuser is not None, "runuser (util-linux) is needed to run this as the server account"
+    return [runuser, "-u", pwd.getpwuid(account[0]).pw_name, "--", *argv]
+
+
+def reachable_by_server(path: Path) -> None:
+    """As root: let the server account enter every ancestor of path (as postgres-init does)."""
+    account = server_account()
+    if account is not None:
+        import pwd
+
+        from db_tool import privs, proc
+
+        entry = pwd.getpwuid(account[0])
+        privs.grant_search(path, proc.RunAs(entry.pw_uid, entry.pw_gid, entry.pw_name, "/"))
+
+
+def original_postgres_init(wd: Path, port: int = 5432) -> None:
+    """A cluster made by the original postgres-init (its layout; sock/ mode 755), stopped.
+
+    Port 5432: the original's createdb ignores PG_PORT. Sockets live in wd/sock, so this never
+    meets another server on that port."""
+    from db_tool import pgbin
+
+    bindir = pgbin.find().bin_dir
+    wd.mkdir(parents=True)
+    account = server_account()
+    if account is not None:
+        os.chown(wd, *account)
+        reachable_by_server(wd)
+    shim = 'with_closed_fds() { "$@"; }\n. "$1"\n'
+    env = {"PATH": f"{bindir}:/usr/bin:/bin", "PG_WORKING_DIR": str(wd), "PG_PORT": str(port),
+           "NO_TTY": "1", "PG_SHARED_PRELOAD_LIBRARIES": "", "HOME": "/tmp", "LC_ALL": "C"}
+    r = run_cmd(as_server_account(["dash", "-c", shim, "sh",
+                                   str(original_script("postgres-init.sh"))]), env)
+    assert r.returncode == 0, r.stderr
+    if account is not None:
+        # As root the original cannot run at all; as the server account its superuser is that
+        # account. Give our login a role, as a cluster the login made itself would have.
+        import getpass
+
+        r = run_cmd(as_server_account([
+            str(bindir / "psql"), "-X", "-h", str(wd / "sock"), "-p", str(port), "-d", "testdb",
+            "-c", f'create role "{getpass.getuser()}" superuser login']), env)
+        assert r.returncode == 0, r.stderr
+    r = run_cmd(as_server_account([str(bindir / "pg_ctl"), "-D", str(wd / "data"), "-m", "fast",
+                                   "-w", "stop"]), env)
+    assert r.returncode == 0, r.stderr
+
+
+@contextlib.contextmanager
+def read_only(path: Path) -> Iterator[None]:
+    """path read-only: a read-only bind mount as root (root ignores modes), else chmod a-w."""
+    if os.geteuid() == 0:
+        subprocess.run(["mount", "--bind", str(path), str(path)], check=True)
+        try:
+            subprocess.run(["mount", "-o", "remount,bind,ro", str(path)], check=True)
+            yield
+        finally:
+            subprocess.run(["umount", str(path)], check=True)
+    else:
+        mode = path.stat().st_mode
+        path.chmod(mode & ~0o222)
+        try:
+            yield
+        finally:
+            path.chmod(mode)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import base64
 import os
 import subprocess
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -124,6 +125,11 @@ ORDER BY 1
 
 
 # ------------------------------------------------------------- the same schema objects
+
+
+def test_our_version_is_the_originals_hectic_version() -> None:
+    """Otherwise each bundle's version check refuses a database of the other."""
+    assert (original_sql_dir() / "HECTIC_VERSION").read_text().strip() == bundle.VERSION
 
 
 def test_both_bundles_create_the_same_objects(
@@ -338,3 +344,52 @@ def test_a_database_of_our_earlier_build_gets_the_original_shape(
     # And from there the original's bundle applies as well.
     must_apply_original(pg, db_url, tmp_path, dotenv="C=3\n")
     assert pg.psql("SELECT hectic.get_secret('C')", db_url) == "3"
+
+
+# What a script may match: the ERROR line with its SQLSTATE, from either bundle alike.
+SAME_ERRORS = [
+    "CREATE TABLE plain (id int)",
+    "CREATE TABLE child (id int) INHERITS (hectic.updated_at)",
+    "INSERT INTO frozen (id) VALUES (2)",
+    "UPDATE frozen SET id = 3",
+    "DELETE FROM frozen",
+    "TRUNCATE frozen",
+    "INSERT INTO hectic.migration (name, hash) VALUES ('bad', repeat('a', 64))",
+    "INSERT INTO hectic.migration (name, hash) VALUES ('20250101000000-x', 'nothex')",
+    "INSERT INTO hectic.secret (key, value) VALUES ('A', '1'), ('A', '2')",
+]
+
+
+def error_line(pg: PG, url: str, sql: str) -> str:
+    done = subprocess.run(
+        [pg.install.tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-v", "VERBOSITY=verbose",
+         "-d", url, "-c", sql], capture_output=True, text=True, check=False)
+    assert done.returncode != 0, sql
+    return next(line for line in done.stderr.splitlines() if line.startswith("ERROR:"))
+
+
+@pytest.fixture(scope="module")
+def both_bundles(pg: PG, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """(ours, the original's): two databases, each with an immutable table holding one row.
+    Read-only for the tests (every statement they run fails)."""
+    names = [f"t_interop_{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    for name in names:
+        pg.psql(f'CREATE DATABASE "{name}"')
+    ours, original = (pg.url_for(name) for name in names)
+    try:
+        bundle.apply(ours)
+        must_apply_original(pg, original, tmp_path_factory.mktemp("original"))
+        for url in (ours, original):
+            pg.psql("CREATE TABLE frozen (id int) INHERITS (hectic.created_at, hectic.immutable); "
+                    "BEGIN; SET LOCAL hectic.migration_mode = 'on'; "
+                    "INSERT INTO frozen (id) VALUES (1); COMMIT", url)
+        yield ours, original
+    finally:
+        for name in names:
+            pg.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.mark.parametrize("sql", SAME_ERRORS)
+def test_both_bundles_fail_alike(pg: PG, both_bundles: tuple[str, str], sql: str) -> None:
+    ours, original = both_bundles
+    assert error_line(pg, ours, sql) == error_line(pg, original, sql)

@@ -104,22 +104,21 @@ def test_database_cleanup_removes_a_bare_layout_made_elsewhere(
     assert not wd.exists()
 
 
-def test_database_cleanup_refuses_foreign_dir(tmp_path: Path, cluster_env: dict[str, str]) -> None:
-    """PG_WORKING_DIR=$HOME by mistake: refused, untouched, exit 1 — even with a cluster in it."""
-    home = tmp_path / "home-by-mistake"
-    home.mkdir()
-    (home / "thesis.tex").write_text("years of work")
-    (home / ".bashrc").write_text("# mine")
-    env = {**cluster_env, "PG_WORKING_DIR": str(home)}
-    cluster_env["PG_WORKING_DIR"] = str(home)
-    assert run_cmd([script("postgres-init")], env).returncode == 0
-    pid = postmaster_pid(home)
-    before = {k: v for k, v in tree_snapshot(home).items() if not k.startswith(("data", "sock"))}
-    r = run_cmd([script("database"), "cleanup"], env)
+def test_database_cleanup_refuses_foreign_dir(cluster_env: dict[str, str]) -> None:
+    """Files of the user's in a marker-less working dir: refused, untouched, exit 1 — even
+    with a running cluster in it."""
+    wd = wd_of(cluster_env)
+    wd.mkdir()
+    assert run_cmd([script("postgres-init")], cluster_env).returncode == 0
+    pid = postmaster_pid(wd)
+    (wd / "thesis.tex").write_text("years of work")
+    (wd / ".bashrc").write_text("# mine")
+    before = {k: v for k, v in tree_snapshot(wd).items() if not k.startswith(("data", "sock"))}
+    r = run_cmd([script("database"), "cleanup"], cluster_env)
     assert r.returncode == 1
     assert "refusing" in r.stderr and "thesis.tex" in r.stderr
-    assert (home / "thesis.tex").read_text() == "years of work"
-    after = {k: v for k, v in tree_snapshot(home).items() if not k.startswith(("data", "sock"))}
+    assert (wd / "thesis.tex").read_text() == "years of work"
+    after = {k: v for k, v in tree_snapshot(wd).items() if not k.startswith(("data", "sock"))}
     assert after == before
     assert alive(pid)  # refused before stopping anything
 

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from tests.conftest import PG
 
 BAD_URL = "postgresql://nobody@/nowhere?host=/nonexistent-socket-dir&port=1"
+# What db-ops says on stderr before it connects (the original's `log notice`).
+NOTICE = "db-tool: apply hectic bundle and load secrets\n"
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -34,20 +36,38 @@ def secrets_of(pg: PG, url: str) -> str:
 # ---------------------------------------------------------------- arguments
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["-h"], [], ["secrets", "load", "--help"]])
-def test_help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(argv, capsys)
-    assert code == 0
-    for word in ("secrets load", "HECTIC_DOTENV_FILE", "PGURL", "DB_URL", "--dotenv-file"):
+@pytest.mark.parametrize("argv", [["--help"], ["-h"], [], ["-u", "x", "--help"]])
+def test_global_help_exits_0(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(argv, capsys)
+    assert (code, err) == (0, "")
+    for word in ("secrets load", "--url", "PGURL", "DB_URL", "HECTIC_DOTENV_CONTENT",
+                 "HECTIC_DOTENV_FILE", "LOCAL_DIR", "ENVIRONMENT"):
+        assert word in out
+    assert out == db_ops.HELP
+
+
+# As the original: `db-ops secrets` alone prints the help of `secrets load` and exits 0.
+@pytest.mark.parametrize("argv", [["secrets"], ["secrets", "-h"], ["secrets", "--help"],
+                                  ["secrets", "load", "--help"],
+                                  ["secrets", "load", "-f", "x.env", "-h"]])
+def test_secrets_load_help_exits_0(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(argv, capsys)
+    assert (code, err) == (0, "")
+    assert out == db_ops.HELP_SECRETS_LOAD
+    for word in ("--dotenv-file", "HECTIC_DOTENV_CONTENT", "$LOCAL_DIR/.env.$ENVIRONMENT",
+                 "exit codes"):
         assert word in out
 
 
 @pytest.mark.parametrize(("argv", "needle"), [
-    (["secrets", "load", "--wat"], "db-ops argument --wat does not exist"),
-    (["--bogus=1", "secrets", "load"], "db-ops argument --bogus does not exist"),
-    (["vault", "load"], "unknown command 'vault'"),
-    (["secrets", "dump"], "unknown subcommand 'dump'"),
-    (["secrets", "load", "extra"], "unexpected argument 'extra'"),
+    (["--wat"], "argument --wat does not exist"),
+    (["--bogus=1", "secrets", "load"], "argument --bogus=1 does not exist"),
+    (["-f", "x.env", "secrets", "load"], "argument -f does not exist"),
+    (["vault", "load"], "subcommand vault does not exist"),
+    (["secrets", "dump"], "secrets subcommand dump does not exist"),
+    (["secrets", "-u", "x", "load"], "secrets subcommand -u does not exist"),
+    (["secrets", "load", "--wat"], "secrets load argument --wat does not exist"),
+    (["secrets", "load", "extra"], "secrets load subcommand extra does not exist"),
 ])
 def test_unknown_arguments_exit_9(
     argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]
@@ -55,14 +75,17 @@ def test_unknown_arguments_exit_9(
     code, out, err = run(argv, capsys)
     assert code == 9
     assert out == ""
-    assert err.startswith("db-ops: error: ")
-    assert needle in err
+    assert err.startswith(f"db-ops: error: {needle}")
+    assert len(err.splitlines()) == 1
 
 
-def test_missing_subcommand_exits_3(capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run(["secrets"], capsys)
-    assert code == 3
-    assert "a subcommand is required: load" in err
+@pytest.mark.parametrize("argv", [["-u"], ["--url"], ["secrets", "load", "-u"],
+                                  ["secrets", "load", "--dotenv-file"],
+                                  ["secrets", "load", "-f"]])
+def test_missing_option_value_exits_3(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(argv, capsys)
+    assert (code, out) == (3, "")
+    assert err == f"db-ops: error: missing value for {argv[-1]}\n"
 
 
 def test_url_is_required(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
@@ -70,7 +93,8 @@ def test_url_is_required(capsys: pytest.CaptureFixture[str], monkeypatch: pytest
     monkeypatch.setenv("HECTIC_DOTENV_CONTENT", "A=1")
     code, _, err = run(["secrets", "load"], capsys)
     assert code == 3
-    assert err.splitlines() == ["db-ops: error: PGURL or DB_URL is required (or pass --url)"]
+    assert err.splitlines() == ["db-ops: error: PGURL or DB_URL is required; export one or "
+                                "pass --url"]
 
 
 def test_dotenv_source_is_required(capsys: pytest.CaptureFixture[str],
@@ -78,7 +102,8 @@ def test_dotenv_source_is_required(capsys: pytest.CaptureFixture[str],
     monkeypatch.setenv("PGURL", BAD_URL)
     code, _, err = run(["secrets", "load"], capsys)
     assert code == 3
-    assert err.startswith("db-ops: error: dotenv source is required")
+    assert err.startswith("db-ops: error: dotenv source is required (HECTIC_DOTENV_CONTENT, "
+                          "readable dotenv file, or $LOCAL_DIR/.env.$ENVIRONMENT)")
     # LOCAL_DIR without ENVIRONMENT (or the file missing) is still no source.
     monkeypatch.setenv("LOCAL_DIR", "/nonexistent")
     monkeypatch.setenv("ENVIRONMENT", "prod")
@@ -117,7 +142,8 @@ def test_database_failure_is_one_error_line_and_exit_1(
     code, out, err = run(["--url", BAD_URL, "secrets", "load"], capsys)
     assert code == 1
     assert out == ""
-    assert err.startswith("db-ops: error: applying the hectic bundle failed: connection to ")
+    assert err.startswith(
+        f"{NOTICE}db-ops: error: applying the hectic bundle failed: connection to ")
 
 
 # ---------------------------------------------------------------- resolve_dotenv (no database)
@@ -172,7 +198,7 @@ def test_secrets_load_from_file(
     dotenv = tmp_path / "my secrets.env"
     dotenv.write_text("# prod\nAPI_KEY='k$$ey'\nDB_PASS=\"p;w\\\"\n")
     code, out, err = run(["-u", db_url, "secrets", "load", "-f", str(dotenv)], capsys)
-    assert (code, err) == (0, "")
+    assert (code, err) == (0, NOTICE)
     assert out == (f"db-ops: hectic bundle {bundle.VERSION} applied; 2 secrets loaded "
                    f"from {dotenv}\n")
     assert secrets_of(pg, db_url) == 'API_KEY=k$$ey,DB_PASS=p;w\\'
@@ -215,13 +241,47 @@ def test_sources_and_url_precedence(
     assert secrets_of(pg, db_url) == "FROM=db_url"
 
 
+@pytest.mark.parametrize("content", ["", "\n", "\n\n\n"])
+def test_empty_dotenv_applies_the_bundle_and_keeps_the_secrets(
+    pg: PG, db_url: str, tmp_path: Path, content: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As the original: an empty dotenv (only newlines) loads nothing, the bundle still runs."""
+    bundle.apply(db_url)
+    bundle.load_secrets(db_url, "KEEP=1\n")
+    dotenv = tmp_path / "empty.env"
+    dotenv.write_text(content)
+    code, out, err = run(["secrets", "load", "-u", db_url, "-f", str(dotenv)], capsys)
+    assert (code, err) == (0, NOTICE)
+    assert out == (f"db-ops: hectic bundle {bundle.VERSION} applied; the dotenv from {dotenv} "
+                   "is empty, hectic.secret left as it was\n")
+    assert secrets_of(pg, db_url) == "KEEP=1"
+
+
+def test_export_lines_bom_and_crlf_in_a_dotenv_file(
+    pg: PG, db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dotenv = tmp_path / "shell.env"
+    dotenv.write_bytes(b"\xef\xbb\xbfFIRST=1\r\n"
+                       b"export SECOND='two'\r\n"
+                       b"  export\tTHIRD = 3\n"
+                       b"export=4\n"
+                       b"exported=5\n"
+                       b"NOT_EXPORT=export x\n")
+    code, out, err = run(["secrets", "load", "--url", db_url, "--dotenv-file", str(dotenv)],
+                         capsys)
+    assert (code, err) == (0, NOTICE), err
+    assert "6 secrets loaded" in out
+    assert secrets_of(pg, db_url) == ("FIRST=1,NOT_EXPORT=export x,SECOND=two,THIRD=3,"
+                                      "export=4,exported=5")
+
+
 def test_bad_dotenv_line_fails_with_exit_1(
     db_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HECTIC_DOTENV_CONTENT", "GOOD=1\nsecret-without-equals\n")
     code, _, err = run(["-u", db_url, "secrets", "load"], capsys)
     assert code == 1
-    assert err.splitlines()[0] == (
+    assert err.removeprefix(NOTICE).splitlines()[0] == (
         'db-ops: error: loading secrets failed: hectic.load_secrets_from_env: line 2 has no "="'
     )
     assert "secret-without-equals" not in err
@@ -243,4 +303,4 @@ def test_installed_console_script(pg: PG, db_url: str, tmp_path: Path) -> None:
     done = subprocess.run([str(script), "secrets", "load", "--nope"], env=env,
                           capture_output=True, text=True, check=False, timeout=60)
     assert done.returncode == 9
-    assert done.stderr.startswith("db-ops: error: db-ops argument --nope does not exist")
+    assert done.stderr.startswith("db-ops: error: secrets load argument --nope does not exist")

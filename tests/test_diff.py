@@ -138,9 +138,12 @@ def test_migration_failure_stops_the_diff_unless_ignored(
     proj.write(MIGRATION, "-- migrate:up\nALTER TABLE public.nope ADD COLUMN x int;\n"
                           "-- migrate:down\nSELECT 1;\n")
     rc, out, err = diff(proj, capsys)
-    assert rc == 1
+    assert rc == 4  # an error is never 1 (that means "differences")
     assert out == ""
     assert "migrations failed on the backup" in err and "public.nope" in err
+    lines = err.splitlines()
+    assert sum(line.startswith("database: error:") for line in lines) == 1
+    assert "done in" not in err.split("migrate up all ...")[-1]  # no done after the failure
     assert no_temp_clusters(proj)
     rc, out, _ = diff(proj, capsys, "--ignore-migration-fail")
     assert rc == 0
@@ -154,16 +157,17 @@ def test_refusals_and_the_console_script(
     empty.mkdir()
     before = tree_snapshot(tmp_path)
     rc, _, err = diff(proj, capsys, str(empty))
-    assert rc == 1 and "not a backup" in err
+    assert rc == 2 and "not a backup" in err  # trouble is 2, as diff(1)'s
     assert tree_snapshot(tmp_path) == before
-    assert diff(proj, capsys, "--tables")[0] == 9  # needs a value
+    assert diff(proj, capsys, "--tables")[0] == 3  # needs a value
     assert diff(proj, capsys, "log", "extra")[0] == 9
     # A real process, through the installed script; a backup archive instead of a dir.
     backup = tree_snapshot(proj.backup_dir)
-    result = run_cmd([script("database"), "diff", str(proj.backup_dir)],
+    result = run_cmd([script("database"), "diff", "--no-cron", str(proj.backup_dir)],
                      {**proj.env, "PAGER": "false"})
     assert result.returncode == 0, result.stderr
-    assert "(no schema differences)" in result.stdout
+    assert "(no schema differences)" in result.stdout and "--no-cron" in result.stdout
+    assert not (proj.focus / "postgresql-diff-tmp.lock").exists()
     assert tree_snapshot(proj.backup_dir) == backup
 
 
@@ -172,7 +176,7 @@ def test_diff_log_without_a_run(tmp_path_factory: pytest.TempPathFactory,
     from db_tool.cli import database
 
     root = tmp_path_factory.mktemp("nolog")
-    assert database.main(["diff", "log"], env={"LOCAL_DIR": str(root)}) == 1
+    assert database.main(["diff", "log"], env={"LOCAL_DIR": str(root)}) == 2
     assert "run `database diff` first" in capsys.readouterr().err
 
 
@@ -202,3 +206,10 @@ def test_ctrl_c_tears_both_clusters_down(proj: Project) -> None:
             child.kill()
     assert child.returncode == 130, err
     assert no_temp_clusters(proj)
+
+
+def test_no_cron_leaves_out_every_line_naming_cron() -> None:
+    from db_tool.commands.diff import without_cron
+
+    lines = ["CREATE EXTENSION pg_cron;", "SELECT cron.schedule('x');", "CREATE TABLE t ();"]
+    assert without_cron(lines) == ["CREATE EXTENSION pg_cron;", "CREATE TABLE t ();"]

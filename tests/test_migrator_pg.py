@@ -408,3 +408,94 @@ def test_odd_migration_names_round_trip(
     assert [m["state"] for m in json.loads(out)["migrations"]] == ["applied", "applied"]
     assert run("migrate", "down", "2")[0] == 0
     assert history(pg, db_url) == []
+
+
+def test_bundle_notices_do_not_bury_a_migrations_error(
+    run: Run, pg: Any, db_url: str, mdir: Path
+) -> None:
+    assert run("init")[0] == 0  # the next bundle run would say "already exists, skipping"
+    flat(mdir, t(1), "SELECT 1/0;\n")
+    rc, _, err = run("migrate", "up")
+    assert rc == 4
+    assert "NOTICE" not in err and "skipping" not in err
+    first = err.splitlines()[0]
+    assert first == f"migrator: error: migration {t(1)} (up) failed; it was rolled back"
+    assert "division by zero" in err
+
+
+# ----------------------------------------------------------------- own transaction control
+
+def ct(name: str) -> str:
+    return f"CREATE TABLE {name} () INHERITS (hectic.created_at);\n"
+
+
+def _tables(pg: Any, url: str, *names: str) -> str:
+    return pg.psql("SELECT " + ", ".join(f"to_regclass('{n}') IS NOT NULL" for n in names), url)
+
+
+@pytest.mark.parametrize(("body", "named", "stays"), [
+    # (file, what the message names, which of before/after exist afterwards)
+    (ct("before_it") + "COMMIT;\n" + ct("after_it"), "COMMIT", "t|t"),
+    (ct("before_it") + "ROLLBACK;\n" + ct("after_it"), "ROLLBACK", "f|t"),
+    (ct("before_it") + "\\c\n" + ct("after_it"), "\\c", "f|t"),
+])
+def test_migration_ending_our_transaction_is_said_and_not_recorded(
+    run: Run, pg: Any, db_url: str, mdir: Path, body: str, named: str, stays: str
+) -> None:
+    flat(mdir, t(1), ct("ok1"))
+    flat(mdir, t(2), body)
+    flat(mdir, t(3), ct("never"))
+    rc, out, err = run("migrate", "up", "all", env={"MIGRATOR_LOCK_TIMEOUT": "5"})
+    assert rc == 4
+    assert out == f"applied {t(1)}\n"
+    first = err.splitlines()[0]
+    assert first.startswith(
+        f"migrator: error: migration {t(2)} (up) ended the migrator's transaction itself "
+        f"({named}): ")
+    assert "NOT recorded as applied" in first and "it was rolled back" not in first
+    assert "1 step applied before it stay" in first
+    assert history(pg, db_url) == [t(1)]
+    assert _tables(pg, db_url, "before_it", "after_it", "never") == stays + "|f"
+
+
+def test_failure_after_its_own_commit_does_not_claim_a_rollback(
+    run: Run, pg: Any, db_url: str, mdir: Path
+) -> None:
+    flat(mdir, t(1), ct("before_it") + "COMMIT;\nSELECT 1/0;\n")
+    rc, _, err = run("migrate", "up")
+    assert rc == 4
+    first = err.splitlines()[0]
+    assert first.startswith(f"migrator: error: migration {t(1)} (up) failed after its own "
+                            "COMMIT, which ends the migrator's transaction")
+    assert "NOT rolled back" in first and "it was rolled back" not in first
+    assert "division by zero" in err
+    assert history(pg, db_url) == []
+    assert _tables(pg, db_url, "before_it") == "t"
+
+
+def test_commit_hidden_in_an_included_file_is_caught(
+    run: Run, pg: Any, db_url: str, mdir: Path
+) -> None:
+    write(mdir / t(1) / "up" / "entrypoint.sql", ct("a") + "\\ir inner.sql\n")
+    write(mdir / t(1) / "up" / "inner.sql", "COMMIT;\n" + ct("b"))
+    rc, _, err = run("migrate", "up")
+    assert rc == 4
+    assert "ended the migrator's transaction itself (COMMIT, ROLLBACK or \\c)" in err
+    assert history(pg, db_url) == []
+
+
+def test_begin_commit_file_runs_as_its_own_transaction(
+    run: Run, pg: Any, db_url: str, mdir: Path
+) -> None:
+    """What many migration files look like; the original runs them (with warnings)."""
+    flat(mdir, t(1), "BEGIN;\n" + ct("a") + "COMMIT;\n", "BEGIN;\nDROP TABLE a;\nCOMMIT;\n")
+    flat(mdir, t(2), "START TRANSACTION;\n" + ct("b") + "SELECT 1/0;\nEND;\n")
+    rc, out, err = run("migrate", "up", "all")
+    assert rc == 4 and out == f"applied {t(1)}\n"
+    assert f"migration {t(2)} (up) failed; it was rolled back" in err
+    assert "WARNING" not in err
+    assert history(pg, db_url) == [t(1)]
+    assert _tables(pg, db_url, "a", "b") == "t|f"
+    rc, _, err = run("migrate", "down")
+    assert rc == 0, err
+    assert history(pg, db_url) == [] and _tables(pg, db_url, "a") == "f"

@@ -216,3 +216,24 @@ def test_relative_migration_dir_and_nested_read_from_the_working_dir(
     rc, _, err = run("migrate", "down", "2")
     assert rc == 0, err
     assert history(tmp_path / "app.db") == []
+
+
+def test_migration_ending_our_transaction_is_not_recorded(
+    run: Run, db: Path, mdir: Path
+) -> None:
+    flat(mdir, t(1), "CREATE TABLE a (x INT);\nCOMMIT;\nCREATE TABLE b (x INT);\n")
+    rc, _, err = run("migrate", "up")
+    assert rc == 4
+    assert f"migration {t(1)} (up) ended the migrator's transaction itself (COMMIT)" in err
+    assert history(db) == []
+    tables = {r[0] for r in rows(db, "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"a", "b"} <= tables
+
+
+def test_begin_commit_file_runs_as_its_own_transaction(run: Run, db: Path, mdir: Path) -> None:
+    """The original fails on these under SQLite (BEGIN inside its BEGIN); ours runs them."""
+    flat(mdir, t(1), "BEGIN;\nCREATE TABLE a (x INT);\nCOMMIT;\n", "BEGIN;\nDROP TABLE a;\nEND;\n")
+    rc, out, err = run("migrate", "up")
+    assert (rc, out) == (0, f"applied {t(1)}\n"), err
+    assert run("migrate", "down")[0] == 0
+    assert history(db) == []

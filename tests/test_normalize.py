@@ -172,9 +172,15 @@ def test_normalize_refusals_leave_the_input_untouched(
     not_backup = tmp_path / "empty"
     not_backup.mkdir()
     before = tree_snapshot(tmp_path)
+    # exit 3 and the original's words, for a dir without base.tar.gz and a missing dir
+    capsys.readouterr()
     assert database.main(["normalize-backup", "-o", str(tmp_path / "o"), str(not_backup)],
-                         env=env) == 1
+                         env=env) == 3
+    assert f"missing {not_backup}/base.tar.gz" in capsys.readouterr().err
     assert tree_snapshot(tmp_path) == before
     assert not (root / "focus").exists() or not any((root / "focus").iterdir())
     # Default input ($LOCAL_DIR/focus/postgresql-backup) missing: refused too.
-    assert database.main(["normalize-backup"], env=env) == 1
+    assert database.main(["normalize-backup"], env=env) == 3
+    assert "input backup directory not found" in capsys.readouterr().err
+    # A missing option value is exit 3 (the original's `--output requires a path`).
+    assert database.main(["normalize-backup", "-o"], env=env) == 3

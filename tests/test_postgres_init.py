@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -12,7 +14,19 @@ import pytest
 
 from db_tool import pgwire
 from db_tool.settings import login_name
-from tests.helpers import run_cmd, script, stop_quietly, tree_snapshot
+from tests.helpers import (
+    alive,
+    as_server_account,
+    original_postgres_init,
+    postmaster_pid,
+    reachable_by_server,
+    read_only,
+    run_cmd,
+    script,
+    server_account,
+    stop_quietly,
+    tree_snapshot,
+)
 
 
 def init(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -615,3 +629,287 @@ def test_reuse_works_without_the_postgres_database(cluster_env: dict[str, str]) 
     r = init(env)
     assert r.returncode == 0, r.stderr
     assert psql(env, "select current_database()") == "another"
+
+
+# ---- other local users never reach the cluster ---------------------------------------------
+
+
+def test_pre_existing_open_sock_dir_is_made_owner_only_and_reported(
+    cluster_env: dict[str, str],
+) -> None:
+    sock = wd_of(cluster_env) / "sock"
+    sock.mkdir(parents=True)
+    sock.chmod(0o755)
+    r = init(cluster_env)
+    assert r.returncode == 0, r.stderr
+    assert stat.S_IMODE(sock.stat().st_mode) == 0o700
+    assert f"changed the mode of {sock} from 755 to 700" in r.stderr
+    assert psql(cluster_env, "show unix_socket_permissions") == "0700"
+    socket_file = Path(pgwire.socket_path(sock, int(cluster_env["PG_PORT"])))
+    assert stat.S_IMODE(socket_file.stat().st_mode) & 0o077 == 0
+
+
+def test_cluster_of_the_original_tool_is_reused_owner_only(cluster_env: dict[str, str]) -> None:
+    wd = wd_of(cluster_env)
+    original_postgres_init(wd)
+    sock = wd / "sock"
+    assert stat.S_IMODE(sock.stat().st_mode) == 0o755  # what the original leaves
+    r = init({**cluster_env, "PG_REUSE": "1"})
+    assert r.returncode == 0, r.stderr
+    assert "reused" in r.stderr and "changed the mode" in r.stderr
+    assert stat.S_IMODE(sock.stat().st_mode) == 0o700
+    # Its postgresql.auto.conf port/socket lines no longer override ours.
+    assert psql(cluster_env, "select current_setting('port'), "
+                             "current_setting('unix_socket_permissions')") == (
+        f"{cluster_env['PG_PORT']}|0700")
+
+
+def test_a_conf_include_opening_tcp_is_caught_and_the_server_stopped(
+    tmp_path: Path, cluster_env: dict[str, str],
+) -> None:
+    assert init(cluster_env).returncode == 0
+    stop_quietly(wd_of(cluster_env))
+    data = wd_of(cluster_env) / "data"
+    extra = tmp_path / "tcp.conf"
+    extra.write_text("listen_addresses = '127.0.0.1'\n")
+    extra.chmod(0o644)
+    with (data / "postgresql.auto.conf").open("a") as fh:
+        fh.write(f"include '{extra}'\n")
+    started = time.monotonic()
+    r = init({**cluster_env, "PG_REUSE": "1"})
+    assert r.returncode == 1
+    assert "listen_addresses = '127.0.0.1'" in r.stderr and "stopped it" in r.stderr
+    assert time.monotonic() - started < 30
+    assert not (data / "postmaster.pid").exists()  # never left running
+
+
+def test_server_gets_a_minimal_environment(cluster_env: dict[str, str]) -> None:
+    env = {**cluster_env, "HECTIC_DOTENV_CONTENT": "API_KEY=s3cret-dotenv",
+           "DB_URL": "postgresql://u:s3cret-url@host/db", "SOME_TOKEN": "s3cret-token"}
+    assert init(env).returncode == 0
+    pid = postmaster_pid(wd_of(env))
+    environ = Path(f"/proc/{pid}/environ").read_bytes()
+    assert b"s3cret" not in environ
+    assert b"LC_ALL=C" in environ.split(b"\0")
+
+
+# ---- never delete or stop what is not ours ---------------------------------------------------
+
+
+def _foreign_cluster(wd: Path, port: int) -> subprocess.Popen[bytes]:
+    """A user's own initdb cluster at wd/data, running, its socket outside wd (no marker)."""
+    from db_tool import pgbin
+
+    bindir = pgbin.find().bin_dir
+    theirs = wd.parent / "their-socket"
+    wd.mkdir(parents=True)
+    theirs.mkdir()
+    account = server_account()
+    if account is not None:
+        for d in (wd, theirs):
+            os.chown(d, *account)
+        reachable_by_server(wd)
+    r = run_cmd(as_server_account([str(bindir / "initdb"), "-D", str(wd / "data"), "-U",
+                                   login_name(), "--auth=trust", "--no-sync"]), os.environ)
+    assert r.returncode == 0, r.stderr
+    child = subprocess.Popen(
+        as_server_account([str(bindir / "postgres"), "-D", str(wd / "data"), "-k", str(theirs),
+                           "-p", str(port), "-c", "listen_addresses="]),
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    pgwire.wait_ready(theirs, port, login_name(), "postgres", time.monotonic() + 30)
+    return child
+
+
+def test_a_foreign_cluster_is_never_stopped_reused_or_deleted(
+    tmp_path: Path, cluster_env: dict[str, str],
+) -> None:
+    wd = tmp_path / "proj" / "wd"
+    env = {**cluster_env, "PG_WORKING_DIR": str(wd)}
+    theirs = _foreign_cluster(wd, int(cluster_env["PG_PORT"]) + 3000)
+    try:
+        conf_before = (wd / "data" / "postgresql.conf").read_text()
+        for e in (env, {**env, "PG_REUSE": "1"}):
+            r = init(e)
+            assert r.returncode == 1, r.stderr
+            assert "did not make" in r.stderr and ".db-tool-created" in r.stderr
+            assert len(r.stderr.strip().splitlines()) == 1
+            assert theirs.poll() is None
+            assert (wd / "data" / "PG_VERSION").is_file()
+            assert (wd / "data" / "postgresql.conf").read_text() == conf_before
+            assert not list(wd.glob(".trash-*")) and not list(wd.glob("data.*"))
+        r = run_cmd([script("postgres-cleanup")], env)
+        assert r.returncode == 0
+        assert theirs.poll() is None and "left running" in r.stderr
+    finally:
+        theirs.terminate()
+        theirs.wait(30)
+
+
+def test_fresh_init_discards_a_cluster_of_the_original_tool(cluster_env: dict[str, str]) -> None:
+    wd = wd_of(cluster_env)
+    original_postgres_init(wd)
+    r = init(cluster_env)
+    assert r.returncode == 0, r.stderr
+    assert psql(cluster_env, "select current_setting('unix_socket_permissions')") == "0700"
+
+
+@pytest.mark.parametrize("where", ["root", "home"])
+def test_root_or_home_as_working_dir_is_refused(
+    where: str, tmp_path: Path, cluster_env: dict[str, str],
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "notes.txt").write_text("mine")
+    wd = "/" if where == "root" else str(home)
+    env = {**cluster_env, "PG_WORKING_DIR": wd, "HOME": str(home)}
+    before = sorted(os.listdir(wd))
+    r = init(env)
+    assert r.returncode == 3, r.stderr
+    assert "never puts a cluster there" in r.stderr
+    assert sorted(os.listdir(wd)) == before
+
+
+def test_a_non_empty_unrelated_working_dir_is_refused_untouched(
+    tmp_path: Path, cluster_env: dict[str, str],
+) -> None:
+    wd = tmp_path / "project"
+    wd.mkdir()
+    (wd / "thesis.tex").write_text("years of work")
+    before = tree_snapshot(wd)
+    r = init({**cluster_env, "PG_WORKING_DIR": str(wd)})
+    assert r.returncode == 1
+    assert "thesis.tex" in r.stderr and "nothing was changed" in r.stderr
+    assert tree_snapshot(wd) == before
+
+
+def test_data_dir_without_pg_version_is_refused_never_called_broken(
+    cluster_env: dict[str, str],
+) -> None:
+    data = wd_of(cluster_env) / "data"
+    data.mkdir(parents=True)
+    (data / "photos").mkdir()
+    (data / "photos" / "cat.jpg").write_text("meow")
+    before = tree_snapshot(data)
+    for env in (cluster_env, {**cluster_env, "PG_REUSE": "1"}):
+        r = init(env)
+        assert r.returncode == 1
+        assert "not a PostgreSQL cluster" in r.stderr and "broken" not in r.stderr
+        assert tree_snapshot(data) == before
+        assert sorted(os.listdir(data.parent)) == [".db-tool.lock", "data"]
+
+
+def test_an_interrupted_init_is_finished_on_the_next_run(cluster_env: dict[str, str]) -> None:
+    """What a killed initdb/copy leaves (data entries, no PG_VERSION) is ours to replace."""
+    data = wd_of(cluster_env) / "data"
+    (data / "base").mkdir(parents=True)
+    (data / "global").mkdir()
+    r = init(cluster_env)
+    assert r.returncode == 0, r.stderr
+    assert psql(cluster_env, "select 1") == "1"
+
+
+# ---- every fault survived ---------------------------------------------------------------------
+
+
+def _wait_no_server_in(data: Path, timeout: float = 20) -> None:
+    """After kill -9 of the postmaster its children notice and exit; wait for that."""
+    ident = (data.stat().st_dev, data.stat().st_ino)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        busy = False
+        for q in os.listdir("/proc"):
+            if q.isdigit():
+                try:
+                    st = os.stat(f"/proc/{q}/cwd")
+                except OSError:
+                    continue
+                busy = busy or (st.st_dev, st.st_ino) == ident
+        if not busy:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"server processes still run in {data}")
+
+
+def test_start_after_kill_9_is_diagnosed_at_once_and_heals_broken_data(
+    cluster_env: dict[str, str],
+) -> None:
+    assert init(cluster_env).returncode == 0
+    wd = wd_of(cluster_env)
+    data = wd / "data"
+    os.kill(postmaster_pid(wd), signal.SIGKILL)
+    _wait_no_server_in(data)
+    assert "ready" in (data / "postmaster.pid").read_text()  # the stale line
+    for seg in (data / "pg_wal").iterdir():
+        if seg.is_file():
+            seg.write_bytes(b"\0" * seg.stat().st_size)
+    started = time.monotonic()
+    r = init({**cluster_env, "PG_REUSE": "1"})
+    assert r.returncode == 0, r.stderr
+    assert time.monotonic() - started < 20
+    assert "broken" in r.stderr and list(wd.glob("data.broken-*"))
+
+
+def test_reuse_after_kill_9_recovers_the_data(cluster_env: dict[str, str]) -> None:
+    assert init(cluster_env).returncode == 0
+    psql(cluster_env, "create table kept(id int); insert into kept values (7)")
+    # synchronous_commit = off: a commit is durable once the WAL writer flushed it (<1 s);
+    # a checkpoint after the commit forces that.
+    psql(cluster_env, "checkpoint")
+    wd = wd_of(cluster_env)
+    os.kill(postmaster_pid(wd), signal.SIGKILL)
+    _wait_no_server_in(wd / "data")
+    r = init({**cluster_env, "PG_REUSE": "1"})
+    assert r.returncode == 0, r.stderr
+    assert "reused" in r.stderr, r.stderr
+    assert psql(cluster_env, "select id from kept") == "7"
+
+
+def test_read_only_working_dir_is_a_one_line_error(cluster_env: dict[str, str]) -> None:
+    assert init(cluster_env).returncode == 0
+    wd = wd_of(cluster_env)
+    pid = postmaster_pid(wd)
+    with read_only(wd):
+        r = init(cluster_env)
+        assert r.returncode == 1, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and "read-only" in r.stderr
+        r = run_cmd([script("postgres-cleanup")], cluster_env)
+        assert r.returncode == 0, r.stderr
+        assert "Traceback" not in r.stderr
+        assert not alive(pid)  # still stopped: a read-only working dir needs no lock
+
+
+def test_dangling_symlink_working_dir_is_a_one_line_error(
+    tmp_path: Path, cluster_env: dict[str, str],
+) -> None:
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "missing")
+    env = {**cluster_env, "PG_WORKING_DIR": str(link)}
+    r = init(env)
+    assert r.returncode == 1
+    assert "symbolic link" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert run_cmd([script("postgres-cleanup")], env).returncode == 0
+
+
+def test_symlinked_working_dir_works(tmp_path: Path, cluster_env: dict[str, str]) -> None:
+    real = wd_of(cluster_env)
+    real.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    env = {**cluster_env, "PG_WORKING_DIR": str(link)}
+    cluster_env["PG_WORKING_DIR"] = str(link)
+    r = init(env, "--print-env")
+    assert r.returncode == 0, r.stderr
+    assert run_cmd([script("postgres-cleanup")], env).returncode == 0
+
+
+def test_read_only_data_dir_is_reported_as_such(cluster_env: dict[str, str]) -> None:
+    assert init(cluster_env).returncode == 0
+    wd = wd_of(cluster_env)
+    stop_quietly(wd)
+    with read_only(wd / "data"):
+        r = init({**cluster_env, "PG_REUSE": "1"})
+    assert r.returncode == 1
+    assert "read-only" in r.stderr and "in use" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1

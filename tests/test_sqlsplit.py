@@ -214,3 +214,26 @@ def test_psql_owned_variables_are_never_vouched_for() -> None:
 ])
 def test_neutral_value(value: str, neutral: bool) -> None:
     assert neutral_value(value) is neutral
+
+
+@pytest.mark.parametrize(("sql", "ends", "wrapper"), [
+    ("CREATE TABLE a ();\nCOMMIT;\nSELECT 1;\n", ("COMMIT",), False),
+    ("BEGIN;\nCREATE TABLE a ();\n-- done\nCOMMIT;\n-- trailing comment\n", ("COMMIT",), True),
+    ("START TRANSACTION;\nSELECT 1;\nEND;\n", ("END",), True),
+    ("begin; select 1; commit; select 2;", ("COMMIT",), False),
+    ("SAVEPOINT s; SELECT 1; ROLLBACK TO SAVEPOINT s; ROLLBACK WORK TO s; RELEASE s;", (), False),
+    ("SELECT 1; rollback transaction;", ("ROLLBACK",), False),
+    ("SELECT 'commit;'; /* commit; */ -- commit;\n", (), False),
+    ("DO $$ BEGIN COMMIT; END $$;\n", (), False),
+    ("CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END;\n", (), False),
+    ("BEGIN;\nCREATE FUNCTION f() RETURNS int LANGUAGE sql\nBEGIN ATOMIC SELECT 1; END;\n"
+     "COMMIT;\n", ("COMMIT",), True),
+    ("SELECT 1;\n\\c other\nSELECT 2;\n", ("\\c",), False),
+    ("BEGIN;\n\\connect other\nCOMMIT;\n", ("\\connect", "COMMIT"), False),
+    ("SELECT 1 \\gset\nABORT;\n", ("ABORT",), False),  # not lexable: line starts
+    ("PREPARE TRANSACTION 'x';", ("PREPARE TRANSACTION",), False),
+])
+def test_transaction_control(sql: str, ends: tuple[str, ...], wrapper: bool) -> None:
+    from db_tool.sqlsplit import TxControl, transaction_control
+
+    assert transaction_control(sql) == TxControl(ends, wrapper)

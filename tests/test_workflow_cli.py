@@ -176,12 +176,11 @@ def test_pull_staging_names_the_first_missing_variable_before_anything_else(
     assert list(tmp_path.iterdir()) == []
 
 
-def test_pull_staging_empty_values() -> None:
+@pytest.mark.parametrize("name", ["STAGING_DUMP_TABLES", "STAGING_DUMP_FLAGS"])
+def test_pull_staging_empty_value_is_missing_as_in_the_original(name: str) -> None:
     with pytest.raises(Error) as exc:
-        staging.StagingConfig.from_env({**STAGING, "STAGING_DUMP_TABLES": "  "})
-    assert exc.value.exit_code == 3 and "STAGING_DUMP_TABLES" in exc.value.message
-    cfg = staging.StagingConfig.from_env({**STAGING, "STAGING_DUMP_FLAGS": ""})
-    assert cfg.flags == ()
+        staging.StagingConfig.from_env({**STAGING, name: "  "})
+    assert exc.value.exit_code == 3 and f"{name} is not set" in exc.value.message
 
 
 def test_inherits_missing_table_is_exit_5(db_url: str, project: Path,
@@ -235,6 +234,17 @@ def test_hydrate_without_dotenv_loads_no_secrets(db_url: str, project: Path,
     assert "no dotenv source" in err
 
 
+def test_hydrate_with_an_empty_dotenv_keeps_the_secrets(db_url: str, project: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """As the original: an empty dotenv (only newlines) loads nothing."""
+    env = base_env(LOCAL_DIR=str(project), PGURL=db_url, HECTIC_DOTENV_CONTENT="KEEP=1\n")
+    assert run(["hydrate"], env, capsys)[0] == 0
+    rc, _, err = run(["hydrate"], {**env, "HECTIC_DOTENV_CONTENT": "\n\n"}, capsys)
+    assert rc == 0, err
+    assert "the dotenv from HECTIC_DOTENV_CONTENT is empty, no secrets loaded" in err
+    assert psql(db_url, "SELECT hectic.get_secret('KEEP')") == "1"
+
+
 def test_hydrate_no_hook_skips_bundle_and_failure_says_where_the_output_is(
     db_url: str, project: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -244,9 +254,12 @@ def test_hydrate_no_hook_skips_bundle_and_failure_says_where_the_output_is(
     rc, _, err = run(["hydrate", "--no-hook"], env, capsys)
     # without the bundle, INHERITS (hectic.created_at) cannot work
     assert rc == 1
-    assert f"the psql output is in {log}" in err
+    assert f"check {log} for more" in err
     assert 'schema "hectic" does not exist' in err
-    assert "hectic" in log.read_text()
+    # psql's own error line (file and line) is on stderr, as the original shows it; the log
+    # holds psql's stdout only (the original's `> $HYDRATE_LOG`)
+    assert "sql:" in err and ": ERROR:" in err
+    assert "ERROR" not in log.read_text()
     assert psql(db_url, "SELECT count(*) FROM pg_namespace WHERE nspname = 'hectic'") == "0"
 
 
@@ -287,7 +300,7 @@ def test_patch_creates_a_missing_file_and_applies_it(db_url: str, project: Path,
     env = base_env(LOCAL_DIR=str(project), PGURL=db_url, PROFILE_DIR=str(profile))
     rc, _, err = run(["patch"], env, capsys)
     assert rc == 0, err
-    assert (profile / "test-data.sql").read_text().startswith("--")
+    assert (profile / "test-data.sql").read_text() == ""  # the original's `touch`
     (profile / "test-data.sql").write_text("CREATE TABLE patched (x int); INSERT INTO patched "
                                            "VALUES (7);\n")
     rc, _, err = run(["patch"], env, capsys)
@@ -302,8 +315,8 @@ def test_patch_failure_is_exit_1_naming_the_log(db_url: str, project: Path, tmp_
     env = base_env(LOCAL_DIR=str(project), PGURL=db_url, PATCH_LOG=str(log))
     rc, _, err = run(["patch"], env, capsys)
     assert rc == 1
-    assert f"in {log}" in err and "division by zero" in err
-    assert "division by zero" in log.read_text()
+    assert f"check {log} for more" in err and "division by zero" in err
+    assert "test-data.sql:1: ERROR:" in err
 
 
 def test_patch_edit_opens_editor_and_applies_nothing(project: Path, tmp_path: Path,
@@ -558,12 +571,13 @@ def test_log_list_index_name_and_substring(log_env: tuple[dict[str, str], Path],
     assert rc == 0
     assert [line.split()[:2] for line in out.splitlines()] == [
         ["1", names[0]], ["2", names[1]], ["3", names[2]]]
-    assert run(["log"], env, capsys)[1] == "content 2\n"  # the newest
+    # no argument: every file, in `list` order, as the original's concatenation
+    assert run(["log"], env, capsys)[1] == "content 0\ncontent 1\ncontent 2\n"
     assert run(["log", "2"], env, capsys)[1] == "content 1\n"
     assert run(["log", names[0]], env, capsys)[1] == "content 0\n"
     assert run(["log", "02-01"], env, capsys)[1] == "content 2\n"
-    for selector, message in (("2025-01", "matches 2 log files"), ("9", "no log number 9"),
-                              ("0", "no log number 0"), ("zzz", "no log file matches")):
+    for selector, message in (("2025-01", "ambiguous: 2025-01 (matches"), ("9", "ambiguous: 9"),
+                              ("0", "ambiguous: 0"), ("zzz", "not found or ambiguous: zzz")):
         rc, _, err = run(["log", selector], env, capsys)
         assert rc == 1, selector
         assert message in err and "database log list" in err
@@ -594,9 +608,9 @@ def test_log_on_a_terminal_goes_through_the_pager(tmp_path: Path,
 
 def test_log_select_pure() -> None:
     files = [Path("/l/a.log"), Path("/l/ab.log")]
-    assert logs.select(files, None) == files[-1]
     assert logs.select(files, "a.log") == files[0]  # exact name wins over substrings
-    with pytest.raises(Error, match="matches 2"):
+    assert logs.select(files, "2") == files[1]
+    with pytest.raises(Error, match=r"matches a\.log, ab\.log"):
         logs.select(files, "a")
 
 
@@ -639,3 +653,73 @@ def test_deploy_checks_entrypoint_before_starting_anything(
     rc, _, err = run(["check"], base_env(LOCAL_DIR=str(project)), capsys)
     assert rc == 1
     assert not (project / "focus").exists()
+
+
+# ------------------------------------------------------- the original's variables and cwd
+
+
+def test_hydrate_entrypoint_variable_and_caller_cwd_as_the_original(
+    db_url: str, project: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # HYDRATE_ENTRYPOINT is relative to DATABASE_SOURCE; psql runs where the caller is, so
+    # `\i db/src/x.sql` (relative to the project root) works when called from there.
+    (project / "db" / "src" / "other.sql").write_text("\\i db/src/part.sql\n")
+    (project / "db" / "src" / "part.sql").write_text("CREATE TABLE from_part (x int);\n")
+    monkeypatch.chdir(project)
+    env = base_env(LOCAL_DIR=str(project), PGURL=db_url, HYDRATE_ENTRYPOINT="other.sql")
+    rc, _, err = run(["hydrate", "-H"], env, capsys)
+    assert rc == 0, err
+    assert psql(db_url, "SELECT to_regclass('public.from_part') IS NOT NULL") == "t"
+
+
+def test_patch_sql_variable_names_the_patch_file(db_url: str, project: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    patch = tmp_path / "elsewhere" / "seed.sql"
+    patch.parent.mkdir()
+    patch.write_text("CREATE TABLE seeded (x int);\n")
+    env = base_env(LOCAL_DIR=str(project), PGURL=db_url, PATCH_SQL=str(patch))
+    rc, _, err = run(["patch"], env, capsys)
+    assert rc == 0, err
+    assert psql(db_url, "SELECT to_regclass('public.seeded') IS NOT NULL") == "t"
+
+
+def test_log_list_prints_the_original_format(log_env: tuple[dict[str, str], Path],
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    env, directory = log_env
+    directory.mkdir(parents=True)
+    for name in ("b.log", "a.log"):
+        (directory / name).write_text(name)
+    rc, out, _ = run(["log", "list"], env, capsys)
+    assert (rc, out) == (0, " 1  a.log\n 2  b.log\n")
+
+
+def test_check_accepts_reuse_as_the_original() -> None:
+    from db_tool.cli import args as a
+
+    opts, _ = a.parse(["--reuse", "-m"], db_workflow.OPTIONS["check"], cmd="database check")
+    assert opts["reuse"] and opts["mock"]
+
+
+def test_test_connection_failure_is_reported_as_one(project: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"postgresql://nobody@/testdb?host={tmp_path}&port=5999"
+    rc, _, err = run(["test"], base_env(LOCAL_DIR=str(project), PGURL=url), capsys)
+    assert rc == 1
+    assert "cannot connect to the database" in err
+    assert "FAILED" not in err
+    assert err.count("error:") == 1 + err.count("psql: error:")
+
+
+def test_psql_error_reaches_stderr_with_stdout_redirected(db_url: str, project: Path) -> None:
+    # x=$(database hydrate 2>&1 >/dev/null): the ERROR line with file and line is in x.
+    from tests.helpers import script
+
+    (project / "db" / "src" / "entrypoint.sql").write_text("SELECT 1;\nSELECT 1/0;\n")
+    env = base_env(LOCAL_DIR=str(project), PGURL=db_url)
+    result = subprocess.run([script("database"), "hydrate", "-H"], env=env, text=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60,
+                            stdin=subprocess.DEVNULL, check=False)
+    assert result.returncode == 1
+    assert "entrypoint.sql:2: ERROR:  division by zero" in result.stderr
+    assert result.stderr.count("database: error:") == 1

@@ -179,7 +179,7 @@ def test_deploy_failure_leaves_the_cluster_running_for_inspection(
     (project.root / "test-data.sql").write_text("INSERT INTO shop.nope VALUES (1);\n")
     rc, _, err = run(["deploy", "--cleanup"], project.env, capsys)
     assert rc == 1
-    assert "patch failed" in err and "shop.nope" in err
+    assert "patch error" in err and "shop.nope" in err
     assert project.cluster().is_running()
 
 
@@ -221,7 +221,10 @@ def test_check_failure_is_exit_1_and_torn_down(dev: tuple[Project, int, str],
     (project.root / "db" / "src" / "functions.sql").write_text("SELECT broken(;\n")
     rc, _, err = run(["check", "-P"], project.env, capsys)
     assert rc == 1
-    assert "hydrate failed" in err and "tear down the check cluster: done" in err
+    assert "hydrate error" in err and "tear down the check cluster ..." in err
+    # one error line, and no "done" after the failure
+    assert sum(line.startswith("database: error:") for line in err.splitlines()) == 1
+    assert "done in" not in err.split("entrypoint.sql ...")[-1]
     _dev_untouched(project, pid, url)
 
 
@@ -321,9 +324,9 @@ def test_pull_staging_through_fake_ssh_then_patch(
 
 @pytest.mark.parametrize("script, message", [
     ('echo "ssh: connect to host staging: Connection refused" >&2; exit 255',
-     "failed with exit code 255"),
-    ("exit 0", "printed nothing"),
-    ("printf '\\n\\n'; exit 0", "printed nothing"),
+     "failed to dump staging database via SSH"),
+    ("exit 0", "staging dump returned empty output"),
+    ("printf '\\n\\n'; exit 0", "staging dump returned empty output"),
 ])
 def test_pull_staging_failure_leaves_the_patch_file_as_it_was(
     script: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -339,11 +342,12 @@ def test_pull_staging_failure_leaves_the_patch_file_as_it_was(
     patch.chmod(0o640)
     before = (patch.read_bytes(), patch.stat().st_mode, patch.stat().st_ino)
     env = base_env(LOCAL_DIR=str(local), STAGING_SSH_HOST="h", STAGING_DB_URL="u",
-                   STAGING_DUMP_TABLES="t", STAGING_DUMP_FLAGS="")
+                   STAGING_DUMP_TABLES="t", STAGING_DUMP_FLAGS="--data-only")
     env["PATH"] = f"{bindir}:{env['PATH']}"
     rc, _, err = run(["pull_staging"], env, capsys)
     assert rc == 1
     assert message in err and "left as it was" in err
+    assert "done in" not in err  # no "done" before (or after) the error
     assert (patch.read_bytes(), patch.stat().st_mode, patch.stat().st_ino) == before
     assert sorted(x.name for x in local.iterdir()) == ["test-data.sql"]
 

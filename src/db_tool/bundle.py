@@ -128,6 +128,12 @@ def normalize_dotenv(content: str) -> str:
 _EXPORT = re.compile(r"^([ \t]*)export[ \t]+(?=[^=\n]*\S[^=\n]*=)", re.MULTILINE)
 
 
+def dotenv_is_empty(content: str) -> bool:
+    """Nothing but newlines: the original then loads nothing (its shell `$(cat file)` drops
+    trailing newlines and an empty result skips the load), so hectic.secret keeps its rows."""
+    return content.strip("\n") == ""
+
+
 def load_secrets(url: str, content: str) -> int:
     """Replace hectic.secret with the pairs in `content` (dotenv); returns how many are stored.
 

@@ -16,6 +16,7 @@ is a real connection, polled every few milliseconds.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import shutil
 import signal
@@ -25,30 +26,40 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from db_tool import fslock, output, pgbin, pgwire, privs, proc
+from db_tool import (
+    cachedir,
+    clusterdir,
+    fslock,
+    output,
+    pgbin,
+    pgwire,
+    previous,
+    privs,
+    proc,
+    safefs,
+    template_cache,
+)
+from db_tool.clusterdir import LOCKFILE, MARKER, RUNTIME_CONF, SERVER_LOG
 from db_tool.conninfo import build_url
-from db_tool.errors import Error, ExitCode, NotInstalledError
+from db_tool.errors import Error, ExitCode, MissingError, NotInstalledError
 from db_tool.settings import ClusterConfig
 
-if TYPE_CHECKING:
-    from db_tool import template_cache
+__all__ = ["DEV_CONF", "HBA_CONF", "LOCKFILE", "MARKER", "Cluster", "ClusterConfig",
+           "InitResult", "build_url"]
 
-__all__ = ["DEV_CONF", "HBA_CONF", "Cluster", "ClusterConfig", "InitResult", "build_url"]
-
-MARKER = ".db-tool-created"
-LOCKFILE = ".db-tool.lock"
-SERVER_LOG = "postgres-init.log"
-RUNTIME_CONF = "db-tool.runtime.conf"
 INCLUDE_LINE = f"include_if_exists = '{RUNTIME_CONF}'"
 START_TIMEOUT = 60.0
 SOCKET_PATH_MAX = 107  # sun_path holds 108 bytes on Linux, NUL included
 STOP_TIMEOUT = 60.0
-# Literals, not imports: the template cache and previous.py load only on a fresh init (hook
-# start-up time); test_template_cache checks they match previous.PREVIOUS / BUILD_PREFIX.
-LAYOUT_ENTRIES = {"data", "sock", "log", SERVER_LOG, MARKER, LOCKFILE, "data.previous"}
-LAYOUT_PREFIXES = ("data.broken-", ".trash-", ".db-tool-build-")
+# Settings of the runtime conf that nothing may override: postgresql.auto.conf lines setting
+# them (ALTER SYSTEM, or the original postgres-init's own) are dropped before every start.
+MANAGED_KEYS = frozenset({
+    "port", "unix_socket_directories", "unix_socket_permissions", "unix_socket_group",
+    "listen_addresses", "hba_file", "ident_file",
+})
+LAYOUT_ENTRIES = {"data", "sock", "log", SERVER_LOG, MARKER, LOCKFILE, previous.PREVIOUS}
+LAYOUT_PREFIXES = ("data.broken-", ".trash-", template_cache.BUILD_PREFIX)
 
 # Start failures that say the *data* is broken (self-heal moves it aside) ...
 _BROKEN_DATA = (
@@ -99,11 +110,20 @@ HBA_CONF = (
 
 DEV_CONF = """
 # --- db-tool development settings ---
-# synchronous_commit = off may lose the last few hundred ms of commits on an OS crash but never
-# corrupts data; fsync stays on so a reused development database survives crashes.
+# synchronous_commit = off may lose the commits of the last few hundred ms when the server
+# process crashes (or is killed -9) or the OS crashes, but never corrupts data; fsync stays on
+# so a reused development database survives crashes.
 synchronous_commit = off
 # Throw-away clusters additionally get fsync = off / full_page_writes = off (see runtime conf).
 """
+
+
+def _conf_key(line: str) -> str:
+    """The parameter a postgresql.conf line sets ("name = value" or "name value"), or ""."""
+    text = line.strip()
+    if not text or text.startswith("#"):
+        return ""
+    return text.replace("=", " ", 1).split()[0].lower()
 
 
 def _conf_quote(value: str) -> str:
@@ -123,8 +143,9 @@ def _pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    # A zombie child of ours still "exists"; treat it as gone.
+        pass
+    # A zombie (a killed server nobody reaped: pid 1 of many containers never does) still
+    # "exists"; treat it as gone.
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
             return fh.read().split(") ")[-1][:1] != "Z"
@@ -132,13 +153,35 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
-def _pid_is_postgres(pid: int) -> bool:
+def _pid_serves(pid: int, datadir: Path) -> bool:
+    """Is pid a live postmaster of *this* data dir? A stale postmaster.pid may name a pid that
+    now belongs to another cluster (or anything else); that one must never be signalled. The
+    postmaster's cwd is its data dir; where we may not look at it, its command line says."""
+    if not _pid_alive(pid):
+        return False
+    if not os.path.isdir("/proc/self"):
+        return True  # no /proc to ask: trust the pid file
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            argv0 = fh.read().split(b"\0")[0]
+            argv = fh.read().split(b"\0")
     except OSError:
-        return _pid_alive(pid)  # no /proc: trust the pid file
-    return b"postgres" in argv0 or b"postmaster" in argv0
+        return False
+    if not (b"postgres" in argv[0] or b"postmaster" in argv[0]):
+        return False
+    try:
+        cwd, data = os.stat(f"/proc/{pid}/cwd"), os.stat(datadir)
+        return (cwd.st_dev, cwd.st_ino) == (data.st_dev, data.st_ino)
+    except PermissionError:
+        pass  # another account's process
+    except OSError:
+        return False
+    for flag, value in itertools.pairwise(argv):
+        if flag == b"-D":
+            try:
+                return os.path.samefile(os.fsdecode(value), datadir)
+            except OSError:
+                return False
+    return False
 
 
 class Cluster:
@@ -216,7 +259,7 @@ class Cluster:
         if not lines or not lines[0].strip().isdigit():
             return None
         pid = int(lines[0])
-        if _pid_alive(pid) and _pid_is_postgres(pid):
+        if _pid_serves(pid, self.datadir):
             return pid
         return None
 
@@ -242,14 +285,29 @@ class Cluster:
     def locked(self) -> Iterator[None]:
         """Serialise init/start/stop on this working dir; `*_locked` methods expect it held."""
         self._ensure_working_dir()
-        with fslock.exclusive(
-            self.working_dir / LOCKFILE,
-            waiting=f"waiting for another db-tool run on {self.working_dir} ...",
-        ):
+        lock = self.working_dir / LOCKFILE
+        try:
+            held = fslock.exclusive(
+                lock, waiting=f"waiting for another db-tool run on {self.working_dir} ..."
+            )
+            held.__enter__()
+        except OSError as exc:
+            raise _NoLock(
+                f"cannot create the lock file {lock} ({exc.strerror}): the working dir must be "
+                "writable — fix its permissions or point PG_WORKING_DIR at a writable directory"
+            ) from exc
+        try:
             yield
+        finally:
+            held.__exit__(None, None, None)
 
     def _ensure_working_dir(self) -> None:
         wd = self.working_dir
+        if wd.is_symlink() and not wd.exists():
+            raise Error(
+                f"PG_WORKING_DIR={wd} is a symbolic link to {os.readlink(wd)}, which does not "
+                "exist: create that directory or point PG_WORKING_DIR at a real one"
+            )
         if wd.exists() and not wd.is_dir():
             raise Error(
                 f"working dir {wd} exists and is not a directory: remove it or point "
@@ -261,26 +319,79 @@ class Cluster:
             except FileExistsError:
                 return  # a concurrent run created it (and marks it)
             except OSError as exc:
-                raise Error(f"cannot create working dir {wd}: {exc.strerror}") from exc
+                raise Error(
+                    f"cannot create working dir {wd} ({exc.strerror}): create it yourself or "
+                    "point PG_WORKING_DIR at a writable place"
+                ) from exc
             (wd / MARKER).write_text("created by db-tool; `database cleanup` may remove this dir\n")
+
+    def check_working_dir(self) -> None:
+        """Refuse, before anything changes, a working dir db-tool must not take over."""
+        wd = self.working_dir
+        why = clusterdir.refused_working_dir(wd, self.config.homes)
+        if why is not None:
+            raise MissingError(
+                f"PG_WORKING_DIR={wd} {why}; db-tool never puts a cluster there: point "
+                "PG_WORKING_DIR (or LOCAL_DIR) at a project directory"
+            )
+        if not wd.is_dir():
+            return
+        if not os.access(wd, os.W_OK | os.X_OK):
+            raise Error(
+                f"the working dir {wd} is read-only: make it writable or point PG_WORKING_DIR "
+                "at a writable directory — nothing was changed"
+            )
+        if (wd / MARKER).is_file():
+            return
+        extra = clusterdir.foreign_entries(wd)
+        if extra:
+            raise Error(
+                f"PG_WORKING_DIR={wd} already holds files db-tool did not create "
+                f"({clusterdir.shown(extra)}): point PG_WORKING_DIR at a new or empty "
+                f"directory (e.g. {wd / 'postgresql'}) — nothing was changed"
+            )
+
+    def _refuse_foreign_cluster(self) -> None:
+        """A cluster neither db-tool nor postgres-init made is never stopped, reused or
+        discarded."""
+        if clusterdir.cluster_maker(self.working_dir) is None:
+            raise Error(
+                f"{self.datadir} is a PostgreSQL cluster db-tool did not make (no "
+                f"{MARKER}, not the postgres-init layout); it was left alone: point "
+                f"PG_WORKING_DIR elsewhere, or `touch {self.working_dir / MARKER}` to hand it "
+                "to db-tool"
+            )
 
     # ---- init -----------------------------------------------------------------------------
     def init(self) -> InitResult:
         """Create (fresh) or reuse the cluster, start it and ensure the database."""
         self.check_socket_path()
+        self.check_working_dir()
         with self.locked():
-            if self.config.reuse and self.is_initialised():
-                return self._reuse()
+            before = self.running_pid()
             try:
-                self._fresh()
-                try:
-                    self.start_locked()
-                    self.ensure_database(self.database)
-                except (_BrokenData, Error) as exc:
-                    self._heal_template(exc)
-            finally:
-                self._refill_spare()  # also deletes discarded data when the start failed
-            return InitResult(self.url, "created")
+                return self._init_locked()
+            except BaseException:
+                # Never leave a server we started running after a failed init.
+                pid = self.running_pid()
+                if pid is not None and pid != before:
+                    with contextlib.suppress(Error):
+                        self.stop_locked()
+                raise
+
+    def _init_locked(self) -> InitResult:
+        if self.config.reuse and self.is_initialised():
+            return self._reuse()
+        try:
+            self._fresh()
+            try:
+                self.start_locked()
+                self.ensure_database(self.database)
+            except (_BrokenData, Error) as exc:
+                self._heal_template(exc)
+        finally:
+            self._refill_spare()  # also deletes discarded data when the start failed
+        return InitResult(self.url, "created")
 
     def _heal_template(self, exc: _BrokenData | Error) -> None:
         """A fresh copy of a trusted template did not come up: unless the cause lies
@@ -308,6 +419,7 @@ class Cluster:
         self.ensure_database(self.database)
 
     def _reuse(self) -> InitResult:
+        self._refuse_foreign_cluster()
         self._check_data_version()
         pid = self.running_pid()
         if pid is not None:
@@ -360,6 +472,26 @@ class Cluster:
 
     def _fresh(self, failed_copy: bool = False) -> None:
         conf_text = self._read_conf_file()  # before anything changes (a running server too)
+        data = self.datadir
+        # Decide what may happen to data/ before anything is stopped or moved.
+        discard = False
+        if data.exists() or data.is_symlink():
+            if not data.is_dir() or data.is_symlink():
+                raise Error(
+                    f"{data} is not a directory: move it away so postgres-init can create the "
+                    "cluster there"
+                )
+            if (data / "PG_VERSION").is_file():
+                self._refuse_foreign_cluster()
+                discard = True
+            elif any(data.iterdir()) and not clusterdir.unfinished_cluster(data):
+                raise Error(
+                    f"{data} holds files that are not a PostgreSQL cluster (no PG_VERSION): "
+                    "move them away so postgres-init can create the cluster there — nothing "
+                    "was changed"
+                )
+        if (self.sockdir.exists() and not self.sockdir.is_dir()) or self.sockdir.is_symlink():
+            raise Error(f"{self.sockdir} is not a directory: move it away")
         if self.is_running():
             self.stop_locked()
         holder = self.socket_holder()
@@ -368,32 +500,17 @@ class Cluster:
                 f"socket {pgwire.socket_path(self.sockdir, self.port)} is held by another "
                 f"process (pid {holder}); stop it or choose another PG_PORT — nothing was changed"
             )
-        data = self.datadir
-        if data.exists() or data.is_symlink():
-            if not data.is_dir() or data.is_symlink():
-                raise Error(
-                    f"{data} is not a directory: move it away so postgres-init can create the "
-                    "cluster there"
-                )
-            if (data / "PG_VERSION").is_file():
-                from db_tool import previous
-
-                if self.config.keep_previous and not self.config.ephemeral \
-                        and not failed_copy and previous.holds_data(data):
-                    previous.keep(data, self.working_dir)
-                else:
-                    self._discard(data)
-            elif any(data.iterdir()):
-                # Not a cluster, not ours: keep it, out of the way.
-                self._move_aside("no PG_VERSION")
-            else:
-                data.rmdir()
+        if discard and self.config.keep_previous and not self.config.ephemeral \
+                and not failed_copy and previous.holds_data(data):
+            previous.keep(data, self.working_dir)
+        elif discard or (data.is_dir() and any(data.iterdir())):
+            self._discard(data)  # ours, or what an interrupted init left
+        elif data.is_dir():
+            data.rmdir()
         if self.sockdir.is_dir() and not self.sockdir.is_symlink():
             # Stale files of our port only: another server may keep its socket here too.
             for name in (f".s.PGSQL.{self.port}", f".s.PGSQL.{self.port}.lock"):
                 (self.sockdir / name).unlink(missing_ok=True)
-        elif self.sockdir.exists() or self.sockdir.is_symlink():
-            raise Error(f"{self.sockdir} is not a directory: move it away")
         self._prepare_dirs()
         self._copy_template()
         self._write_base_conf(conf_text)
@@ -411,8 +528,6 @@ class Cluster:
             ) from exc
 
     def _discard(self, path: Path) -> None:
-        from db_tool import template_cache
-
         template_cache.discard(path, self.working_dir, later=self._trash)
 
     def _grant_server_access(self, account: proc.RunAs) -> None:
@@ -426,11 +541,16 @@ class Cluster:
             # A background removal that never finished (machine stopped): finish it.
             if leftover.is_dir() and time.time() - leftover.stat().st_mtime > 60:
                 shutil.rmtree(leftover, ignore_errors=True)
-        self.sockdir.mkdir(mode=0o700, exist_ok=True)
         account = self.run_as
         if account is not None:
             self._grant_server_access(account)
-            os.chown(self.sockdir, account.uid, account.gid)
+        self._prepare_sockdir()
+
+    def _prepare_sockdir(self) -> None:
+        """Only the server account may reach the socket (trust auth: whoever connects is
+        superuser), whatever state a pre-existing sock/ was in; say what was changed."""
+        for change in safefs.private_dir(self.sockdir, owner=self.run_as):
+            output.warn(f"{change}, so that only the cluster's owner can connect")
 
     # ---- template cache (template_cache.py) ------------------------------------------------
     @cached_property
@@ -438,13 +558,9 @@ class Cluster:
         locations = self.config.cache_locations
         if locations is None:
             return None
-        from db_tool import cachedir
-
         return cachedir.choose(locations, self.working_dir.parent, "template cache")
 
     def template_spec(self) -> template_cache.Template:
-        from db_tool import template_cache
-
         return template_cache.Template(
             install=self.install, account=self.run_as, superuser=self.superuser,
             database=self.database, cache_dir=self._cache_dir,
@@ -452,21 +568,17 @@ class Cluster:
         )
 
     def _copy_template(self) -> None:
-        from db_tool import template_cache
-
-        self._provided = template_cache.provide(self.template_spec(), self.datadir, server_env())
+        self._provided = template_cache.provide(
+            self.template_spec(), self.datadir, server_process_env(self.run_as)
+        )
 
     def _refill_spare(self) -> None:
         if self._provided is not None or self._trash:
-            from db_tool import template_cache
-
-            template_cache.refill(self.template_spec(), self._provided, server_env(),
-                                  remove=self._trash)
+            template_cache.refill(self.template_spec(), self._provided,
+                                  server_process_env(self.run_as), remove=self._trash)
             self._trash = []
 
     def _drop_template(self) -> None:
-        from db_tool import template_cache
-
         template_cache.drop(self.template_spec())
 
     def _write_base_conf(self, conf_text: str | None) -> None:
@@ -474,11 +586,11 @@ class Cluster:
         if conf_text is not None:
             body = conf_text
         else:
-            body = conf.read_text() + DEV_CONF
+            body = (safefs.read_text(conf, self.run_as) or "") + DEV_CONF
         if not body.endswith("\n"):
             body += "\n"
-        conf.write_text(body + INCLUDE_LINE + "\n")
-        (self.datadir / "pg_hba.conf").write_text(HBA_CONF)
+        safefs.replace_file(conf, body + INCLUDE_LINE + "\n", owner=self.run_as)
+        safefs.replace_file(self.datadir / "pg_hba.conf", HBA_CONF, owner=self.run_as)
 
     # ---- runtime configuration (rewritten on every launch) ---------------------------------
     def _runtime_conf(self) -> str:
@@ -487,6 +599,7 @@ class Cluster:
             "# Written by db-tool on every start; edit postgresql.conf instead.",
             f"port = {self.port}",
             f"unix_socket_directories = {_conf_quote(str(self.sockdir))}",
+            "unix_socket_permissions = 0700",
             "listen_addresses = ''",
             f"hba_file = {_conf_quote(str(self.datadir / 'pg_hba.conf'))}",
             f"ident_file = {_conf_quote(str(self.datadir / 'pg_ident.conf'))}",
@@ -529,17 +642,38 @@ class Cluster:
         return [lib for lib in libs if lib not in missing]
 
     def write_runtime_conf(self) -> None:
-        (self.datadir / RUNTIME_CONF).write_text(self._runtime_conf())
+        """Every file the server reads gets an explicit owner and mode (whatever the umask),
+        and is replaced, never written through: data/ belongs to the server account."""
+        owner = self.run_as
+        runtime = self._runtime_conf()
+        managed = MANAGED_KEYS | {k for ln in runtime.splitlines() if (k := _conf_key(ln))}
+        safefs.replace_file(self.datadir / RUNTIME_CONF, runtime, owner=owner)
         conf = self.datadir / "postgresql.conf"
-        try:
-            text = conf.read_text()
-        except FileNotFoundError:
-            text = ""
+        text = safefs.read_text(conf, owner) or ""
         # The include must come last so nothing in postgresql.conf overrides it.
         stripped = [ln for ln in text.rstrip("\n").splitlines() if ln.strip()]
         if not stripped or stripped[-1].strip() != INCLUDE_LINE:
-            conf.write_text(text + ("" if text.endswith("\n") or not text else "\n")
-                            + INCLUDE_LINE + "\n")
+            text += ("" if text.endswith("\n") or not text else "\n") + INCLUDE_LINE + "\n"
+            safefs.replace_file(conf, text, owner=owner)
+        elif owner is not None:
+            self._own(conf, owner)
+        # postgresql.auto.conf is read after postgresql.conf: drop what would override ours.
+        auto = self.datadir / "postgresql.auto.conf"
+        auto_text = safefs.read_text(auto, owner)
+        if auto_text is not None:
+            kept = [ln for ln in auto_text.splitlines(keepends=True)
+                    if _conf_key(ln) not in managed]
+            if len(kept) != len(auto_text.splitlines(keepends=True)):
+                safefs.replace_file(auto, "".join(kept), owner=owner)
+            elif owner is not None:
+                self._own(auto, owner)
+
+    @staticmethod
+    def _own(path: Path, owner: proc.RunAs) -> None:
+        """A file the server reads must be readable by it (a root umask of 077 made it not)."""
+        st = os.lstat(path)
+        if st.st_uid != owner.uid and not os.path.islink(path):
+            os.lchown(path, owner.uid, owner.gid)
 
     # ---- start / stop ---------------------------------------------------------------------
     def check_socket_path(self) -> None:
@@ -570,10 +704,7 @@ class Cluster:
         account = self.run_as
         if account is not None:
             self._grant_server_access(account)
-        if not self.sockdir.is_dir():
-            self.sockdir.mkdir(mode=0o700)
-            if account is not None:
-                os.chown(self.sockdir, account.uid, account.gid)
+        self._prepare_sockdir()
         holder = self.socket_holder()
         if holder is not None:
             raise Error(
@@ -581,17 +712,20 @@ class Cluster:
                 f"process (pid {holder}); stop it or choose another PG_PORT — the data in "
                 f"{self.datadir} was left as it was"
             )
+        self._check_data_writable()
+        self._clear_dead_pidfile()
         if self.config.log_path is not None and self.config.conf_file is None:
             self._prepare_log_path(self.config.log_path)
         self.write_runtime_conf()
-        log_fd = os.open(self.server_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        log_fd = os.open(self.server_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW,
+                         0o644)
         log_start = os.fstat(log_fd).st_size
         started_at = time.time()
         try:
             child = subprocess.Popen(
                 [self.install.tool("postgres"), "-D", str(self.datadir)],
                 stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd,
-                close_fds=True, start_new_session=True, cwd="/", env=server_env(),
+                close_fds=True, start_new_session=True, cwd="/", env=server_process_env(account),
                 user=account.uid if account else None,
                 group=account.gid if account else None,
                 extra_groups=[] if account else None,
@@ -600,40 +734,126 @@ class Cluster:
             os.close(log_fd)
         if self.config.no_tty:
             output.info(f"server output goes to {self.server_log}")
+        try:
+            self._await_ready(child, log_start, started_at)
+        except BaseException:
+            self._kill(child)
+            raise
+
+    def _await_ready(self, child: subprocess.Popen[bytes], log_start: int,
+                     started_at: float) -> None:
+        """Wait for the server *we spawned*: a postmaster.pid left by a killed server says
+        "ready" too, so only a pid file naming our child counts, and a child that exits is
+        diagnosed at once."""
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             if child.poll() is not None:
                 self._start_failed(log_start, started_at)
             lines = self._pidfile_lines()
-            if len(lines) >= 8 and lines[7].strip() == "ready":
+            if (len(lines) >= 8 and lines[0].strip() == str(child.pid)
+                    and lines[7].strip() == "ready"):
                 break
             if time.monotonic() > deadline:
                 raise Error(
-                    f"PostgreSQL did not become ready within {START_TIMEOUT:.0f}s",
+                    f"PostgreSQL did not become ready within {START_TIMEOUT:.0f}s; it was "
+                    "stopped again",
                     detail=self._log_tail(log_start, started_at),
                 )
             time.sleep(0.003)
-        try:
-            pgwire.wait_ready(self.sockdir, self.port, self.superuser, "postgres", deadline)
-        except pgwire.PgError as exc:
-            # Up, but its catalogs are unreadable (e.g. a missing global/1262): broken data.
-            if exc.code.startswith(("58", "XX")) and any(
-                m in exc.message for m in _BROKEN_DATA
-            ):
-                self._kill(child.pid)
-                raise _BrokenData(exc.message) from exc
-            if exc.code == "28000" and "role" in exc.message:
-                self.stop_locked()
-                raise Error(
-                    f"the cluster in {self.datadir} has no role {self.superuser!r} (it was "
-                    "made by another login): unset PG_REUSE for a fresh cluster, or turn a "
-                    "copy into a local one with `database normalize-backup` — its data was "
-                    "left as it was",
-                ) from exc
+        self._verify_listening(lines)
+        while True:
+            try:
+                pgwire.connect(self.sockdir, self.port, self.superuser, "postgres",
+                               timeout=2.0).close()
+                return
+            except pgwire.PgError as exc:
+                if exc.code == "3D000":
+                    return  # up and answering; only that database is missing
+                if exc.code in ("57P03", "08006") and time.monotonic() < deadline:
+                    if child.poll() is not None:
+                        self._start_failed(log_start, started_at)
+                    time.sleep(0.005)
+                    continue
+                self._connect_failed(exc, log_start, started_at)
+
+    def _verify_listening(self, lines: list[str]) -> None:
+        """The running server must listen where we said and nowhere else: a conf file it
+        could not read (a root umask of 077) or an override would open TCP or another socket."""
+        port, sockdir, listen = (ln.strip() for ln in lines[3:6])
+        problems = []
+        if port != str(self.port):
+            problems.append(f"port {port} instead of {self.port}")
+        if sockdir != str(self.sockdir):
+            problems.append(f"its socket in {sockdir or '(none)'} instead of {self.sockdir}")
+        if listen:
+            problems.append(f"listen_addresses = '{listen}' (TCP) instead of ''")
+        sock = pgwire.socket_path(self.sockdir, self.port)
+        with contextlib.suppress(OSError):
+            mode = os.stat(sock).st_mode & 0o777
+            if mode & 0o077:
+                problems.append(f"socket {sock} with mode {mode:o} instead of 700")
+        if problems:
             raise Error(
-                f"PostgreSQL started but refuses connections: {exc.message}",
-                detail=self._log_tail(log_start, started_at),
+                f"PostgreSQL started with {', '.join(problems)}, so db-tool stopped it again: "
+                f"check that {self.datadir / RUNTIME_CONF} is readable by the server and that "
+                "no other configuration overrides it"
+            )
+
+    def _connect_failed(self, exc: pgwire.PgError, log_start: int, started_at: float) -> None:
+        # Up, but its catalogs are unreadable (e.g. a missing global/1262): broken data.
+        if exc.code.startswith(("58", "XX")) and any(m in exc.message for m in _BROKEN_DATA):
+            raise _BrokenData(exc.message) from exc
+        if exc.code == "28000" and "role" in exc.message:
+            raise Error(
+                f"the cluster in {self.datadir} has no role {self.superuser!r} (it was "
+                "made by another login): unset PG_REUSE for a fresh cluster, or turn a "
+                "copy into a local one with `database normalize-backup` — its data was "
+                "left as it was",
             ) from exc
+        raise Error(
+            f"PostgreSQL started but refuses connections: {exc.message}",
+            detail=self._log_tail(log_start, started_at),
+        ) from exc
+
+    def _clear_dead_pidfile(self) -> None:
+        """A postmaster.pid (or our socket's lock file) naming a dead or zombie process is
+        stale for sure; PostgreSQL itself cannot tell a zombie from a live server and would
+        refuse to start."""
+        lines = self._pidfile_lines()
+        if lines and lines[0].strip().isdigit() and not _pid_alive(int(lines[0])):
+            with contextlib.suppress(FileNotFoundError):
+                (self.datadir / "postmaster.pid").unlink()
+        sock = Path(pgwire.socket_path(self.sockdir, self.port))
+        lock = sock.with_name(sock.name + ".lock")
+        try:
+            first = lock.read_text().split("\n", 1)[0].strip()
+        except (OSError, UnicodeDecodeError):
+            return
+        if first.isdigit() and not _pid_alive(int(first)):
+            for stale in (lock, sock):
+                with contextlib.suppress(FileNotFoundError):
+                    stale.unlink()
+
+    def _check_data_writable(self) -> None:
+        """A read-only data dir is said as such (the server would only say "lock file")."""
+        data = self.datadir
+        try:
+            read_only = bool(os.statvfs(data).f_flag & os.ST_RDONLY)
+            st = data.stat()
+        except OSError:
+            return
+        account = self.run_as
+        if account is not None:
+            writable = privs.can_write(data, st, account)
+        else:
+            writable = os.access(data, os.W_OK | os.X_OK)
+        if read_only or not writable:
+            who = account.name if account is not None else "you"
+            why = "read-only file system" if read_only else f"no write permission for {who}"
+            raise Error(
+                f"the data dir {data} is read-only ({why}): PostgreSQL needs to write there — "
+                "make it writable; nothing was changed"
+            )
 
     def _prepare_log_path(self, path: Path) -> None:
         account = self.run_as
@@ -663,8 +883,8 @@ class Cluster:
                 default=None,
             )
             if newest is not None:
-                text += newest.read_text(errors="replace")
-        except OSError:
+                text += safefs.read_text(newest, self.run_as) or ""
+        except (OSError, Error):
             pass
         return "\n".join(text.strip().splitlines()[-lines:])
 
@@ -674,10 +894,28 @@ class Cluster:
             for marker in _BROKEN_DATA:
                 if marker in tail:
                     raise _BrokenData(marker.rstrip(":").strip('"'))
-        if "lock file" in tail and "sock" in tail:
+        if 'lock file "postmaster.pid" already exists' in tail:
+            raise Error(
+                f"{self.datadir}/postmaster.pid names a process that is not this cluster's "
+                "server, so PostgreSQL will not start: if no server runs on this data dir, "
+                "remove that file — the data was left as it was",
+                detail=tail,
+            )
+        sock_lock = f".s.PGSQL.{self.port}.lock"
+        if sock_lock in tail and ("already exists" in tail or "another postmaster" in tail):
             raise Error(
                 f"the socket in {self.sockdir} (port {self.port}) is in use by another server; "
                 "stop it or choose another PG_PORT — the data was left as it was",
+                detail=tail,
+            )
+        if "could not create lock file" in tail and (
+            "Read-only file system" in tail or "Permission denied" in tail
+        ):
+            where = self.sockdir if sock_lock in tail else self.datadir
+            why = "read-only file system" if "Read-only" in tail else "permission denied"
+            raise Error(
+                f"{where} is not writable for the server ({why}): make it writable — the data "
+                "was left as it was",
                 detail=tail,
             )
         raise Error(
@@ -686,19 +924,25 @@ class Cluster:
             detail="\n".join(tail.splitlines()[-15:]),
         )
 
-    def _kill(self, pid: int) -> None:
-        """Stop a server we just started and must not keep (immediate shutdown)."""
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGQUIT)
-        deadline = time.monotonic() + STOP_TIMEOUT
-        while _pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.005)
+    def _kill(self, child: subprocess.Popen[bytes]) -> None:
+        """Stop a server we just started and must not keep: fast shutdown, then immediate."""
+        for sig, wait in ((signal.SIGINT, 20.0), (signal.SIGQUIT, 10.0), (signal.SIGKILL, 10.0)):
+            if child.poll() is not None:
+                return
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(wait)
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> bool:
         """Fast shutdown, waited. Returns False when nothing was running."""
         if not self.working_dir.is_dir():
             return False
-        with self.locked():
+        try:
+            with self.locked():
+                return self.stop_locked(timeout)
+        except _NoLock:
+            # A read-only working dir: no init can run there to race with; stop unlocked.
             return self.stop_locked(timeout)
 
     def stop_locked(self, timeout: float = STOP_TIMEOUT) -> bool:
@@ -743,20 +987,11 @@ class Cluster:
 
     # ---- removal --------------------------------------------------------------------------
     def removable(self) -> tuple[bool, str]:
-        wd = self.working_dir
-        if not wd.is_dir():
-            return False, f"{wd} is not a directory"
-        if (wd / MARKER).is_file():
+        why = clusterdir.removal_refused(self.working_dir)
+        if why is not None:
+            return False, why
+        if (self.working_dir / MARKER).is_file():
             return True, "created by db-tool"
-        extra = sorted(
-            p.name for p in wd.iterdir()
-            if p.name not in LAYOUT_ENTRIES and not p.name.startswith(LAYOUT_PREFIXES)
-        )
-        if extra:
-            shown = ", ".join(extra[:5]) + (" ..." if len(extra) > 5 else "")
-            return False, f"it holds files db-tool did not create ({shown})"
-        if (wd / "data").exists() and not (wd / "data" / "PG_VERSION").is_file():
-            return False, "its data/ is not a PostgreSQL data directory"
         return True, "holds only the postgres-init layout"
 
     def destroy(self) -> None:
@@ -770,9 +1005,11 @@ class Cluster:
         self.stop()
         if self.is_running():
             raise Error(f"{self.working_dir} still has a running server; not removing it")
-        from db_tool import template_cache
-
         template_cache.remove_tree(self.working_dir)
+
+
+class _NoLock(Error):
+    """The working dir's lock file cannot be created (a read-only working dir)."""
 
 
 class _BrokenData(Exception):
@@ -782,6 +1019,27 @@ class _BrokenData(Exception):
 
 
 def server_env() -> dict[str, str]:
+    """Environment for client tools (pg_dump, pg_basebackup) run as the caller."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
     env["LC_ALL"] = "C"
+    return env
+
+
+# What a server process (postgres, initdb) may see of the caller's environment: nothing
+# secret (HECTIC_DOTENV_CONTENT, DB_URL, tokens ...), since the server account can read it.
+_SERVER_ENV_KEEP = ("PATH", "TZ", "TMPDIR", "LD_LIBRARY_PATH")
+
+
+def server_process_env(account: proc.RunAs | None) -> dict[str, str]:
+    env = {k: os.environ[k] for k in _SERVER_ENV_KEEP if k in os.environ}
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    env["LC_ALL"] = "C"
+    if account is not None:
+        env.update(HOME=account.home, USER=account.name, LOGNAME=account.name)
+    else:
+        import pwd
+
+        with contextlib.suppress(KeyError):
+            entry = pwd.getpwuid(os.getuid())
+            env.update(HOME=entry.pw_dir or "/", USER=entry.pw_name, LOGNAME=entry.pw_name)
     return env

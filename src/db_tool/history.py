@@ -37,6 +37,7 @@ from typing import IO, TYPE_CHECKING, Protocol
 
 from db_tool.errors import Error, ExitCode, NotInstalledError
 from db_tool.migrations import FILE, Applied, StatusRow, Step
+from db_tool.sqlsplit import TxControl
 
 if TYPE_CHECKING:
     from db_tool.sqlsplit import OneQuery
@@ -131,6 +132,12 @@ def for_url(url: str, env: Mapping[str, str] | None = None) -> PgHistory | Sqlit
 # `SET hectic.migration_mode = 'on'` without LOCAL, or SET search_path / ROLE) in one
 # migration must not leak into the next. Same line as BEGIN, so error LINE numbers still match.
 _FRESH = "RESET SESSION AUTHORIZATION \\; RESET ROLE \\; RESET ALL"
+# A file run with `\\i` (or `.read`) runs inside this savepoint of the step's transaction. If
+# the file ends our transaction itself (COMMIT, ROLLBACK, \\c), releasing it fails, so the
+# history row is never written next to half a migration; the `guard` marker before the release
+# tells that failure from one inside the file. No round trip of its own: it shares the lines of
+# BEGIN and of the history statement.
+_GUARD = "migrator_guard"
 
 
 def _materialize(step: Step, tmp: Path, index: int) -> Path:
@@ -160,18 +167,44 @@ def _markers(out: str, token: str) -> tuple[list[str], str]:
     return marks, "\n".join(rest)
 
 
-def _results(steps: Sequence[Step], marks: list[str]) -> tuple[list[StepResult], int | None]:
-    """Completed steps and the index of the step that was running when the script stopped."""
+def _results(
+    steps: Sequence[Step], marks: list[str]
+) -> tuple[list[StepResult], int | None, bool]:
+    """Completed steps, the index of the step that was running when the script stopped, and
+    whether that step had got past its file (to the savepoint guard)."""
     done: list[StepResult] = []
     running: int | None = None
+    guard = False
     for mark in marks:
         word, _, num = mark.partition(" ")
         if word == "begin":
-            running = int(num)
+            running, guard = int(num), False
+        elif word == "guard":
+            guard = True
         elif word == "done":
             done.append(StepResult(steps[int(num)]))
-            running = None
-    return done, running
+            running, guard = None, False
+    return done, running, guard
+
+
+_NO_TX = TxControl()
+
+
+def _transaction_control(step: Step) -> TxControl:
+    """The step's file's own transaction control (TxControl() when it cannot be read: running
+    it reports that)."""
+    from db_tool.sqlsplit import transaction_control
+
+    m = step.migration
+    if m.layout == FILE:
+        body = m.up_sql if step.direction == "up" else m.down_sql
+    else:
+        path = m.up if step.direction == "up" else m.down
+        try:
+            body = path.read_bytes() if path is not None else None
+        except OSError:
+            body = None
+    return transaction_control(body) if body is not None else _NO_TX
 
 
 _READ_SQL = (
@@ -269,9 +302,12 @@ class PgSession:
             f"SET lock_timeout = {timeout_ms};",
             f"SELECT pg_advisory_lock({LOCK_KEY}) \\g /dev/null",
             "RESET lock_timeout;",
+            # The bundle's "already exists, skipping" NOTICEs would bury a real error.
+            "SET client_min_messages = warning;",
             "BEGIN;",
             f"\\i {psql_meta_quote(os.fspath(bundle_file))}",
             "COMMIT;",
+            "RESET client_min_messages;",
             f"\\echo {self._mark('encoding')} :ENCODING",
             f"SELECT '{self._mark('history')}';",
             _READ_HEX_SQL,
@@ -324,6 +360,11 @@ class PgSession:
         for step in steps:
             inlined.append(self._inline(step, certain))
             certain = certain and inlined[-1] is not None
+        # A step run with `\\i` is either a BEGIN … COMMIT file of its own (wrapper) or runs in
+        # our transaction under the savepoint guard.
+        tx = [_transaction_control(step) if one is None else _NO_TX
+              for step, one in zip(steps, inlined, strict=True)]
+        guarded = [one is None and not t.wrapper for one, t in zip(inlined, tx, strict=True)]
         lines = ["\\set ON_ERROR_STOP 1"]
         lineno = 1  # the driver line of the last entry in lines
         sources: dict[int, Path] = {}  # driver line psql names for an inlined step → its file
@@ -351,17 +392,28 @@ class PgSession:
                     f"{_FRESH} \\; BEGIN \\;{gap}{one.sql.text}",
                     ("" if one.sql.terminated else "\\; ") + record + " \\; COMMIT;",
                 ]
+            elif tx[i].wrapper:
+                # The file is one BEGIN … COMMIT of its own: it commits itself, the history row
+                # follows in a transaction of its own (as the original does it).
+                entries += [
+                    f"{_FRESH};",
+                    f"\\i {psql_meta_quote(os.fspath(_materialize(step, self.tmp, i)))}",
+                    "\\set ON_ERROR_STOP 1",
+                    f"{record};",
+                ]
             else:
                 path = psql_meta_quote(os.fspath(_materialize(step, self.tmp, i)))
                 # One round trip for the history row, COMMIT and the next `\\i` step's BEGIN.
-                next_too = i + 1 < len(steps) and inlined[i + 1] is None
-                if i == 0 or inlined[i - 1] is not None:
-                    entries.append(f"{_FRESH} \\; BEGIN;")
+                next_too = i + 1 < len(steps) and guarded[i + 1]
+                if i == 0 or not guarded[i - 1]:
+                    entries.append(f"{_FRESH} \\; BEGIN \\; SAVEPOINT {_GUARD};")
                 entries += [
                     f"\\i {path}",
                     "\\set ON_ERROR_STOP 1",
-                    record
-                    + (f" \\; COMMIT \\; {_FRESH} \\; BEGIN;" if next_too else " \\; COMMIT;"),
+                    f"{echo}guard {i}",
+                    f"RELEASE SAVEPOINT {_GUARD} \\; " + record
+                    + (f" \\; COMMIT \\; {_FRESH} \\; BEGIN \\; SAVEPOINT {_GUARD};"
+                       if next_too else " \\; COMMIT;"),
                 ]
             for entry in entries:
                 lineno += entry.count("\n") + 1
@@ -380,7 +432,7 @@ class PgSession:
         return _outcome(
             steps, out, self.token, ok=rc == 0,
             stderr=_name_sources(self._stderr(), driver, sources) if rc else "",
-            crashed="psql stopped unexpectedly while applying migrations",
+            crashed="psql stopped unexpectedly while applying migrations", tx=tx,
         )
 
     def _inline(self, step: Step, certain: bool) -> _Inline | None:
@@ -445,19 +497,45 @@ def _name_sources(stderr: str, driver: Path, sources: Mapping[int, Path]) -> str
 
 
 def _outcome(
-    steps: Sequence[Step], out: str, token: str, *, ok: bool, stderr: str, crashed: str
+    steps: Sequence[Step], out: str, token: str, *, ok: bool, stderr: str, crashed: str,
+    tx: Sequence[TxControl] = (),
 ) -> list[StepResult]:
     """What a driver run did, from its markers: the completed steps, or MigrationFailed naming
-    the step that was running (rolled back), or Error when the client died between steps."""
+    the step that was running and what became of its work, or Error when the client died
+    between steps."""
     marks, rest = _markers(out, token)
-    completed, running = _results(steps, marks)
+    completed, running, guard = _results(steps, marks)
     if ok:
         return completed
     err = "\n".join(x for x in (stderr.strip(), rest.strip()) if x)
+    before = f"; {_count(completed)} applied before it stay" if completed else ""
     if running is not None:
         step = steps[running]
+        what = f"migration {step.migration.name} ({step.direction})"
+        own = tx[running] if running < len(tx) else _NO_TX
+        # A failing BEGIN … COMMIT file failed inside its own transaction: rolled back.
+        ends = () if own.wrapper else own.ends
+        named = " and ".join(dict.fromkeys(ends)) or "COMMIT, ROLLBACK or \\c"
+        if guard:
+            raise MigrationFailed(
+                f"{what} ended the migrator's transaction itself ({named}): what it ran before "
+                "that was committed or rolled back by it, what it ran after was committed "
+                "statement by statement, and it is NOT recorded as applied; check the "
+                "database and finish or undo it by hand, then remove the transaction control "
+                "(each migration already runs in one transaction) or make the file one "
+                "BEGIN ... COMMIT block" + before,
+                detail=err, completed=completed,
+            )
+        if ends:
+            raise MigrationFailed(
+                f"{what} failed after its own {named}, which ends the migrator's transaction: "
+                "what it ran before that may be committed and was NOT rolled back; it is not "
+                "recorded as applied; check the database and undo or finish it by hand"
+                + before,
+                detail=err, completed=completed,
+            )
         raise MigrationFailed(
-            f"migration {step.migration.name} ({step.direction}) failed; it was rolled back"
+            f"{what} failed; it was rolled back"
             + (f", {_count(completed)} applied before it stay" if completed else ""),
             detail=err,
             completed=completed,
@@ -615,6 +693,7 @@ class SqliteHistory:
         for name, value in variables.items():
             # Bound parameters (`:name` in statements); the value is one SQL literal argument.
             lines.append(f".parameter set :{name} {sqlite_dot_quote(sqlite_literal(value))}")
+        tx = [_transaction_control(step) for step in steps]
         with tempfile.TemporaryDirectory(prefix="migrator-") as tmpdir:
             tmp = Path(tmpdir)
             for i, step in enumerate(steps):
@@ -629,8 +708,12 @@ class SqliteHistory:
                     )
                 else:
                     record = f"DELETE FROM hectic_migration WHERE name = {sqlite_literal(m.name)};"
+                if tx[i].wrapper:  # its own BEGIN … COMMIT; the history row after it
+                    lines += [f"{mark} begin {i}", f".read {path}", record, f"{mark} done {i}"]
+                    continue
                 lines += [
-                    f"{mark} begin {i}", "BEGIN;", f".read {path}", record, "COMMIT;",
+                    f"{mark} begin {i}", "BEGIN;", f"SAVEPOINT {_GUARD};", f".read {path}",
+                    f"{mark} guard {i}", f"RELEASE {_GUARD};", record, "COMMIT;",
                     f"{mark} done {i}",
                 ]
             result = proc.run(
@@ -639,7 +722,7 @@ class SqliteHistory:
             )
         return _outcome(
             steps, result.out, token, ok=result.ok, stderr=result.err,
-            crashed="sqlite3 could not run the migrations",
+            crashed="sqlite3 could not run the migrations", tx=tx,
         )
 
 

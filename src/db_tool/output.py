@@ -54,16 +54,32 @@ def ok(message: str) -> None:
     _emit("ok", message)
 
 
+class Step:
+    """The running step of `step()`: `fail(why)` ends it as failed instead of done."""
+
+    def __init__(self) -> None:
+        self.failed: str | None = None
+
+    def fail(self, why: str) -> None:
+        self.failed = why
+
+
 @contextmanager
-def step(what: str) -> Iterator[None]:
-    """Say what a step does, then how long it took (or that it failed)."""
+def step(what: str) -> Iterator[Step]:
+    """Say what a step does, then how long it took. A step that raises or is marked failed
+    says "failed" and never "done"; that line is not an error line: the one error line is the
+    command's own (`<command>: error: ...`)."""
     info(f"{what} ...")
     started = time.monotonic()
+    handle = Step()
     try:
-        yield
+        yield handle
     except BaseException:
-        _emit("error", f"{what}: failed after {time.monotonic() - started:.2f}s")
+        info(f"{what}: stopped after {time.monotonic() - started:.2f}s")
         raise
+    if handle.failed is not None:
+        warn(f"{what}: failed ({handle.failed}) after {time.monotonic() - started:.2f}s")
+        return
     ok(f"{what}: done in {time.monotonic() - started:.2f}s")
 
 

@@ -4,9 +4,10 @@ What we change, and nothing else:
 - the directories the tool creates for the server (`data`, `sock`, a created PG_LOG_PATH)
   are owned by PG_OS_USER;
 - each ancestor of the working dir that PG_OS_USER cannot enter gets *search* (x) permission
-  for that one user through a POSIX ACL (`setfacl -m u:USER:x DIR`); only where setfacl is
-  missing or the filesystem has no ACLs do we fall back to `chmod o+x DIR`. Each change is
-  reported on stderr.
+  for that one user through a POSIX ACL (`setfacl -n -m u:USER:x DIR`: the mask is not
+  recalculated, so no other entry gains anything; where the mask withholds x it is widened by
+  x alone and whoever gains from that is named); only where setfacl is missing or the
+  filesystem has no ACLs do we fall back to `chmod o+x DIR`. Each change is reported on stderr.
 """
 
 from __future__ import annotations
@@ -64,21 +65,44 @@ def _groups_of(account: RunAs) -> set[int]:
     return groups
 
 
-_ACL_USER, _ACL_MASK = 0x02, 0x10
+_ACL_USER, _ACL_GROUP_OBJ, _ACL_GROUP, _ACL_MASK = 0x02, 0x04, 0x08, 0x10
+
+
+def _acl_entries(path: Path) -> list[tuple[int, int, int]]:
+    """(tag, perm, id) of each entry of path's POSIX access ACL; [] when it has none."""
+    try:
+        raw = os.getxattr(path, "system.posix_acl_access", follow_symlinks=False)
+    except OSError:
+        return []
+    return [struct.unpack_from("<HHI", raw, off) for off in range(4, len(raw) - 7, 8)]
 
 
 def _acl_grants(path: Path, uid: int, bits: int) -> bool:
     """Does the POSIX ACL of path give uid these bits (through a named-user entry)?"""
-    try:
-        raw = os.getxattr(path, "system.posix_acl_access")
-    except OSError:
-        return False
-    entries = [struct.unpack_from("<HHI", raw, off) for off in range(4, len(raw) - 7, 8)]
+    entries = _acl_entries(path)
     mask = next((perm for tag, perm, _ in entries if tag == _ACL_MASK), 7)
     return any(
         tag == _ACL_USER and ident == uid and (perm & mask) & bits == bits
         for tag, perm, ident in entries
     )
+
+
+def _rwx(bits: int) -> str:
+    return "".join(c if bits & b else "-" for c, b in (("r", 4), ("w", 2), ("x", 1)))
+
+
+def _entry_name(tag: int, ident: int) -> str:
+    if tag == _ACL_USER:
+        try:
+            return f"user {pwd.getpwuid(ident).pw_name}"
+        except KeyError:
+            return f"uid {ident}"
+    if tag == _ACL_GROUP:
+        try:
+            return f"group {grp.getgrgid(ident).gr_name}"
+        except KeyError:
+            return f"gid {ident}"
+    return "the owning group"
 
 
 def _can(
@@ -93,6 +117,11 @@ def _can(
     if st.st_gid in groups:
         return (mode >> 3) & bits == bits
     return mode & bits == bits
+
+
+def can_write(path: Path, st: os.stat_result, account: RunAs) -> bool:
+    """May account create files in the directory path (w and x)?"""
+    return _can(account, st, _groups_of(account), 3, path)
 
 
 def grant_search(path: Path, account: RunAs) -> list[str]:
@@ -120,14 +149,21 @@ def grant_write(path: Path, account: RunAs) -> str | None:
 
 
 def _grant(directory: Path, account: RunAs, perms: str) -> str:
+    """Add one named-user ACL entry without recalculating the mask (`setfacl -n`): a
+    recalculated mask would silently make other entries effective (a `user:x:rwx` held back
+    by `mask::r-x` would become writable). Where the mask withholds our bits, it is widened by
+    exactly those bits, and whoever gains from that is named."""
     setfacl = shutil.which("setfacl")
     if setfacl:
         result = proc.run(
-            [setfacl, "-m", f"u:{account.name}:{perms}", str(directory)], check=False
+            [setfacl, "-n", "-m", f"u:{account.name}:{perms}", str(directory)], check=False
         )
         if result.ok:
             msg = f"granted {perms} on {directory} to user {account.name} (ACL)"
             output.info(msg)
+            want = {"x": 1, "rwx": 7}[perms]
+            if not _acl_grants(directory, account.uid, want):
+                _widen_mask(setfacl, directory, account, want)
             return msg
     mode = directory.stat().st_mode
     add = stat.S_IXOTH if perms == "x" else stat.S_IRWXO
@@ -135,6 +171,26 @@ def _grant(directory: Path, account: RunAs, perms: str) -> str:
     msg = f"chmod o+{perms} {directory} (setfacl unavailable) so {account.name} can use it"
     output.warn(msg)
     return msg
+
+
+def _widen_mask(setfacl: str, directory: Path, account: RunAs, bits: int) -> None:
+    entries = _acl_entries(directory)
+    old = next((perm for tag, perm, _ in entries if tag == _ACL_MASK), 0)
+    new = old | bits
+    proc.run([setfacl, "-n", "-m", f"m::{_rwx(new)}", str(directory)],
+             what=f"widen the ACL mask of {directory}")
+    gainers = [
+        f"{_entry_name(tag, ident)} ({_rwx(perm & old)} -> {_rwx(perm & new)})"
+        for tag, perm, ident in entries
+        if tag in (_ACL_USER, _ACL_GROUP, _ACL_GROUP_OBJ) and perm & new != perm & old
+        and not (tag == _ACL_USER and ident == account.uid)
+    ]
+    msg = (f"widened the ACL mask of {directory} from {_rwx(old)} to {_rwx(new)} so "
+           f"{account.name} gets {_rwx(bits)}")
+    if gainers:
+        output.warn(f"{msg}; this also widens: {', '.join(gainers)}")
+    else:
+        output.info(f"{msg}; nobody else gains anything")
 
 
 def chown_tree(path: Path, account: RunAs) -> None:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -62,18 +63,16 @@ def run(
     timeout: float | None = None,
     user: RunAs | None = None,
     what: str | None = None,
-    die_with_parent: bool = False,
+    tied: bool = False,
 ) -> Result:
     """Run argv to completion; raise Error (command, rc, stderr) when check and rc != 0.
-
-    die_with_parent: the child gets SIGKILL when we die (even by kill -9), so an initdb or
-    cp cannot go on writing into a directory whose lock died with us."""
+    `tied`: the child is killed when we die, even by kill -9 (die_with_parent)."""
     argv = [os.fspath(a) for a in argv]
     full_env = dict(env) if env is not None else None
     kwargs: dict[str, Any] = {"env": full_env}
     kwargs.update(_as_kwargs(user, full_env))
-    if die_with_parent:
-        kwargs["preexec_fn"] = _parent_death_signal()
+    if tied:
+        kwargs["preexec_fn"] = die_with_parent()
     try:
         completed = subprocess.run(
             argv,
@@ -108,29 +107,6 @@ def run(
     return result
 
 
-def _parent_death_signal() -> Any:
-    """A preexec_fn setting PR_SET_PDEATHSIG = SIGKILL (Linux; elsewhere a no-op).
-
-    It runs after the child's setuid (CPython drops privileges before preexec_fn), which
-    would otherwise clear the setting."""
-    try:
-        import ctypes
-        import signal
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        prctl = libc.prctl
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-
-    def preexec() -> None:
-        prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os._exit(1)
-
-    return preexec
-
-
 def _lower_priority() -> None:
     os.nice(19)
 
@@ -152,8 +128,8 @@ def spawn_detached(
     if low_priority:
         import shutil
 
-        # Programs rather than a preexec_fn: without one, the child is forked the cheap way
-        # (vfork), which matters on the hook path.
+        # Programs rather than a preexec_fn: without one the child is forked the cheap way
+        # (vfork), which the caller on the hook path notices.
         nice = shutil.which("nice")
         ionice = shutil.which("ionice")
         if nice is not None:
@@ -197,6 +173,30 @@ def run_interactive(
     return completed.returncode
 
 
+def die_with_parent() -> Callable[[], None] | None:
+    """A preexec_fn: the child gets SIGKILL when we die, even by kill -9 (Linux
+    PR_SET_PDEATHSIG), so a long child (initdb, cp, pg_basebackup, tar) is never left writing
+    after us. None where prctl is unavailable.
+
+    prctl is looked up here, in the parent: importing in a forked child can deadlock. It runs
+    after the child's setuid (CPython drops privileges before preexec_fn), which would
+    otherwise clear the setting."""
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # we died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
 def spawn(
     argv: Sequence[str],
     *,
@@ -204,14 +204,18 @@ def spawn(
     stdin: int | IO[Any] | None = subprocess.PIPE,
     stdout: int | IO[Any] | None = subprocess.PIPE,
     stderr: int | IO[Any] | None = subprocess.PIPE,
+    cwd: str | os.PathLike[str] | None = None,
+    tied: bool = False,
 ) -> subprocess.Popen[bytes]:
     """Start argv without waiting, for a coprocess we talk to over pipes (binary streams).
-    The caller owns the Popen and must close its pipes and wait(); a missing program → 127."""
+    The caller owns the Popen and must close its pipes and wait(); a missing program → 127.
+    `tied`: the child is killed when we die (die_with_parent)."""
     argv = [os.fspath(a) for a in argv]
     try:
         return subprocess.Popen(
             argv, stdin=stdin, stdout=stdout, stderr=stderr, close_fds=True,
-            env=dict(env) if env is not None else None,
+            env=dict(env) if env is not None else None, cwd=cwd,
+            preexec_fn=die_with_parent() if tied else None,
         )
     except FileNotFoundError as exc:
         raise NotInstalledError(

@@ -7,6 +7,7 @@ import contextlib
 import os
 import shutil
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -64,6 +65,15 @@ def defer_signals() -> Iterator[None]:
         if caught[0] == signal.SIGINT:
             raise KeyboardInterrupt
         raise Terminated(signal.Signals(caught[0]).name)
+
+
+def quiet_after_failure(what: str) -> contextlib.AbstractContextManager[object]:
+    """A teardown step inside `finally`: timed as usual after success, but after a failure
+    only announced — no "done" line may follow a failure, whose error line comes last."""
+    if sys.exc_info()[1] is not None:
+        output.info(f"{what} ...")
+        return contextlib.nullcontext()
+    return output.step(what)
 
 
 def stray_postmasters(datadir: Path) -> list[int]:

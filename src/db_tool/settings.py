@@ -5,6 +5,7 @@ Tests build these from plain dicts.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import re
@@ -123,6 +124,8 @@ class ClusterConfig:
     # A fresh init keeps a cluster holding data as data.previous (DB_TOOL_KEEP_PREVIOUS=0: no).
     keep_previous: bool = True
     pg_bin_dir: str | None = None  # PG_BIN_DIR: which PostgreSQL (else pgbin's search)
+    # Home directories never used as a working dir ($HOME and the login's home).
+    homes: tuple[Path, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> ClusterConfig:
@@ -156,12 +159,20 @@ class ClusterConfig:
             use_spare=env.get("DB_TOOL_NO_SPARE", "") in ("", "0"),
             keep_previous=env.get("DB_TOOL_KEEP_PREVIOUS", "") not in ("0", "no", "false"),
             pg_bin_dir=env.get("PG_BIN_DIR") or None,
+            homes=_homes(env),
         )
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
 
     def preload_list(self) -> list[str]:
         return [p.strip() for p in self.preload.split(",") if p.strip()]
+
+
+def _homes(env: Mapping[str, str]) -> tuple[Path, ...]:
+    homes = [Path(env["HOME"])] if env.get("HOME") else []
+    with contextlib.suppress(KeyError):
+        homes.append(Path(pwd.getpwuid(os.getuid()).pw_dir))
+    return tuple(h for h in homes if h.is_absolute() and h != Path("/"))
 
 
 def cache_locations_from(env: Mapping[str, str]) -> CacheLocations:
@@ -182,7 +193,7 @@ class ProjectSettings:
     migration_dir: Path | None
     database_source: Path | None
     working_dir: Path | None
-    patch_file: Path | None
+    patch_file: Path | None  # PATCH_SQL, else ${PROFILE_DIR:-$LOCAL_DIR}/test-data.sql
     hydrate_log: Path | None
     patch_log: Path | None
     url: str | None  # --url, else PGURL, else DB_URL (None: the project's cluster, see below)
@@ -191,6 +202,8 @@ class ProjectSettings:
     url_source: str | None = None  # which of --url / PGURL / DB_URL gave `url`
     # LOCAL_DIR was unset: local_dir is the current directory, as the original's ${LOCAL_DIR:-$PWD}
     local_dir_is_cwd: bool = False
+    # HYDRATE_ENTRYPOINT (default entrypoint.sql), relative to DATABASE_SOURCE unless absolute
+    hydrate_entrypoint: Path | None = None
 
     @classmethod
     def from_env(
@@ -222,16 +235,17 @@ class ProjectSettings:
                 break
         else:
             url = None
+        database_source = path("DATABASE_SOURCE", database_dir / "src" if database_dir else None)
+        entry = env.get("HYDRATE_ENTRYPOINT") or "entrypoint.sql"
         return cls(
             env=env,
             local_dir=local,
             database_dir=database_dir,
             migration_dir=path("MIGRATION_DIR", database_dir / "migration" if database_dir
                                else None),
-            database_source=path("DATABASE_SOURCE", database_dir / "src" if database_dir
-                                 else None),
+            database_source=database_source,
             working_dir=working_dir.absolute() if working_dir else None,
-            patch_file=profile / "test-data.sql" if profile else None,
+            patch_file=path("PATCH_SQL", profile / "test-data.sql" if profile else None),
             hydrate_log=path("HYDRATE_LOG", log_path / "hydrate.stdout.log" if log_path
                              else None),
             patch_log=path("PATCH_LOG", log_path / "patch.stdout.log" if log_path else None),
@@ -240,6 +254,7 @@ class ProjectSettings:
             pg_log_path=log_path,
             url_source=url_source,
             local_dir_is_cwd=local_is_cwd,
+            hydrate_entrypoint=database_source / entry if database_source else None,
         )
 
     def require_local_dir(self) -> Path:

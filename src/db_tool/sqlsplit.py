@@ -305,3 +305,100 @@ def _quoted(s: str, i: int, quote: str, *, backslash: str, doubled: bool = True)
                 continue
         i += 1
     raise _Refuse(f"unterminated {quote}")
+
+
+# --------------------------------------------------------------------------- transaction control
+
+_META_LINE = re.compile(r"^[ \t]*\\([A-Za-z!?]*)[^\n]*$", re.MULTILINE)
+_CONNECT = {"c", "connect"}
+_ENDS_TX = re.compile(
+    r"^[ \t]*(commit|end|rollback|abort|prepare[ \t]+transaction)\b(?![ \t]+(?:work[ \t]+|"
+    r"transaction[ \t]+)?to\b)", re.IGNORECASE | re.MULTILINE,
+)
+_STARTS = ("BEGIN", "START")
+_COMMITS = ("COMMIT", "END")
+
+
+@dataclass(frozen=True)
+class TxControl:
+    """A file's own transaction control (see transaction_control)."""
+
+    # COMMIT, END, ROLLBACK, ABORT, PREPARE TRANSACTION and \\c / \\connect, in order.
+    ends: tuple[str, ...] = ()
+    # The whole file is one BEGIN/START … COMMIT/END block: its first statement opens the
+    # transaction, its last commits it, and nothing else ends a transaction.
+    wrapper: bool = False
+
+
+def transaction_control(sql: str | bytes) -> TxControl:
+    """What in sql ends the transaction around it. Best effort (psql's lexer where it can follow
+    the text, else line starts), used to word a failure and to run a BEGIN … COMMIT file as its
+    own transaction; the migrator's savepoint guard catches what this misses."""
+    if isinstance(sql, bytes):
+        sql = sql.decode("utf-8", "replace")
+    metas: list[tuple[int, str]] = []
+
+    def meta(match: re.Match[str]) -> str:
+        if match.group(1) in _CONNECT:
+            metas.append((match.start(), "\\" + match.group(1)))
+        return " " * len(match.group(0))  # keep offsets; psql reads a meta line by itself
+
+    text = _META_LINE.sub(meta, sql)
+    lexer = _TxLexer(text)
+    try:
+        lexer._scan()
+    except _Refuse:
+        found = metas + [(m.start(), " ".join(m.group(1).upper().split()))
+                         for m in _ENDS_TX.finditer(text)]
+        return TxControl(tuple(word for _, word in sorted(found)))
+    heads = lexer.heads
+    ends = [(at, word) for at, _, word in heads if word not in _STARTS]
+    total = len(lexer.ends) + lexer.content
+    wrapper = (
+        not metas and len(heads) == 2 and heads[0][1:] == (0, heads[0][2])
+        and heads[0][2] in _STARTS and heads[1][2] in _COMMITS and heads[1][1] == total - 1
+    )
+    return TxControl(tuple(word for _, word in sorted(metas + ends)), wrapper)
+
+
+class _TxLexer(_Lexer):
+    """_Lexer recording transaction-control statement heads instead of refusing them."""
+
+    def __init__(self, sql: str) -> None:
+        super().__init__(sql, {})
+        self.heads: list[tuple[int, int, str]] = []  # (offset, statement ordinal, word)
+        self._at = 0
+        self._atomic = False  # inside a BEGIN ATOMIC body, whose END is not a statement
+
+    def _word(self, i: int) -> int:
+        if not self.words:
+            self._at = i
+        m = _IDENT.match(self.s, i)
+        if m is not None and m.group().lower() == "begin":
+            if self.words:  # BEGIN ATOMIC inside CREATE FUNCTION/PROCEDURE
+                self._atomic = self._atomic or self.s[m.end():].lstrip()[:6].lower() == "atomic"
+                return m.end()
+            self.words.append("begin")
+            self.heads.append((self._at, len(self.ends), "BEGIN"))
+            return m.end()
+        return super()._word(i)
+
+    def _check_head(self) -> None:
+        words = self.words
+        first = words[0]
+        if self._atomic:
+            if len(words) == 1 and first == "end":
+                self._atomic = False
+            return
+        head = (self._at, len(self.ends))
+        if len(words) == 1 and first in ("commit", "end", "abort", "rollback", "start"):
+            if first != "start":
+                self.heads.append((*head, first.upper()))
+        elif words == ["start", "transaction"]:
+            self.heads.append((*head, "START"))
+        elif first == "rollback" and words[1:] in (["to"], ["work", "to"], ["transaction", "to"]):
+            # ROLLBACK [WORK|TRANSACTION] TO a savepoint: the transaction goes on
+            if self.heads and self.heads[-1][:2] == head:
+                self.heads.pop()
+        elif words == ["prepare", "transaction"]:
+            self.heads.append((*head, "PREPARE TRANSACTION"))

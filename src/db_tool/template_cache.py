@@ -106,7 +106,7 @@ def initdb(spec: Template, target: Path, env: Mapping[str, str]) -> None:
         os.chown(target, account.uid, account.gid)
     proc.run(
         initdb_argv(spec.install, spec.superuser, target), user=account, cwd="/", env=env,
-        what=f"initdb {target}", die_with_parent=True,
+        what=f"initdb {target}", tied=True,
     )
 
 
@@ -119,7 +119,7 @@ def create_database_offline(spec: Template, datadir: Path, env: Mapping[str, str
          "-c", "listen_addresses=", "-c", "logging_collector=off", "postgres"],
         input=f"CREATE DATABASE {pgwire.quote_ident(name)}\n",
         user=spec.account, cwd="/", env=env, what="create database in template",
-        die_with_parent=True,
+        tied=True,
     )
 
 
@@ -281,7 +281,7 @@ def provide(spec: Template, datadir: Path, env: Mapping[str, str]) -> Provided:
             try:
                 # cp -a keeps ownership (root → PG_OS_USER) and modes (0700) in one pass.
                 proc.run(["cp", "-a", "--", str(template / "data"), str(build)],
-                         what="copy template", die_with_parent=True)
+                         what="copy template", tied=True)
                 build.rename(datadir)
                 return Provided(template, "copy")
             except Error as exc:
@@ -508,7 +508,7 @@ def _build_template(spec: Template, template: Path) -> None:
             build.rename(template / "data")
         except OSError:  # another filesystem
             proc.run(["cp", "-a", "--", str(build), str(template / "data")],
-                     what="cache template", die_with_parent=True)
+                     what="cache template", tied=True)
             _fsync_tree(template / "data")
     finally:
         shutil.rmtree(build, ignore_errors=True)
@@ -535,7 +535,7 @@ def _make_spare(spec: Template, template: Path) -> None:
     tag = f"{os.getpid()}-{time.monotonic_ns()}"
     tmp = spares / f"tmp-{tag}"
     proc.run(["cp", "-a", "--", str(template / "data"), str(tmp)], what="copy spare",
-             die_with_parent=True)
+             tied=True)
     tmp.rename(spares / f"ready-{boot}-{tag}")
 
 

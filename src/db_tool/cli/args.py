@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from db_tool.errors import UsageError
+from db_tool.errors import MissingError, UsageError
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,8 @@ def parse(
                     val = args[i]
                     i += 1
                 else:
-                    raise UsageError(f"{cmd} argument {name} needs a value")
+                    # exit 3, as the original's `--output requires a path`
+                    raise MissingError(f"{cmd}: {name} needs a value")
                 if opt.repeat:
                     values[opt.dest].append(val)
                 else:

@@ -33,6 +33,8 @@ Subcommands:
   backup | restore [...] | normalize-backup [...]
                                 physical backups of the cluster
   bundle path|sql               the hectic SQL bundle files, or their concatenated SQL
+  branch create|list|switch|drop|reset NAME
+                                databases of the cluster used like git branches
   migrator ...                  the migrator with this project's MIGRATION_DIR and URL
 
 Global options:
@@ -55,7 +57,7 @@ Exit codes: 0 ok, 1 error, 2 ambiguous, 3 missing argument/variable, 4 migration
 SUBCOMMANDS = (
     "init", "cleanup", "deploy", "hydrate", "patch", "test", "check", "status", "log",
     "pull_staging", "diff", "backup", "restore", "normalize-backup", "bundle", "migrator",
-    "postgres-init",
+    "postgres-init", "branch",
 )
 
 INIT_HELP = """\
@@ -129,6 +131,10 @@ def _split_globals(argv: Sequence[str]) -> tuple[list[str], list[str], str | Non
     return before, rest, url, inherits
 
 
+# What the server says when --inherits is no identifier at all (exit 3, not 1).
+_BAD_NAME = ("invalid name syntax", "improper relation name", "cross-database references")
+
+
 def _check_inherits(ctx: Context) -> None:
     if not ctx.inherits:
         return
@@ -136,7 +142,18 @@ def _check_inherits(ctx: Context) -> None:
 
     url = ctx.settings.require_url()
     for table in ctx.inherits:
-        rows = psql.query(url, "SELECT to_regclass(:'t') IS NOT NULL", variables={"t": table})
+        try:
+            rows = psql.query(url, "SELECT to_regclass(:'t') IS NOT NULL", variables={"t": table})
+        except Error as exc:
+            said = f"{exc.message}\n{exc.detail}"
+            for why in _BAD_NAME:
+                if why in said:
+                    raise Error(
+                        f"--inherits {table!r} is not a table name ({why}); give TABLE or "
+                        "SCHEMA.TABLE, double-quoting parts that need it",
+                        ExitCode.MISSING,
+                    ) from None
+            raise
         if not rows or rows[0][0] != "t":
             raise Error(f"table {table} does not exist (from --inherits)", ExitCode.NO_TABLE)
 
@@ -187,7 +204,7 @@ def _bundle(ctx: Context, argv: list[str]) -> int:
         return 0 if argv else 1
     _, pos = a.parse(argv, [], cmd="database bundle", max_positional=1)
     if pos[0] == "path":
-        for p in bundle.materialized_paths():
+        for p in bundle.materialized_paths(ctx.settings.env):
             ctx.stdout.write(f"{p}\n")
         return 0
     if pos[0] == "sql":
@@ -208,7 +225,8 @@ def _migrator(ctx: Context, argv: list[str]) -> int:
     url = s.url or s.project_url()
     if url:
         pre += ["--db-url", url]
-    return migrator.run(pre + argv, s.env)
+    # Bare `database migrator` shows the migrator's help, as the original's bare `migrator`.
+    return migrator.run(pre + argv if argv else [], s.env)
 
 
 def dispatch(ctx: Context, sub: str, argv: list[str]) -> int:
@@ -224,6 +242,10 @@ def dispatch(ctx: Context, sub: str, argv: list[str]) -> int:
         return _bundle(ctx, argv)
     if sub == "migrator":
         return _migrator(ctx, argv)
+    if sub == "branch":
+        from db_tool.cli import db_branch
+
+        return db_branch.dispatch(ctx, argv)
     if sub in ("deploy", "hydrate", "patch", "test", "check", "status", "log", "pull_staging"):
         from db_tool.cli import db_workflow
 
@@ -261,7 +283,9 @@ def run(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
 
         close = difflib.get_close_matches(sub, SUBCOMMANDS, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
-        raise UsageError(f"unknown subcommand {sub!r}; {hint}see database --help")
+        # exit 1 as the original's (its words first): an unknown word is no subcommand there
+        raise Error(f"no subcommand specified: {sub!r} is not one; {hint}use '--help' for "
+                    "usage information")
     settings = ProjectSettings.from_env(env_dict(env), url=url)
     ctx = Context(settings=settings, inherits=inherits, url_given=url is not None)
     if inherits and not any(a in ("-h", "--help") for a in sub_argv):

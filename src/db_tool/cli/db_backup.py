@@ -56,8 +56,8 @@ cluster stops cleanly and its data is packed as base.tar.gz + database_name.
 """
 
 DIFF_HELP = """\
-usage: database diff [--tables a,b] [--ignore-migration-fail] [-m|--mock] [-o|--output FILE]
-                     [BACKUP_PATH]
+usage: database diff [--tables a,b] [--no-cron] [--ignore-migration-fail] [-m|--mock]
+                     [-o|--output FILE] [BACKUP_PATH]
        database diff log
 
 Compare what production will be (db1: the backup restored into a temporary cluster, then
@@ -74,13 +74,17 @@ logs are kept in $LOCAL_DIR/focus/postgresql-diff-log/{db1,db2}/: `database diff
 
   BACKUP_PATH               backup dir (default $LOCAL_DIR/focus/postgresql-backup) or a .tar.gz
       --tables a,b          compare only these tables (schema and data)
+      --no-cron             leave every line naming `cron.` (pg_cron's objects) out of the
+                            schema dumps
       --ignore-migration-fail
-                            compare even when migrations fail on db1 (else exit 1)
+                            compare even when migrations fail on db1 (else exit 4)
   -m, --mock                hydrate db2 with -v USE_MOCK=1
   -o, --output FILE         write the diff to FILE instead of stdout / the pager ($PAGER,
                             default less -R, on a terminal)
 
-Exit codes: 0 no differences, 1 differences (or an error), 5 no --tables table on either side.
+Exit codes (as diff(1): an error never exits 1): 0 no differences, 1 differences, 2 trouble
+(a backup that cannot be restored, a failed hydrate, pg_dump ...), 3 a missing value,
+4 migrations failed on db1, 5 no --tables table on either side, 9 unknown argument.
 """
 
 
@@ -178,6 +182,18 @@ def _diff(ctx: Context, argv: list[str]) -> int:
         return 0
     from db_tool.commands import diff as d
 
+    try:
+        return _diff_or_log(ctx, argv)
+    except Error as exc:
+        # 1 means "differences" (as diff(1)); trouble is 2, as diff(1)'s, so CI tells them apart.
+        if exc.exit_code == ExitCode.GENERIC:
+            exc.exit_code = d.TROUBLE
+        raise
+
+
+def _diff_or_log(ctx: Context, argv: list[str]) -> int:
+    from db_tool.commands import diff as d
+
     if argv[:1] == ["log"]:
         a.parse(argv[1:], [], cmd="database diff log", max_positional=0)
         ctx.settings.require_local_dir()
@@ -186,6 +202,7 @@ def _diff(ctx: Context, argv: list[str]) -> int:
     opts, pos = a.parse(
         argv,
         [a.Opt(("--tables",), "tables", value=True),
+         a.Opt(("--no-cron",), "no_cron"),
          a.Opt(("--ignore-migration-fail",), "ignore"),
          a.Opt(("-m", "--mock"), "mock"),
          a.Opt(("-o", "--output"), "output", value=True)],
@@ -198,6 +215,7 @@ def _diff(ctx: Context, argv: list[str]) -> int:
     result = d.diff(
         settings=ctx.settings, backup_path=Path(pos[0]) if pos else None, tables=tables,
         ignore_migration_fail=bool(opts["ignore"]), mock=bool(opts["mock"]),
+        no_cron=bool(opts["no_cron"]),
     )
     text = result.render()
     if opts["output"]:

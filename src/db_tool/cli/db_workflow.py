@@ -11,7 +11,7 @@ import shlex
 
 from db_tool.cli import args as a
 from db_tool.cli.context import Context
-from db_tool.errors import ExitCode
+from db_tool.errors import Error, ExitCode
 
 HELPS = {
     "deploy": """\
@@ -59,12 +59,12 @@ Exit 0 when everything passed, 1 otherwise (also when test.sql is missing).
 Connection: --url, else PGURL, else DB_URL (none -> exit 3).
 """,
     "check": """\
-usage: database check [-P|--no-patch] [-H|--no-hydrate] [-m|--mock]
+usage: database check [-P|--no-patch] [-H|--no-hydrate] [-m|--mock] [--reuse]
 
 The whole deploy (init -> hydrate -> patch) in a throw-away cluster under
 $LOCAL_DIR/focus/postgresql-check-tmp, never touching the development cluster (which may be
 running). The throw-away cluster is always removed: on success, failure, Ctrl-C and SIGTERM.
-Options as for deploy.
+Options as for deploy (--reuse, as in the original, only skips hydrate and patch here).
 """,
     "status": """\
 usage: database status [--json]
@@ -79,8 +79,8 @@ Always exit 0 when the state could be read (see "running").
 usage: database log [list | <index> | <file name or unique substring>]
 
 The server logs of the cluster (PG_LOG_PATH, else <working dir>/data/log).
-  (nothing)   the newest log
-  list        number the log files, oldest first
+  (nothing)   all log files, one after the other
+  list        number the log files (by name, so oldest first)
   <index>     that number of `list`
   <name>      the file with that name, else the one file whose name contains it
 On a terminal through $PAGER (default `less -R`), otherwise printed. Not found or ambiguous
@@ -98,7 +98,7 @@ Required, checked first in this order (missing -> its name on stderr, exit 3):
   STAGING_SSH_HOST      ssh destination
   STAGING_DB_URL        connection string on the staging host
   STAGING_DUMP_TABLES   space-separated tables
-  STAGING_DUMP_FLAGS    pg_dump flags, e.g. "--data-only --column-inserts" (may be empty)
+  STAGING_DUMP_FLAGS    pg_dump flags, e.g. "--data-only --column-inserts"
 A failed ssh or an empty dump -> exit 1 and the patch file is left exactly as it was (the new
 one is written to a temporary file and renamed into place).
 """,
@@ -114,7 +114,8 @@ OPTIONS: dict[str, list[a.Opt]] = {
     "hydrate": [a.Opt(("-H", "--no-hook"), "no_hook"), a.Opt(("-m", "--mock"), "mock")],
     "patch": [a.Opt(("-e", "--edit"), "edit")],
     "test": [],
-    "check": list(_DEPLOY_OPTS),
+    # The original's check takes --reuse too (it only skips hydrate and patch there).
+    "check": [*_DEPLOY_OPTS, a.Opt(("--reuse",), "reuse")],
     "status": [a.Opt(("--json",), "json")],
     "log": [],
     "pull_staging": [],
@@ -186,6 +187,8 @@ def _hydrate(ctx: Context, opts: dict[str, object]) -> int:
         parts.append("bundle applied")
         if result.secrets is not None:
             parts.append(f"{result.secrets} secret(s) from {result.secrets_from}")
+        elif result.secrets_from is not None:
+            parts.append(f"the dotenv from {result.secrets_from} is empty, no secrets loaded")
         else:
             parts.append("no dotenv source for secrets")
     parts.append(f"{result.entrypoint.name} ran")
@@ -217,6 +220,10 @@ def _test(ctx: Context) -> int:
 
     url = _url(ctx)
     result = run_tests(ctx.settings, url, out=ctx.stdout)
+    if result.connection_failed:
+        raise Error(f"cannot connect to the database to run the tests: "
+                    f"{result.error or 'psql exit 2'}; "
+                    "start it (`database init --reuse`) or fix --url/PGURL/DB_URL")
     how = ("inside a rolled-back transaction" if result.strategy == "transaction"
            else "in a throw-away copy of the database")
     tap = result.tap
@@ -249,8 +256,10 @@ def _check(ctx: Context, opts: dict[str, object]) -> int:
     from db_tool import output
     from db_tool.commands.check import check
 
-    result = check(ctx.settings, hydrate_db=not opts["no_hydrate"],
-                   patch_db=not opts["no_patch"], mock=bool(opts["mock"]), out=ctx.stdout)
+    skip = bool(opts["reuse"])
+    result = check(ctx.settings, hydrate_db=not (opts["no_hydrate"] or skip),
+                   patch_db=not (opts["no_patch"] or skip), mock=bool(opts["mock"]),
+                   out=ctx.stdout)
     output.ok(f"check: PASSED in {result.seconds:.2f}s (throw-away cluster removed)")
     return 0
 
@@ -275,6 +284,8 @@ def _status(ctx: Context, opts: dict[str, object]) -> int:
         ("cluster", state),
         ("postgresql", st.postgresql or "not found"),
         ("url", st.url),
+        ("branch", st.branch + (f" (branches: {', '.join(st.branches)})"
+                                if st.branches and len(st.branches) > 1 else "")),
         ("working dir", st.working_dir),
         ("data size", human_size(st.data_size_bytes) if st.data_size_bytes is not None else "-"),
         ("migrations", migrations),
@@ -285,25 +296,26 @@ def _status(ctx: Context, opts: dict[str, object]) -> int:
 
 
 def _log(ctx: Context, selector: str | None) -> int:
+    """As the original: `list` numbers the files; a selector shows one; nothing shows all of
+    them (concatenated when not on a terminal, in the pager on one)."""
     from db_tool import output, proc
     from db_tool.commands.logs import log_files, select
 
     directory, files = log_files(ctx.settings)
     if not files:
-        output.warn(f"no log files in {directory} yet")
+        output.warn(f"no log files in {directory}")
         return 0
     if selector == "list":
-        width = len(str(len(files)))
         for i, p in enumerate(files, 1):
-            ctx.stdout.write(f"{i:>{width}}  {p.name}  ({p.stat().st_size} bytes)\n")
+            ctx.stdout.write(f"{i:>2}  {p.name}\n")
         return 0
-    path = select(files, selector)
+    chosen = files if selector is None else [select(files, selector)]
     if ctx.is_tty:
-        pager = ctx.pager()
-        return proc.run_interactive([*pager, str(path)], env=ctx.settings.env)
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for chunk in iter(lambda: fh.read(65536), ""):
-            ctx.stdout.write(chunk)
+        return proc.run_interactive([*ctx.pager(), *map(str, chosen)], env=ctx.settings.env)
+    for path in chosen:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            for chunk in iter(lambda: fh.read(65536), ""):
+                ctx.stdout.write(chunk)
     ctx.stdout.flush()
     return 0
 

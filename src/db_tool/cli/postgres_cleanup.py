@@ -6,15 +6,17 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from db_tool.cli.common import env_dict, guarded
-from db_tool.errors import UsageError
+from db_tool.errors import Error, UsageError
 
 HELP = """\
 usage: postgres-cleanup [-h|--help]
 
 Stop this project's PostgreSQL cluster (fast shutdown, waited). Never deletes anything.
 Working dir: PG_WORKING_DIR, else $LOCAL_DIR/focus/postgresql. Nothing to resolve, no
-postmaster.pid, or a stale one: exit 0 — safe in `trap postgres-cleanup EXIT`.
-NO_TTY=1: quiet (only errors are printed).
+postmaster.pid, or a stale one (its pid is not this cluster's server): says so and exits 0.
+A problem while stopping (a read-only working dir, say) is printed as a warning, still exit 0:
+safe in `trap postgres-cleanup EXIT`. Only a cluster db-tool or postgres-init made is stopped.
+NO_TTY=1: quiet (only problems are printed).
 """
 
 
@@ -25,18 +27,44 @@ def run(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
             return 0
         raise UsageError(f"unknown argument {arg!r}; see postgres-cleanup --help")
     from db_tool import output
+
+    environ = env_dict(env)
+    quiet = environ.get("NO_TTY", "0") not in ("", "0")
+    try:
+        message = _stop(environ)
+    except Error as exc:
+        # Trap-safe: never mask the caller's real exit status.
+        output.warn(f"postgres-cleanup: {exc.message}")
+        return 0
+    except OSError as exc:
+        output.warn(f"postgres-cleanup: {exc.filename or ''}: {exc.strerror}")
+        return 0
+    if not quiet:
+        output.info(message)
+    return 0
+
+
+def _stop(environ: Mapping[str, str]) -> str:
+    from db_tool import clusterdir
     from db_tool.cluster import Cluster
     from db_tool.settings import ClusterConfig, working_dir_from
 
-    environ = env_dict(env)
     wd = working_dir_from(environ)
-    if wd is None or not (wd / "data").is_dir():
-        return 0
-    config = ClusterConfig(working_dir=wd.absolute())
-    stopped = Cluster(config).stop()
-    if stopped and environ.get("NO_TTY", "0") in ("", "0"):
-        output.info(f"stopped the cluster in {wd}")
-    return 0
+    if wd is None:
+        return "neither PG_WORKING_DIR nor LOCAL_DIR is set; nothing to stop"
+    if not (wd / "data").is_dir():
+        return f"no cluster in {wd}; nothing to stop"
+    cluster = Cluster(ClusterConfig(working_dir=wd.absolute()))
+    if cluster.running_pid() is None:
+        return f"no server running in {wd}; nothing to stop"
+    if clusterdir.cluster_maker(cluster.working_dir) is None:
+        raise Error(
+            f"{cluster.datadir} is a running PostgreSQL cluster db-tool did not make; it was "
+            "left running (stop it with pg_ctl yourself)"
+        )
+    if cluster.stop():
+        return f"stopped the cluster in {wd}"
+    return f"no server running in {wd}; nothing to stop"
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:

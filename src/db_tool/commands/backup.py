@@ -8,19 +8,23 @@ A normalized backup has no `pg_wal.tar.gz`: its WAL is inside `base.tar.gz` (cle
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
+import re
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from db_tool import output, pgwire, privs, proc
 from db_tool.cluster import Cluster, server_env
 from db_tool.errors import Error
+from db_tool.scratch import interrupt_on_signals
 from db_tool.settings import ProjectSettings
 
 if TYPE_CHECKING:
@@ -79,8 +83,8 @@ def opened(path: Path, *, archive: bool, scratch_parent: Path) -> Iterator[Path]
     if not path.is_file():
         raise Error(f"{path} is not a file: --archive takes a .tar.gz of a backup directory")
     scratch_parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".backup-archive-", dir=scratch_parent))
-    try:
+    sweep(scratch_parent, ARCHIVE_SCRATCH)
+    with owned_dir(scratch_parent, ARCHIVE_SCRATCH) as scratch:
         extract(path, scratch)
         candidates = [scratch] + sorted(p for p in scratch.iterdir() if p.is_dir())
         found = next((c for c in candidates if (c / BASE).is_file()), None)
@@ -88,8 +92,96 @@ def opened(path: Path, *, archive: bool, scratch_parent: Path) -> Iterator[Path]
             raise Error(f"{path} is not a backup archive: it holds no {BASE} (at its top or "
                         "in one directory)")
         yield found
+
+
+# ---- temporary dirs a killed run leaves behind -------------------------------------------
+# Each is named `<prefix><pid>-<random>` and flocked while its run lives, so the next run can
+# tell a dead run's leftover (lock free, pid gone) from a live one's, and remove it.
+ARCHIVE_SCRATCH = ".backup-archive-"
+_OWNED = re.compile(r"-(\d+)-[^-/]+$")
+
+
+@contextlib.contextmanager
+def owned_dir(parent: Path, prefix: str) -> Iterator[Path]:
+    """A fresh empty dir `parent/<prefix><pid>-…`, locked while the body runs and removed after
+    it (unless the body renamed it away)."""
+    path = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent))
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        yield path
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        os.close(fd)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _dead_run(path: Path) -> bool:
+    match = _OWNED.search(path.name)
+    if match is not None and _alive(int(match.group(1))):
+        # pid reused, or a live run between mkdtemp and flock: only very old ones are stale
+        with contextlib.suppress(OSError):
+            return time.time() - path.stat().st_mtime > 24 * 3600 and _unlocked(path)
+        return False
+    return _unlocked(path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _unlocked(path: Path) -> bool:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
+def sweep(parent: Path, prefix: str) -> list[Path]:
+    """Remove what killed runs left under `parent` as `<prefix>…`; say so. Returns them."""
+    removed = []
+    with contextlib.suppress(OSError):
+        for entry in sorted(parent.iterdir()):
+            if not entry.name.startswith(prefix) or entry.is_symlink() or not entry.is_dir():
+                continue
+            if not _dead_run(entry):
+                continue
+            size = dir_size(entry)
+            shutil.rmtree(entry, ignore_errors=True)
+            output.info(f"removed {entry} ({output.human_size(size)}), left by a run that was "
+                        "killed")
+            removed.append(entry)
+    return removed
+
+
+def sweep_swap(final: Path) -> None:
+    """Leftovers of a killed backup/normalize around `final`: its half-written tmp dirs, and the
+    previous version swap_in moved aside (put back when `final` is missing, else removed)."""
+    if not final.parent.is_dir():
+        return
+    sweep(final.parent, f".{final.name}.tmp-")
+    for old in sorted(final.parent.glob(f".{final.name}.old-*")):
+        pid = old.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and _alive(int(pid)):
+            continue
+        if not final.exists():
+            old.rename(final)
+            output.warn(f"put back {final}: a run that was killed had moved it aside to {old}")
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+            output.info(f"removed {old}, the previous version of {final} left by a killed run")
 
 
 def extract(archive: Path, target: Path) -> None:
@@ -179,10 +271,15 @@ def swap_in(new: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def staging_dir(final: Path) -> Path:
-    """A fresh temporary dir next to `final` (same file system, so swap_in is a rename)."""
+@contextlib.contextmanager
+def staging_dir(final: Path) -> Iterator[Path]:
+    """A fresh temporary dir next to `final` (same file system, so swap_in is a rename), owned
+    by this run (see owned_dir) and removed afterwards unless it was swapped in. Leftovers of
+    killed runs are cleaned up first."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    sweep_swap(final)
+    with owned_dir(final.parent, f".{final.name}.tmp-") as tmp:
+        yield tmp
 
 
 def dir_size(path: Path) -> int:
@@ -213,38 +310,86 @@ def ensure_replication_access(cluster: Cluster) -> None:
         conn.query("SELECT pg_reload_conf()")
 
 
+def without_password(url: str) -> tuple[str, str | None]:
+    """(the URL without its password, the password): the password goes to the child's
+    environment (PGPASSWORD), never into its argv where `ps` shows it to everyone."""
+    if not url.startswith(("postgresql://", "postgres://")):
+        return url, None
+    parts = urlsplit(url)
+    password = unquote(parts.password) if parts.password is not None else None
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        netloc = f"{userinfo.split(':', 1)[0]}@{host}"
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    for key, value in query:
+        if key == "password":
+            password = value
+    query = [(k, v) for k, v in query if k != "password"]
+    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query), parts.fragment)), \
+        password
+
+
+def names_cluster(url: str | None, cluster: Cluster) -> bool:
+    """Does `url` point at this project cluster's socket (or is there no URL at all)?"""
+    if not url:
+        return True
+    if not url.startswith(("postgresql://", "postgres://")):
+        return False
+    parts = urlsplit(url)
+    hosts = [v for k, v in parse_qsl(parts.query) if k == "host"]
+    host = hosts[0] if hosts else unquote(parts.hostname or "")
+    if not host.startswith("/"):
+        return False
+    try:
+        return Path(host).resolve() == cluster.sockdir.resolve()
+    except OSError:
+        return False
+
+
 def backup(*, settings: ProjectSettings, progress: bool) -> BackupResult:
-    """pg_basebackup of the running development cluster into $LOCAL_DIR/focus/postgresql-backup;
-    the previous backup is replaced only once the new one is complete."""
+    """pg_basebackup of the server the URL names (--url, PGURL, DB_URL; without one: the
+    project's cluster) into $LOCAL_DIR/focus/postgresql-backup; the previous backup is replaced
+    only once the new one is complete. pg_basebackup dies with us (also on kill -9), and what a
+    killed run left is cleaned up by the next one."""
     final = default_backup_dir(settings)
     cluster = Cluster(settings.cluster_config())
-    if not cluster.is_running():
-        raise Error(
-            f"the cluster in {cluster.working_dir} is not running: start it with "
-            "`database init --reuse` (or `database deploy`) and run the backup again"
-        )
-    ensure_replication_access(cluster)
-    database = database_of(settings, cluster.database)
-    tmp = staging_dir(final)
-    try:
-        argv = [
-            cluster.install.tool("pg_basebackup"), "-D", str(tmp),
-            "-h", str(cluster.sockdir), "-p", str(cluster.port), "-U", cluster.superuser,
-            "-Ft", "-z", "-X", "stream", "--checkpoint=fast", "--no-password",
-        ]
-        if progress:
-            argv.append("-P")
-        proc.run(
-            argv, env=server_env(), what="pg_basebackup",
-            # On a terminal the user sees pg_basebackup's own progress line.
-            stderr=None if progress else subprocess.PIPE,
-        )
-        (tmp / DATABASE_FILE).write_text(database + "\n")
-        if not (tmp / BASE).is_file():
-            raise Error(f"pg_basebackup wrote no {BASE} into {tmp}")
-        swap_in(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        output.info(f"the previous backup in {final} (if any) was left as it was")
-        raise
+    local = names_cluster(settings.url, cluster)
+    env = server_env()
+    if local:
+        if not cluster.is_running():
+            raise Error(
+                f"the cluster in {cluster.working_dir} is not running: start it with "
+                "`database init --reuse` (or `database deploy`) and run the backup again"
+            )
+        ensure_replication_access(cluster)
+        source = ["-h", str(cluster.sockdir), "-p", str(cluster.port), "-U", cluster.superuser]
+        database = database_of(settings, cluster.database)
+    else:
+        assert settings.url is not None
+        url, password = without_password(settings.url)
+        source = ["-d", url]
+        if password is not None:
+            env["PGPASSWORD"] = password
+        database = database_of(settings, cluster.database)
+    with interrupt_on_signals(), staging_dir(final) as tmp:
+        try:
+            argv = [
+                cluster.install.tool("pg_basebackup"), "-D", str(tmp), *source,
+                "-Ft", "-z", "-X", "stream", "--checkpoint=fast", "--no-password",
+            ]
+            if progress:
+                argv.append("-P")
+            proc.run(
+                argv, env=env, what="pg_basebackup", tied=True,
+                # On a terminal the user sees pg_basebackup's own progress line.
+                stderr=None if progress else subprocess.PIPE,
+            )
+            (tmp / DATABASE_FILE).write_text(database + "\n")
+            if not (tmp / BASE).is_file():
+                raise Error(f"pg_basebackup wrote no {BASE} into {tmp}")
+            swap_in(tmp, final)
+        except BaseException:
+            output.info(f"the previous backup in {final} (if any) was left as it was")
+            raise
     return BackupResult(final, database, dir_size(final))

@@ -68,14 +68,18 @@ def deploy(
     started = time.monotonic()
     cluster = Cluster(settings.cluster_config(reuse=reuse))
     verb = "start the existing cluster (--reuse)" if reuse else "init a fresh cluster"
-    with output.step(f"{verb} in {cluster.working_dir}"):
-        init = cluster.init()
-    hydrated, patched = hydrate_and_patch(
-        settings, init.url, hydrate_db=hydrate_db, patch_db=patch_db, mock=mock, out=out
-    )
-    stopped = False
-    if cleanup:
-        with output.step("stop the cluster (--cleanup)"):
-            stopped = cluster.stop()
+    cluster.check_socket_path()
+    # The project lock is held across init, hydrate and patch: a second deploy (or
+    # postgres-init) waits instead of restarting the cluster under this one's hydrate.
+    with cluster.locked():
+        with output.step(f"{verb} in {cluster.working_dir}"):
+            init = cluster.init()
+        hydrated, patched = hydrate_and_patch(
+            settings, init.url, hydrate_db=hydrate_db, patch_db=patch_db, mock=mock, out=out
+        )
+        stopped = False
+        if cleanup:
+            with output.step("stop the cluster (--cleanup)"):
+                stopped = cluster.stop()
     return DeployResult(init.url, init.action, hydrated, patched, stopped,
                         time.monotonic() - started)

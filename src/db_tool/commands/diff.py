@@ -25,7 +25,7 @@ from db_tool.cluster import Cluster, server_env
 from db_tool.commands.backup import default_backup_dir, opened, recorded_database
 from db_tool.commands.restore import restore_into
 from db_tool.errors import Error, ExitCode
-from db_tool.scratch import defer_signals, interrupt_on_signals, teardown
+from db_tool.scratch import defer_signals, interrupt_on_signals, quiet_after_failure, teardown
 from db_tool.settings import ProjectSettings
 
 DIFF_TMP = "postgresql-diff-tmp"
@@ -33,6 +33,7 @@ DIFF_LOG = "postgresql-diff-log"
 SIDES = ("db1", "db2")
 IMMUTABLE_HEADER = "--- IMMUTABLE TABLE DATA ---"
 NO_DIFFERENCES = "(no differences)"
+TROUBLE = 2  # the exit code of a diff that could not compare (1 is "differences")
 
 _IMMUTABLE_TABLES = """\
 WITH RECURSIVE sub(oid) AS (
@@ -116,17 +117,22 @@ def diff(
     tables: Sequence[str] = (),
     ignore_migration_fail: bool = False,
     mock: bool = False,
+    no_cron: bool = False,
 ) -> DiffResult:
     started = time.time()
     focus = settings.focus_dir
     path = (backup_path or default_backup_dir(settings)).absolute()
     tmp_root, logs = focus / DIFF_TMP, log_root(settings)
-    with _exclusive(focus / f"{DIFF_TMP}.lock"), interrupt_on_signals(), opened(
+    logs.mkdir(parents=True, exist_ok=True)
+    # The lock lives in the log dir, which stays anyway: no lock file of ours lies around.
+    with _exclusive(logs / ".lock"), interrupt_on_signals(), opened(
         path, archive=path.is_file(), scratch_parent=focus
     ) as backup_dir:
         _remove_stale(tmp_root, settings)
-        shutil.rmtree(logs, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):  # written by older versions
+            (focus / f"{DIFF_TMP}.lock").unlink()
         for side in SIDES:
+            shutil.rmtree(logs / side, ignore_errors=True)
             (logs / side).mkdir(parents=True)
         database = recorded_database(backup_dir, settings.cluster_config().database)
         db1, db2 = (
@@ -146,7 +152,7 @@ def diff(
                     raise Error(
                         "migrations failed on the backup (db1); see `database diff log`, or "
                         "pass --ignore-migration-fail to compare anyway",
-                        detail=failed,
+                        ExitCode.MIGRATION_FAILED, detail=failed,
                     )
                 output.warn("migrations failed on db1; comparing anyway")
                 notes.append("migrations FAILED on db1 (--ignore-migration-fail)")
@@ -158,11 +164,13 @@ def diff(
                 if failed_init:
                     raise Error("migrator init failed on db2", detail=failed_init)
             with output.step("compare"):
-                schema = _schema_diff(db1, db2, tables)
+                schema = _schema_diff(db1, db2, tables, no_cron=no_cron)
+                if no_cron:
+                    notes.append("--no-cron: lines naming cron. left out of the dumps")
                 immutable = _immutable_diff(db1.url, db2.url)
             return DiffResult(schema, immutable, path, logs, notes)
         finally:
-            with defer_signals(), output.step("tear down both temporary clusters"):
+            with defer_signals(), quiet_after_failure("tear down both temporary clusters"):
                 for side, cluster in zip(SIDES, (db1, db2), strict=True):
                     _keep_logs(cluster, logs / side, started)
                     teardown(cluster)
@@ -188,6 +196,7 @@ def _remove_stale(tmp_root: Path, settings: ProjectSettings) -> None:
         if (tmp_root / side).is_dir():
             teardown(Cluster(settings.cluster_config(working_dir=tmp_root / side)))
     shutil.rmtree(tmp_root, ignore_errors=True)
+    output.info(f"removed {tmp_root}, left by a `database diff` that was killed")
 
 
 def _keep_logs(cluster: Cluster, target: Path, since: float) -> None:
@@ -202,8 +211,10 @@ def _keep_logs(cluster: Cluster, target: Path, since: float) -> None:
                 shutil.copy2(log, target / log.name)
 
 
-def _migrator(settings: ProjectSettings, argv: list[str], log: Path, *, what: str) -> str:
-    """Run the migrator in-process with its output in `log`; '' on success, else the output."""
+def _migrator(settings: ProjectSettings, argv: list[str], log: Path, *, what: str,
+              step: output.Step | None = None) -> str:
+    """Run the migrator in-process with its output in `log`; '' on success, else the output
+    (and `step` is marked failed)."""
     from db_tool.cli import migrator
 
     if settings.migration_dir is not None:
@@ -214,7 +225,8 @@ def _migrator(settings: ProjectSettings, argv: list[str], log: Path, *, what: st
     log.write_text(captured.getvalue())
     if rc == 0:
         return ""
-    output.error(f"{what} failed (exit {rc})")
+    if step is not None:
+        step.fail(f"{what}: exit {rc}")
     return captured.getvalue().strip() or f"{what} exited with {rc}"
 
 
@@ -222,9 +234,9 @@ def _migrate(settings: ProjectSettings, url: str, log: Path) -> str:
     if settings.migration_dir is None or not settings.migration_dir.is_dir():
         output.info(f"no migration dir ({settings.migration_dir}): db1 is the backup as is")
         return ""
-    with output.step("db1: migrator migrate up all"):
+    with output.step("db1: migrator migrate up all") as step:
         return _migrator(settings, ["--db-url", url, "migrate", "up", "all"], log,
-                         what="migrator migrate up all on db1")
+                         what="migrator", step=step)
 
 
 def _hydrate(settings: ProjectSettings, url: str, *, mock: bool, log: Path) -> None:
@@ -328,10 +340,18 @@ def clean_dump(text: str) -> list[str]:
     return out
 
 
-def _schema_diff(db1: Cluster, db2: Cluster, tables: Sequence[str]) -> list[str]:
+def without_cron(lines: list[str]) -> list[str]:
+    """--no-cron, as the original's: every dump line naming `cron.` is left out."""
+    return [line for line in lines if "cron." not in line]
+
+
+def _schema_diff(db1: Cluster, db2: Cluster, tables: Sequence[str], *,
+                 no_cron: bool = False) -> list[str]:
     left, right = _dump(db1, tables), _dump(db2, tables)
     if left is None and right is None:
         raise Error(f"no table matches {', '.join(tables)} on either side", ExitCode.NO_TABLE)
+    if no_cron:
+        left, right = without_cron(left or []), without_cron(right or [])
     return _unified(left or [], right or [], "db1 (backup + migrations)", "db2 (sources)")
 
 

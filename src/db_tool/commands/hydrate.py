@@ -17,16 +17,17 @@ from db_tool.settings import ProjectSettings
 class HydrateResult:
     entrypoint: Path
     bundle_applied: bool
-    secrets: int | None  # how many were loaded; None when no dotenv source was found
+    secrets: int | None  # how many were loaded; None when no (or an empty) dotenv was found
     secrets_from: str | None
     log: Path | None
 
 
 def entrypoint_of(settings: ProjectSettings) -> Path:
-    if settings.database_source is None:
+    """$DATABASE_SOURCE/$HYDRATE_ENTRYPOINT (default entrypoint.sql; an absolute one as is)."""
+    if settings.hydrate_entrypoint is None:
         settings.require_local_dir()
-    assert settings.database_source is not None
-    return settings.database_source / "entrypoint.sql"
+    assert settings.hydrate_entrypoint is not None
+    return settings.hydrate_entrypoint
 
 
 def require_entrypoint(settings: ProjectSettings) -> Path:
@@ -34,7 +35,7 @@ def require_entrypoint(settings: ProjectSettings) -> Path:
     if not path.is_file():
         raise Error(
             f"hydrate entrypoint {path} does not exist: create it (it is "
-            "$DATABASE_SOURCE/entrypoint.sql, DATABASE_SOURCE defaulting to $LOCAL_DIR/db/src)"
+            "$DATABASE_SOURCE/$HYDRATE_ENTRYPOINT, by default $LOCAL_DIR/db/src/entrypoint.sql)"
         )
     return path
 
@@ -64,8 +65,9 @@ def hydrate(
 ) -> HydrateResult:
     """Apply the bundle and load secrets (unless hook is False), then run the entrypoint.
 
-    The entrypoint runs with its own directory as working directory, so `\\i` and `\\ir`
-    resolve alike; output (stdout and stderr of psql) goes to HYDRATE_LOG or `out`."""
+    psql runs in the caller's directory, as the original's does (`\\i db/src/x.sql` resolves
+    from there, `\\ir` from the file); its stdout goes to HYDRATE_LOG or `out`, its errors
+    and notices to stderr."""
     entrypoint = require_entrypoint(settings)
     secrets: int | None = None
     secrets_from: str | None = None
@@ -77,19 +79,15 @@ def hydrate(
         found = find_dotenv(settings.env)
         if found is not None:
             content, secrets_from = found
-            with output.step(f"load secrets from {secrets_from}"):
-                secrets = bundle.load_secrets(url, content)
+            if not bundle.dotenv_is_empty(content):  # as the original: empty loads nothing
+                with output.step(f"load secrets from {secrets_from}"):
+                    secrets = bundle.load_secrets(url, content)
     variables = {"USE_MOCK": "1"} if mock else {}
     log = settings.hydrate_log
     what = f"run {entrypoint}" + (" with USE_MOCK=1" if mock else "")
     with output.step(what):
-        run = sqlrun.run_file(url, entrypoint, log=log, out=out, variables=variables,
-                              cwd=entrypoint.parent)
+        run = sqlrun.run_file(url, entrypoint, log=log, out=out, variables=variables)
         if not run.ok:
-            said = f": {run.error}" if run.error else ""
-            raise Error(f"hydrate failed in {entrypoint}{said}; the psql output is {_where(run)}")
+            raise Error(f"hydrate error in {entrypoint}: {sqlrun.failure(run)}, check "
+                        f"{log or 'stdout'} for more")
     return HydrateResult(entrypoint, hook, secrets, secrets_from, log)
-
-
-def _where(run: sqlrun.FileRun) -> str:
-    return f"in {run.where}" if not run.where.startswith("above") else run.where

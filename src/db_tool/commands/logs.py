@@ -25,31 +25,29 @@ def log_files(settings: ProjectSettings) -> tuple[Path, list[Path]]:
         entries = [p for p in directory.iterdir() if p.is_file()]
     except PermissionError as exc:
         raise Error(f"cannot read {directory}: {exc.strerror}") from exc
-    # postgresql-YYYY-MM-DD_HHMMSS.log names sort chronologically; mtime breaks other ties.
-    return directory, sorted(entries, key=lambda p: (p.stat().st_mtime, p.name))
+    # By name, as the original's glob lists them (postgresql-YYYY-MM-DD_HHMMSS.log names sort
+    # chronologically); `log list` numbers them in this order.
+    return directory, sorted(entries, key=lambda p: p.name)
 
 
-def select(files: list[Path], selector: str | None) -> Path:
-    """None → the newest; a number → that entry of `log list` (1 = oldest); otherwise an
-    exact file name, else a unique substring of one."""
-    if not files:
-        raise AssertionError("select() needs files")
-    hint = "see `database log list`"
-    if selector is None:
-        return files[-1]
-    if selector.isdigit():
-        index = int(selector)
-        if not 1 <= index <= len(files):
-            raise Error(f"no log number {index}: there are {len(files)}; {hint}")
-        return files[index - 1]
+def select(files: list[Path], selector: str) -> Path:
+    """As the original resolves it: an exact file name; else a number → that entry of
+    `log list` (1 = first); else the one file whose name contains it."""
     exact = [p for p in files if p.name == selector]
     if exact:
         return exact[0]
+    hint = "use `database log list` to inspect available files"
+    if selector.isdigit():
+        index = int(selector)
+        if not 1 <= index <= len(files):
+            raise Error(f"log file not found or ambiguous: {selector} (there are "
+                        f"{len(files)}); {hint}")
+        return files[index - 1]
     matches = [p for p in files if selector in p.name]
-    if not matches:
-        raise Error(f"no log file matches {selector!r}; {hint}")
-    if len(matches) > 1:
-        shown = ", ".join(p.name for p in matches[:5]) + (" ..." if len(matches) > 5 else "")
-        raise Error(f"{selector!r} matches {len(matches)} log files ({shown}); be more "
-                    f"specific or use its number — {hint}")
+    if len(matches) != 1:
+        shown = ""
+        if matches:
+            shown = " (matches " + ", ".join(p.name for p in matches[:5]) + \
+                (" ..." if len(matches) > 5 else "") + ")"
+        raise Error(f"log file not found or ambiguous: {selector}{shown}; {hint}")
     return matches[0]

@@ -32,7 +32,7 @@ from db_tool.commands.backup import (
     swap_in,
     unpack_data,
 )
-from db_tool.errors import Error
+from db_tool.errors import Error, MissingError
 from db_tool.settings import DEFAULT_DATABASE, ProjectSettings, login_name
 
 NORMALIZED_DIR = "postgresql-backup-normalized"
@@ -103,6 +103,11 @@ def normalize(
 ) -> NormalizeResult:
     source = (source or default_backup_dir(settings)).absolute()
     target = (target or default_output_dir(settings)).absolute()
+    # The original's checks, codes and words: a missing input is exit 3, then the paths (1).
+    if not source.is_dir():
+        raise MissingError(f"normalize-backup: input backup directory not found: {source}")
+    if not (source / BASE).is_file():
+        raise MissingError(f"normalize-backup: missing {source / BASE}")
     check_paths(source, target)
     require_backup(source)
     role = role or login_name()
@@ -211,13 +216,9 @@ def _pack(cluster: Cluster, target: Path, database: str) -> None:
         (data / leftover).unlink(missing_ok=True)
     if (data / "log").is_dir():
         shutil.rmtree(data / "log")
-    tmp = staging_dir(target)
-    try:
+    with staging_dir(target) as tmp:
         with tarfile.open(tmp / BASE, "w:gz", compresslevel=6) as tf:
             for entry in sorted(data.iterdir()):
                 tf.add(entry, arcname=entry.name)
         (tmp / DATABASE_FILE).write_text(database + "\n")
         swap_in(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

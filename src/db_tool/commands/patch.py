@@ -13,8 +13,6 @@ from db_tool.commands import sqlrun
 from db_tool.errors import Error
 from db_tool.settings import ProjectSettings
 
-HEADER = "-- Test data for the development database: applied by `database patch` / `deploy`.\n"
-
 
 @dataclass(frozen=True)
 class PatchResult:
@@ -31,15 +29,16 @@ def patch_file_of(settings: ProjectSettings) -> Path:
 
 
 def ensure_patch_file(path: Path) -> bool:
-    """Create an empty patch file (just a comment) if there is none; True when created."""
+    """Create an empty patch file if there is none (as the original's `touch`); True when
+    created."""
     if path.exists():
         if not path.is_file():
             raise Error(f"patch file {path} exists but is not a file: move it away")
         return False
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with open(path, "x", encoding="utf-8") as fh:
-            fh.write(HEADER)
+        with open(path, "x", encoding="utf-8"):
+            pass
     except FileExistsError:
         return False
     output.info(f"created an empty patch file {path}")
@@ -54,8 +53,8 @@ def edit(settings: ProjectSettings, env: Mapping[str, str]) -> PatchResult:
     if not editor:
         editor = ["vi"]
     rc = proc.run_interactive([*editor, str(path)], env=env)
-    if rc != 0:
-        raise Error(f"{shlex.join(editor)} exited with {rc}; {path} was not applied")
+    if rc != 0:  # the original exits with the editor's code
+        raise Error(f"{shlex.join(editor)} exited with {rc}; {path} was not applied", rc)
     return PatchResult(path, created, None)
 
 
@@ -64,9 +63,9 @@ def apply_patch(settings: ProjectSettings, url: str, *, out: TextIO | None = Non
     created = ensure_patch_file(path)
     log = settings.patch_log
     with output.step(f"apply {path}"):
-        run = sqlrun.run_file(url, path, log=log, out=out, cwd=path.parent)
+        # In the caller's directory, as the original runs it.
+        run = sqlrun.run_file(url, path, log=log, out=out)
         if not run.ok:
-            said = f": {run.error}" if run.error else ""
-            where = run.where if run.where.startswith("above") else f"in {run.where}"
-            raise Error(f"patch failed in {path}{said}; the psql output is {where}")
+            raise Error(f"patch error in {path}: {sqlrun.failure(run)}, check "
+                        f"{log or 'stdout'} for more")
     return PatchResult(path, created, log)

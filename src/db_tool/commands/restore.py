@@ -15,9 +15,18 @@ from pathlib import Path
 
 from db_tool import output
 from db_tool.cluster import Cluster
-from db_tool.commands.backup import default_backup_dir, opened, recorded_database, unpack_data
+from db_tool.commands.backup import (
+    default_backup_dir,
+    dir_size,
+    opened,
+    recorded_database,
+    unpack_data,
+)
 from db_tool.errors import Error, MissingError
+from db_tool.scratch import interrupt_on_signals
 from db_tool.settings import ProjectSettings
+
+PRE_RESTORE = "data.pre-restore-"
 
 
 @dataclass(frozen=True)
@@ -43,10 +52,9 @@ def restore(*, settings: ProjectSettings, path: Path | None, archive: bool) -> R
 
 def restore_into(cluster: Cluster, backup_dir: Path) -> None:
     """Make `backup_dir` the data of `cluster` and start it (creating the working dir if needed)."""
-    with cluster.locked():
+    with cluster.locked(), interrupt_on_signals():
         staged = cluster.working_dir / "data.restoring"
-        if staged.exists():
-            shutil.rmtree(staged)  # a previous restore that was killed half-way
+        _recover_killed_restore(cluster, staged)
         try:
             unpack_data(backup_dir, staged, cluster)
         except BaseException:
@@ -55,7 +63,7 @@ def restore_into(cluster: Cluster, backup_dir: Path) -> None:
         was_running = cluster.stop_locked()
         previous: Path | None = None
         if cluster.datadir.exists() or cluster.datadir.is_symlink():
-            previous = cluster.working_dir / f"data.pre-restore-{os.getpid()}"
+            previous = cluster.working_dir / f"{PRE_RESTORE}{os.getpid()}"
             cluster.datadir.rename(previous)
         staged.rename(cluster.datadir)
         try:
@@ -70,6 +78,34 @@ def restore_into(cluster: Cluster, backup_dir: Path) -> None:
             raise
         if previous is not None:
             shutil.rmtree(previous)
+        for stale in _pre_restore_dirs(cluster):
+            size = dir_size(stale)
+            shutil.rmtree(stale, ignore_errors=True)
+            output.info(f"removed {stale} ({output.human_size(size)}): the data a killed "
+                        "restore had replaced")
+
+
+def _pre_restore_dirs(cluster: Cluster) -> list[Path]:
+    return sorted(p for p in cluster.working_dir.glob(f"{PRE_RESTORE}*")
+                  if p.is_dir() and not p.is_symlink())
+
+
+def _recover_killed_restore(cluster: Cluster, staged: Path) -> None:
+    """What a restore killed half-way left (we hold the cluster lock, so its run is over):
+    its half-unpacked copy is removed; when it had moved the data aside and died before the
+    restored data took its place, the data is put back. A pre-restore dir next to complete
+    data is removed once this restore has succeeded (it is what the user asked to replace)."""
+    if staged.exists():
+        size = dir_size(staged)
+        shutil.rmtree(staged)
+        output.info(f"removed {staged} ({output.human_size(size)}), left by a restore that "
+                    "was killed")
+    previous = _pre_restore_dirs(cluster)
+    if previous and not (cluster.datadir.exists() or cluster.datadir.is_symlink()):
+        newest = max(previous, key=lambda p: p.stat().st_mtime)
+        newest.rename(cluster.datadir)
+        output.warn(f"put back {cluster.datadir} from {newest}: a restore was killed after "
+                    "moving it aside")
 
 
 def _kept(previous: Path | None) -> str:

@@ -26,9 +26,9 @@ class StagingConfig:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> StagingConfig:
-        """Unset is missing; empty is missing too, except STAGING_DUMP_FLAGS ("" = no flags)."""
+        """Unset or empty is missing (exit 3), as in the original."""
         for name in REQUIRED:
-            if name not in env or (name != "STAGING_DUMP_FLAGS" and not env[name].strip()):
+            if not env.get(name, "").strip():
                 raise MissingError(
                     f"{name} is not set: pull_staging needs {', '.join(REQUIRED)}"
                 )
@@ -118,15 +118,15 @@ def pull(cfg: StagingConfig, patch_file: Path, env: Mapping[str, str]) -> PullRe
     argv = ["ssh", cfg.host, remote_command(cfg)]
     with output.step(f"pg_dump {' '.join(cfg.tables)} on {cfg.host} over ssh"):
         result = proc.run(argv, env=env, check=False)
-    if not result.ok:
-        raise Error(
-            f"ssh {cfg.host} pg_dump failed with exit code {result.returncode}; "
-            f"{patch_file} was left as it was",
-            detail=result.err.strip(),
-        )
-    if not result.out.strip():
-        raise Error(f"pg_dump on {cfg.host} printed nothing; {patch_file} was left as it was",
-                    detail=result.err.strip())
+        if not result.ok:
+            raise Error(
+                f"failed to dump staging database via SSH (ssh {cfg.host}: exit "
+                f"{result.returncode}); {patch_file} was left as it was",
+                detail=result.err.strip(),
+            )
+        if not result.out.strip():
+            raise Error(f"staging dump returned empty output ({cfg.host}); {patch_file} was "
+                        "left as it was", detail=result.err.strip())
     text = render_patch(cfg, result.out)
     write_atomically(patch_file, text)
     return PullResult(patch_file, cfg.tables, len(text.encode()))

@@ -309,6 +309,11 @@ class TestResult:
     error: str
     tap: TapSummary | None
     output: str = field(repr=False)
+    returncode: int = 0  # psql's: 2 = it could not connect
+
+    @property
+    def connection_failed(self) -> bool:
+        return self.returncode == 2
 
     @property
     def ok(self) -> bool:
@@ -341,7 +346,7 @@ def run_tests(settings: ProjectSettings, url: str, *, out: TextIO | None = None)
     path = test_file_of(settings)
     if not path.is_file():
         raise Error(f"no tests: {path} does not exist (it is $DATABASE_DIR/test/test.sql)")
-    cwd = path.parent
+    cwd = Path.cwd()  # psql runs where the caller is, as the original's does
     hazard = wrapper_hazard(path, cwd)
     if hazard is None:
         with output.step(f"run {path} inside a transaction that is rolled back"):
@@ -374,7 +379,8 @@ def _run_text(url: str, script: str, cwd: Path, out: TextIO | None) -> sqlrun.Fi
 
 
 def _result(path: Path, strategy: str, why: str | None, run: sqlrun.FileRun) -> TestResult:
-    return TestResult(path, strategy, why, run.ok, run.error, parse_tap(run.output), run.output)
+    return TestResult(path, strategy, why, run.ok, run.error, parse_tap(run.output), run.output,
+                      run.returncode)
 
 
 def _run_in_copy(path: Path, url: str, cwd: Path, hazard: str, out: TextIO | None) -> TestResult:

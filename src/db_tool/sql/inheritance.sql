@@ -18,9 +18,10 @@
 --
 -- Event triggers (ddl_command_end; installing them needs a superuser):
 --   hectic_enforce_created_at_inheritance  CREATE TABLE not inheriting hectic.created_at
---       raises (with a HINT). CREATE TABLE AS and SELECT INTO are not checked (they cannot
---       declare INHERITS; the original allows them too). Only creation is checked: ALTER
---       TABLE on a table that predates the bundle keeps working.
+--       raises (with a HINT). As in the original, CREATE TABLE AS, SELECT INTO and tables
+--       made inside CREATE SCHEMA ... CREATE TABLE are not checked (existing scripts use
+--       them). Only creation is checked: ALTER TABLE on a table that predates the bundle
+--       keeps working.
 --   hectic_attach_updated_at_trigger / hectic_attach_immutable_triggers  after CREATE TABLE
 --       and ALTER TABLE (INHERIT / NO INHERIT added later) the table and its inheritance
 --       descendants get exactly the triggers their ancestry asks for: missing ones are
@@ -31,8 +32,8 @@
 --     rule and for the triggers;
 --   * also exempt from the created_at rule: partitioned tables (PostgreSQL forbids them to
 --     inherit, so they could never comply) and tables created by an extension;
---   * tables inside CREATE SCHEMA ... CREATE TABLE are checked too;
---   * triggers follow ALTER TABLE ... [NO] INHERIT.
+--   * triggers follow ALTER TABLE ... [NO] INHERIT, and are attached to tables made inside
+--     CREATE SCHEMA ... CREATE TABLE as well.
 --
 -- Exempt from the created_at rule as in the original: schemas hectic, information_schema,
 -- pg_*, the schemas in the comma-separated GUC hectic.inheritance_extra_excluded_schemas
@@ -208,14 +209,13 @@ BEGIN
     LOOP
         CONTINUE WHEN hectic._is_excluded_schema(r.nspname)
                    OR hectic._table_inherits(r.oid, 'hectic.created_at'::pg_catalog.regclass);
-        -- The message is the original's word for word: scripts may match it.
+        -- The message and SQLSTATE (P0001) are the original's: scripts may match them.
         RAISE EXCEPTION 'hectic: table %.% must INHERITS (hectic.created_at)',
             pg_catalog.quote_ident(r.nspname), pg_catalog.quote_ident(r.relname)
-            USING ERRCODE = 'invalid_table_definition',
-                  HINT = pg_catalog.format(
-                      'add INHERITS (hectic.created_at) to the CREATE TABLE, or exempt the '
-                      'schema: ALTER DATABASE ... SET hectic.inheritance_extra_excluded_schemas = %L',
-                      r.nspname);
+            USING HINT = pg_catalog.format(
+                'add INHERITS (hectic.created_at) to the CREATE TABLE, or exempt the '
+                'schema: ALTER DATABASE ... SET hectic.inheritance_extra_excluded_schemas = %L',
+                r.nspname);
     END LOOP;
 END
 $hectic_fn$;
@@ -284,7 +284,7 @@ BEGIN
         SELECT v.name, v.fn::pg_catalog.regprocedure AS fn, v.tags
         FROM (VALUES
             ('hectic_enforce_created_at_inheritance', 'hectic.enforce_created_at_inheritance()',
-             ARRAY['CREATE SCHEMA', 'CREATE TABLE']),
+             ARRAY['CREATE TABLE']),
             ('hectic_attach_updated_at_trigger', 'hectic.attach_updated_at_trigger()',
              ARRAY['ALTER TABLE', 'CREATE SCHEMA', 'CREATE TABLE']),
             ('hectic_attach_immutable_triggers', 'hectic.attach_immutable_triggers()',
