@@ -129,8 +129,8 @@ def spawn_detached(
     if low_priority:
         import shutil
 
-        # Programs rather than a preexec_fn: without one the child is forked the cheap way
-        # (vfork), which the caller on the hook path notices.
+        # Programs rather than a preexec_fn: without one, the child is forked the cheap way
+        # (vfork), which matters on the hook path.
         nice = shutil.which("nice")
         ionice = shutil.which("ionice")
         if nice is not None:
