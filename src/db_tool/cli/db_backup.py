@@ -83,7 +83,7 @@ logs are kept in $LOCAL_DIR/focus/postgresql-diff-log/{db1,db2}/: `database diff
                             compare even when migrations fail on db1 (else exit 4)
   -m, --mock                hydrate db2 with -v USE_MOCK=1
   -o, --output FILE         write the diff to FILE instead of stdout / the pager ($PAGER,
-                            default less -R, on a terminal)
+                            default less -FRX, on a terminal)
       --branch NAME         db1 is that database of the backup (a `database branch`), not
                             the one the backup recorded
 
@@ -202,9 +202,6 @@ def _diff_or_log(ctx: Context, argv: list[str]) -> int:
 
     if argv[:1] == ["log"]:
         a.parse(argv[1:], [], cmd="database diff log", max_positional=0)
-        ctx.settings.require_local_dir()
-        _show(ctx, d.read_logs(ctx.settings))
-        return 0
     opts, pos = a.parse(
         argv,
         [a.Opt(("--tables",), "tables", value=True),
@@ -216,6 +213,9 @@ def _diff_or_log(ctx: Context, argv: list[str]) -> int:
         cmd="database diff", max_positional=1,
     )
     ctx.settings.require_local_dir()
+    if pos == ["log"]:  # `diff log`, also after options (`diff -m log`), as the original
+        _show(ctx, d.read_logs(ctx.settings))
+        return 0
     tables = [t.strip() for t in (opts["tables"] or "").split(",") if t.strip()]
     if opts["tables"] is not None and not tables:
         raise Error("database diff: --tables needs at least one table name", ExitCode.MISSING)
@@ -238,7 +238,7 @@ def _diff_or_log(ctx: Context, argv: list[str]) -> int:
 
 
 def _show(ctx: Context, text: str) -> None:
-    """Through $PAGER (default less -R) on a terminal, plain otherwise."""
+    """Through $PAGER (default less -FRX) on a terminal, plain otherwise."""
     if ctx.is_tty:
         from db_tool import proc
 

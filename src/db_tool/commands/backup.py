@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -149,8 +149,10 @@ def _unlocked(path: Path) -> bool:
     return True
 
 
-def sweep(parent: Path, prefix: str) -> list[Path]:
-    """Remove what killed runs left under `parent` as `<prefix>…`; say so. Returns them."""
+def sweep(parent: Path, prefix: str,
+          before_remove: Callable[[Path], None] | None = None) -> list[Path]:
+    """Remove what killed runs left under `parent` as `<prefix>…` (after `before_remove`, e.g.
+    stopping a server still running there); say so. Returns them."""
     removed = []
     with contextlib.suppress(OSError):
         for entry in sorted(parent.iterdir()):
@@ -159,6 +161,8 @@ def sweep(parent: Path, prefix: str) -> list[Path]:
             if not _dead_run(entry):
                 continue
             size = dir_size(entry)
+            if before_remove is not None:
+                before_remove(entry)
             shutil.rmtree(entry, ignore_errors=True)
             output.info(f"removed {entry} ({output.human_size(size)}), left by a run that was "
                         "killed")
@@ -383,8 +387,8 @@ def backup(
             ]
             if progress:
                 argv.append("-P")
-            proc.run(
-                argv, env=env, what="pg_basebackup", tied=True,
+            proc.run_group(
+                argv, env=env, what="pg_basebackup",
                 # On a terminal the user sees pg_basebackup's own progress line.
                 stderr=None if progress else subprocess.PIPE,
             )
