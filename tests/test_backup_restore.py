@@ -187,3 +187,44 @@ def test_extract_refuses_members_escaping_the_target(
     backup.extract(archive("fine.tar.gz", fine), target)
     assert (target / "PG_VERSION").read_text() == "ok"
     assert (target / "global" / "pg_control").stat().st_mode & 0o7777 == 0o755
+
+
+def test_backup_stops_the_wal_streamer_a_killed_backup_left_behind(proj: Project) -> None:
+    """pg_basebackup -X stream forks its WAL streamer; when the backup is killed with -9 the
+    streamer outlives it (PR_SET_PDEATHSIG does not reach a grandchild), streaming for ever into
+    the dead run's tmp dir with a WAL sender and a slot. The next backup stops it."""
+    import signal
+    import subprocess
+    import time
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    tmp = proj.focus / f".postgresql-backup.tmp-{dead.pid}-abcdefgh"
+    tmp.mkdir()
+    basebackup = subprocess.Popen(
+        ["pg_basebackup", "-D", str(tmp), "-d", proj.url(), "-Ft", "-z", "-X", "stream",
+         "--max-rate=32k", "--no-password"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def streamers() -> list[int]:
+        out = subprocess.run(["pgrep", "-f", f"pg_basebackup -D {tmp} "], capture_output=True,
+                             text=True, check=False).stdout
+        return [int(pid) for pid in out.split() if int(pid) != basebackup.pid]
+
+    try:
+        deadline = time.monotonic() + 60
+        while not streamers():
+            assert time.monotonic() < deadline, "pg_basebackup never forked its WAL streamer"
+            time.sleep(0.05)
+        basebackup.send_signal(signal.SIGKILL)  # the killed run: its streamer lives on
+        basebackup.wait()
+        time.sleep(0.5)
+        assert streamers(), "the WAL streamer died with pg_basebackup: nothing to test"
+        assert proj.db("backup") == 0
+        assert streamers() == []
+        assert not tmp.exists()
+        assert proj.psql("SELECT count(*) FROM pg_stat_replication") == "0"
+        assert proj.psql("SELECT count(*) FROM pg_replication_slots") == "0"
+    finally:
+        for pid in streamers():
+            os.kill(pid, signal.SIGKILL)

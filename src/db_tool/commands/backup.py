@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -149,8 +151,49 @@ def _unlocked(path: Path) -> bool:
     return True
 
 
+def _writers(path: Path) -> list[int]:
+    """Processes still writing into a dead run's dir (`-D <path>` in their argv). pg_basebackup
+    -X stream forks its WAL streamer, which PR_SET_PDEATHSIG does not reach: after the run is
+    killed with -9 it streams on for ever, holding a WAL sender and a replication slot."""
+    target = os.fsencode(path)
+    pids = []
+    with contextlib.suppress(OSError):
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) == os.getpid():
+                continue
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                    argv = fh.read().split(b"\0")
+            except OSError:
+                continue
+            if any(a == b"-D" and b == target for a, b in itertools.pairwise(argv)):
+                pids.append(int(entry))
+    return pids
+
+
+def _stop_writers(path: Path) -> None:
+    pids = _writers(path)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+            output.info(f"stopped pid {pid}, still writing into {path} for a run that was killed")
+    deadline = time.monotonic() + 10
+    while pids and time.monotonic() < deadline:
+        pids = [pid for pid in pids if _alive(pid) and not _zombie(pid)]
+        time.sleep(0.01)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+    except (OSError, IndexError):
+        return True
+
+
 def sweep(parent: Path, prefix: str) -> list[Path]:
-    """Remove what killed runs left under `parent` as `<prefix>…`; say so. Returns them."""
+    """Remove what killed runs left under `parent` as `<prefix>…` (stopping what still writes
+    there); say so. Returns them."""
     removed = []
     with contextlib.suppress(OSError):
         for entry in sorted(parent.iterdir()):
@@ -158,6 +201,7 @@ def sweep(parent: Path, prefix: str) -> list[Path]:
                 continue
             if not _dead_run(entry):
                 continue
+            _stop_writers(entry)
             size = dir_size(entry)
             shutil.rmtree(entry, ignore_errors=True)
             output.info(f"removed {entry} ({output.human_size(size)}), left by a run that was "
