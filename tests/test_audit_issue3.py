@@ -82,8 +82,11 @@ def test_help_forms_print_the_help_and_exit_0(argv: list[str],
 
 def test_no_arguments_prints_the_help_and_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
     rc, out, err = run([], env_of(), capsys)
-    assert rc == 1
-    assert out == "" and err.startswith("usage: database ")
+    assert rc == 1  # help on stdout and exit 1, as the original
+    assert err == "" and out.startswith("usage: database ")
+    assert run(["-?"], env_of(), capsys)[:2] == (0, out)
+    rc, _, err = run(["--frobnicate"], env_of(), capsys)
+    assert rc == 1 and "no subcommand specified" in err
 
 
 @pytest.mark.parametrize("sub, hint", [("stauts", "did you mean 'status'?"),
@@ -110,6 +113,9 @@ def test_other_subcommands_have_help_and_name_unknown_options(
     rc, out, _ = run([sub, "--help"], env, capsys)
     assert rc == 0 and out.startswith("usage: ") and sub in out.splitlines()[0]
     rc, _, err = run([sub, "--frobnicate"], env, capsys)
+    if sub == "migrator":  # as the original migrator: an option but no subcommand is exit 1
+        assert rc == 1 and "no subcommand specified" in err
+        rc, _, err = run([sub, "list", "--frobnicate"], env, capsys)
     assert rc == 9 and "--frobnicate" in err
     assert list(tmp_path.iterdir()) == []
 

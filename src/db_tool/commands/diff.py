@@ -118,6 +118,7 @@ def diff(
     ignore_migration_fail: bool = False,
     mock: bool = False,
     no_cron: bool = False,
+    branch: str | None = None,
 ) -> DiffResult:
     started = time.time()
     focus = settings.focus_dir
@@ -134,7 +135,8 @@ def diff(
         for side in SIDES:
             shutil.rmtree(logs / side, ignore_errors=True)
             (logs / side).mkdir(parents=True)
-        database = recorded_database(backup_dir, settings.cluster_config().database)
+        # --branch: that database of the backup (a `database branch`), not the recorded one.
+        database = branch or recorded_database(backup_dir, settings.cluster_config().database)
         db1, db2 = (
             Cluster(settings.cluster_config(
                 working_dir=tmp_root / side, database=database, ephemeral=True, reuse=False,
