@@ -86,7 +86,7 @@ def test_materialized_paths_fall_back_when_the_cache_is_unwritable(tmp_path: Pat
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     paths = bundle.materialized_paths({"XDG_CACHE_HOME": str(blocker / "cache"),
-                                       "HOME": "/homeless-shelter", "TMPDIR": str(tmp)})
+                                       "HOME": str(tmp_path / "no-home"), "TMPDIR": str(tmp)})
     assert paths[0].is_relative_to(tmp / f"db-tool-cache-{os.geteuid()}")
     assert paths[0].is_file()
 

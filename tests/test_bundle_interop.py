@@ -127,6 +127,11 @@ ORDER BY 1
 # ------------------------------------------------------------- the same schema objects
 
 
+def test_our_version_is_the_originals_hectic_version() -> None:
+    """Otherwise each bundle's version check refuses a database of the other."""
+    assert (original_sql_dir() / "HECTIC_VERSION").read_text().strip() == bundle.VERSION
+
+
 def test_both_bundles_create_the_same_objects(
     pg: PG, make_db: Callable[[], str], tmp_path: Path
 ) -> None:

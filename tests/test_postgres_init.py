@@ -213,14 +213,18 @@ def _install_without_cron(tmp_path: Path) -> Path:
     return fake
 
 
-def test_pg_cron_missing_default_warns_and_starts(
+def test_pg_cron_missing_default_starts_without_a_warning(
     tmp_path: Path, cluster_env: dict[str, str]
 ) -> None:
     env = {**cluster_env, "PG_BIN_DIR": str(_install_without_cron(tmp_path))}
     r = init(env)
     assert r.returncode == 0, r.stderr
-    assert "pg_cron is not installed" in r.stderr
+    assert "warning" not in r.stderr and "cron" not in r.stderr.replace(str(tmp_path), "")
     assert psql(env, "show shared_preload_libraries") == ""
+    stop_quietly(Path(env["PG_WORKING_DIR"]))
+    r = init({**env, "PG_REUSE": "1", "HECTIC_LOG": "debug"})
+    assert r.returncode == 0, r.stderr
+    assert "pg_cron not installed for PostgreSQL" in r.stderr
 
 
 def test_pg_cron_missing_but_requested_explicitly_exits_127(

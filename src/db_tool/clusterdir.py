@@ -18,16 +18,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from db_tool import template_cache
-
 MARKER = ".db-tool-created"
 LOCKFILE = ".db-tool.lock"
 SERVER_LOG = "postgres-init.log"
 RUNTIME_CONF = "db-tool.runtime.conf"
+BRANCH_FILE = "db-tool.branch"  # the current `database branch` (commands/branch.py)
 HBA_HEADER = "# Written by db-tool"
-LAYOUT_ENTRIES = frozenset({"data", "sock", "log", SERVER_LOG, MARKER, LOCKFILE})
+LAYOUT_ENTRIES = frozenset({"data", "sock", "log", SERVER_LOG, MARKER, LOCKFILE, BRANCH_FILE})
 # data.broken-*, data.previous, data.restoring, data.pre-restore-*; trash and build dirs.
-LAYOUT_PREFIXES = ("data.", ".trash-", template_cache.BUILD_PREFIX)
+# Literal, not template_cache.BUILD_PREFIX: that module loads only on a fresh init (hook
+# start-up time); test_template_cache checks the two agree.
+LAYOUT_PREFIXES = ("data.", ".trash-", ".db-tool-build-")
 
 # What initdb (and a server) put into a data dir: an unfinished cluster holds only these.
 PGDATA_ENTRIES = frozenset({

