@@ -653,6 +653,22 @@ def test_pre_existing_open_sock_dir_is_made_owner_only_and_reported(
     assert stat.S_IMODE(socket_file.stat().st_mode) & 0o077 == 0
 
 
+def test_acl_entries_on_a_pre_existing_sock_dir_are_removed(cluster_env: dict[str, str]) -> None:
+    setfacl = shutil.which("setfacl")
+    assert setfacl is not None, "setfacl (package acl) is needed for this test"
+    sock = wd_of(cluster_env) / "sock"
+    sock.mkdir(parents=True, mode=0o700)
+    subprocess.run([setfacl, "-m", "u:nobody:rwx", "-d", "-m", "u:nobody:rwx", str(sock)],
+                   check=True)
+    r = init(cluster_env)
+    assert r.returncode == 0, r.stderr
+    assert f"removed the ACL of {sock}" in r.stderr
+    assert f"removed the default ACL of {sock}" in r.stderr
+    acl = subprocess.run(["getfacl", "-cp", str(sock)], capture_output=True, text=True,
+                         check=True).stdout
+    assert "nobody" not in acl and stat.S_IMODE(sock.stat().st_mode) == 0o700
+
+
 def test_cluster_of_the_original_tool_is_reused_owner_only(cluster_env: dict[str, str]) -> None:
     wd = wd_of(cluster_env)
     original_postgres_init(wd)

@@ -119,18 +119,20 @@ def private_dir(path: Path, *, owner: RunAs | None) -> list[str]:
                 changed.append(
                     f"changed the mode of {path} from {stat.S_IMODE(st.st_mode):o} to 700"
                 )
-        if _has_access_acl(fd):
-            # Named ACL entries would let others in past the mode bits: drop them.
-            os.removexattr(fd, "system.posix_acl_access")
-            if not created:
-                changed.append(f"removed the ACL of {path}")
+        for acl in ("system.posix_acl_access", "system.posix_acl_default"):
+            if _has_xattr(fd, acl):
+                # Named ACL entries would let others in past the mode bits: drop them.
+                os.removexattr(fd, acl)
+                if not created:
+                    kind = "default ACL" if acl.endswith("default") else "ACL"
+                    changed.append(f"removed the {kind} of {path}")
     finally:
         os.close(fd)
     return changed
 
 
-def _has_access_acl(fd: int) -> bool:
+def _has_xattr(fd: int, name: str) -> bool:
     try:
-        return len(os.getxattr(fd, "system.posix_acl_access")) > 0
+        return len(os.getxattr(fd, name)) > 0
     except OSError:
         return False
