@@ -131,16 +131,21 @@ def test_a_restore_that_fails_keeps_the_current_data(proj: Project) -> None:
     assert sorted(p.name for p in proj.wd.iterdir() if p.name.startswith("data")) == ["data"]
 
 
-def test_cli_options_and_help(proj: Project, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_options_and_help(proj: Project, capsys: pytest.CaptureFixture[str],
+                              tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for sub in ("backup", "restore", "normalize-backup", "diff"):
         assert proj.db(sub, "--help") == 0
         assert f"usage: database {sub}" in capsys.readouterr().out
         assert proj.db(sub, "--bogus") == 9
         assert "--bogus" in capsys.readouterr().err
     assert proj.db("backup", "extra") == 9
+    # Without LOCAL_DIR the backup goes to $PWD/focus/postgresql-backup, as the original's
+    # ${LOCAL_DIR:-$PWD}.
+    monkeypatch.chdir(tmp_path)
     env = {k: v for k, v in proj.env.items() if k != "LOCAL_DIR"}
     env["PG_WORKING_DIR"] = str(proj.wd)
-    assert proj.db("backup", env=env) == 3
+    assert proj.db("backup", env=env) == 0
+    assert (tmp_path / "focus" / "postgresql-backup" / "base.tar.gz").is_file()
 
 
 @pytest.mark.parametrize("modern", [True, False])

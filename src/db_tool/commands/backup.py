@@ -19,10 +19,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from db_tool import output, pgwire, privs, proc
 from db_tool.cluster import Cluster, server_env
+from db_tool.conninfo import without_password
 from db_tool.errors import Error
 from db_tool.scratch import interrupt_on_signals
 from db_tool.settings import ProjectSettings
@@ -308,26 +309,6 @@ def ensure_replication_access(cluster: Cluster) -> None:
     hba.write_text(text.rstrip("\n") + "\nlocal replication all trust\n")
     with pgwire.connect(cluster.sockdir, cluster.port, cluster.superuser, "postgres") as conn:
         conn.query("SELECT pg_reload_conf()")
-
-
-def without_password(url: str) -> tuple[str, str | None]:
-    """(the URL without its password, the password): the password goes to the child's
-    environment (PGPASSWORD), never into its argv where `ps` shows it to everyone."""
-    if not url.startswith(("postgresql://", "postgres://")):
-        return url, None
-    parts = urlsplit(url)
-    password = unquote(parts.password) if parts.password is not None else None
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, host = netloc.rsplit("@", 1)
-        netloc = f"{userinfo.split(':', 1)[0]}@{host}"
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    for key, value in query:
-        if key == "password":
-            password = value
-    query = [(k, v) for k, v in query if k != "password"]
-    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query), parts.fragment)), \
-        password
 
 
 def names_cluster(url: str | None, cluster: Cluster) -> bool:
