@@ -123,8 +123,10 @@ def test_database_cleanup_refuses_foreign_dir(cluster_env: dict[str, str]) -> No
     assert alive(pid)  # refused before stopping anything
 
 
-def test_database_cleanup_without_local_dir_exit_3() -> None:
+def test_database_cleanup_without_local_dir_uses_the_current_directory(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("PG_WORKING_DIR", "LOCAL_DIR")}
-    r = run_cmd([script("database"), "cleanup"], env)
-    assert r.returncode == 3
-    assert "LOCAL_DIR" in r.stderr
+    r = subprocess.run([script("database"), "cleanup"], env=env, cwd=tmp_path,
+                       capture_output=True, text=True, timeout=60, check=False)
+    assert r.returncode == 0, r.stderr
+    assert str(tmp_path / "focus" / "postgresql") in r.stderr and "nothing" in r.stderr
+    assert list(tmp_path.iterdir()) == []
