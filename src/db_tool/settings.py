@@ -40,6 +40,30 @@ DEFAULT_DATABASE = "testdb"
 DEFAULT_PRELOAD = "pg_cron"
 
 
+DEFAULT_PAGER = ("less", "-FRX")  # quit if one screen, keep colours, leave it on screen
+
+
+def pager_from(env: Mapping[str, str]) -> tuple[str, ...]:
+    """PAGER as argv; unset: less -FRX; set but empty (or `cat`): no pager."""
+    import shlex
+
+    if "PAGER" not in env:
+        return DEFAULT_PAGER
+    argv = tuple(shlex.split(env["PAGER"]))
+    return () if argv in ((), ("cat",)) else argv
+
+
+def color_from(env: Mapping[str, str]) -> bool | None:
+    """NO_COLOR (any value) turns colour off, FORCE_COLOR (not 0/false) on even without a
+    terminal; None: colour when the stream is a terminal. NO_COLOR wins when both are set."""
+    if env.get("NO_COLOR"):
+        return False
+    force = env.get("FORCE_COLOR")
+    if force is not None and force.lower() not in ("0", "false", "no"):
+        return True
+    return None
+
+
 def login_name() -> str:
     """The invoking login (`id -un`); the cluster's superuser is named after it."""
     try:

@@ -15,6 +15,7 @@ class Context:
     inherits: list[str] = field(default_factory=list)
     stdout: TextIO = field(default_factory=lambda: sys.stdout)
     url_given: bool = False  # --url on the command line
+    no_pager: bool = False  # --no-pager on the command line
 
     @property
     def is_tty(self) -> bool:
@@ -24,7 +25,8 @@ class Context:
             return False
 
     def pager(self) -> list[str]:
-        """$PAGER as argv (default `less -R`), for output shown on a terminal."""
-        import shlex
+        """$PAGER as argv (default `less -FRX`), for output shown on a terminal; [] for none
+        (--no-pager, PAGER= or PAGER=cat)."""
+        from db_tool.settings import pager_from
 
-        return shlex.split(self.settings.env.get("PAGER") or "") or ["less", "-R"]
+        return [] if self.no_pager else list(pager_from(self.settings.env))

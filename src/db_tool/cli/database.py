@@ -36,11 +36,16 @@ Subcommands:
   branch create|list|switch|drop|reset NAME
                                 databases of the cluster used like git branches
   migrator ...                  the migrator with this project's MIGRATION_DIR and URL
+  psql [args]                   psql on the project's database (db-tool's PostgreSQL)
+  upgrade [--old-bin-dir DIR]   move the cluster to the PostgreSQL major now in use
+  cache [list|prune [--all]]    show or prune db-tool's cache (~90 MB per PostgreSQL build)
 
 Global options:
   -u, --url URL                 connection URL (else PGURL, else DB_URL, else the project's
                                 own cluster when it is running)
   -i, --inherits TABLE          verify TABLE exists first (repeatable); missing -> exit 5
+  --no-pager                    print instead of paging (default pager: $PAGER, else
+                                less -FRX; PAGER= or PAGER=cat also turns it off)
   -h, --help, help, ?           this help
 
 Environment (defaults): LOCAL_DIR (the current directory), DATABASE_DIR
@@ -57,7 +62,8 @@ Exit codes: 0 ok, 1 error, 2 ambiguous, 3 missing argument/variable, 4 migration
 SUBCOMMANDS = (
     "init", "cleanup", "deploy", "hydrate", "patch", "test", "check", "status", "log",
     "pull_staging", "diff", "backup", "restore", "normalize-backup", "bundle", "migrator",
-    "postgres-init", "branch",
+    "postgres-init", "branch", "psql", "upgrade",
+    "cache",
 )
 
 INIT_HELP = """\
@@ -84,8 +90,11 @@ usage: database bundle path|sql
 """
 
 
-def _split_globals(argv: Sequence[str]) -> tuple[list[str], list[str], str | None, list[str]]:
-    """Pull -u/--url and -i/--inherits out of argv (before or after the subcommand).
+def _split_globals(
+    argv: Sequence[str],
+) -> tuple[list[str], list[str], str | None, list[str], bool]:
+    """Pull -u/--url, -i/--inherits and --no-pager out of argv (before or after the
+    subcommand).
 
     Everything after `migrator` passes through untouched (the migrator has its own -u, which
     means the same), except `--url`, which the original's `database` takes from anywhere."""
@@ -93,6 +102,7 @@ def _split_globals(argv: Sequence[str]) -> tuple[list[str], list[str], str | Non
     inherits: list[str] = []
     rest: list[str] = []
     before: list[str] = []
+    no_pager = False
     i = 0
     seen_sub = False
     args = list(argv)
@@ -112,6 +122,9 @@ def _split_globals(argv: Sequence[str]) -> tuple[list[str], list[str], str | Non
                 continue
             rest.append(arg)
             continue
+        if arg == "--no-pager" and not (seen_sub and rest and rest[0] == "psql"):
+            no_pager = True
+            continue
         if name in ("-u", "--url", "-i", "--inherits"):
             if eq:
                 value = inline
@@ -128,7 +141,7 @@ def _split_globals(argv: Sequence[str]) -> tuple[list[str], list[str], str | Non
         if not seen_sub and not arg.startswith("-"):
             seen_sub = True
         (rest if seen_sub else before).append(arg)
-    return before, rest, url, inherits
+    return before, rest, url, inherits, no_pager
 
 
 # What the server says when --inherits is no identifier at all (exit 3, not 1).
@@ -246,6 +259,12 @@ def dispatch(ctx: Context, sub: str, argv: list[str]) -> int:
         from db_tool.cli import db_branch
 
         return db_branch.dispatch(ctx, argv)
+    if sub in ("psql", "upgrade", "cache"):
+        from db_tool.cli import db_pg
+
+        if sub == "cache":
+            return db_pg.cache(ctx, argv)
+        return db_pg.psql(ctx, argv) if sub == "psql" else db_pg.upgrade(ctx, argv)
     if sub in ("deploy", "hydrate", "patch", "test", "check", "status", "log", "pull_staging"):
         from db_tool.cli import db_workflow
 
@@ -257,20 +276,24 @@ def dispatch(ctx: Context, sub: str, argv: list[str]) -> int:
     raise AssertionError(sub)
 
 
+_HELP_WORDS = ("-h", "--help", "-?", "?")
+
+
 def run(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
     from db_tool.settings import ProjectSettings
 
-    before, rest, url, inherits = _split_globals(argv)
+    before, rest, url, inherits, no_pager = _split_globals(argv)
     if not rest:
-        if any(a in ("-h", "--help", "?") for a in before):
+        if any(a in _HELP_WORDS for a in before):
             sys.stdout.write(HELP)
             return 0
-        if before:
-            raise UsageError(f"unknown option {before[0]}; see database --help")
-        sys.stderr.write(HELP)
+        if before:  # the original: options but no subcommand is exit 1
+            raise Error(f"no subcommand specified (only {before[0]}); use '--help' for usage "
+                        "information")
+        sys.stdout.write(HELP)  # as the original (help on stdout), and its exit 1
         return int(ExitCode.GENERIC)
     if before:
-        if any(a in ("-h", "--help") for a in before):
+        if any(a in _HELP_WORDS for a in before):
             sys.stdout.write(HELP)
             return 0
         raise UsageError(f"unknown option {before[0]}; see database --help")
@@ -287,7 +310,8 @@ def run(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
         raise Error(f"no subcommand specified: {sub!r} is not one; {hint}use '--help' for "
                     "usage information")
     settings = ProjectSettings.from_env(env_dict(env), url=url)
-    ctx = Context(settings=settings, inherits=inherits, url_given=url is not None)
+    ctx = Context(settings=settings, inherits=inherits, url_given=url is not None,
+                  no_pager=no_pager)
     if inherits and not any(a in ("-h", "--help") for a in sub_argv):
         _check_inherits(ctx)
     return dispatch(ctx, sub, sub_argv)

@@ -11,7 +11,7 @@ import shlex
 
 from db_tool.cli import args as a
 from db_tool.cli.context import Context
-from db_tool.errors import Error, ExitCode
+from db_tool.errors import Error
 
 HELPS = {
     "deploy": """\
@@ -77,14 +77,18 @@ Always exit 0 when the state could be read (see "running").
 """,
     "log": """\
 usage: database log [list | <index> | <file name or unique substring>]
+       database log -f|--follow
 
 The server logs of the cluster (PG_LOG_PATH, else <working dir>/data/log).
   (nothing)   all log files, one after the other
   list        number the log files (by name, so oldest first)
   <index>     that number of `list`
   <name>      the file with that name, else the one file whose name contains it
-On a terminal through $PAGER (default `less -R`), otherwise printed. Not found or ambiguous
--> exit 1; no log dir -> exit 1; no log files -> a warning, exit 0.
+  -f, --follow  the last lines of the newest log, then what the server writes (also into
+                a file it rotates to) until Ctrl-C
+On a terminal through $PAGER (default `less -FRX`; `database --no-pager log`, PAGER= or
+PAGER=cat print instead), otherwise printed. Not found or ambiguous -> exit 1; no log dir
+-> exit 1; no log files -> a warning, exit 0.
 """,
     "pull_staging": """\
 usage: database pull_staging
@@ -117,7 +121,7 @@ OPTIONS: dict[str, list[a.Opt]] = {
     # The original's check takes --reuse too (it only skips hydrate and patch there).
     "check": [*_DEPLOY_OPTS, a.Opt(("--reuse",), "reuse")],
     "status": [a.Opt(("--json",), "json")],
-    "log": [],
+    "log": [a.Opt(("-f", "--follow"), "follow")],
     "pull_staging": [],
 }
 _MAX_POSITIONAL = {"log": 1}
@@ -142,6 +146,10 @@ def dispatch(ctx: Context, sub: str, argv: list[str]) -> int:
     if sub == "status":
         return _status(ctx, opts)
     if sub == "log":
+        if opts["follow"]:
+            from db_tool.cli.db_pg import follow_log
+
+            return follow_log(ctx, pos)
         return _log(ctx, pos[0] if pos else None)
     if sub == "pull_staging":
         return _pull_staging(ctx)
@@ -248,8 +256,9 @@ def _test(ctx: Context) -> int:
         if tap.planned is not None and tap.planned != tap.ran:
             reasons.append(f"planned {tap.planned} tests but {tap.ran} ran")
     summary = f"{counts}: " if counts else ""
-    output.error(f"test: FAILED — {summary}{' | '.join(reasons)} ({result.path}, ran {how})")
-    return int(ExitCode.GENERIC)
+    # One error line, the command's own; the original's words ("tests failed") first.
+    raise Error(f"tests failed: {summary}{' | '.join(reasons)} "
+                f"({result.path}, ran {how})")
 
 
 def _check(ctx: Context, opts: dict[str, object]) -> int:
@@ -310,7 +319,7 @@ def _log(ctx: Context, selector: str | None) -> int:
             ctx.stdout.write(f"{i:>2}  {p.name}\n")
         return 0
     chosen = files if selector is None else [select(files, selector)]
-    if ctx.is_tty:
+    if ctx.is_tty and ctx.pager():
         return proc.run_interactive([*ctx.pager(), *map(str, chosen)], env=ctx.settings.env)
     for path in chosen:
         with open(path, encoding="utf-8", errors="replace") as fh:
