@@ -939,6 +939,11 @@ class Cluster:
         """Fast shutdown, waited. Returns False when nothing was running."""
         if not self.working_dir.is_dir():
             return False
+        if self.running_pid() is not None and clusterdir.cluster_maker(self.working_dir) is None:
+            raise Error(
+                f"{self.datadir} is a running PostgreSQL cluster db-tool did not make; it was "
+                "left running (stop it yourself, e.g. with pg_ctl stop)"
+            )
         try:
             with self.locked():
                 return self.stop_locked(timeout)
