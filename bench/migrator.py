@@ -4,8 +4,12 @@ One run starts its own throw-away cluster (db_tool.cluster), then for N in 50 an
 migrations (`ALTER TABLE t ADD COLUMN cN int`):
   - `migrator migrate up all`     vs  the N ALTERs concatenated in one file, one `psql -f`
   - `migrator migrate down N`     vs  the N DROP COLUMNs the same way
-  - `migrator migrate up` with nothing to do (target: <= 0.25 s)
-and prints the ratios and the cost per migration at 50 vs 500 (linearity).
+  - no-op `migrator migrate up all` and `migrator status` vs one `psql -c 'SELECT 1'` (the
+    "one query" bound) and, when installed, `dbmate migrate` / `dbmate status` on the same
+    database (medians of --noop-repeat runs, with their spread)
+and prints the ratios and the cost per migration at 50 vs 500 (linearity). Targets (issue 11):
+`up all` at 500 <= 1.1x `psql -f`; no-op migrate/status <= 1.5x dbmate, which measured 1.23x
+one psql query (37 vs 30 ms), so without dbmate the bound is 1.5 * 1.23 = 1.85x one query.
 Both sides run on databases that have the hectic bundle (so its event triggers fire alike) and
 a table `t` created beforehand; the migrator's time includes its Python start-up and `init`.
 
@@ -23,8 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
-TARGET_UP_RATIO = 2.0
-TARGET_NOOP = 0.25
+TARGET_UP_RATIO = 1.1
+TARGET_NOOP_VS_DBMATE = 1.5
+DBMATE_VS_ONE_QUERY = 37 / 30  # issue 11's measurement, when dbmate is not installed here
 
 
 def timed(argv: list[str], env: dict[str, str]) -> float:
@@ -34,6 +39,59 @@ def timed(argv: list[str], env: dict[str, str]) -> float:
     if out.returncode != 0:
         raise SystemExit(f"failed ({out.returncode}): {' '.join(argv[:6])} ...\n{out.stderr}")
     return elapsed
+
+
+_SCRIPT = Path(sys.executable).parent / "migrator"
+MIGRATOR = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "db_tool.cli.migrator"]
+
+
+def spread(values: list[float]) -> tuple[float, float, float]:
+    """(median, min, max)"""
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2], ordered[0], ordered[-1]
+
+
+def bench_noop(
+    url_for: object, work: Path, env: dict[str, str], repeat: int
+) -> dict[str, list[float]]:
+    """No-op migrate and status against their baselines, interleaved round by round."""
+    from db_tool import bundle
+
+    url = url_for("noop")  # type: ignore[operator]
+    admin = url_for("postgres")  # type: ignore[operator]
+    psql(admin, 'DROP DATABASE IF EXISTS "noop"')
+    psql(admin, 'CREATE DATABASE "noop"')
+    bundle.apply(url)
+    psql(url, "CREATE TABLE t () INHERITS (hectic.created_at)")
+    mdir = work / "migrations-noop"
+    write_migrations(mdir, 50)
+    migrator = [*MIGRATOR, "-u", url, "-d", str(mdir)]
+    timed([*migrator, "migrate", "up", "all"], env)
+    cases = {
+        "migrate": [*migrator, "migrate", "up", "all"],
+        "status": [*migrator, "status"],
+        "one query": ["psql", "-X", "-q", "-At", "-d", url, "-c", "SELECT 1"],
+    }
+    dbmate = shutil.which("dbmate")
+    denv = env
+    if dbmate:
+        ddir = work / "dbmate"
+        (ddir / "migrations").mkdir(parents=True)
+        denv = {**env, "DATABASE_URL": url.replace("postgresql://", "postgres://") +
+                "&sslmode=disable", "DBMATE_MIGRATIONS_DIR": str(ddir / "migrations"),
+                "DBMATE_NO_DUMP_SCHEMA": "true"}
+        for i in range(1, 51):
+            (ddir / "migrations" / f"20240101{i:06d}_c{i}.sql").write_text(
+                f"-- migrate:up\nSELECT {i};\n-- migrate:down\nSELECT {i};\n")
+        timed([dbmate, "migrate"], denv)
+        cases["dbmate migrate"] = [dbmate, "migrate"]
+        cases["dbmate status"] = [dbmate, "status"]
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(repeat):
+        for name, argv in cases.items():
+            times[name].append(timed(argv, denv if name.startswith("dbmate") else env))
+    psql(admin, 'DROP DATABASE IF EXISTS "noop"')
+    return times
 
 
 def psql(url: str, sql: str) -> None:
@@ -72,7 +130,7 @@ def bench(
     up_file.write_text("".join(f"ALTER TABLE t ADD COLUMN c{i} int;\n" for i in range(1, n + 1)))
     down_file.write_text("".join(f"ALTER TABLE t DROP COLUMN c{i};\n" for i in range(n, 0, -1)))
 
-    migrator = [sys.executable, "-m", "db_tool.cli.migrator", "-u", mig_url, "-d", str(mdir)]
+    migrator = [*MIGRATOR, "-u", mig_url, "-d", str(mdir)]
     base = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", base_url, "-f"]
     # Each round returns both databases to where they started; the best round counts
     # (the machine is shared, so the minimum is the least noisy estimate).
@@ -81,7 +139,7 @@ def bench(
         rounds.append({
             "base_up": timed([*base, str(up_file)], env),
             "up": timed([*migrator, "migrate", "up", "all"], env),
-            "noop": timed([*migrator, "migrate", "up"], env),
+            "noop": timed([*migrator, "migrate", "up", "all"], env),
             "base_down": timed([*base, str(down_file)], env),
             "down": timed([*migrator, "migrate", "down", str(n)], env),
         })
@@ -96,6 +154,7 @@ def main() -> int:
     parser.add_argument("--port", default="5498")
     parser.add_argument("--keep", action="store_true", help="keep the work dir")
     parser.add_argument("--repeat", type=int, default=3, help="rounds per size (best counts)")
+    parser.add_argument("--noop-repeat", type=int, default=15, help="runs per no-op case")
     opts = parser.parse_args()
 
     from db_tool.cluster import Cluster, ClusterConfig
@@ -108,6 +167,7 @@ def main() -> int:
     cluster = Cluster(cfg)
     cluster.init()
     try:
+        noop_times = bench_noop(cluster.url_for, work, env, opts.noop_repeat)
         results = {n: bench(cluster.url_for, work, n, env, opts.repeat) for n in (50, 500)}
     finally:
         cluster.stop()
@@ -124,7 +184,6 @@ def main() -> int:
         print(f"{n:>4}  {'noop':<6} {r['noop']:>8.3f}s")
     r50, r500 = results[50], results[500]
     up_ratio = r500["up"] / r500["base_up"]
-    noop = max(r50["noop"], r500["noop"])
     # Linearity: the marginal cost of one more migration between 50 and 500, next to the
     # same for the bound (ALTER TABLE itself gets slower as t grows wider, in both).
     marginal = (r500["up"] - r50["up"]) / 450 * 1000
@@ -133,8 +192,25 @@ def main() -> int:
     print()
     print(f"up all at 500: {up_ratio:.2f}x the psql -f bound "
           f"(target <= {TARGET_UP_RATIO}x): {'ok' if up_ratio <= TARGET_UP_RATIO else 'MISSED'}")
-    print(f"nothing to do: {noop:.3f}s (target <= {TARGET_NOOP}s): "
-          f"{'ok' if noop <= TARGET_NOOP else 'MISSED'}")
+    print()
+    print(f"{'no-op case':<15} {'median':>8} {'min':>8} {'max':>8}  ratio to one query")
+    one = spread(noop_times["one query"])[0]
+    for name, values in noop_times.items():
+        med, lo, hi = spread(values)
+        print(f"{name:<15} {med * 1000:>6.1f}ms {lo * 1000:>6.1f}ms {hi * 1000:>6.1f}ms  "
+              f"{med / one:.2f}x")
+    for case in ("migrate", "status"):
+        med = spread(noop_times[case])[0]
+        if f"dbmate {case}" in noop_times:
+            peer = spread(noop_times[f"dbmate {case}"])[0]
+            how = "dbmate measured here"
+        else:
+            peer = one * DBMATE_VS_ONE_QUERY
+            how = f"dbmate not installed: {DBMATE_VS_ONE_QUERY:.2f}x one query"
+        ratio = med / peer
+        print(f"no-op {case}: {ratio:.2f}x dbmate ({how}; target <= "
+              f"{TARGET_NOOP_VS_DBMATE}x): "
+              f"{'ok' if ratio <= TARGET_NOOP_VS_DBMATE else 'MISSED'}")
     print(f"linearity (up): {marginal:.2f} ms per extra migration from 50 to 500 "
           f"(psql -f: {marginal_base:.2f} ms per extra statement; overhead "
           f"{marginal - marginal_base:.2f} ms/migration); fixed cost ~{fixed:.3f}s "

@@ -82,8 +82,11 @@ def test_help_forms_print_the_help_and_exit_0(argv: list[str],
 
 def test_no_arguments_prints_the_help_and_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
     rc, out, err = run([], env_of(), capsys)
-    assert rc == 1
-    assert out == "" and err.startswith("usage: database ")
+    assert rc == 1  # help on stdout and exit 1, as the original
+    assert err == "" and out.startswith("usage: database ")
+    assert run(["-?"], env_of(), capsys)[:2] == (0, out)
+    rc, _, err = run(["--frobnicate"], env_of(), capsys)
+    assert rc == 1 and "no subcommand specified" in err
 
 
 @pytest.mark.parametrize("sub, hint", [("stauts", "did you mean 'status'?"),
@@ -110,6 +113,9 @@ def test_other_subcommands_have_help_and_name_unknown_options(
     rc, out, _ = run([sub, "--help"], env, capsys)
     assert rc == 0 and out.startswith("usage: ") and sub in out.splitlines()[0]
     rc, _, err = run([sub, "--frobnicate"], env, capsys)
+    if sub == "migrator":  # as the original migrator: an option but no subcommand is exit 1
+        assert rc == 1 and "no subcommand specified" in err
+        rc, _, err = run([sub, "list", "--frobnicate"], env, capsys)
     assert rc == 9 and "--frobnicate" in err
     assert list(tmp_path.iterdir()) == []
 
@@ -306,7 +312,7 @@ def test_patch_edit_defaults_to_vi_and_a_missing_editor_is_127(
     assert rc == 127 and "no-such-editor-xyz" in err
 
 
-def test_log_pager_defaults_to_less_r_and_empty_dir_warns(
+def test_log_pager_defaults_to_less_frx_and_empty_dir_warns(
     tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     directory = tmp_path / "wd" / "data" / "log"
@@ -322,7 +328,7 @@ def test_log_pager_defaults_to_less_r_and_empty_dir_warns(
     ctx = Context(settings=ProjectSettings.from_env(env), stdout=_Tty())
     assert db_workflow.dispatch(ctx, "log", []) == 0
     out = capfd.readouterr().out
-    assert f"less args: -R {directory / 'postgresql-1.log'}" in out
+    assert f"less args: -FRX {directory / 'postgresql-1.log'}" in out
     assert "the server said hello" in out
 
 

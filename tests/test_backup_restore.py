@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+import signal
 import stat
+import subprocess
 import tarfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import PG
 from tests.dbproject import Project, project
 from tests.helpers import run_cmd, script, tree_snapshot
 
@@ -131,16 +135,20 @@ def test_a_restore_that_fails_keeps_the_current_data(proj: Project) -> None:
     assert sorted(p.name for p in proj.wd.iterdir() if p.name.startswith("data")) == ["data"]
 
 
-def test_cli_options_and_help(proj: Project, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_options_and_help(proj: Project, capsys: pytest.CaptureFixture[str],
+                              tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for sub in ("backup", "restore", "normalize-backup", "diff"):
         assert proj.db(sub, "--help") == 0
         assert f"usage: database {sub}" in capsys.readouterr().out
         assert proj.db(sub, "--bogus") == 9
         assert "--bogus" in capsys.readouterr().err
     assert proj.db("backup", "extra") == 9
+    # Without LOCAL_DIR the backup goes to $PWD/focus/postgresql-backup, as the original's.
     env = {k: v for k, v in proj.env.items() if k != "LOCAL_DIR"}
     env["PG_WORKING_DIR"] = str(proj.wd)
-    assert proj.db("backup", env=env) == 3
+    monkeypatch.chdir(tmp_path)
+    assert proj.db("backup", env=env) == 0
+    assert (tmp_path / "focus" / "postgresql-backup" / "base.tar.gz").is_file()
 
 
 @pytest.mark.parametrize("modern", [True, False])
@@ -187,3 +195,141 @@ def test_extract_refuses_members_escaping_the_target(
     backup.extract(archive("fine.tar.gz", fine), target)
     assert (target / "PG_VERSION").read_text() == "ok"
     assert (target / "global" / "pg_control").stat().st_mode & 0o7777 == 0o755
+
+
+# ------------------------------------------------- interrupted runs and what they leave
+
+
+def _basebackups(p: Project) -> list[int]:
+    """pg_basebackup processes writing into this project's focus dir."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"pg_basebackup") and any(
+                str(p.focus).encode() in a for a in argv):
+            found.append(int(entry))
+    return found
+
+
+def _slow_bin(tmp_path: Path) -> Path:
+    """PG_BIN_DIR whose pg_basebackup is the real one, throttled (same pid: exec)."""
+    from db_tool import pgbin
+
+    real = pgbin.find().bin_dir
+    fake = tmp_path / "slowbin"
+    fake.mkdir()
+    for tool in real.iterdir():
+        if tool.name != "pg_basebackup":
+            (fake / tool.name).symlink_to(tool)
+    slow = fake / "pg_basebackup"
+    slow.write_text(f'#!/bin/sh\nexec {real / "pg_basebackup"} --max-rate=32k "$@"\n')
+    slow.chmod(0o755)
+    return fake
+
+
+def _leftovers(p: Project) -> list[str]:
+    return sorted(x.name for x in p.focus.iterdir() if ".tmp-" in x.name or ".old-" in x.name)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGHUP])
+def test_interrupted_backup_leaves_no_pg_basebackup_and_the_next_one_cleans_up(
+    proj: Project, tmp_path: Path, sig: signal.Signals
+) -> None:
+    assert proj.db("backup") == 0
+    before = tree_snapshot(proj.backup_dir)
+    env = {**proj.env, "PG_BIN_DIR": str(_slow_bin(tmp_path))}
+    child = subprocess.Popen([script("database"), "backup"], env=env, stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not _basebackups(proj) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _basebackups(proj), "pg_basebackup never started"
+        time.sleep(1)  # let it write part of the backup
+        child.send_signal(sig)
+        _, err = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    deadline = time.monotonic() + 10
+    while _basebackups(proj) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _basebackups(proj) == []  # died with us, also on kill -9
+    assert tree_snapshot(proj.backup_dir) == before  # the previous backup is intact
+    if sig == signal.SIGKILL:
+        assert child.returncode == -signal.SIGKILL
+        assert len(_leftovers(proj)) == 1  # the half-written backup: the next run removes it
+    else:
+        assert child.returncode == 130, err
+        assert _leftovers(proj) == []
+    # no WAL sender of the dead run stays behind holding the server
+    deadline = time.monotonic() + 10
+    while proj.psql("SELECT count(*) FROM pg_stat_replication") != "0":
+        assert time.monotonic() < deadline, "a WAL sender stayed"
+        time.sleep(0.1)
+    result = run_cmd([script("database"), "backup"], proj.env)
+    assert result.returncode == 0, result.stderr
+    if sig == signal.SIGKILL:
+        assert "left by a run that was killed" in result.stderr
+    assert _leftovers(proj) == []
+
+
+def test_backup_puts_back_a_previous_backup_a_killed_swap_moved_aside(proj: Project) -> None:
+    assert proj.db("backup") == 0
+    # killed between the two renames of the swap: only `.old-<dead pid>` holds the backup
+    moved = proj.focus / ".postgresql-backup.old-999999"
+    proj.backup_dir.rename(moved)
+    before = tree_snapshot(moved)
+    from db_tool.commands.backup import sweep_swap
+
+    sweep_swap(proj.backup_dir)
+    assert tree_snapshot(proj.backup_dir) == before and not moved.exists()
+
+
+def test_restore_puts_back_the_data_a_killed_restore_moved_aside(proj: Project) -> None:
+    assert proj.db("backup") == 0
+    proj.psql("INSERT INTO public.item (id, name) VALUES (5, 'current')")
+    assert run_cmd([script("postgres-cleanup")], {**proj.env, "PG_WORKING_DIR": str(proj.wd)}
+                   ).returncode == 0
+    # killed after moving the data aside, before the restored data took its place, with a
+    # half-unpacked copy next to it
+    (proj.wd / "data").rename(proj.wd / "data.pre-restore-999999")
+    (proj.wd / "data.restoring").mkdir()
+    (proj.wd / "data.restoring" / "junk").write_bytes(b"x" * 1024)
+    # a plain start finds its data again once a restore has run: here the next restore
+    # itself recovers it first, then replaces it as asked
+    result = run_cmd([script("database"), "restore"], proj.env)
+    assert result.returncode == 0, result.stderr
+    assert "put back" in result.stderr and "data.restoring" in result.stderr
+    assert count_items(proj) == 1  # the backup's data
+    assert sorted(p.name for p in proj.wd.iterdir() if p.name.startswith("data")) == ["data"]
+
+
+def test_backup_of_the_server_the_url_names(proj: Project, pg: PG) -> None:
+    # --url (or PGURL) naming another server: that server is backed up, not the project's.
+    name = "marker_" + os.urandom(4).hex()
+    pg.psql(f'CREATE DATABASE "{name}"')
+    try:
+        oid = pg.psql(f"SELECT oid FROM pg_database WHERE datname = '{name}'")
+        assert proj.psql(f"SELECT count(*) FROM pg_database WHERE oid = {oid}") == "0"
+        assert proj.db("--url", pg.url, "backup") == 0
+        with tarfile.open(proj.backup_dir / "base.tar.gz") as tf:
+            assert any(m.startswith(f"base/{oid}/") for m in tf.getnames())
+        assert (proj.backup_dir / "database_name").read_text().strip() == "postgres"
+    finally:
+        pg.psql(f'DROP DATABASE "{name}"')
+
+
+def test_backup_password_goes_to_the_environment_not_argv() -> None:
+    from db_tool.commands.backup import without_password
+
+    assert without_password("postgresql://u:s%40cret@h:5433/db?sslmode=require") == (
+        "postgresql://u@h:5433/db?sslmode=require", "s@cret")
+    assert without_password("postgresql://u@/db?host=/s&password=pw") == (
+        "postgresql://u@/db?host=%2Fs", "pw")
+    assert without_password("host=h dbname=d") == ("host=h dbname=d", None)

@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from db_tool.cluster import MARKER
-from tests.helpers import alive, postmaster_pid, run_cmd, script, tree_snapshot
+from tests.helpers import (
+    alive,
+    as_server_account,
+    next_port,
+    original_postgres_init,
+    postmaster_pid,
+    read_only,
+    run_cmd,
+    script,
+    server_account,
+    stop_quietly,
+    tree_snapshot,
+)
 
 
 def wd_of(env: dict[str, str]) -> Path:
@@ -123,8 +138,111 @@ def test_database_cleanup_refuses_foreign_dir(cluster_env: dict[str, str]) -> No
     assert alive(pid)  # refused before stopping anything
 
 
-def test_database_cleanup_without_local_dir_exit_3() -> None:
+def test_database_cleanup_without_local_dir_uses_the_current_directory(tmp_path: Path) -> None:
+    """As the original: no LOCAL_DIR means $PWD, so $PWD/focus/postgresql."""
     env = {k: v for k, v in os.environ.items() if k not in ("PG_WORKING_DIR", "LOCAL_DIR")}
-    r = run_cmd([script("database"), "cleanup"], env)
-    assert r.returncode == 3
-    assert "LOCAL_DIR" in r.stderr
+    r = subprocess.run([script("database"), "cleanup"], env=env, cwd=tmp_path,
+                       capture_output=True, text=True, timeout=60, check=False)
+    assert r.returncode == 0, r.stderr
+    assert f"{tmp_path / 'focus' / 'postgresql'} does not exist" in r.stderr
+
+
+def test_cleanup_with_nothing_to_stop_says_so(cluster_env: dict[str, str]) -> None:
+    r = run_cmd([script("postgres-cleanup")], cluster_env)
+    assert r.returncode == 0
+    assert "nothing to stop" in r.stderr
+
+
+def test_cleanup_never_signals_a_server_of_another_data_dir(
+    tmp_path: Path, cluster_env: dict[str, str],
+) -> None:
+    """A stale postmaster.pid whose pid now belongs to another cluster's postmaster."""
+    other = {**cluster_env, "PG_WORKING_DIR": str(tmp_path / "other"),
+             "PG_PORT": str(next_port())}
+    assert run_cmd([script("postgres-init")], other).returncode == 0
+    try:
+        other_pid = postmaster_pid(wd_of(other))
+        wd = wd_of(cluster_env)
+        assert run_cmd([script("postgres-init")], cluster_env).returncode == 0
+        assert run_cmd([script("postgres-cleanup")], cluster_env).returncode == 0
+        pidfile = wd / "data" / "postmaster.pid"
+        pidfile.write_text(f"{other_pid}\n{wd / 'data'}\n0\n{cluster_env['PG_PORT']}\n"
+                           f"{wd / 'sock'}\n\n0 0\nready   \n")
+        r = run_cmd([script("postgres-cleanup")], cluster_env)
+        assert r.returncode == 0, r.stderr
+        assert "nothing to stop" in r.stderr
+        assert alive(other_pid)
+        r = run_cmd([script("postgres-init")], cluster_env)  # a fresh init does not stop it
+        assert r.returncode == 0, r.stderr
+        assert alive(other_pid)
+    finally:
+        stop_quietly(wd_of(other))
+
+
+def test_cleanup_in_a_read_only_working_dir_still_stops_and_exits_0(
+    cluster_env: dict[str, str],
+) -> None:
+    assert run_cmd([script("postgres-init")], cluster_env).returncode == 0
+    wd = wd_of(cluster_env)
+    pid = postmaster_pid(wd)
+    with read_only(wd):
+        r = run_cmd([script("postgres-cleanup")], cluster_env)
+    assert r.returncode == 0, r.stderr
+    assert not alive(pid)
+
+
+def _original_layout(cluster_env: dict[str, str]) -> Path:
+    wd = wd_of(cluster_env)
+    original_postgres_init(wd)
+    return wd
+
+
+def test_database_cleanup_removes_a_cluster_of_the_original_tool(
+    cluster_env: dict[str, str],
+) -> None:
+    wd = _original_layout(cluster_env)
+    r = run_cmd([script("database"), "cleanup"], cluster_env)
+    assert r.returncode == 0, r.stderr
+    assert not wd.exists()
+
+
+@pytest.mark.parametrize("stray", ["sock/notes.txt", "log/notes.txt", "data-of-initdb"])
+def test_database_cleanup_refuses_more_than_the_postgres_init_layout(
+    stray: str, cluster_env: dict[str, str],
+) -> None:
+    """No marker: only exactly the postgres-init layout may go — a user file in sock/ or log/,
+    or a data/ that is somebody's own initdb cluster, keeps the whole dir."""
+    wd = _original_layout(cluster_env)
+    if stray == "data-of-initdb":
+        from db_tool import pgbin
+
+        shutil.rmtree(wd / "data")
+        (wd / "data").mkdir()
+        account = server_account()
+        if account is not None:
+            os.chown(wd / "data", *account)
+        initdb = str(pgbin.find().bin_dir / "initdb")
+        r = run_cmd(as_server_account([initdb, "-D", str(wd / "data"), "--no-sync"]),
+                    os.environ)
+        assert r.returncode == 0, r.stderr
+    else:
+        (wd / stray).parent.mkdir(exist_ok=True)
+        (wd / stray).write_text("mine")
+    before = tree_snapshot(wd)
+    r = run_cmd([script("database"), "cleanup"], cluster_env)
+    assert r.returncode == 1, r.stderr
+    assert "refusing" in r.stderr
+    assert tree_snapshot(wd) == before
+
+
+def test_database_cleanup_of_a_symlinked_working_dir_is_refused_in_one_line(
+    tmp_path: Path, cluster_env: dict[str, str],
+) -> None:
+    real = wd_of(cluster_env)
+    assert run_cmd([script("postgres-init")], cluster_env).returncode == 0
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    r = run_cmd([script("database"), "cleanup"], {**cluster_env, "PG_WORKING_DIR": str(link)})
+    assert r.returncode == 1, r.stderr
+    assert "symbolic link" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert (real / "data" / "PG_VERSION").is_file() and link.is_symlink()

@@ -14,9 +14,9 @@ import pytest
 from tests.helpers import base_env, script
 
 
-def test_interrupt_once_the_package_is_imported_exits_130_quietly() -> None:
-    for code in ("import db_tool.cli; raise KeyboardInterrupt",
-                 "import db_tool.cli, os, signal; os.kill(os.getpid(), signal.SIGINT); "
+def test_interrupt_once_the_launcher_module_is_imported_exits_130_quietly() -> None:
+    for code in ("import db_tool.cli.launch; raise KeyboardInterrupt",
+                 "import db_tool.cli.launch, os, signal; os.kill(os.getpid(), signal.SIGINT); "
                  "import db_tool.cli.database"):
         r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            timeout=60, check=False)
@@ -26,21 +26,31 @@ def test_interrupt_once_the_package_is_imported_exits_130_quietly() -> None:
 
 
 def test_other_uncaught_errors_still_show_their_traceback() -> None:
-    r = subprocess.run([sys.executable, "-c", "import db_tool.cli; raise ValueError('x')"],
-                       capture_output=True, text=True, timeout=60, check=False)
+    code = "import db_tool.cli.launch; raise ValueError('x')"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       check=False)
     assert r.returncode == 1 and "Traceback" in r.stderr and "ValueError: x" in r.stderr
 
 
-def _ours(stderr: str) -> bool:
-    """A traceback through db-tool's own files. The interpreter's start-up before the first
-    line of db_tool/__init__.py (site, the console script's `import re`: 20-40 ms on a loaded
-    machine) is outside any package's reach; from that line on, no traceback."""
+def _held_back() -> bool:
+    """The launchers hold SIGINT back during the interpreter's start-up with GNU env."""
+    return subprocess.run(["env", "--block-signal=INT", "true"], capture_output=True,
+                          check=False).returncode == 0
+
+
+def _traceback(stderr: str) -> bool:
+    """Any traceback. Where env cannot hold SIGINT back (not GNU), the interpreter's start-up
+    before db_tool/cli/launch.py (20-40 ms on a loaded machine) is out of reach: only
+    tracebacks through db-tool's own files count there."""
+    if _held_back():
+        return "Traceback" in stderr or "Fatal Python error" in stderr
     return "Traceback" in stderr and "/db_tool/" in stderr
 
 
 @pytest.mark.parametrize("argv", [
     ["database", "status"], ["database", "--help"], ["migrator", "status"],
     ["postgres-cleanup"], ["db-ops", "--help"], ["postgres-init", "--print-env"],
+    ["db-tool", "status"],
 ])
 def test_ctrl_c_in_the_first_50_ms_never_prints_a_traceback(argv: list[str],
                                                              tmp_path: Path) -> None:
@@ -53,8 +63,46 @@ def test_ctrl_c_in_the_first_50_ms_never_prints_a_traceback(argv: list[str],
         time.sleep(delay_ms / 1000)
         p.send_signal(signal.SIGINT)
         _, err = p.communicate(timeout=60)
-        if _ours(err) or p.returncode not in (0, 1, 3, 130, -signal.SIGINT):
+        if _traceback(err) or p.returncode not in (0, 1, 3, 130, -signal.SIGINT):
             failures.append((delay_ms, p.returncode, err[-400:]))
     subprocess.run([script("postgres-cleanup")], env=env, capture_output=True, timeout=60,
                    check=False)
     assert failures == []
+
+
+def test_launchers_hold_sigint_back_only_until_python_is_ready(tmp_path: Path) -> None:
+    """The child processes of a command get a normal signal mask (psql, the server...)."""
+    assert _held_back(), "GNU env with --block-signal is expected on the supported systems"
+    r = subprocess.run([script("database"), "--help"], env=base_env(), capture_output=True,
+                       text=True, timeout=60, check=False)
+    assert r.returncode == 0
+    code = ("import db_tool.cli.launch, signal; "
+            "print(signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, []))")
+    r = subprocess.run(["env", "--block-signal=INT", sys.executable, "-c", code],
+                       capture_output=True, text=True, timeout=60, check=False)
+    assert r.stdout.strip() == "False", r.stderr
+
+
+def test_launcher_found_through_a_symlink_outside_its_bin_dir(tmp_path: Path) -> None:
+    link = tmp_path / "bin" / "database"
+    link.parent.mkdir()
+    link.symlink_to(script("database"))
+    r = subprocess.run([str(link), "--help"], env={"PATH": "/usr/bin:/bin"},
+                       capture_output=True, text=True, timeout=60, check=False)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("usage: database")
+
+
+def test_db_tool_run_needs_the_command_name() -> None:
+    r = subprocess.run([script("db-tool-run")], capture_output=True, text=True, timeout=60,
+                       check=False)
+    assert r.returncode == 9
+    assert "database" in r.stderr and "migrator" in r.stderr
+
+
+def test_importing_the_package_leaves_the_processs_excepthook_alone() -> None:
+    code = ("import sys, db_tool.cli.database, db_tool.psql; "
+            "print(sys.excepthook is sys.__excepthook__)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=60, check=False)
+    assert r.stdout.strip() == "True", r.stderr

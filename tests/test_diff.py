@@ -178,6 +178,9 @@ def test_diff_log_without_a_run(tmp_path_factory: pytest.TempPathFactory,
     root = tmp_path_factory.mktemp("nolog")
     assert database.main(["diff", "log"], env={"LOCAL_DIR": str(root)}) == 2
     assert "run `database diff` first" in capsys.readouterr().err
+    # `log` after options too, as the original's parser takes it anywhere
+    assert database.main(["diff", "-m", "log"], env={"LOCAL_DIR": str(root)}) == 2
+    assert "run `database diff` first" in capsys.readouterr().err
 
 
 def test_ctrl_c_tears_both_clusters_down(proj: Project) -> None:

@@ -375,3 +375,12 @@ def test_non_utf8_migration_name_is_a_one_line_error(tmp_path: Path) -> None:
         discover(tmp_path)
     assert exc.value.exit_code == 1
     assert "migration name 20240101000001-caf\\xe9 is not valid UTF-8" in exc.value.message
+
+
+def test_non_utf8_migration_directory_is_a_one_line_error(tmp_path: Path) -> None:
+    bad = os.fsencode(tmp_path) + b"/migr\xe9"
+    os.makedirs(bad + b"/20240101000001-x")
+    with pytest.raises(Error) as exc:
+        discover(os.fsdecode(bad))
+    assert exc.value.exit_code == 1
+    assert "migr\\xe9 is not a valid UTF-8 path" in exc.value.message

@@ -180,3 +180,18 @@ def test_list_prints_what_the_original_prints(original: Any, tmp_path: Path,
         theirs = original("x", mdir, *argv)
         assert theirs.returncode == 0, theirs.stderr
         assert run(*argv)[:2] == (0, theirs.stdout)
+
+
+def test_identical_up_files_apply_over_the_originals_table(
+    original: Any, pg: Any, db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The original's table has hash UNIQUE; our bundle lifts it, so both apply."""
+    mdir = tmp_path / "migration"
+    flat(mdir, t(1), "SELECT 1;\n")
+    init = original(db_url, mdir, "init")
+    assert init.returncode == 0, init.stderr
+    flat(mdir, t(2), "SELECT 1;\n")
+    run: Run = runner(db_url, mdir, capsys)
+    rc, out, err = run("migrate", "up", "all")
+    assert (rc, out) == (0, f"applied {t(1)}\napplied {t(2)}\n"), err
+    assert pg_history(pg, db_url) == [t(1), t(2)]

@@ -106,7 +106,13 @@ def test_normalize_then_restore_connects_as_the_login(
 ) -> None:
     root, env = local
     before = tree_snapshot(foreign.backup)
+    # what a normalize-backup killed with SIGKILL left: its temporary cluster dir
+    stale = root / "focus" / ".norm-999999-dead"
+    (stale / "data").mkdir(parents=True)
+    (stale / "data" / "junk").write_bytes(b"x" * 4096)
+    capsys.readouterr()
     assert database.main(["normalize-backup", str(foreign.backup)], env=env) == 0
+    assert f"removed {stale}" in capsys.readouterr().err
     out = root / "focus" / "postgresql-backup-normalized"
     assert sorted(p.name for p in out.iterdir()) == ["base.tar.gz", "database_name"]
     assert (out / "database_name").read_text().strip() == "appdb"

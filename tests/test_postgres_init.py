@@ -705,7 +705,7 @@ def _foreign_cluster(wd: Path, port: int) -> subprocess.Popen[bytes]:
     from db_tool import pgbin
 
     bindir = pgbin.find().bin_dir
-    theirs = wd.parent / "their-socket"
+    theirs = wd.parent / "s"  # short: a deep TMPDIR must not exceed the socket path limit
     wd.mkdir(parents=True)
     theirs.mkdir()
     account = server_account()
@@ -722,14 +722,19 @@ def _foreign_cluster(wd: Path, port: int) -> subprocess.Popen[bytes]:
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    pgwire.wait_ready(theirs, port, login_name(), "postgres", time.monotonic() + 30)
+    try:
+        pgwire.wait_ready(theirs, port, login_name(), "postgres", time.monotonic() + 30)
+    except BaseException:
+        child.terminate()
+        child.wait(30)
+        raise
     return child
 
 
 def test_a_foreign_cluster_is_never_stopped_reused_or_deleted(
     tmp_path: Path, cluster_env: dict[str, str],
 ) -> None:
-    wd = tmp_path / "proj" / "wd"
+    wd = tmp_path / "p" / "wd"
     env = {**cluster_env, "PG_WORKING_DIR": str(wd)}
     theirs = _foreign_cluster(wd, int(cluster_env["PG_PORT"]) + 3000)
     try:

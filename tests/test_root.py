@@ -9,7 +9,10 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import stat
 import subprocess
+import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -99,3 +102,87 @@ def test_bad_pg_os_user(cluster_env: dict[str, str], user: str, fragment: str) -
     r = run_cmd([script("postgres-init")], {**cluster_env, "PG_OS_USER": user})
     assert r.returncode == 3
     assert fragment in r.stderr
+
+
+def test_root_never_writes_through_a_link_the_server_account_planted(
+    tmp_path: Path, cluster_env: dict[str, str],
+) -> None:
+    """A superuser session (the server account) can plant links in data/; the next root run
+    must neither overwrite their targets nor copy them into data/."""
+    from db_tool.cluster import RUNTIME_CONF
+
+    wd = Path(cluster_env["PG_WORKING_DIR"])
+    env = {**cluster_env, "PG_REUSE": "1"}
+    assert run_cmd([script("postgres-init")], cluster_env).returncode == 0
+    stop_quietly(wd)
+    account = pwd.getpwnam("postgres")
+    target = tmp_path / "etc-something"
+    target.write_text("precious\n")
+    runtime = wd / "data" / RUNTIME_CONF
+    runtime.unlink()
+    runtime.symlink_to(target)
+    os.lchown(runtime, account.pw_uid, account.pw_gid)
+    r = run_cmd([script("postgres-init")], env)
+    assert r.returncode == 0, r.stderr
+    assert target.read_text() == "precious\n"
+    st = os.lstat(runtime)
+    assert stat.S_ISREG(st.st_mode) and st.st_uid == account.pw_uid
+    assert stat.S_IMODE(st.st_mode) == 0o600
+    stop_quietly(wd)
+    for name in ("postgresql.conf", "postgresql.auto.conf"):
+        conf = wd / "data" / name
+        saved = conf.read_text()
+        conf.unlink()
+        conf.symlink_to(target)
+        r = run_cmd([script("postgres-init")], env)
+        assert r.returncode == 1
+        assert "symbolic link" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+        assert target.read_text() == "precious\n"
+        conf.unlink()
+        conf.write_text(saved)
+        os.chown(conf, account.pw_uid, account.pw_gid)
+
+
+@pytest.mark.parametrize("umask", [0o077, 0o027])
+def test_root_umask_does_not_open_tcp(umask: int, cluster_env: dict[str, str]) -> None:
+    wd = Path(cluster_env["PG_WORKING_DIR"])
+    started = time.monotonic()
+    r = run_cmd(["sh", "-c", f'umask {umask:03o} && exec "$0" --print-env',
+                 script("postgres-init")], cluster_env)
+    assert r.returncode == 0, r.stderr
+    assert time.monotonic() - started < 30
+    url = r.stdout.split("PGURL=", 1)[1].splitlines()[0].strip("'")
+    out = subprocess.run(["psql", "-X", "-At", "-d", url, "-c",
+                          "select current_setting('listen_addresses') || '|' || "
+                          "current_setting('unix_socket_directories')"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    assert out == f"|{wd / 'sock'}"
+
+
+@pytest.mark.parametrize("other, mask, after, report", [
+    ("rwx", "r-x", "r-x", None),  # x is within the mask: nothing to widen
+    ("rw-", "r--", "r-x", "nobody else gains anything"),
+    ("rwx", "r--", "r-x", "this also widens: user nobody (r-- -> r-x)"),
+])
+def test_root_acl_grant_keeps_the_mask_and_reports_every_widening(
+    other: str, mask: str, after: str, report: str | None, cluster_env: dict[str, str],
+) -> None:
+    base = Path(tempfile.mkdtemp(prefix="db-tool acl ", dir="/tmp"))
+    try:
+        subprocess.run(["setfacl", "-m", f"u:nobody:{other},m::{mask}", str(base)], check=True)
+        env = {**cluster_env, "PG_WORKING_DIR": str(base / "pg"), "PG_OS_USER": "postgres"}
+        r = run_cmd([script("postgres-init")], env)
+        assert r.returncode == 0, r.stderr
+        acl = subprocess.run(["getfacl", "-cp", str(base)], capture_output=True, text=True,
+                             check=True).stdout.splitlines()
+        assert f"mask::{after}" in acl
+        assert any(ln.startswith(f"user:nobody:{other}") for ln in acl)
+        assert "user:postgres:--x" in acl
+        if report is None:
+            assert "widened" not in r.stderr
+        else:
+            assert f"widened the ACL mask of {base} from {mask} to {after}" in r.stderr
+            assert report in r.stderr
+    finally:
+        stop_quietly(base / "pg")
+        shutil.rmtree(base, ignore_errors=True)

@@ -5,7 +5,8 @@ environment, TMPDIR = the work dir, a private /tmp. No exit 13, no traceback, ri
 Runs `../shared/tools/sandbox-run` (CI has ../shared beside the clone; without it these tests
 FAIL, saying what is missing). db-tool is copied for the sandbox account to a world-readable
 dir under /var/tmp with its console scripts, because the test venv's python may live in
-root's home, which the account cannot enter.
+root's home, which the account cannot enter: the sh launchers of scripts/ and a db-tool-run
+console script, as pip installs them.
 
 The steps that build a fresh cluster (postgres-init, database init/deploy/check/diff) need
 the template cache to fall back when HOME is unusable (issue 8 §1, the cache's part).
@@ -35,11 +36,7 @@ pytestmark = [
                        reason="sandbox-run needs root (runs in the root pass, as both accounts)"),
 ]
 
-ENTRY_POINTS = {
-    "database": "db_tool.cli.database", "db-tool": "db_tool.cli.database",
-    "migrator": "db_tool.cli.migrator", "postgres-cleanup": "db_tool.cli.postgres_cleanup",
-    "db-ops": "db_tool.cli.db_ops",
-}
+COMMANDS = ("postgres-init", "database", "db-tool", "migrator", "postgres-cleanup", "db-ops")
 
 # (step name, shell command, exit codes that are right, text the output must contain)
 STEPS: list[tuple[str, str, tuple[int, ...], str]] = [
@@ -65,6 +62,9 @@ STEPS: list[tuple[str, str, tuple[int, ...], str]] = [
     ("database check", "database check", (0,), ""),
     ("database backup", "database backup", (0,), ""),
     ("database diff", "database diff", (0, 1), "diff"),
+    ("database normalize-backup", "database normalize-backup", (0,), ""),
+    ("database restore", "database restore", (0,), ""),
+    ("database test after restore", "database test", (0,), "PASSED"),
     ("database log list", "database log list", (0,), ""),
     ("database bundle path", "database bundle path", (0,), "version.sql"),
     ("migrator (PGURL)", 'eval "$(database init --reuse --print-env)" && '
@@ -114,12 +114,13 @@ def install() -> Iterator[Path]:
         subprocess.run([_python(), "-m", "compileall", "-q", str(root / "lib")], check=True)
         bindir = root / "bin"
         bindir.mkdir()
-        for name, module in ENTRY_POINTS.items():
-            (bindir / name).write_text(
-                f"#!{_python()}\nimport sys\nsys.path.insert(0, {str(root / 'lib')!r})\n"
-                f"from {module} import entry\nentry()\n"
-            )
-        shutil.copy(REPO / "scripts" / "postgres-init", bindir / "postgres-init")
+        # What pip installs: the sh launchers, and db-tool-run, the console script they call.
+        (bindir / "db-tool-run").write_text(
+            f"#!{_python()}\nimport sys\nsys.path.insert(0, {str(root / 'lib')!r})\n"
+            "from db_tool.cli.launch import entry\nentry()\n"
+        )
+        for name in COMMANDS:
+            shutil.copy(REPO / "scripts" / name, bindir / name)
         for f in bindir.iterdir():
             f.chmod(0o755)
         subprocess.run(["chmod", "-R", "a+rX", str(root)], check=True)

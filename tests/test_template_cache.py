@@ -80,7 +80,10 @@ def test_fresh_init_without_a_home_uses_a_cache_next_to_the_working_dir(
     assert r.returncode == 0, r.stderr
     cache = tmp_path / f".db-tool-cache-{os.geteuid()}"
     assert f"template cache: using {cache}" in r.stderr
-    assert (cache / "templates").is_dir()
+    deadline = time.monotonic() + 120
+    while not list(cache.glob("templates/*/ready")) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the template is built in the background
+    assert list(cache.glob("templates/*/ready"))
     assert not (tmp_path / "homeless-shelter").exists()
 
 
@@ -316,3 +319,13 @@ def test_kill_9_during_cold_init_leaves_no_writer_and_the_rerun_succeeds(
         time.sleep(0.05)
     assert not list(wd.glob(".db-tool-build-*")), list(wd.iterdir())
     assert not list(wd.glob("data.broken-*")), list(wd.iterdir())
+
+
+def test_cluster_layout_names_match_the_modules_that_make_them() -> None:
+    from db_tool import clusterdir, previous, template_cache
+
+    def in_layout(name: str) -> bool:
+        return name in clusterdir.LAYOUT_ENTRIES or name.startswith(clusterdir.LAYOUT_PREFIXES)
+
+    assert in_layout(previous.PREVIOUS)
+    assert in_layout(template_cache.BUILD_PREFIX + "1234")

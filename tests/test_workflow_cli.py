@@ -128,6 +128,19 @@ def test_without_local_dir_test_looks_for_db_test_in_the_current_directory(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_test_from_a_deleted_current_directory_is_a_one_line_error(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str], db_url: str,
+) -> None:
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    rc, _, err = run(["test"], base_env(LOCAL_DIR=str(project), PGURL=db_url), capsys)
+    assert rc == 1
+    assert "current directory no longer exists" in err and "Traceback" not in err
+
+
 @pytest.mark.parametrize("sub", ["status", "log"])
 def test_status_and_log_without_local_dir_use_the_current_directory(
     sub: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -723,3 +736,33 @@ def test_psql_error_reaches_stderr_with_stdout_redirected(db_url: str, project: 
     assert result.returncode == 1
     assert "entrypoint.sql:2: ERROR:  division by zero" in result.stderr
     assert result.stderr.count("database: error:") == 1
+
+
+@pytest.mark.parametrize("level, shown", [
+    ("", {"info", "ok", "warn"}),
+    ("info", {"info", "ok", "warn"}),
+    ("notice", {"ok", "warn"}),
+    ("warn", {"warn"}),
+    ("error", set()),
+    ("debug", {"debug", "info", "ok", "warn"}),
+])
+def test_hectic_log_sets_the_lowest_level_shown(level: str, shown: set[str],
+                                                monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from db_tool import output
+
+    monkeypatch.setenv("HECTIC_LOG", level)
+    for name in ("debug", "info", "ok", "warn", "error"):
+        getattr(output, name)(f"line-{name}")
+    err = capsys.readouterr().err
+    assert {n for n in ("debug", "info", "ok", "warn") if f"line-{n}" in err} == shown
+    assert "line-error" in err  # errors always show
+
+
+def test_failed_tests_are_one_error_line(db_url: str, project: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    write_test(project, "SELECT 'ok 1';\nSELECT 'not ok 2 - broken';\nSELECT '1..2';\n")
+    rc, _, err = run(["test"], base_env(LOCAL_DIR=str(project), PGURL=db_url), capsys)
+    assert rc == 1
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and errors[0].startswith("database: error: tests failed: 1 passed")

@@ -370,3 +370,41 @@ def test_run_example_script(short_tmp: Path) -> None:
     assert "example OK" in done.stderr
     assert done.stderr.count("test: PASSED") == 2 and "check: PASSED" in done.stderr
     assert not (root / "focus").exists()
+
+
+# ------------------------------------------------------------------ concurrent deploys
+
+
+def test_concurrent_deploys_are_serialised(project: Project) -> None:
+    # A slow hydrate: a second deploy must wait for the first (the project lock is held across
+    # init, hydrate and patch) instead of restarting the cluster under its entrypoint.
+    entry = project.root / "db" / "src" / "entrypoint.sql"
+    entry.write_text(entry.read_text() + "\nSELECT pg_sleep(3);\n")
+    env = {k: v for k, v in project.env.items() if k not in ("PGURL", "DB_URL")}
+
+    def start() -> subprocess.Popen[str]:
+        return subprocess.Popen([str(BIN / "database"), "deploy"], env=env, text=True,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)
+
+    first = start()
+    second = None
+    try:
+        assert first.stderr is not None
+        err1 = ""
+        for line in first.stderr:  # until the first is inside its entrypoint (pg_sleep)
+            err1 += line
+            if "entrypoint.sql ..." in line:
+                break
+        time.sleep(0.3)
+        second = start()
+        _, err2 = second.communicate(timeout=180)
+        err1 += first.communicate(timeout=180)[1]
+    finally:
+        for child in (first, second):
+            if child is not None and child.poll() is None:
+                child.kill()
+    assert first.returncode == 0, err1
+    assert second.returncode == 0, err2
+    assert "waiting for another db-tool run" in err2
+    assert q(project.url, "SELECT count(*) FROM shop.customer") == "3"

@@ -11,7 +11,6 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from db_tool import psql
 from db_tool.errors import Error, MissingError
 
 # The one place the bundle version lives; version.sql holds a placeholder for it.
@@ -87,6 +86,8 @@ def materialized_paths(env: Mapping[str, str] | None = None) -> list[Path]:
 
 def apply(url: str) -> None:
     """Apply the whole bundle in one psql process and one transaction (all or nothing)."""
+    from db_tool import psql  # lazily: VERSION and files() serve start-up-critical paths
+
     result = psql.run_sql(
         url,
         render(),
@@ -100,6 +101,8 @@ def apply(url: str) -> None:
 
 
 def _psql_failure(stderr: str) -> tuple[str, str]:
+    from db_tool import psql
+
     message, rest = psql.split_error(stderr)
     return (message, rest) if message else ("psql failed", rest)
 
@@ -161,6 +164,8 @@ def load_secrets(url: str, content: str) -> int:
         "SELECT pg_catalog.count(*) FROM hectic.secret;\n"
         "COMMIT;\n"
     )
+    from db_tool import psql
+
     try:
         rows = psql.query(url, script)
     except Error as exc:

@@ -26,24 +26,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from db_tool import (
-    cachedir,
-    clusterdir,
-    fslock,
-    output,
-    pgbin,
-    pgwire,
-    previous,
-    privs,
-    proc,
-    safefs,
-    template_cache,
-)
+from db_tool import cachedir, clusterdir, fslock, output, pgbin, pgwire, privs, proc, safefs
 from db_tool.clusterdir import LOCKFILE, MARKER, RUNTIME_CONF, SERVER_LOG
 from db_tool.conninfo import build_url
 from db_tool.errors import Error, ExitCode, MissingError, NotInstalledError
 from db_tool.settings import ClusterConfig
+
+if TYPE_CHECKING:
+    from db_tool import template_cache
 
 __all__ = ["DEV_CONF", "HBA_CONF", "LOCKFILE", "MARKER", "Cluster", "ClusterConfig",
            "InitResult", "build_url"]
@@ -58,8 +50,6 @@ MANAGED_KEYS = frozenset({
     "port", "unix_socket_directories", "unix_socket_permissions", "unix_socket_group",
     "listen_addresses", "hba_file", "ident_file",
 })
-LAYOUT_ENTRIES = {"data", "sock", "log", SERVER_LOG, MARKER, LOCKFILE, previous.PREVIOUS}
-LAYOUT_PREFIXES = ("data.broken-", ".trash-", template_cache.BUILD_PREFIX)
 
 # Start failures that say the *data* is broken (self-heal moves it aside) ...
 _BROKEN_DATA = (
@@ -189,6 +179,7 @@ class Cluster:
         self.config = config
         self._install = install
         self._provided: template_cache.Provided | None = None  # how the fresh data was made
+        self._trash: list[Path] = []  # discarded data, deleted by the background worker
 
     # ---- paths and identity -------------------------------------------------------------
     @property
@@ -381,13 +372,15 @@ class Cluster:
     def _init_locked(self) -> InitResult:
         if self.config.reuse and self.is_initialised():
             return self._reuse()
-        self._fresh()
         try:
-            self.start_locked()
-            self.ensure_database(self.database)
-        except (_BrokenData, Error) as exc:
-            self._heal_template(exc)
-        self._refill_spare()
+            self._fresh()
+            try:
+                self.start_locked()
+                self.ensure_database(self.database)
+            except (_BrokenData, Error) as exc:
+                self._heal_template(exc)
+        finally:
+            self._refill_spare()  # also deletes discarded data when the start failed
         return InitResult(self.url, "created")
 
     def _heal_template(self, exc: _BrokenData | Error) -> None:
@@ -498,8 +491,13 @@ class Cluster:
                 f"process (pid {holder}); stop it or choose another PG_PORT — nothing was changed"
             )
         if discard and self.config.keep_previous and not self.config.ephemeral \
-                and not failed_copy and previous.holds_data(data):
-            previous.keep(data, self.working_dir)
+                and not failed_copy:
+            from db_tool import previous
+
+            if previous.holds_data(data):
+                previous.keep(data, self.working_dir)
+            else:
+                self._discard(data)
         elif discard or (data.is_dir() and any(data.iterdir())):
             self._discard(data)  # ours, or what an interrupted init left
         elif data.is_dir():
@@ -525,7 +523,9 @@ class Cluster:
             ) from exc
 
     def _discard(self, path: Path) -> None:
-        template_cache.discard(path, self.working_dir)
+        from db_tool import template_cache
+
+        template_cache.discard(path, self.working_dir, later=self._trash)
 
     def _grant_server_access(self, account: proc.RunAs) -> None:
         """The server account must reach the working dir and the binaries (a venv under
@@ -555,9 +555,12 @@ class Cluster:
         locations = self.config.cache_locations
         if locations is None:
             return None
+
         return cachedir.choose(locations, self.working_dir.parent, "template cache")
 
     def template_spec(self) -> template_cache.Template:
+        from db_tool import template_cache
+
         return template_cache.Template(
             install=self.install, account=self.run_as, superuser=self.superuser,
             database=self.database, cache_dir=self._cache_dir,
@@ -565,16 +568,23 @@ class Cluster:
         )
 
     def _copy_template(self) -> None:
+        from db_tool import template_cache
+
         self._provided = template_cache.provide(
             self.template_spec(), self.datadir, server_process_env(self.run_as)
         )
 
     def _refill_spare(self) -> None:
-        if self._provided is not None:
-            template_cache.refill(self.template_spec(), self._provided, self.working_dir,
-                                  server_process_env(self.run_as))
+        if self._provided is not None or self._trash:
+            from db_tool import template_cache
+
+            template_cache.refill(self.template_spec(), self._provided,
+                                  server_process_env(self.run_as), remove=self._trash)
+            self._trash = []
 
     def _drop_template(self) -> None:
+        from db_tool import template_cache
+
         template_cache.drop(self.template_spec())
 
     def _write_base_conf(self, conf_text: str | None) -> None:
@@ -996,7 +1006,9 @@ class Cluster:
         self.stop()
         if self.is_running():
             raise Error(f"{self.working_dir} still has a running server; not removing it")
-        shutil.rmtree(self.working_dir)
+        from db_tool import template_cache
+
+        template_cache.remove_tree(self.working_dir)
 
 
 class _NoLock(Error):

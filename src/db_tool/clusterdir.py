@@ -3,7 +3,8 @@
 Pure reads of the filesystem, no changes. The rules (README "Security model"):
 - a working dir that is `/` or a home directory is never used;
 - an existing, non-empty working dir is used only when it holds db-tool's marker or nothing but
-  the postgres-init layout (data/, sock/, our log and lock files, data.* and .trash-* siblings);
+  the postgres-init layout (data/, sock/, log/, our log and lock files, data.*, trash and
+  build dirs);
 - a cluster in data/ may be discarded or restarted only when db-tool made it (our marker, our
   runtime conf or our pg_hba.conf) or it has the original postgres-init's layout (its
   `local all all trust` first hba line and the socket/hba settings it writes into
@@ -21,9 +22,13 @@ MARKER = ".db-tool-created"
 LOCKFILE = ".db-tool.lock"
 SERVER_LOG = "postgres-init.log"
 RUNTIME_CONF = "db-tool.runtime.conf"
+BRANCH_FILE = "db-tool.branch"  # the current `database branch` (commands/branch.py)
 HBA_HEADER = "# Written by db-tool"
-LAYOUT_ENTRIES = frozenset({"data", "sock", "log", SERVER_LOG, MARKER, LOCKFILE})
-LAYOUT_PREFIXES = ("data.", ".trash-")
+LAYOUT_ENTRIES = frozenset({"data", "sock", "log", SERVER_LOG, MARKER, LOCKFILE, BRANCH_FILE})
+# data.broken-*, data.previous, data.restoring, data.pre-restore-*; trash and build dirs.
+# Literal, not template_cache.BUILD_PREFIX: that module loads only on a fresh init (hook
+# start-up time); test_template_cache checks the two agree.
+LAYOUT_PREFIXES = ("data.", ".trash-", ".db-tool-build-")
 
 # What initdb (and a server) put into a data dir: an unfinished cluster holds only these.
 PGDATA_ENTRIES = frozenset({
@@ -116,7 +121,9 @@ def sock_strays(sock: Path) -> list[str]:
 def removal_refused(wd: Path) -> str | None:
     """Why `database cleanup` may not remove wd, or None: only our marker or exactly the
     postgres-init layout (with a cluster db-tool or the original made) allows it."""
-    if wd.is_symlink() or not wd.is_dir():
+    if wd.is_symlink():
+        return f"{wd} is a symbolic link (to {os.readlink(wd)}); remove what it points to yourself"
+    if not wd.is_dir():
         return f"{wd} is not a directory"
     if (wd / MARKER).is_file():
         return None

@@ -40,11 +40,11 @@ from db_tool.migrations import FILE, Applied, StatusRow, Step
 from db_tool.sqlsplit import TxControl
 
 if TYPE_CHECKING:
+    from db_tool import history_wire
     from db_tool.sqlsplit import OneQuery
 
 # pg_advisory_lock key shared by every migrator on a database: b"hecticmg" as a big-endian int.
 LOCK_KEY = int.from_bytes(b"hecticmg", "big")
-DEFAULT_LOCK_TIMEOUT = 60.0
 SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 _VAR = "__migrator_"
 # Client encodings in which a trail byte of a character can look like `\\` or a quote: psql
@@ -125,7 +125,7 @@ def for_url(url: str, env: Mapping[str, str] | None = None) -> PgHistory | Sqlit
     if path is not None:
         return SqliteHistory(path, search_path=None if env is None else env.get("PATH"))
     # MIGRATOR_INLINE=0: every migration through `\\i` (psql then names the failing line).
-    return PgHistory(url, inline=env is None or env.get("MIGRATOR_INLINE", "1") != "0")
+    return PgHistory(url, inline=env is None or env.get("MIGRATOR_INLINE", "1") != "0", env=env)
 
 
 # Every step starts from the session's defaults, as if it had its own psql: a plain SET (say
@@ -221,18 +221,31 @@ _READ_HEX_SQL = (
 
 
 class PgHistory:
-    def __init__(self, url: str, *, inline: bool = True) -> None:
+    def __init__(
+        self, url: str, *, inline: bool = True, env: Mapping[str, str] | None = None
+    ) -> None:
         self.url = url
         self.inline = inline  # send a migration as one query when sqlsplit allows it
+        self.env: Mapping[str, str] = env or {}  # PGHOST, PGPORT, PGUSER for the wire client
 
     def init(self, variables: Mapping[str, str]) -> None:
         from db_tool import bundle
 
         bundle.apply(self.url)
 
+    def quick_state(self) -> history_wire.State | None:
+        """The bundle's state and the history over the wire client, or None (use psql)."""
+        from db_tool import history_wire
+
+        return history_wire.quick_state(self.url, self.env)
+
     def read_applied(self) -> list[Applied]:
         """Read-only (status): an uninitialised database has an empty history."""
         from db_tool import psql
+
+        quick = self.quick_state()
+        if quick is not None:
+            return quick.applied or []
 
         rows = psql.query(
             self.url,
@@ -291,7 +304,7 @@ class PgSession:
 
     def start(self) -> None:
         """Lock, apply the bundle, read the history — all before any plan is made."""
-        from db_tool import bundle
+        from db_tool import bundle, history_wire
 
         bundle_file = self.tmp / "bundle.sql"
         bundle_file.write_text(bundle.render(), encoding="utf-8")
@@ -302,12 +315,27 @@ class PgSession:
             f"SET lock_timeout = {timeout_ms};",
             f"SELECT pg_advisory_lock({LOCK_KEY}) \\g /dev/null",
             "RESET lock_timeout;",
+            # Our bundle at this version already in place (see bundle_comment): skip it.
+            f"\\set {_VAR}version {psql_meta_quote(bundle.VERSION)}",
+            f"\\set {_VAR}comment {psql_meta_quote(history_wire.bundle_comment())}",
+            "SELECT to_regclass('hectic.version') IS NOT NULL AND pg_catalog.obj_description("
+            "to_regnamespace('hectic'), 'pg_namespace') IS NOT DISTINCT FROM "
+            f":'{_VAR}comment' AS {_VAR}maybe \\gset",
+            f"\\if :{_VAR}maybe",
+            f"SELECT count(*) = 1 AS {_VAR}current FROM hectic.version WHERE name = 'hectic' "
+            f"AND version = :'{_VAR}version' \\gset",
+            "\\else",
+            f"\\set {_VAR}current false",
+            "\\endif",
+            f"\\if :{_VAR}current",
+            "\\else",
             # The bundle's "already exists, skipping" NOTICEs would bury a real error.
             "SET client_min_messages = warning;",
             "BEGIN;",
             f"\\i {psql_meta_quote(os.fspath(bundle_file))}",
             "COMMIT;",
             "RESET client_min_messages;",
+            "\\endif",
             f"\\echo {self._mark('encoding')} :ENCODING",
             f"SELECT '{self._mark('history')}';",
             _READ_HEX_SQL,

@@ -30,8 +30,8 @@ import hashlib
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from db_tool.errors import Error, ExitCode, MissingError
 
@@ -50,8 +50,10 @@ class HistoryMismatch(Error):
     exit_code = ExitCode.AMBIGUOUS
 
 
-@dataclass(frozen=True)
-class Migration:
+# Value types are NamedTuples, not dataclasses: `migrate` with nothing to do must start fast,
+# and importing dataclasses (inspect, ast, …) plus generating their methods costs more than the
+# rest of that run.
+class Migration(NamedTuple):
     name: str
     layout: str  # DIR, ENTRYPOINT or FILE
     path: Path  # the directory (dir/entrypoint layouts) or the .sql file (file layout)
@@ -81,8 +83,7 @@ class Migration:
         return out
 
 
-@dataclass(frozen=True)
-class Applied:
+class Applied(NamedTuple):
     """One row of the history table, in application order."""
 
     name: str
@@ -201,6 +202,11 @@ def discover(
             f"migration directory {root} does not exist: create it (migrator create) "
             "or point --migration-dir / MIGRATION_DIR at it"
         )
+    try:
+        os.fsencode(root).decode("utf-8")
+    except UnicodeDecodeError:
+        raise Error(f"migration directory {_shown(root)} is not a valid UTF-8 path: rename it "
+                    "or point --migration-dir / MIGRATION_DIR elsewhere") from None
     found: dict[str, Migration] = {}
     try:
         entries = sorted(os.scandir(root), key=lambda e: e.name)
@@ -249,12 +255,11 @@ def _check_name(name: str, path: Path) -> None:
 # --------------------------------------------------------------------------- targets
 
 
-@dataclass(frozen=True)
-class Target:
-    """What `migrate` was asked for. count None means "all" (up); name for `to`."""
+class Target(NamedTuple):
+    """What `migrate` was asked for. number None means "all" (up); name for `to`."""
 
     direction: str  # "up", "down" or "to"
-    count: int | None = None
+    number: int | None = None
     name: str | None = None  # for "to": a migration name or one of LATEST_WORDS
 
     @classmethod
@@ -289,17 +294,15 @@ def _is_count(arg: str) -> bool:
 # --------------------------------------------------------------------------- planning
 
 
-@dataclass(frozen=True)
-class Step:
+class Step(NamedTuple):
     direction: str  # "up" or "down"
     migration: Migration
 
 
-@dataclass(frozen=True)
-class Plan:
+class Plan(NamedTuple):
     steps: list[Step]
     # Non-fatal things the user must see (history mismatch passed with --force).
-    notices: list[str] = field(default_factory=list)
+    notices: list[str]
     # Set when there is nothing to do because we are already where asked.
     already: str | None = None
 
@@ -323,8 +326,7 @@ def check_history(available: Sequence[Migration], applied: Sequence[Applied]) ->
     return None
 
 
-@dataclass(frozen=True)
-class Modified:
+class Modified(NamedTuple):
     """An applied migration whose up file no longer has the hash it was applied with."""
 
     name: str
@@ -406,21 +408,21 @@ def plan(
     pending = [m for m in available if m.name not in applied_names]
 
     if target.direction == "up":
-        if target.count is None:
+        if target.number is None:
             if not pending:
                 return Plan([], notices, already=_already(applied))
             return Plan(_ups(pending), notices)
-        if target.count == 0 and applied:
+        if target.number == 0 and applied:
             return Plan([], notices, already=_already(applied))
-        if target.count == 0 or target.count > len(pending):
+        if target.number == 0 or target.number > len(pending):
             raise Error(
-                f"cannot migrate up {target.count} step(s): not enough migrations; "
+                f"cannot migrate up {target.number} step(s): not enough migrations; "
                 f"{len(pending)} pending (migrator status shows them)"
             )
-        return Plan(_ups(pending[: target.count]), notices)
+        return Plan(_ups(pending[: target.number]), notices)
 
     if target.direction == "down":
-        count = 1 if target.count is None else target.count
+        count = 1 if target.number is None else target.number
         if not applied:
             raise Error("cannot migrate down: no migrations applied")
         if count == 0:
@@ -499,8 +501,7 @@ def _downs(rows: Sequence[Applied], by_name: dict[str, Migration]) -> list[Step]
 # --------------------------------------------------------------------------- status
 
 
-@dataclass(frozen=True)
-class StatusRow:
+class StatusRow(NamedTuple):
     name: str
     state: str  # "applied", "pending", "missing" (applied, not on disk), "modified"
     applied_at: str | None

@@ -63,8 +63,21 @@ def clear_status() -> None:
         _status_shown = False
 
 
+# HECTIC_LOG, as the original's log helper: the lowest level shown (default info). Our
+# levels map onto it: ok lines are "notice", as the original's step results; errors always show.
+_LEVELS = {"trace": 0, "debug": 1, "info": 2, "notice": 3, "warn": 4, "warning": 4, "error": 5,
+           "panic": 6}
+_OURS = {"debug": 1, "info": 2, "ok": 3, "warn": 4, "error": 5}
+
+
+def _shown(level: str) -> bool:
+    """Read like NO_COLOR, at the moment of use (the CLIs' env is os.environ)."""
+    wanted = _LEVELS.get(os.environ.get("HECTIC_LOG", "").strip().lower(), _LEVELS["info"])
+    return level == "error" or _OURS[level] >= wanted
+
+
 def _emit(level: str, message: str, stream: TextIO | None = None) -> None:
-    if _quiet and level in ("info", "ok", "debug"):
+    if not _shown(level) or (_quiet and level in ("info", "ok", "debug")):
         return
     stream = stream if stream is not None else sys.stderr
     if stream is sys.stderr:
@@ -78,9 +91,8 @@ def _emit(level: str, message: str, stream: TextIO | None = None) -> None:
 
 
 def debug(message: str) -> None:
-    """Only with HECTIC_LOG=debug (or trace); read here like NO_COLOR, at the moment of use."""
-    if os.environ.get("HECTIC_LOG", "").lower() in ("debug", "trace"):
-        _emit("debug", message)
+    """Only with HECTIC_LOG=debug (or trace)."""
+    _emit("debug", message)
 
 
 def info(message: str) -> None:

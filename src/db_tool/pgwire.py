@@ -12,7 +12,6 @@ import os
 import socket
 import struct
 import time
-from dataclasses import dataclass
 
 
 class PgError(Exception):
@@ -28,9 +27,10 @@ def socket_path(sockdir: str | os.PathLike[str], port: int) -> str:
     return os.path.join(os.fspath(sockdir), f".s.PGSQL.{port}")
 
 
-@dataclass
 class Connection:
-    sock: socket.socket
+    # A plain class, not a dataclass: importing dataclasses costs more than a no-op migrate.
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
 
     def _read_exact(self, n: int) -> bytes:
         buf = bytearray()

@@ -6,6 +6,7 @@ so a background server can never hold the caller's pipes open.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
@@ -107,6 +108,10 @@ def run(
     return result
 
 
+def _lower_priority() -> None:
+    os.nice(19)
+
+
 def spawn_detached(
     argv: Sequence[str],
     *,
@@ -120,18 +125,25 @@ def spawn_detached(
     low_priority: nice 19 and, when `ionice` is installed, the idle I/O class, so that the
     work never slows down what the user runs next."""
     argv = [os.fspath(a) for a in argv]
+    preexec = None
     if low_priority:
         import shutil
 
+        # Programs rather than a preexec_fn: without one, the child is forked the cheap way
+        # (vfork), which matters on the hook path.
+        nice = shutil.which("nice")
         ionice = shutil.which("ionice")
+        if nice is not None:
+            argv = [nice, "-n", "19", *argv]
+        else:
+            preexec = _lower_priority
         if ionice is not None:
             argv = [ionice, "-c", "3", *argv]
     try:
         subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL, close_fds=True, start_new_session=True, cwd=cwd,
-            env=dict(env) if env is not None else None,
-            preexec_fn=(lambda: os.nice(19)) if low_priority else None,
+            env=dict(env) if env is not None else None, preexec_fn=preexec,
         )
     except FileNotFoundError as exc:
         raise NotInstalledError(
@@ -210,3 +222,59 @@ def spawn(
         raise NotInstalledError(
             f"{argv[0]} not found: install it or put it on PATH ({exc.strerror})"
         ) from exc
+
+
+# The guard shell of run_group(): the command runs in the guard's own process group; the
+# guard's stdin is a pipe only we write to, so when we are gone (exit, exception, kill -9)
+# `cat` sees EOF and the whole group dies — also what the command forked (pg_basebackup's
+# WAL streamer), which no PR_SET_PDEATHSIG reaches.
+_GUARD = """\
+exec 3<&0
+"$@" 3<&- </dev/null &
+child=$!
+{ cat <&3 >/dev/null; kill -9 -$$; } >/dev/null 2>&1 &
+watcher=$!
+exec 3<&-
+wait "$child"
+rc=$?
+kill "$watcher" 2>/dev/null
+exit "$rc"
+"""
+
+
+def run_group(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    stderr: int | None = subprocess.PIPE,
+    what: str | None = None,
+) -> Result:
+    """Run argv to completion in its own process group that dies with us, however we die
+    (see _GUARD); raise Error (what, rc, stderr) when it fails. stdout is discarded."""
+    argv = [os.fspath(a) for a in argv]
+    try:
+        child = subprocess.Popen(
+            ["sh", "-c", _GUARD, "db-tool-guard", *argv], stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL, stderr=stderr, close_fds=True, start_new_session=True,
+            env=dict(env) if env is not None else None,
+        )
+    except FileNotFoundError as exc:
+        raise NotInstalledError(f"sh not found: install it or put it on PATH ({exc.strerror})"
+                                ) from exc
+    try:
+        err = child.stderr.read().decode("utf-8", "replace") if child.stderr else ""
+        rc = child.wait()
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+        raise
+    finally:
+        for pipe in (child.stdin, child.stderr):
+            if pipe is not None:
+                pipe.close()
+    if rc == 127 and "not found" in err:
+        raise NotInstalledError(f"{argv[0]} not found: install it or put it on PATH")
+    if rc != 0:
+        raise Error(f"{what or describe(argv)} failed with exit code {rc}", detail=err.strip())
+    return Result(tuple(argv), rc, "", err)

@@ -41,6 +41,7 @@ __all__ = ["Template", "discard", "initdb", "provide"]
 
 MAGIC = "db-tool template v3"
 BUILD_PREFIX = ".db-tool-build-"  # <wd>/.db-tool-build-<pid>-...: a data dir being made
+SCRATCH_PREFIX = "db-tool-template-"  # $TMPDIR/db-tool-template-<pid>-*: a root build
 REFILL_WAIT = 2.0  # how long a fresh init waits for a spare that is being copied
 
 
@@ -56,13 +57,15 @@ class Template:
     use_spare: bool = True
 
     def key(self) -> str:
-        import hashlib
+        # Two CRC-32s (64 bits) name the few templates of one machine well enough, and zlib
+        # loads in a fraction of hashlib's OpenSSL start-up on the hook path.
+        import zlib
 
         material = "|".join(
             [self.install.fingerprint(), self.superuser, f"{self.owner[0]}:{self.owner[1]}",
              "no-locale,UTF8,trust", "v3", self.database]
-        )
-        return hashlib.sha256(material.encode()).hexdigest()[:20]
+        ).encode()
+        return f"{zlib.crc32(material):08x}{zlib.crc32(material[::-1]):08x}"
 
     @property
     def owner(self) -> tuple[int, int]:
@@ -377,12 +380,16 @@ def drop(spec: Template) -> None:
             discard(template, template.parent, prefix=".stale-")
 
 
-def refill(spec: Template, provided: Provided, build_parent: Path,
-           env: Mapping[str, str]) -> None:
-    """After a fresh init: (re)build the template if needed and keep one spare ready, in a
-    detached low-priority worker — the caller never waits."""
-    template = provided.template
-    if template is None or (provided.how == "copy" and not spec.use_spare):
+def refill(spec: Template, provided: Provided | None, env: Mapping[str, str],
+           remove: list[Path] | None = None) -> None:
+    """After a fresh init: (re)build the template if needed, keep one spare ready and delete
+    `remove` (discarded data), in one detached low-priority worker — the caller never waits."""
+    remove = remove or []
+    template = provided.template if provided is not None else None
+    if template is None or (provided is not None and provided.how == "copy"
+                            and not spec.use_spare):
+        if remove:
+            proc.spawn_detached(["rm", "-rf", "--", *map(str, remove)], low_priority=True)
         return
     account = spec.account
     job = {
@@ -391,7 +398,7 @@ def refill(spec: Template, provided: Provided, build_parent: Path,
                                                  account.home],
         "superuser": spec.superuser, "database": spec.database,
         "cache_dir": str(spec.cache_dir), "use_spare": spec.use_spare,
-        "template": str(template), "build_parent": str(build_parent),
+        "template": str(template), "remove": [str(p) for p in remove],
     }
     import json
 
@@ -403,17 +410,41 @@ def refill(spec: Template, provided: Provided, build_parent: Path,
 
 
 # ---- removal ----------------------------------------------------------------------------------
-def discard(path: Path, parent: Path, *, prefix: str = ".trash-") -> Path:
+def discard(path: Path, parent: Path, *, prefix: str = ".trash-",
+            later: list[Path] | None = None) -> Path:
     """Remove a directory of ours without waiting: rename now, delete in the background at
-    low priority. Returns the trash path."""
+    low priority — at once, or (`later` given) collected there for refill() to hand to its
+    worker, so that a fresh init spawns one background process, not two."""
     trash = parent / f"{prefix}{os.getpid()}-{time.monotonic_ns()}"
     path.rename(trash)
-    proc.spawn_detached(["rm", "-rf", "--", str(trash)], low_priority=True)
+    if later is not None:
+        later.append(trash)
+    else:
+        proc.spawn_detached(["rm", "-rf", "--", str(trash)], low_priority=True)
     return trash
 
 
+def remove_tree(path: Path) -> None:
+    """rm -rf path, the caller not waiting for the bulk: it is renamed to a hidden sibling
+    (.db-tool-trash-*) and deleted in the background; where renaming fails, deleted here."""
+    trash = path.parent / f".db-tool-trash-{path.name}-{os.getpid()}-{time.monotonic_ns()}"
+    try:
+        path.rename(trash)
+    except OSError:
+        shutil.rmtree(path)
+        return
+    stale = []  # left by a background removal that never finished (machine stopped)
+    with contextlib.suppress(OSError), os.scandir(path.parent) as it:
+        for entry in it:
+            if entry.name.startswith(".db-tool-trash-") and entry.path != str(trash):
+                with contextlib.suppress(OSError):
+                    if time.time() - entry.stat(follow_symlinks=False).st_ctime > 600:
+                        stale.append(entry.path)
+    proc.spawn_detached(["rm", "-rf", "--", str(trash), *stale], low_priority=True)
+
+
 # ---- the background worker ---------------------------------------------------------------------
-def _worker(spec: Template, template: Path, build_parent: Path) -> None:
+def _worker(spec: Template, template: Path) -> None:
     templates = template.parent
     if templates.is_symlink() or (templates.exists() and not templates.is_dir()):
         templates.unlink()
@@ -428,14 +459,24 @@ def _worker(spec: Template, template: Path, build_parent: Path) -> None:
             if entry.name.startswith(".stale-"):
                 shutil.rmtree(entry.path, ignore_errors=True)
         if _usable(template, spec.owner) is not None:
-            _build_template(spec, template, build_parent)
+            _build_template(spec, template)
         if spec.use_spare:
             _make_spare(spec, template)
     finally:
         os.close(fd)
 
 
-def _build_template(spec: Template, template: Path, build_parent: Path) -> None:
+def _remove_dead_scratch(tmp: Path) -> None:
+    with contextlib.suppress(OSError), os.scandir(tmp) as it:
+        for entry in it:
+            if entry.name.startswith(SCRATCH_PREFIX):
+                head = entry.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
+                if head.isdigit() and not _alive(int(head)) and entry.is_dir(
+                        follow_symlinks=False) and entry.stat().st_uid == os.geteuid():
+                    shutil.rmtree(entry.path, ignore_errors=True)
+
+
+def _build_template(spec: Template, template: Path) -> None:
     env = dict(os.environ)
     (template / "ready").unlink(missing_ok=True)
     for name in ("data", "spares"):
@@ -449,8 +490,17 @@ def _build_template(spec: Template, template: Path, build_parent: Path) -> None:
         if entry.name.startswith(("stale-", BUILD_PREFIX, "ready.tmp-")):
             shutil.rmtree(entry.path, ignore_errors=True) if entry.is_dir(
                 follow_symlinks=False) else os.unlink(entry.path)
-    # As root the server account cannot reach our cache: it builds in the working dir.
-    parent = template if spec.account is None else build_parent
+    if spec.account is None:
+        parent, scratch = template, None
+    else:
+        # As root the server account cannot reach our cache: it builds in a private temp
+        # dir it may enter (0711), named after our pid so a dead worker's is found again.
+        import tempfile
+
+        _remove_dead_scratch(Path(tempfile.gettempdir()))
+        scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-"))
+        os.chmod(scratch, 0o711)
+        parent = scratch
     remove_dead_builds(parent)
     build = _build_dir(parent)
     try:
@@ -463,10 +513,10 @@ def _build_template(spec: Template, template: Path, build_parent: Path) -> None:
             proc.run(["cp", "-a", "--", str(build), str(template / "data")],
                      what="cache template", tied=True)
             _fsync_tree(template / "data")
-            shutil.rmtree(build, ignore_errors=True)
-    except BaseException:
+    finally:
         shutil.rmtree(build, ignore_errors=True)
-        raise
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
     text = f"{MAGIC}\n{spec.install.describe()}\n{manifest(template / 'data')}\nend\n"
     _write_marker(template, text)
 
@@ -503,11 +553,15 @@ def main(argv: list[str]) -> int:
         superuser=job["superuser"], database=job["database"],
         cache_dir=Path(job["cache_dir"]), use_spare=job["use_spare"],
     )
+    status = 0
     try:
-        _worker(spec, Path(job["template"]), Path(job["build_parent"]))
+        _worker(spec, Path(job["template"]))
     except Exception:
-        return 1  # nothing to report to: the next fresh init sees the state and retries
-    return 0
+        status = 1  # nothing to report to: the next fresh init sees the state and retries
+    for trash in job.get("remove", []):
+        if Path(trash).name.startswith(".trash-"):
+            shutil.rmtree(trash, ignore_errors=True)
+    return status
 
 
 if __name__ == "__main__":

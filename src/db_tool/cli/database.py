@@ -280,6 +280,9 @@ def dispatch(ctx: Context, sub: str, argv: list[str]) -> int:
     raise AssertionError(sub)
 
 
+_HELP_WORDS = ("-h", "--help", "-?", "?")
+
+
 def run(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
     from db_tool.settings import ProjectSettings
 
@@ -289,15 +292,16 @@ def run(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
 
         output.set_quiet()
     if not rest:
-        if any(a in ("-h", "--help", "?") for a in before):
+        if any(a in _HELP_WORDS for a in before):
             sys.stdout.write(HELP)
             return 0
-        if before:
-            raise UsageError(f"unknown option {before[0]}; see database --help")
-        sys.stderr.write(HELP)
+        if before:  # the original: options but no subcommand is exit 1
+            raise Error(f"no subcommand specified (only {before[0]}); use '--help' for usage "
+                        "information")
+        sys.stdout.write(HELP)  # as the original (help on stdout), and its exit 1
         return int(ExitCode.GENERIC)
     if before:
-        if any(a in ("-h", "--help") for a in before):
+        if any(a in _HELP_WORDS for a in before):
             sys.stdout.write(HELP)
             return 0
         raise UsageError(f"unknown option {before[0]}; see database --help")

@@ -10,13 +10,16 @@ from db_tool.cli.context import Context
 from db_tool.errors import Error, ExitCode
 
 BACKUP_HELP = """\
-usage: database backup
+usage: database backup [--branch NAME]
 
 Physical backup of the running development cluster (pg_basebackup, tar, gzip, WAL streamed)
 into $LOCAL_DIR/focus/postgresql-backup: base.tar.gz, pg_wal.tar.gz, backup_manifest and
 database_name (the project database). Progress is shown on a terminal. The new backup is
 written next to the old one and replaces it only when complete: a failed backup leaves the
 previous one as it was.
+
+  --branch NAME   record NAME (a `database branch`) as the database `restore` brings up; the
+                  backup holds every database of the cluster (branches too) either way
 """
 
 RESTORE_HELP = """\
@@ -57,7 +60,7 @@ cluster stops cleanly and its data is packed as base.tar.gz + database_name.
 
 DIFF_HELP = """\
 usage: database diff [--tables a,b] [--no-cron] [--ignore-migration-fail] [-m|--mock]
-                     [-o|--output FILE] [BACKUP_PATH]
+                     [-o|--output FILE] [--branch NAME] [BACKUP_PATH]
        database diff log
 
 Compare what production will be (db1: the backup restored into a temporary cluster, then
@@ -81,6 +84,8 @@ logs are kept in $LOCAL_DIR/focus/postgresql-diff-log/{db1,db2}/: `database diff
   -m, --mock                hydrate db2 with -v USE_MOCK=1
   -o, --output FILE         write the diff to FILE instead of stdout / the pager ($PAGER,
                             default less -FRX, on a terminal)
+      --branch NAME         db1 is that database of the backup (a `database branch`), not
+                            the one the backup recorded
 
 Exit codes (as diff(1): an error never exits 1): 0 no differences, 1 differences, 2 trouble
 (a backup that cannot be restored, a failed hydrate, pg_dump ...), 3 a missing value,
@@ -104,12 +109,13 @@ def _backup(ctx: Context, argv: list[str]) -> int:
     if a.wants_help(argv):
         ctx.stdout.write(BACKUP_HELP)
         return 0
-    a.parse(argv, [], cmd="database backup", max_positional=0)
+    opts, _ = a.parse(argv, [a.Opt(("--branch",), "branch", value=True)],
+                      cmd="database backup", max_positional=0)
     from db_tool import output
     from db_tool.commands.backup import backup
 
     ctx.settings.require_local_dir()
-    result = backup(settings=ctx.settings, progress=_stderr_is_tty())
+    result = backup(settings=ctx.settings, progress=_stderr_is_tty(), branch=opts["branch"])
     output.ok(f"backup of database {result.database} written to {result.path} "
               f"({output.human_size(result.size)})")
     return 0
@@ -196,26 +202,27 @@ def _diff_or_log(ctx: Context, argv: list[str]) -> int:
 
     if argv[:1] == ["log"]:
         a.parse(argv[1:], [], cmd="database diff log", max_positional=0)
-        ctx.settings.require_local_dir()
-        _show(ctx, d.read_logs(ctx.settings))
-        return 0
     opts, pos = a.parse(
         argv,
         [a.Opt(("--tables",), "tables", value=True),
          a.Opt(("--no-cron",), "no_cron"),
          a.Opt(("--ignore-migration-fail",), "ignore"),
          a.Opt(("-m", "--mock"), "mock"),
-         a.Opt(("-o", "--output"), "output", value=True)],
+         a.Opt(("-o", "--output"), "output", value=True),
+         a.Opt(("--branch",), "branch", value=True)],
         cmd="database diff", max_positional=1,
     )
     ctx.settings.require_local_dir()
+    if pos == ["log"]:  # `diff log`, also after options (`diff -m log`), as the original
+        _show(ctx, d.read_logs(ctx.settings))
+        return 0
     tables = [t.strip() for t in (opts["tables"] or "").split(",") if t.strip()]
     if opts["tables"] is not None and not tables:
         raise Error("database diff: --tables needs at least one table name", ExitCode.MISSING)
     result = d.diff(
         settings=ctx.settings, backup_path=Path(pos[0]) if pos else None, tables=tables,
         ignore_migration_fail=bool(opts["ignore"]), mock=bool(opts["mock"]),
-        no_cron=bool(opts["no_cron"]),
+        no_cron=bool(opts["no_cron"]), branch=opts["branch"],
     )
     text = result.render()
     if opts["output"]:

@@ -55,11 +55,10 @@ def dispatch(ctx: Context, argv: list[str]) -> int:
     if action not in ACTIONS:
         raise UsageError(f"branch: unknown action {action!r}; use one of {', '.join(ACTIONS)}")
     from db_tool import output
-    from db_tool.cluster import Cluster
     from db_tool.commands import branch
 
     cmd = f"database branch {action}"
-    cluster = Cluster(ctx.settings.cluster_config(reuse=True))
+    cluster = branch.Where(ctx.settings.cluster_config(reuse=True))
     if action in ("list", "current"):
         opts, _ = a.parse(rest, [a.Opt(("--json",), "json")], cmd=cmd, max_positional=0)
         if action == "current":

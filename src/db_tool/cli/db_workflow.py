@@ -11,7 +11,7 @@ import shlex
 
 from db_tool.cli import args as a
 from db_tool.cli.context import Context
-from db_tool.errors import Error, ExitCode
+from db_tool.errors import Error
 
 HELPS = {
     "deploy": """\
@@ -256,8 +256,9 @@ def _test(ctx: Context) -> int:
         if tap.planned is not None and tap.planned != tap.ran:
             reasons.append(f"planned {tap.planned} tests but {tap.ran} ran")
     summary = f"{counts}: " if counts else ""
-    output.error(f"test: FAILED — {summary}{' | '.join(reasons)} ({result.path}, ran {how})")
-    return int(ExitCode.GENERIC)
+    # One error line, the command's own; the original's words ("tests failed") first.
+    raise Error(f"tests failed: {summary}{' | '.join(reasons)} "
+                f"({result.path}, ran {how})")
 
 
 def _check(ctx: Context, opts: dict[str, object]) -> int:

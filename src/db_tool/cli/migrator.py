@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from db_tool import __version__
 from db_tool.errors import Error, ExitCode, MissingError, UsageError
 
 PROG = "migrator"
+DEFAULT_LOCK_TIMEOUT = 60.0  # seconds to wait for another migrator (MIGRATOR_LOCK_TIMEOUT)
 COMMANDS = ("init", "migrate", "create", "list", "status", "fetch")
 DIRECTIONS = ("up", "down", "to")
 
@@ -85,15 +85,17 @@ version {__version__}
 """
 
 
-@dataclass
 class Args:
-    command: str | None = None
-    positional: list[str] = field(default_factory=list)  # every word but the command
-    options: dict[str, Any] = field(default_factory=dict)
-    # Every option as written, in order: (dest or None when unknown, the name as typed).
-    seen: list[tuple[str | None, str]] = field(default_factory=list)
-    help: bool = False
-    version: bool = False
+    """Parsed argv (a plain class: dataclasses cost more to import than a no-op run)."""
+
+    def __init__(self) -> None:
+        self.command: str | None = None
+        self.positional: list[str] = []  # every word but the command
+        self.options: dict[str, Any] = {}
+        # Every option as written, in order: (dest or None when unknown, the name as typed).
+        self.seen: list[tuple[str | None, str]] = []
+        self.help = False
+        self.version = False
 
 
 def parse_args(argv: Sequence[str]) -> Args:
@@ -210,8 +212,6 @@ def _say(message: str) -> None:
 def _lock_timeout(env: Mapping[str, str]) -> float:
     raw = env.get("MIGRATOR_LOCK_TIMEOUT")
     if not raw:
-        from db_tool.history import DEFAULT_LOCK_TIMEOUT
-
         return DEFAULT_LOCK_TIMEOUT
     try:
         value = float(raw)
@@ -270,7 +270,7 @@ def _strict(args: Args, env: Mapping[str, str]) -> bool:
 
 
 def cmd_migrate(args: Args, env: Mapping[str, str]) -> int:
-    from db_tool import history, migrations
+    from db_tool import history_wire, migrations
 
     direction = next(w for w in args.positional if w in DIRECTIONS)
     rest = [w for w in args.positional if w not in DIRECTIONS]
@@ -278,14 +278,29 @@ def cmd_migrate(args: Args, env: Mapping[str, str]) -> int:
     url = _url(args, env)
     variables = _variables(args.options.get("set", []))
     force = bool(args.options.get("force"))
-    lock_timeout = _lock_timeout(env)
-    backend = history.for_url(url, env)
-    if isinstance(backend, history.SqliteHistory):
-        backend.cli()  # fail with 127 before touching anything
+    lock_timeout = _lock_timeout(env)  # checked before any database work
     warnings: list[str] = []
     available = migrations.discover(_migration_dir(args, env), warnings)
     for warning in warnings:
         _say(f"warning: {warning}")
+    # Nothing to do is answered from one consistent read over the wire client when our bundle
+    # at this version is in place (no psql, no bundle, no lock: the answer is that of a
+    # migrator that ran just before any concurrent one). Anything else: the locked session.
+    quick = history_wire.quick_state(url, env)
+    if quick is not None and quick.bundle_current and quick.applied is not None:
+        early = migrations.plan(
+            available, quick.applied, target, force=force, strict=_strict(args, env)
+        )
+        if early.already is not None:
+            for notice in early.notices:
+                _say(f"warning: {notice}")
+            print(early.already)
+            return 0
+    from db_tool import history
+
+    backend = history.for_url(url, env)
+    if isinstance(backend, history.SqliteHistory):
+        backend.cli()  # fail with 127 before touching anything
     # The session holds the migration lock from before the history is read until the last
     # step, so the plan below cannot be invalidated by a concurrent migrator.
     with backend.migrate_session(variables, lock_timeout) as session:
@@ -403,19 +418,26 @@ def cmd_list(args: Args, env: Mapping[str, str]) -> int:
 
 
 def cmd_status(args: Args, env: Mapping[str, str]) -> int:
-    import json
-
-    from db_tool import history, migrations
+    from db_tool import history_wire, migrations
 
     url = _url(args, env)
     warnings: list[str] = []
     available = migrations.discover(_migration_dir(args, env), warnings)
     for warning in warnings:
         _say(f"warning: {warning}")
-    rows = migrations.status(available, history.for_url(url, env).read_applied())
+    quick = history_wire.quick_state(url, env)
+    if quick is not None:
+        applied = quick.applied or []
+    else:
+        from db_tool import history
+
+        applied = history.for_url(url, env).read_applied()
+    rows = migrations.status(available, applied)
     counts = {s: sum(1 for r in rows if r.state == s)
               for s in ("applied", "pending", "missing", "modified")}
     if args.options.get("json"):
+        import json
+
         print(json.dumps({
             "migrations": [
                 {"name": r.name, "state": r.state, "applied_at": r.applied_at,

@@ -36,13 +36,16 @@ Exported when sourced (and printed by --print-env):
   $PG_URL_VAR           the same URL under the name PG_URL_VAR gives (default PGURL)
 
 Environment:
-  PG_WORKING_DIR        the working dir; else $LOCAL_DIR/focus/postgresql; neither -> exit 1
+  PG_WORKING_DIR        the working dir; else $LOCAL_DIR/focus/postgresql; neither -> exit 1;
+                        / or $HOME -> exit 3; a non-empty dir db-tool did not make -> exit 1
   LOCAL_DIR             project root (see PG_WORKING_DIR)
   PG_PORT               socket port (default 5432)
   PG_DATABASE           database to create/ensure (default testdb)
   PG_REUSE              set (any value) with an existing data/PG_VERSION: reuse the cluster
                         (creating the database if missing). Unset: a fresh cluster every time —
-                        the cluster's own data/ and sock/ are recreated.
+                        the cluster's own data/ and sock/ are recreated. Only a cluster
+                        db-tool or the original postgres-init made is ever replaced, restarted
+                        or stopped; anyone else's is refused untouched (docs/security.md).
                         Self-heal: a reused cluster whose *data* is broken (bad WAL, invalid
                         checkpoint, missing files) is moved to data.broken-<timestamp> (with a
                         warning) and a fresh one initialised. Any other start failure (socket or
@@ -151,7 +154,7 @@ def run(
     from db_tool.commands import branch
 
     database = branch.database_for_init(
-        cluster, from_git=environ.get("PG_BRANCH_FROM_GIT", "") == "1",
+        branch.Where(config), from_git=environ.get("PG_BRANCH_FROM_GIT", "") == "1",
         git_dir=environ.get("LOCAL_DIR") or ".",
     )
     url = cluster.url_for(database) if database != config.database else result.url

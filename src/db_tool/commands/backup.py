@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -150,8 +150,10 @@ def _unlocked(path: Path) -> bool:
     return True
 
 
-def sweep(parent: Path, prefix: str) -> list[Path]:
-    """Remove what killed runs left under `parent` as `<prefix>…`; say so. Returns them."""
+def sweep(parent: Path, prefix: str,
+          before_remove: Callable[[Path], None] | None = None) -> list[Path]:
+    """Remove what killed runs left under `parent` as `<prefix>…` (after `before_remove`, e.g.
+    stopping a server still running there); say so. Returns them."""
     removed = []
     with contextlib.suppress(OSError):
         for entry in sorted(parent.iterdir()):
@@ -160,6 +162,8 @@ def sweep(parent: Path, prefix: str) -> list[Path]:
             if not _dead_run(entry):
                 continue
             size = dir_size(entry)
+            if before_remove is not None:
+                before_remove(entry)
             shutil.rmtree(entry, ignore_errors=True)
             output.info(f"removed {entry} ({output.human_size(size)}), left by a run that was "
                         "killed")
@@ -350,9 +354,12 @@ def names_cluster(url: str | None, cluster: Cluster) -> bool:
         return False
 
 
-def backup(*, settings: ProjectSettings, progress: bool) -> BackupResult:
+def backup(
+    *, settings: ProjectSettings, progress: bool, branch: str | None = None
+) -> BackupResult:
     """pg_basebackup of the server the URL names (--url, PGURL, DB_URL; without one: the
-    project's cluster) into $LOCAL_DIR/focus/postgresql-backup; the previous backup is replaced
+    project's cluster) into $LOCAL_DIR/focus/postgresql-backup; `branch` is recorded as the
+    database to restore (else the URL's, else PG_DATABASE). The previous backup is replaced
     only once the new one is complete. pg_basebackup dies with us (also on kill -9), and what a
     killed run left is cleaned up by the next one."""
     final = default_backup_dir(settings)
@@ -367,14 +374,14 @@ def backup(*, settings: ProjectSettings, progress: bool) -> BackupResult:
             )
         ensure_replication_access(cluster)
         source = ["-h", str(cluster.sockdir), "-p", str(cluster.port), "-U", cluster.superuser]
-        database = database_of(settings, cluster.database)
+        database = branch or database_of(settings, cluster.database)
     else:
         assert settings.url is not None
         url, password = without_password(settings.url)
         source = ["-d", url]
         if password is not None:
             env["PGPASSWORD"] = password
-        database = database_of(settings, cluster.database)
+        database = branch or database_of(settings, cluster.database)
     with interrupt_on_signals(), staging_dir(final) as tmp:
         try:
             argv = [
@@ -385,8 +392,8 @@ def backup(*, settings: ProjectSettings, progress: bool) -> BackupResult:
                 argv.append("-P")
             with progress_of.watch("pg_basebackup", lambda: progress_of.tree_size(tmp),
                                    on_tty=not progress):
-                proc.run(
-                    argv, env=env, what="pg_basebackup", tied=True,
+                proc.run_group(
+                    argv, env=env, what="pg_basebackup",
                     # On a terminal the user sees pg_basebackup's own progress line.
                     stderr=None if progress else subprocess.PIPE,
                 )

@@ -14,12 +14,48 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from db_tool import clone, output, pgwire
-from db_tool.cluster import Cluster
+from db_tool.clusterdir import BRANCH_FILE as STATE_FILE
+from db_tool.conninfo import build_url
 from db_tool.errors import Error
+from db_tool.settings import ClusterConfig
 
-STATE_FILE = "db-tool.branch"
+if TYPE_CHECKING:
+    from db_tool.cluster import Cluster
+
+
+@dataclass(frozen=True)
+class Where:
+    """The cluster as the branch commands see it: an address. Starting or stopping it (rare)
+    imports the Cluster machinery; a branch command on a running cluster never does, which
+    keeps `branch create` close to the cost of the copy itself."""
+
+    config: ClusterConfig
+
+    @property
+    def working_dir(self) -> Path:
+        return self.config.working_dir
+
+    @property
+    def database(self) -> str:
+        return self.config.database
+
+    @property
+    def sockdir(self) -> Path:
+        return self.config.working_dir / "sock"
+
+    def url_for(self, database: str) -> str:
+        return build_url(self.config.superuser, database, self.sockdir, self.config.port)
+
+    def connect(self) -> pgwire.Connection:
+        return pgwire.connect(self.sockdir, self.config.port, self.config.superuser, "postgres")
+
+    def cluster(self) -> Cluster:
+        from db_tool.cluster import Cluster
+
+        return Cluster(self.config)
 
 
 @dataclass(frozen=True)
@@ -32,11 +68,11 @@ class Branch:
     main: bool
 
 
-def state_path(cluster: Cluster) -> Path:
+def state_path(cluster: Where) -> Path:
     return cluster.working_dir / STATE_FILE
 
 
-def current(cluster: Cluster) -> str:
+def current(cluster: Where) -> str:
     """The database postgres-init and `database` use: the switched-to branch, else main."""
     try:
         name = state_path(cluster).read_text(encoding="utf-8").strip("\n")
@@ -45,7 +81,7 @@ def current(cluster: Cluster) -> str:
     return name or cluster.database
 
 
-def _set_current(cluster: Cluster, name: str) -> None:
+def _set_current(cluster: Where, name: str) -> None:
     path = state_path(cluster)
     if name == cluster.database:
         path.unlink(missing_ok=True)
@@ -56,25 +92,27 @@ def _set_current(cluster: Cluster, name: str) -> None:
 
 
 @contextlib.contextmanager
-def connected(cluster: Cluster) -> Iterator[pgwire.Connection]:
+def connected(cluster: Where) -> Iterator[pgwire.Connection]:
     """A connection to the cluster's `postgres` database (starting a stopped cluster)."""
-    if not cluster.is_initialised():
-        raise Error(
-            f"there is no cluster in {cluster.working_dir}: run `. postgres-init` (or `database "
-            "deploy`) first"
-        )
-    if not cluster.is_running():
-        cluster.start()
     try:
-        conn = pgwire.connect(cluster.sockdir, cluster.port, cluster.superuser, "postgres")
+        conn = cluster.connect()
     except pgwire.PgError as exc:
-        raise Error(f"cannot connect to the cluster in {cluster.working_dir}: {exc.message}") \
-            from None
+        if exc.code != "08006":  # 08006: no server on the socket
+            raise Error(f"cannot connect to the cluster in {cluster.working_dir}: "
+                        f"{exc.message}") from None
+        server = cluster.cluster()
+        if not server.is_initialised():
+            raise Error(
+                f"there is no cluster in {cluster.working_dir}: run `. postgres-init` (or "
+                "`database deploy`) first"
+            ) from None
+        server.start()
+        conn = cluster.connect()
     with conn:
         yield conn
 
 
-def _copy(cluster: Cluster, name: str, source: str) -> clone.Clone:
+def _copy(cluster: Where, name: str, source: str) -> clone.Clone:
     """Copy source to the branch name, recording its parent in its comment."""
     comment = clone.BranchMeta(source, time.time()).to_comment()
     try:
@@ -87,14 +125,15 @@ def _copy(cluster: Cluster, name: str, source: str) -> clone.Clone:
     output.warn(f"pg_cron's scheduler is connected to {source}: restarting the server to copy "
                 "it (open sessions are closed)")
     started = time.monotonic()
-    cluster.stop()
+    server = cluster.cluster()
+    server.stop()
     try:
-        _offline(cluster, [
+        _offline(server, [
             clone.clone_sql(name, source),
             f"COMMENT ON DATABASE {pgwire.quote_ident(name)} IS {pgwire.quote_literal(comment)}",
         ])
     finally:
-        cluster.start()
+        server.start()
     return clone.Clone(name, source, time.monotonic() - started)
 
 
@@ -115,18 +154,18 @@ def _offline(cluster: Cluster, statements: list[str]) -> None:
                     f"{(errors or [result.err.strip()])[0]}")
 
 
-def _require_branch(conn: pgwire.Connection, cluster: Cluster, name: str) -> None:
+def _require_branch(conn: pgwire.Connection, cluster: Where, name: str) -> None:
     if not clone.exists(conn, name):
         raise Error(f"there is no branch {name}: `database branch list` shows them, "
                     f"`database branch create {name}` makes it")
 
 
-def create(cluster: Cluster, name: str, source: str | None = None) -> clone.Clone:
+def create(cluster: Where, name: str, source: str | None = None) -> clone.Clone:
     clone.check_name(name, "branch")
     return _copy(cluster, name, source or current(cluster))
 
 
-def reset(cluster: Cluster, name: str) -> clone.Clone:
+def reset(cluster: Where, name: str) -> clone.Clone:
     """Drop the branch and copy its parent again (the parent recorded when it was made)."""
     if name == cluster.database:
         raise Error(f"{name} is the main database, not a branch: there is nothing to reset it to")
@@ -144,7 +183,7 @@ def reset(cluster: Cluster, name: str) -> clone.Clone:
     return _copy(cluster, name, meta.parent)
 
 
-def drop(cluster: Cluster, name: str) -> bool:
+def drop(cluster: Where, name: str) -> bool:
     """Drop a branch; True when it was the current one (main is current again)."""
     if name == cluster.database:
         raise Error(f"{name} is the main database (PG_DATABASE), not a branch: it is not "
@@ -159,7 +198,7 @@ def drop(cluster: Cluster, name: str) -> bool:
     return was_current
 
 
-def switch(cluster: Cluster, name: str) -> str:
+def switch(cluster: Where, name: str) -> str:
     """Make `name` the database postgres-init exports from now on; returns its URL."""
     with connected(cluster) as conn:
         _require_branch(conn, cluster, name)
@@ -167,7 +206,7 @@ def switch(cluster: Cluster, name: str) -> str:
     return cluster.url_for(name)
 
 
-def list_branches(cluster: Cluster) -> list[Branch]:
+def list_branches(cluster: Where) -> list[Branch]:
     active = current(cluster)
     with connected(cluster) as conn:
         infos = clone.databases(conn)
@@ -183,7 +222,7 @@ def list_branches(cluster: Cluster) -> list[Branch]:
     return rows
 
 
-def database_for_init(cluster: Cluster, *, from_git: bool = False, git_dir: str = ".") -> str:
+def database_for_init(cluster: Where, *, from_git: bool = False, git_dir: str = ".") -> str:
     """The database postgres-init exports: the branch of the git branch (PG_BRANCH_FROM_GIT),
     else the switched-to branch, else main. A missing branch is copied from main."""
     name = current(cluster)

@@ -22,7 +22,12 @@ from pathlib import Path
 
 from db_tool import fslock, output, proc, progress, psql
 from db_tool.cluster import Cluster, server_env
-from db_tool.commands.backup import default_backup_dir, opened, recorded_database
+from db_tool.commands.backup import (
+    default_backup_dir,
+    opened,
+    recorded_database,
+    require_backup,
+)
 from db_tool.commands.restore import restore_into
 from db_tool.errors import Error, ExitCode
 from db_tool.scratch import defer_signals, interrupt_on_signals, quiet_after_failure, teardown
@@ -118,11 +123,14 @@ def diff(
     ignore_migration_fail: bool = False,
     mock: bool = False,
     no_cron: bool = False,
+    branch: str | None = None,
 ) -> DiffResult:
     started = time.time()
     focus = settings.focus_dir
     path = (backup_path or default_backup_dir(settings)).absolute()
     tmp_root, logs = focus / DIFF_TMP, log_root(settings)
+    if not path.is_file():
+        require_backup(path)  # before anything is created
     logs.mkdir(parents=True, exist_ok=True)
     # The lock lives in the log dir, which stays anyway: no lock file of ours lies around.
     with _exclusive(logs / ".lock"), interrupt_on_signals(), progress.watch("diff"), opened(
@@ -134,7 +142,8 @@ def diff(
         for side in SIDES:
             shutil.rmtree(logs / side, ignore_errors=True)
             (logs / side).mkdir(parents=True)
-        database = recorded_database(backup_dir, settings.cluster_config().database)
+        # --branch: that database of the backup (a `database branch`), not the recorded one.
+        database = branch or recorded_database(backup_dir, settings.cluster_config().database)
         db1, db2 = (
             Cluster(settings.cluster_config(
                 working_dir=tmp_root / side, database=database, ephemeral=True, reuse=False,

@@ -17,7 +17,6 @@ import dataclasses
 import re
 import shutil
 import tarfile
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,15 +26,19 @@ from db_tool.commands.backup import (
     BASE,
     DATABASE_FILE,
     default_backup_dir,
+    owned_dir,
     require_backup,
     staging_dir,
     swap_in,
+    sweep,
     unpack_data,
 )
 from db_tool.errors import Error, MissingError
+from db_tool.scratch import interrupt_on_signals, teardown
 from db_tool.settings import DEFAULT_DATABASE, ProjectSettings, login_name
 
 NORMALIZED_DIR = "postgresql-backup-normalized"
+NORM_PREFIX = ".norm-"  # the temporary cluster's dir, next to the output
 SYSTEM_DATABASES = ("postgres", "template0", "template1")
 
 _AUTO_CONF = (
@@ -112,8 +115,19 @@ def normalize(
     require_backup(source)
     role = role or login_name()
     target.parent.mkdir(parents=True, exist_ok=True)
+
+    def stop_server(work: Path) -> None:  # a killed run's temporary cluster may still run
+        teardown(Cluster(settings.cluster_config(working_dir=work, log_path=None,
+                                                 conf_file=None)))
+
+    sweep(target.parent, NORM_PREFIX, before_remove=stop_server)
     # Short names: the socket path must stay under ~107 bytes.
-    work = Path(tempfile.mkdtemp(prefix=".norm-", dir=target.parent))
+    with interrupt_on_signals(), owned_dir(target.parent, NORM_PREFIX) as work:
+        return _normalize_in(settings, work, source, target, role, database, admin_role)
+
+
+def _normalize_in(settings: ProjectSettings, work: Path, source: Path, target: Path, role: str,
+                  database: str | None, admin_role: str | None) -> NormalizeResult:
     cluster = Cluster(settings.cluster_config(
         working_dir=work, ephemeral=True, reuse=False, log_path=None, conf_file=None,
         superuser=admin_role or role,
@@ -140,10 +154,7 @@ def normalize(
         with output.step(f"pack the normalized backup into {target}"):
             _pack(cluster, target, chosen)
     finally:
-        try:
-            cluster.stop()
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+        cluster.stop()
     return NormalizeResult(target, chosen, role, admin)
 
 

@@ -75,11 +75,12 @@ def status(settings: ProjectSettings, url: str | None = None) -> Status:
             note = exc.message
     from db_tool.commands import branch
 
-    current = branch.current(cluster)
+    where = branch.Where(cluster.config)
+    current = branch.current(where)
     names: list[str] | None = None
     if pid is not None:
         try:
-            names = [b.name for b in branch.list_branches(cluster)]
+            names = [b.name for b in branch.list_branches(where)]
         except Error:
             names = None
     return Status(

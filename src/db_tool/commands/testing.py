@@ -346,7 +346,11 @@ def run_tests(settings: ProjectSettings, url: str, *, out: TextIO | None = None)
     path = test_file_of(settings)
     if not path.is_file():
         raise Error(f"no tests: {path} does not exist (it is $DATABASE_DIR/test/test.sql)")
-    cwd = Path.cwd()  # psql runs where the caller is, as the original's does
+    try:
+        cwd = Path.cwd()  # psql runs where the caller is, as the original's does
+    except OSError:
+        raise Error("the current directory no longer exists: cd into an existing directory "
+                    "(psql runs the tests from where you are, for relative \\i paths)") from None
     hazard = wrapper_hazard(path, cwd)
     if hazard is None:
         with output.step(f"run {path} inside a transaction that is rolled back"):

@@ -1,0 +1,60 @@
+"""`db-tool-run PROG [ARGS...]`: the one Python entry point behind the sh launchers
+(`database`, `db-tool`, `migrator`, `postgres-cleanup`, `db-ops`, `postgres-init`).
+
+The launchers start it with SIGINT blocked (GNU `env --block-signal`): a Ctrl-C while the
+interpreter starts and imports stays pending. Importing this module installs a hook that turns
+an uncaught KeyboardInterrupt into `interrupted` and exit 130, and only then unblocks SIGINT,
+so the pending Ctrl-C (or any later one that escapes the command's own handler) never prints
+a traceback. Only here, not on `import db_tool`: a library user's process keeps its own hook.
+"""
+
+from __future__ import annotations
+
+import sys
+from types import TracebackType
+
+PROGS = {
+    "database": "db_tool.cli.database",
+    "db-tool": "db_tool.cli.database",
+    "migrator": "db_tool.cli.migrator",
+    "postgres-cleanup": "db_tool.cli.postgres_cleanup",
+    "db-ops": "db_tool.cli.db_ops",
+    "postgres-init": "db_tool.cli.postgres_init",
+}
+
+
+def _interrupted_quietly(
+    kind: type[BaseException], exc: BaseException, tb: TracebackType | None
+) -> None:
+    if issubclass(kind, KeyboardInterrupt):
+        import os
+
+        try:
+            sys.stderr.write("interrupted\n")
+            sys.stderr.flush()
+        finally:
+            os._exit(130)
+    sys.__excepthook__(kind, exc, tb)
+
+
+def _release_held_interrupt() -> None:
+    import signal
+
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+
+
+sys.excepthook = _interrupted_quietly
+_release_held_interrupt()
+
+
+def entry() -> None:
+    import importlib
+
+    args = sys.argv[1:]
+    if not args or args[0] not in PROGS:
+        sys.stderr.write(f"db-tool-run: error: the first argument names the command: "
+                         f"{', '.join(PROGS)}\n")
+        raise SystemExit(9)
+    module = importlib.import_module(PROGS[args[0]])
+    raise SystemExit(module.main(args[1:]))

@@ -1,0 +1,140 @@
+"""Read the migration history and the bundle's state over the built-in wire client.
+
+A `migrate` with nothing to do and every `status` need two small reads; spawning psql for them
+(~30 ms) and re-applying the 20 KB bundle cost more than the answer. When the URL names a unix
+socket we can reach with trust auth, `read_state` answers over db_tool.pgwire in a few round
+trips; in every other case (TCP, a password, SSL or other options, an error of any kind) it
+returns None and the caller takes the psql path, which then reports real errors itself.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from typing import NamedTuple
+
+from db_tool.migrations import Applied
+
+# The libpq URL parameters that do not change where or how we connect.
+_HARMLESS = frozenset({"application_name", "connect_timeout", "fallback_application_name"})
+_PCT = re.compile(rb"%([0-9A-Fa-f]{2})")
+
+
+class Address(NamedTuple):
+    sockdir: str
+    port: int
+    user: str
+    database: str
+
+
+class State(NamedTuple):
+    """What the database holds: whether the bundle is ours at this version, and the history
+    (None when there is no hectic.migration table)."""
+
+    bundle_current: bool
+    applied: list[Applied] | None
+
+
+def _unpct(text: str) -> str:
+    if "%" not in text:
+        return text
+    return _PCT.sub(lambda m: bytes([int(m.group(1), 16)]), text.encode("utf-8")).decode("utf-8")
+
+
+def address(url: str, env: Mapping[str, str]) -> Address | None:
+    """Where a postgresql:// URL points, when that is a unix socket without a password."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("postgresql", "postgres"):
+        return None
+    rest, _, query = rest.partition("?")
+    netloc, _, path = rest.partition("/")
+    userinfo, at, hostport = netloc.rpartition("@")
+    if ":" in userinfo or "," in hostport:
+        return None  # a password (trust auth only here), or several hosts
+    try:
+        params = {}
+        for pair in query.split("&") if query else []:
+            key, eq, value = pair.partition("=")
+            if not eq:
+                return None
+            params[_unpct(key)] = _unpct(value)
+        host, port = hostport, ""
+        if not hostport.startswith("["):
+            host, _, port = hostport.partition(":")
+        host = params.pop("host", _unpct(host)) or env.get("PGHOST", "")
+        port = params.pop("port", port) or env.get("PGPORT", "") or "5432"
+        user = params.pop("user", _unpct(userinfo) if at else "") or env.get("PGUSER", "")
+        database = params.pop("dbname", _unpct(path)) or user
+        if set(params) - _HARMLESS or "password" in params:
+            return None
+        if not user:
+            import pwd
+
+            user = pwd.getpwuid(os.geteuid()).pw_name
+            database = database or user
+        if not host.startswith("/") or not port.isdigit():
+            return None
+        return Address(host, int(port), user, database)
+    except (UnicodeError, KeyError, ValueError):
+        return None
+
+
+_HISTORY = (
+    "SELECT encode(convert_to(name, 'UTF8'), 'hex'), hash, to_char(applied_at AT TIME ZONE "
+    "'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM hectic.migration ORDER BY id"
+)
+
+
+def read_state(url: str, env: Mapping[str, str], *, version: str, comment: str) -> State | None:
+    """The database's State, or None when the wire client cannot tell (use psql then).
+
+    bundle_current: hectic.version says `version` and the hectic schema carries `comment`
+    (which only our bundle sets: a database the original's bundle made still gets ours once)."""
+    where = address(url, env)
+    if where is None:
+        return None
+    from db_tool import pgwire
+
+    try:
+        with pgwire.connect(where.sockdir, where.port, where.user, where.database,
+                            timeout=10.0) as conn:
+            (tables,) = conn.query(
+                "SELECT to_regclass('hectic.version') IS NOT NULL, "
+                "to_regclass('hectic.migration') IS NOT NULL, "
+                "pg_catalog.obj_description(to_regnamespace('hectic'), 'pg_namespace')"
+            )
+            current = False
+            if tables[0] == "t" and tables[2] == comment:
+                have = conn.query(
+                    "SELECT version FROM hectic.version WHERE name = 'hectic'"
+                )
+                current = have == [[version]]
+            applied = None
+            if tables[1] == "t":
+                applied = [
+                    Applied(bytes.fromhex(r[0] or "").decode("utf-8"), r[1] or "", r[2] or "")
+                    for r in conn.query(_HISTORY)
+                ]
+            return State(current, applied)
+    except (pgwire.PgError, OSError, UnicodeError, ValueError, IndexError):
+        return None
+
+
+def bundle_comment() -> str:
+    """The COMMENT our bundle puts on schema hectic: with the version row it says "our bundle,
+    this version, is in place" (the original's bundle sets no comment)."""
+    from db_tool import bundle
+
+    text = next(p for p in bundle.files() if p.name == "version.sql").read_text("utf-8")
+    found = re.search(r"COMMENT ON SCHEMA hectic IS '((?:[^']|'')*)'", text)
+    return found.group(1).replace("''", "'") if found else ""
+
+
+def quick_state(url: str, env: Mapping[str, str]) -> State | None:
+    """read_state for our bundle at its version."""
+    if address(url, env) is None:
+        return None
+    from db_tool import bundle
+
+    return read_state(url, env, version=bundle.VERSION, comment=bundle_comment())
