@@ -3,7 +3,11 @@ stderr is no terminal; none with -q."""
 
 from __future__ import annotations
 
+import os
+import pty
 import re
+import sys
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -18,6 +22,25 @@ def test_describe_shows_bytes_percent_and_elapsed_time() -> None:
         "unpacking x: 3.0 MiB of 12.0 MiB (25%), 2.2s"
     assert progress.describe("pg_basebackup", 2048, None, 12.4) == "pg_basebackup: 2.0 KiB, 12s"
     assert progress.describe("check", None, None, 0.5) == "check: 0.5s"
+
+
+def test_on_a_terminal_one_line_is_redrawn_and_cleared(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    leader, follower = pty.openpty()
+    terminal = os.fdopen(follower, "w")
+    monkeypatch.setattr(sys, "stderr", terminal)
+    monkeypatch.setattr(progress, "TTY_TICK", 0.02)
+    with progress.watch("copying", total=100) as meter:
+        for _ in range(5):
+            meter.add(20)
+            time.sleep(0.05)
+    terminal.flush()
+    shown = os.read(leader, 65536).decode()
+    terminal.close()
+    os.close(leader)
+    assert "\r\x1b[Kcopying: " in shown and "(100%)" in shown
+    assert shown.endswith("\r\x1b[K")  # the line is gone once the work is done
 
 
 @pytest.fixture
