@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -535,9 +534,12 @@ class Cluster:
 
     def _prepare_dirs(self) -> None:
         for leftover in self.working_dir.glob(".trash-*"):
-            # A background removal that never finished (machine stopped): finish it.
-            if leftover.is_dir() and time.time() - leftover.stat().st_mtime > 60:
-                shutil.rmtree(leftover, ignore_errors=True)
+            # Discarded data whose run died before handing it to the background worker, or
+            # whose removal never finished (machine stopped): the worker deletes it now.
+            creator = leftover.name.split("-")[1]
+            if leftover.is_dir() and not leftover.is_symlink() and not (
+                    creator.isdigit() and _pid_alive(int(creator))):
+                self._trash.append(leftover)
         account = self.run_as
         if account is not None:
             self._grant_server_access(account)
