@@ -312,7 +312,7 @@ def test_patch_edit_defaults_to_vi_and_a_missing_editor_is_127(
     assert rc == 127 and "no-such-editor-xyz" in err
 
 
-def test_log_pager_defaults_to_less_r_and_empty_dir_warns(
+def test_log_pager_defaults_to_less_frx_and_empty_dir_warns(
     tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     directory = tmp_path / "wd" / "data" / "log"
@@ -328,7 +328,7 @@ def test_log_pager_defaults_to_less_r_and_empty_dir_warns(
     ctx = Context(settings=ProjectSettings.from_env(env), stdout=_Tty())
     assert db_workflow.dispatch(ctx, "log", []) == 0
     out = capfd.readouterr().out
-    assert f"less args: -R {directory / 'postgresql-1.log'}" in out
+    assert f"less args: -FRX {directory / 'postgresql-1.log'}" in out
     assert "the server said hello" in out
 
 

@@ -21,7 +21,7 @@ from db_tool.cli.context import Context
 from db_tool.commands import diff as d
 from db_tool.settings import ProjectSettings
 from tests.dbproject import ENTRYPOINT, TABLES, Project, project, short_dir
-from tests.helpers import run_cmd, script, tree_snapshot
+from tests.helpers import script, tree_snapshot
 
 LEFTOVERS = ("standby.signal", "recovery.signal", "postmaster.pid", "postmaster.opts")
 
@@ -314,15 +314,26 @@ def test_without_stamped_columns_handles_quoted_names() -> None:
     assert asked == ['"My Schema"."T"', "public.plain"]
 
 
-def test_diff_refuses_without_local_dir_and_restore_or_normalize_without_a_path(
+def test_without_local_dir_diff_restore_and_normalize_look_in_pwd_and_touch_nothing(
     tmp_path: Path,
 ) -> None:
+    import subprocess
+
     from tests.helpers import base_env
 
+    # As the original's ${LOCAL_DIR:-$PWD}: the backup is looked for in $PWD/focus; a missing
+    # one is refused before anything is created (diff: 2, restore: 1, normalize-backup: 3).
     env = {k: v for k, v in base_env().items() if k not in ("LOCAL_DIR", "PG_WORKING_DIR")}
     env["PG_WORKING_DIR"] = str(tmp_path / "wd")
-    for argv in (["diff"], ["diff", "log"], ["restore"], ["normalize-backup"]):
-        result = run_cmd([script("database"), *argv], env, timeout=60)
-        assert result.returncode == 3, (argv, result.stderr)
-        assert "LOCAL_DIR" in result.stderr
-    assert list(tmp_path.iterdir()) == []
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    for argv, rc, words in ((["diff"], 2, "not a backup"), (["diff", "log"], 2, "no diff logs"),
+                            (["restore"], 1, "not a backup"),
+                            (["normalize-backup"], 3, "input backup directory not found")):
+        result = subprocess.run([script("database"), *argv], env=env, cwd=cwd, text=True,
+                                capture_output=True, timeout=60, stdin=subprocess.DEVNULL,
+                                check=False)
+        assert result.returncode == rc, (argv, result.stderr)
+        assert words in result.stderr and str(cwd / "focus") in result.stderr
+    assert list(cwd.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cwd"]

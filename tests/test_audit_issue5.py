@@ -119,7 +119,7 @@ def test_migrate_stops_on_a_version_mismatch_before_any_migration(
     flat(mdir, t(1), "CREATE TABLE never () INHERITS (hectic.created_at);\n")
     assert run("init")[0] == 0
     pg.psql("UPDATE hectic.version SET version = '0.0.1'", db_url)
-    rc, out, err = run("migrate", "up")
+    rc, out, err = run("migrate", "up", "all")
     assert rc == 1, err
     assert "hectic schema version mismatch: database has 0.0.1, code expects 0.1.0" in err
     assert out == ""
@@ -140,7 +140,7 @@ def test_immutable_rows_change_inside_a_migration_with_set_local(
          "SET LOCAL hectic.migration_mode = 'on';\nDELETE FROM country WHERE code = 'DE';\n")
     # The permission ends with its migration's transaction: the next one is refused.
     flat(mdir, t(3), "INSERT INTO country (code) VALUES ('FR');\n")
-    rc, out, err = run("migrate", "up")
+    rc, out, err = run("migrate", "up", "all")
     assert rc == 4, err
     assert f"migration {t(3)} (up) failed" in err and "hectic.immutable" in err
     assert out.splitlines() == [f"applied {t(1)}", f"applied {t(2)}"]
@@ -161,7 +161,7 @@ def test_session_settings_do_not_leak_between_migrations(
                      "INSERT INTO frozen (x) VALUES (1);\n")
     flat(mdir, t(3), "INSERT INTO frozen (x) VALUES (2);\n")
     flat(mdir, t(4), "CREATE TABLE where_am_i () INHERITS (hectic.created_at);\n")
-    run("migrate", "up")
+    run("migrate", "up", "all")
     # As with one psql per migration: m3 refused (no migration_mode), m4 never ran.
     assert pg.psql("SELECT string_agg(x::text, ',') FROM frozen", db_url) == "1"
     assert history(pg, db_url) == [t(1), t(2)]
@@ -174,7 +174,7 @@ def test_failing_migration_leaves_no_rows_in_existing_tables(
                      "INSERT INTO item (v) VALUES (1);\n")
     flat(mdir, t(2), "INSERT INTO item (v) VALUES (2), (3);\nUPDATE item SET v = v * 10;\n"
                      "ALTER TABLE item ADD COLUMN w int;\nSELECT no_such_column FROM item;\n")
-    rc, _, err = run("migrate", "up")
+    rc, _, err = run("migrate", "up", "all")
     assert rc == 4 and f"migration {t(2)} (up) failed" in err
     assert "no_such_column" in err
     assert pg.psql("SELECT string_agg(v::text, ',') FROM item", db_url) == "1"
@@ -189,7 +189,7 @@ def test_failing_psql_meta_command_is_a_failed_migration(
     write(mdir / t(1) / "up" / "entrypoint.sql",
           "CREATE TABLE half () INHERITS (hectic.created_at);\n\\ir missing-part.sql\n")
     write(mdir / t(1) / "down" / "entrypoint.sql", "DROP TABLE half;\n")
-    rc, out, err = run("migrate", "up")
+    rc, out, err = run("migrate", "up", "all")
     assert rc == 4, err
     assert f"migration {t(1)} (up) failed" in err and "missing-part.sql" in err
     assert out == ""
@@ -207,7 +207,7 @@ def test_last_statement_without_semicolon_or_newline(
     write(mdir / f"{t(3)}.sql", "-- migrate:up\nCREATE TABLE c () INHERITS (hectic.created_at)\n"
                                 "-- migrate:down\nDROP TABLE c")
     flat(mdir, t(4), "-- only a comment, no newline at the end", "-- nothing")
-    rc, _, err = run("migrate", "up")
+    rc, _, err = run("migrate", "up", "all")
     assert rc == 0, err
     assert history(pg, db_url) == [t(1), t(2), t(3), t(4)]
     assert pg.psql("SELECT to_regclass('a') IS NOT NULL AND to_regclass('b') IS NOT NULL "
@@ -233,7 +233,7 @@ def test_created_migration_applies_and_rolls_back(
     second = Path(out.strip()).stem
     rc, out, err = run("list")
     assert rc == 0 and out.splitlines() == [path.stem, second]
-    rc, out, err = run("migrate", "up")
+    rc, out, err = run("migrate", "up", "all")
     assert rc == 0, err
     assert out.splitlines() == [f"applied {path.stem}", f"applied {second}"]
     assert pg.psql("SELECT to_regclass('items') IS NOT NULL", db_url) == "t"
@@ -260,7 +260,7 @@ def test_one_psql_process_for_down_and_to(db_url: str, mdir: Path, tmp_path: Pat
              f"DROP TABLE t{i};\n")
     env = {**os.environ, "PG_BIN_DIR": str(wrapper_dir), "DB_URL": db_url,
            "MIGRATION_DIR": str(mdir)}
-    for argv in (["migrate", "up"], ["migrate", "down", "15"], ["migrate", "to", t(18)],
+    for argv in (["migrate", "up", "all"], ["migrate", "down", "15"], ["migrate", "to", t(18)],
                  ["migrate", "to", t(2)]):
         log.write_text("")
         out = subprocess.run([sys.executable, "-m", "db_tool.cli.migrator", *argv], env=env,
@@ -284,9 +284,9 @@ def test_up_latest_head_and_down_default_via_cli(
         assert rc == 0 and out.splitlines() == [f"rolled back {t(2)}"]
         assert run("migrate", "down")[0] == 0
     rc, _, err = run("migrate", "down")
-    assert rc == 1 and "nothing to roll back" in err
+    assert rc == 1 and "cannot migrate down: no migrations applied" in err
     rc, _, err = run("migrate", "down", "1")
-    assert rc == 1 and "nothing to roll back" in err
+    assert rc == 1 and "cannot migrate down: no migrations applied" in err
 
 
 def test_init_takes_set_and_db_url(pg: PG, db_url: str, capsys: pytest.CaptureFixture[str]
@@ -304,7 +304,7 @@ def test_default_migration_dir_is_dot_migration_for_migrate(
     monkeypatch.chdir(tmp_path)
     flat(tmp_path / "migration", t(1), "SELECT 1;\n")
     env = {k: v for k, v in os.environ.items() if k != "MIGRATION_DIR"}
-    assert main(["-u", db_url, "migrate", "up"], env) == 0, capsys.readouterr().err
+    assert main(["-u", db_url, "migrate", "up", "all"], env) == 0, capsys.readouterr().err
     assert history(pg, db_url) == [t(1)]
 
 
@@ -324,15 +324,15 @@ def test_nothing_to_do_is_fast(run: Run, mdir: Path) -> None:
     """Issue 5: a `migrate` call with nothing to do <= 0.25 s (in-process; generous for CI)."""
     for i in range(1, 51):
         flat(mdir, t(i), "SELECT 1;\n")
-    assert run("migrate", "up")[0] == 0
+    assert run("migrate", "up", "all")[0] == 0
     best = min(_timed(run) for _ in range(3))
     assert best < 0.5, best  # the target is 0.25 s; bench/migrator.py measures it precisely
 
 
 def _timed(run: Run) -> float:
     started = time.perf_counter()
-    rc, out, _ = run("migrate", "up")
-    assert rc == 0 and "already at the latest" in out
+    rc, out, _ = run("migrate", "up", "all")
+    assert rc == 0 and "database already at" in out
     return time.perf_counter() - started
 
 
@@ -355,7 +355,7 @@ def test_sqlite_every_url_form_migrates(
         target = tmp_path / f"app{suffix}"
         url = str(target)
     env = {"PATH": os.environ["PATH"]}
-    assert main(["-u", url, "-d", str(mdir), "migrate", "up"], env) == 0, capsys.readouterr()
+    assert main(["-u", url, "-d", str(mdir), "migrate", "up", "all"], env) == 0, capsys.readouterr()
     con = sqlite3.connect(target)
     try:
         assert con.execute("SELECT name FROM hectic_migration").fetchall() == [(t(1),)]
@@ -380,11 +380,11 @@ def test_sqlite_edges_and_status(tmp_path: Path, mdir: Path,
     flat(mdir, t(1), "CREATE TABLE a (x INT);\n", "DROP TABLE a;\n")
     flat(mdir, t(2), "CREATE TABLE b (x INT);\n", "DROP TABLE b;\n")
     rc, _, err = run_("migrate", "down")
-    assert rc == 1 and "nothing to roll back" in err
+    assert rc == 1 and "cannot migrate down: no migrations applied" in err
     rc, _, err = run_("migrate", "up", "3")
     assert rc == 1 and "not enough migrations" in err
     rc, _, err = run_("migrate", "up", "x")
-    assert rc == 1 and "positive integer" in err
+    assert rc == 1 and "up argument not a number or 'all'" in err
     assert run_("migrate", "up", "1")[0] == 0
     rc, out, _ = run_("fetch", "--json", "--exit-code")
     assert rc == 1
@@ -395,12 +395,12 @@ def test_sqlite_edges_and_status(tmp_path: Path, mdir: Path,
     rc, out, _ = run_("migrate", "to", t(1))
     assert rc == 0 and "already at" in out
     rc, _, err = run_("migrate", "down", "2")
-    assert rc == 1 and "not enough applied migrations" in err
+    assert rc == 1 and "would go before first migration" in err
     # Identical contents are fine in SQLite too.
     flat(mdir, t(3), "CREATE TABLE b (x INT);\n")
     shutil.rmtree(mdir / t(2))
     flat(mdir, t(2), "CREATE TABLE IF NOT EXISTS c (x INT);\n")
     flat(mdir, t(3), "CREATE TABLE IF NOT EXISTS c (x INT);\n")
-    rc, out, err = run_("migrate", "up")
+    rc, out, err = run_("migrate", "up", "all")
     assert rc == 0, err
     assert out.splitlines() == [f"applied {t(2)}", f"applied {t(3)}"]

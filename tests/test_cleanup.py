@@ -32,6 +32,11 @@ def wd_of(env: dict[str, str]) -> Path:
 
 
 
+def _cluster_files(wd: Path) -> dict[str, tuple[int, int, int]]:
+    """tree_snapshot without a spare template copy being built in the background."""
+    return {k: v for k, v in tree_snapshot(wd).items() if not k.startswith(".db-tool-build-")}
+
+
 def test_cleanup_with_nothing_resolvable_exits_0() -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("PG_WORKING_DIR", "LOCAL_DIR")}
     r = run_cmd([script("postgres-cleanup")], env)
@@ -52,10 +57,10 @@ def test_cleanup_without_cluster_or_with_stale_pid(cluster_env: dict[str, str]) 
     dead = subprocess.Popen(["true"])
     dead.wait()
     (wd / "data" / "postmaster.pid").write_text(f"{dead.pid}\n{wd}/data\n")
-    before = tree_snapshot(wd)
+    before = _cluster_files(wd)
     r = run_cmd([script("postgres-cleanup")], cluster_env)
     assert r.returncode == 0, r.stderr
-    assert tree_snapshot(wd) == before  # never deletes anything
+    assert _cluster_files(wd) == before  # never deletes anything
 
 
 def test_cleanup_stops_fast_and_waits_and_keeps_data(cluster_env: dict[str, str]) -> None:
@@ -128,12 +133,13 @@ def test_database_cleanup_refuses_foreign_dir(cluster_env: dict[str, str]) -> No
     pid = postmaster_pid(wd)
     (wd / "thesis.tex").write_text("years of work")
     (wd / ".bashrc").write_text("# mine")
-    before = {k: v for k, v in tree_snapshot(wd).items() if not k.startswith(("data", "sock"))}
+    mine = ("thesis.tex", ".bashrc")
+    before = {k: v for k, v in tree_snapshot(wd).items() if k in mine}
     r = run_cmd([script("database"), "cleanup"], cluster_env)
     assert r.returncode == 1
     assert "refusing" in r.stderr and "thesis.tex" in r.stderr
     assert (wd / "thesis.tex").read_text() == "years of work"
-    after = {k: v for k, v in tree_snapshot(wd).items() if not k.startswith(("data", "sock"))}
+    after = {k: v for k, v in tree_snapshot(wd).items() if k in mine}
     assert after == before
     assert alive(pid)  # refused before stopping anything
 
@@ -233,3 +239,16 @@ def test_database_cleanup_refuses_more_than_the_postgres_init_layout(
     assert r.returncode == 1, r.stderr
     assert "refusing" in r.stderr
     assert tree_snapshot(wd) == before
+
+
+def test_database_cleanup_of_a_symlinked_working_dir_is_refused_in_one_line(
+    tmp_path: Path, cluster_env: dict[str, str],
+) -> None:
+    real = wd_of(cluster_env)
+    assert run_cmd([script("postgres-init")], cluster_env).returncode == 0
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    r = run_cmd([script("database"), "cleanup"], {**cluster_env, "PG_WORKING_DIR": str(link)})
+    assert r.returncode == 1, r.stderr
+    assert "symbolic link" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert (real / "data" / "PG_VERSION").is_file() and link.is_symlink()

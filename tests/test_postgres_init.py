@@ -705,7 +705,7 @@ def _foreign_cluster(wd: Path, port: int) -> subprocess.Popen[bytes]:
     from db_tool import pgbin
 
     bindir = pgbin.find().bin_dir
-    theirs = wd.parent / "their-socket"
+    theirs = wd.parent / "s"  # short: a deep TMPDIR must not exceed the socket path limit
     wd.mkdir(parents=True)
     theirs.mkdir()
     account = server_account()
@@ -722,14 +722,19 @@ def _foreign_cluster(wd: Path, port: int) -> subprocess.Popen[bytes]:
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    pgwire.wait_ready(theirs, port, login_name(), "postgres", time.monotonic() + 30)
+    try:
+        pgwire.wait_ready(theirs, port, login_name(), "postgres", time.monotonic() + 30)
+    except BaseException:
+        child.terminate()
+        child.wait(30)
+        raise
     return child
 
 
 def test_a_foreign_cluster_is_never_stopped_reused_or_deleted(
     tmp_path: Path, cluster_env: dict[str, str],
 ) -> None:
-    wd = tmp_path / "proj" / "wd"
+    wd = tmp_path / "p" / "wd"
     env = {**cluster_env, "PG_WORKING_DIR": str(wd)}
     theirs = _foreign_cluster(wd, int(cluster_env["PG_PORT"]) + 3000)
     try:
@@ -917,3 +922,25 @@ def test_read_only_data_dir_is_reported_as_such(cluster_env: dict[str, str]) -> 
     assert r.returncode == 1
     assert "read-only" in r.stderr and "in use" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_fresh_init_removes_the_old_data_a_killed_init_had_discarded(
+    cluster_env: dict[str, str],
+) -> None:
+    """A fresh init renames the old data to .trash-<pid>-… and hands its removal to the
+    background worker once the new server is up; killed before that (found by tests/faults),
+    the next init removes it (in the background too), not only once it is a minute old."""
+    wd = wd_of(cluster_env)
+    assert init(cluster_env).returncode == 0
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    trash = wd / f".trash-{dead.pid}-123456789"
+    shutil.copytree(wd / "data" / "global", trash / "global")  # fresh files, like live data
+    alive = wd / f".trash-{os.getpid()}-123456789"  # a live run's: not ours to touch
+    alive.mkdir()
+    assert init(cluster_env).returncode == 0
+    deadline = time.monotonic() + 60
+    while trash.exists():
+        assert time.monotonic() < deadline, f"{trash} was left"
+        time.sleep(0.05)
+    assert alive.is_dir()

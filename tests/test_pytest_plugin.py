@@ -105,14 +105,23 @@ def test_template_is_reused_when_nothing_changed_and_rebuilt_when_db_src_changes
 def test_xdist_workers_get_own_copies_of_a_template_built_once(tmp_path: Path) -> None:
     tests = ISOLATION_TESTS.replace("range(6)", "range(12)") + """
 
-def test_databases_of_one_worker_do_not_repeat(db_url, worker_id):
-    with open(f"urls-{worker_id}.txt", "a") as fh:
-        fh.write(db_url + "\\n")
+@pytest.fixture(autouse=True)
+def _note_url(request, worker_id):
+    if "db_url" in request.fixturenames:
+        with open(f"urls-{worker_id}.txt", "a") as fh:
+            fh.write(request.getfixturevalue("db_url") + "\\n")
 """
     project = _project(tmp_path / "app", tests)
     out = _ok(_pytest(project, "-n", "2"))
-    assert "13 passed" in out
+    assert "12 passed" in out
     assert _builds(project) == 1
+    by_worker = {f.name: f.read_text().split() for f in project.glob("urls-gw*.txt")}
+    urls = [u for us in by_worker.values() for u in us]
+    assert len(urls) == 12 and len(set(urls)) == 12
+    assert set(by_worker) == {"urls-gw0.txt", "urls-gw1.txt"}, by_worker
+    owners = {name: {u.split("dbt_t_")[1].split("_")[0] for u in us}
+              for name, us in by_worker.items()}
+    assert owners["urls-gw0.txt"].isdisjoint(owners["urls-gw1.txt"]), owners
 
 
 def test_template_build_failure_shows_psql_error_once(tmp_path: Path) -> None:
@@ -223,6 +232,7 @@ def test_migrations_source_builds_the_template_from_the_migrations(tmp_path: Pat
 def test_migrated_table(db_tool_database):
     assert db_tool_database.query("SELECT count(*) FROM item") == [["1"]]
     assert db_tool_database.query("SELECT count(*) FROM hectic.migration") == [["1"]]
+    assert "item" in db_tool_database.psql("\\\\dt public.*")
 """
     project = _project(tmp_path / "app", tests, entrypoint="SELECT 1/0;\n")
     mdir = project / "db" / "migration"

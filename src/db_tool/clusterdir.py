@@ -121,7 +121,9 @@ def sock_strays(sock: Path) -> list[str]:
 def removal_refused(wd: Path) -> str | None:
     """Why `database cleanup` may not remove wd, or None: only our marker or exactly the
     postgres-init layout (with a cluster db-tool or the original made) allows it."""
-    if wd.is_symlink() or not wd.is_dir():
+    if wd.is_symlink():
+        return f"{wd} is a symbolic link (to {os.readlink(wd)}); remove what it points to yourself"
+    if not wd.is_dir():
         return f"{wd} is not a directory"
     if (wd / MARKER).is_file():
         return None

@@ -20,9 +20,14 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from db_tool import fslock, output, proc, psql
+from db_tool import fslock, output, proc, progress, psql
 from db_tool.cluster import Cluster, server_env
-from db_tool.commands.backup import default_backup_dir, opened, recorded_database
+from db_tool.commands.backup import (
+    default_backup_dir,
+    opened,
+    recorded_database,
+    require_backup,
+)
 from db_tool.commands.restore import restore_into
 from db_tool.errors import Error, ExitCode
 from db_tool.scratch import defer_signals, interrupt_on_signals, quiet_after_failure, teardown
@@ -124,9 +129,11 @@ def diff(
     focus = settings.focus_dir
     path = (backup_path or default_backup_dir(settings)).absolute()
     tmp_root, logs = focus / DIFF_TMP, log_root(settings)
+    if not path.is_file():
+        require_backup(path)  # before anything is created
     logs.mkdir(parents=True, exist_ok=True)
     # The lock lives in the log dir, which stays anyway: no lock file of ours lies around.
-    with _exclusive(logs / ".lock"), interrupt_on_signals(), opened(
+    with _exclusive(logs / ".lock"), interrupt_on_signals(), progress.watch("diff"), opened(
         path, archive=path.is_file(), scratch_parent=focus
     ) as backup_dir:
         _remove_stale(tmp_root, settings)
