@@ -459,7 +459,12 @@ def _worker(spec: Template, template: Path) -> None:
             if entry.name.startswith(".stale-"):
                 shutil.rmtree(entry.path, ignore_errors=True)
         if _usable(template, spec.owner) is not None:
-            _build_template(spec, template)
+            try:
+                _build_template(spec, template)
+            except BaseException:
+                # Nothing half-made stays (a full disk, a kill): the next init starts over.
+                shutil.rmtree(template, ignore_errors=True)
+                raise
         if spec.use_spare:
             _make_spare(spec, template)
     finally:
