@@ -100,6 +100,16 @@ def test_cluster_of_another_major_points_to_database_upgrade(
                 {**cluster_env, "PG_BIN_DIR": str(embedded_bin), "PG_REUSE": "1"})
     assert r.returncode == 1
     assert "database upgrade" in r.stderr and "was made by PostgreSQL 15" in r.stderr
+    data = Path(cluster_env["PG_WORKING_DIR"]) / "data"
+    r = run_cmd([script("database"), "upgrade", "--old-bin-dir", str(embedded_bin)],
+                {**cluster_env, "PG_BIN_DIR": str(embedded_bin)})
+    assert r.returncode == 127 and "holds PostgreSQL 18, not 15" in r.stderr
+    assert (data / "PG_VERSION").read_text().strip() == "15"
+    assert not list(data.parent.glob("data.*"))
+    r = run_cmd([script("database"), "upgrade"], {**cluster_env, "PG_BIN_DIR": SYSTEM_BIN})
+    assert r.returncode == 0 and "nothing to upgrade" in r.stderr
+    r = run_cmd([script("database"), "psql", "--help"], cluster_env)
+    assert r.returncode == 0 and r.stdout.startswith("usage: database psql")
 
 
 SYSTEM_BIN = "/usr/lib/postgresql/15/bin"

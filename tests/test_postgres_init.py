@@ -922,3 +922,25 @@ def test_read_only_data_dir_is_reported_as_such(cluster_env: dict[str, str]) -> 
     assert r.returncode == 1
     assert "read-only" in r.stderr and "in use" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_fresh_init_removes_the_old_data_a_killed_init_had_discarded(
+    cluster_env: dict[str, str],
+) -> None:
+    """A fresh init renames the old data to .trash-<pid>-… and hands its removal to the
+    background worker once the new server is up; killed before that (found by tests/faults),
+    the next init removes it (in the background too), not only once it is a minute old."""
+    wd = wd_of(cluster_env)
+    assert init(cluster_env).returncode == 0
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    trash = wd / f".trash-{dead.pid}-123456789"
+    shutil.copytree(wd / "data" / "global", trash / "global")  # fresh files, like live data
+    alive = wd / f".trash-{os.getpid()}-123456789"  # a live run's: not ours to touch
+    alive.mkdir()
+    assert init(cluster_env).returncode == 0
+    deadline = time.monotonic() + 60
+    while trash.exists():
+        assert time.monotonic() < deadline, f"{trash} was left"
+        time.sleep(0.05)
+    assert alive.is_dir()

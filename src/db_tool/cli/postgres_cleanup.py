@@ -45,7 +45,6 @@ def run(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
 
 
 def _stop(environ: Mapping[str, str]) -> str:
-    from db_tool import clusterdir
     from db_tool.cluster import Cluster
     from db_tool.settings import ClusterConfig, working_dir_from
 
@@ -57,11 +56,6 @@ def _stop(environ: Mapping[str, str]) -> str:
     cluster = Cluster(ClusterConfig(working_dir=wd.absolute()))
     if cluster.running_pid() is None:
         return f"no server running in {wd}; nothing to stop"
-    if clusterdir.cluster_maker(cluster.working_dir) is None:
-        raise Error(
-            f"{cluster.datadir} is a running PostgreSQL cluster db-tool did not make; it was "
-            "left running (stop it with pg_ctl yourself)"
-        )
     if cluster.stop():
         return f"stopped the cluster in {wd}"
     return f"no server running in {wd}; nothing to stop"

@@ -19,10 +19,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
-from db_tool import output, pgwire, privs, proc
+from db_tool import output, pgwire, privs, proc, progress
+from db_tool import progress as progress_of  # backup() has a `progress` argument
 from db_tool.cluster import Cluster, server_env
+from db_tool.conninfo import without_password
 from db_tool.errors import Error
 from db_tool.scratch import interrupt_on_signals
 from db_tool.settings import ProjectSettings
@@ -193,13 +195,15 @@ def extract(archive: Path, target: Path) -> None:
     import zlib
 
     try:
-        with tarfile.open(archive, "r:*") as tf:
+        with tarfile.open(archive, "r:*") as tf, \
+                progress.watch(f"unpacking {archive.name}") as meter:
+            meter.total = sum(m.size for m in tf.getmembers())  # what the extraction writes
             if hasattr(tarfile, "data_filter"):
                 # No absolute paths, no links that are absolute or leave target, no device
                 # files, no setuid bits (a tablespace link of the source is refused too).
-                tf.extractall(target, filter="data")
+                tf.extractall(target, filter=lambda m, p: meter.counted(tarfile.data_filter(m, p)))
             else:  # Python < 3.11.4 (e.g. Debian 12's 3.11.2): the same checks by hand
-                tf.extractall(target, members=_checked_members(tf, target))
+                tf.extractall(target, members=map(meter.counted, _checked_members(tf, target)))
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
         raise Error(f"cannot extract {archive}: {exc}") from exc
 
@@ -314,26 +318,6 @@ def ensure_replication_access(cluster: Cluster) -> None:
         conn.query("SELECT pg_reload_conf()")
 
 
-def without_password(url: str) -> tuple[str, str | None]:
-    """(the URL without its password, the password): the password goes to the child's
-    environment (PGPASSWORD), never into its argv where `ps` shows it to everyone."""
-    if not url.startswith(("postgresql://", "postgres://")):
-        return url, None
-    parts = urlsplit(url)
-    password = unquote(parts.password) if parts.password is not None else None
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, host = netloc.rsplit("@", 1)
-        netloc = f"{userinfo.split(':', 1)[0]}@{host}"
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    for key, value in query:
-        if key == "password":
-            password = value
-    query = [(k, v) for k, v in query if k != "password"]
-    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query), parts.fragment)), \
-        password
-
-
 def names_cluster(url: str | None, cluster: Cluster) -> bool:
     """Does `url` point at this project cluster's socket (or is there no URL at all)?"""
     if not url:
@@ -387,11 +371,13 @@ def backup(
             ]
             if progress:
                 argv.append("-P")
-            proc.run_group(
-                argv, env=env, what="pg_basebackup",
-                # On a terminal the user sees pg_basebackup's own progress line.
-                stderr=None if progress else subprocess.PIPE,
-            )
+            with progress_of.watch("pg_basebackup", lambda: progress_of.tree_size(tmp),
+                                   on_tty=not progress):
+                proc.run_group(
+                    argv, env=env, what="pg_basebackup",
+                    # On a terminal the user sees pg_basebackup's own progress line.
+                    stderr=None if progress else subprocess.PIPE,
+                )
             (tmp / DATABASE_FILE).write_text(database + "\n")
             if not (tmp / BASE).is_file():
                 raise Error(f"pg_basebackup wrote no {BASE} into {tmp}")

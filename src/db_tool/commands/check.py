@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from db_tool import fslock, output
+from db_tool import fslock, output, progress
 from db_tool.cluster import Cluster
 from db_tool.commands.deploy import hydrate_and_patch, preflight
 from db_tool.scratch import defer_signals, interrupt_on_signals, quiet_after_failure, teardown
@@ -63,7 +63,7 @@ def check(
         log_path=None,
     )
     cluster = Cluster(config)
-    with _exclusive(wd.parent), interrupt_on_signals():
+    with _exclusive(wd.parent), interrupt_on_signals(), progress.watch("check"):
         try:
             with output.step(f"init a throw-away cluster in {wd}"):
                 init = cluster.init()

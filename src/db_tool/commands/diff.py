@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from db_tool import fslock, output, proc, psql
+from db_tool import fslock, output, proc, progress, psql
 from db_tool.cluster import Cluster, server_env
 from db_tool.commands.backup import (
     default_backup_dir,
@@ -133,7 +133,7 @@ def diff(
         require_backup(path)  # before anything is created
     logs.mkdir(parents=True, exist_ok=True)
     # The lock lives in the log dir, which stays anyway: no lock file of ours lies around.
-    with _exclusive(logs / ".lock"), interrupt_on_signals(), opened(
+    with _exclusive(logs / ".lock"), interrupt_on_signals(), progress.watch("diff"), opened(
         path, archive=path.is_file(), scratch_parent=focus
     ) as backup_dir:
         _remove_stale(tmp_root, settings)

@@ -20,7 +20,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from db_tool import output, privs, proc, psql
+from db_tool import output, privs, proc, progress, psql
 from db_tool.cluster import DEV_CONF, HBA_CONF, Cluster, server_env
 from db_tool.commands.backup import (
     BASE,
@@ -228,8 +228,10 @@ def _pack(cluster: Cluster, target: Path, database: str) -> None:
     if (data / "log").is_dir():
         shutil.rmtree(data / "log")
     with staging_dir(target) as tmp:
-        with tarfile.open(tmp / BASE, "w:gz", compresslevel=6) as tf:
+        with tarfile.open(tmp / BASE, "w:gz", compresslevel=6) as tf, progress.watch(
+            f"packing {BASE}", total=progress.tree_size(data)
+        ) as meter:
             for entry in sorted(data.iterdir()):
-                tf.add(entry, arcname=entry.name)
+                tf.add(entry, arcname=entry.name, filter=lambda m: meter.counted(m))
         (tmp / DATABASE_FILE).write_text(database + "\n")
         swap_in(tmp, target)
