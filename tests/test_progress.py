@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import pty
 import re
+import select
 import sys
 import time
 from collections.abc import Iterator
@@ -36,7 +37,9 @@ def test_on_a_terminal_one_line_is_redrawn_and_cleared(
             meter.add(20)
             time.sleep(0.05)
     terminal.flush()
-    shown = os.read(leader, 65536).decode()
+    shown = ""
+    while select.select([leader], [], [], 0.3)[0]:
+        shown += os.read(leader, 65536).decode()
     terminal.close()
     os.close(leader)
     assert "\r\x1b[Kcopying: " in shown and "(100%)" in shown
