@@ -55,10 +55,39 @@ class PG:
 def pytest_configure(config: pytest.Config) -> None:
     # A private base temp dir per session: pytest re-chmods /tmp/pytest-of-<user> to 0700 and
     # prunes old numbered dirs, which breaks clusters of concurrently running sessions.
-    if not config.option.basetemp:
+    if not config.option.basetemp and not hasattr(config, "workerinput"):
         import tempfile
 
         config.option.basetemp = tempfile.mkdtemp(prefix="db-tool-tests-")
+        config.stash[_OWN_BASETEMP] = Path(config.option.basetemp)
+
+
+_OWN_BASETEMP = pytest.StashKey[Path]()
+_SESSION_FAILED = pytest.StashKey[bool]()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    session.config.stash[_SESSION_FAILED] = exitstatus not in (0, 5)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove the session's base temp dir (clusters, caches: gigabytes over a whole run) once
+    the run passed; a failed run keeps it for inspection. Servers still running in it (a test
+    that leaked one) are stopped first."""
+    base = config.stash.get(_OWN_BASETEMP, None)
+    if base is None or config.stash.get(_SESSION_FAILED, True):
+        return
+    import shutil
+    import signal
+
+    for pidfile in base.glob("**/postmaster.pid"):
+        try:
+            pid = int(pidfile.read_text().split()[0])
+            if Path(f"/proc/{pid}/cwd").resolve() == pidfile.parent.resolve():
+                os.kill(pid, signal.SIGQUIT)
+        except (OSError, ValueError, IndexError):
+            continue
+    shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
