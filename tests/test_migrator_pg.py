@@ -499,3 +499,44 @@ def test_begin_commit_file_runs_as_its_own_transaction(
     rc, _, err = run("migrate", "down")
     assert rc == 0, err
     assert history(pg, db_url) == [] and _tables(pg, db_url, "a") == "f"
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP", "SIGINT"])
+def test_a_signal_during_migrate_leaves_no_temp_dir_no_psql_and_no_history(
+    signame: str, pg: Any, db_url: str, mdir: Path, tmp_path: Path
+) -> None:
+    """SIGTERM/SIGHUP unwind like Ctrl-C: the running migration is cancelled and rolled back,
+    psql is gone, and the session's temp dir under TMPDIR is removed."""
+    import signal
+
+    flat(mdir, t(1), "CREATE TABLE slow () INHERITS (hectic.created_at);\nSELECT pg_sleep(30);\n")
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {**os.environ, "DB_URL": db_url, "MIGRATION_DIR": str(mdir), "TMPDIR": str(tmp)}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "db_tool.cli.migrator", "migrate", "up", "all"], env=env,
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while pg.psql(
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(30)%' "
+            "AND pid <> pg_backend_pid()", db_url
+        ) == "0":
+            assert child.poll() is None, child.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert list(tmp.glob("migrator-*"))
+        started = time.monotonic()
+        child.send_signal(getattr(signal, signame))
+        _, err = child.communicate(timeout=20)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 130, err
+    assert time.monotonic() - started < 10  # cancelled, not waited out
+    assert b"Traceback" not in err
+    assert [(p, sorted(p.iterdir())) for p in tmp.iterdir()] == [], err
+    assert history(pg, db_url) == []
+    assert pg.psql("SELECT to_regclass('public.slow') IS NULL", db_url) == "t"

@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -263,7 +265,10 @@ class PgHistory:
         argv = psql.base_argv(self.url, variables=variables) + [
             "-A", "-t", "-F", psql.FIELD_SEP, "-f", "-",
         ]
-        with tempfile.TemporaryDirectory(prefix="migrator-") as tmpdir, \
+        from db_tool.signals import interrupt_on_signals
+
+        # SIGTERM/SIGHUP unwind like Ctrl-C: psql is stopped and the temp dir removed.
+        with interrupt_on_signals(), tempfile.TemporaryDirectory(prefix="migrator-") as tmpdir, \
                 open(Path(tmpdir) / "stderr", "w+b") as errfile:
             child = proc.spawn(argv, env=psql.env("migrator", self.url), stderr=errfile)
             session = PgSession(child, errfile, Path(tmpdir), lock_timeout,
@@ -272,7 +277,7 @@ class PgHistory:
                 session.start()
                 yield session
             finally:
-                session.close()
+                session.close(aborted=sys.exc_info()[0] is not None)
 
 
 @dataclass
@@ -490,8 +495,13 @@ class PgSession:
         )
         return _Inline(sql, source, first_line) if isinstance(sql, OneQuery) else None
 
-    def close(self) -> None:
-        """End the session: psql quits at the end of its input (releasing the lock)."""
+    def close(self, aborted: bool = False) -> None:
+        """End the session: psql quits at the end of its input (releasing the lock).
+        `aborted` (we are unwinding from a signal or an error): psql's running query is
+        cancelled first (SIGINT), so the rollback does not wait for a long statement."""
+        if aborted and self.child.poll() is None:
+            with suppress(ProcessLookupError):
+                self.child.send_signal(signal.SIGINT)
         if self.child.stdin is not None and not self.child.stdin.closed:
             with suppress(BrokenPipeError):
                 self.child.stdin.close()
@@ -722,7 +732,9 @@ class SqliteHistory:
             # Bound parameters (`:name` in statements); the value is one SQL literal argument.
             lines.append(f".parameter set :{name} {sqlite_dot_quote(sqlite_literal(value))}")
         tx = [_transaction_control(step) for step in steps]
-        with tempfile.TemporaryDirectory(prefix="migrator-") as tmpdir:
+        from db_tool.signals import interrupt_on_signals
+
+        with interrupt_on_signals(), tempfile.TemporaryDirectory(prefix="migrator-") as tmpdir:
             tmp = Path(tmpdir)
             for i, step in enumerate(steps):
                 m = step.migration

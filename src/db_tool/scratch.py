@@ -1,5 +1,5 @@
-"""Throw-away clusters (check, diff): signals that unwind like Ctrl-C, and a teardown that
-also catches a server whose start was interrupted."""
+"""Throw-away clusters (check, diff): a teardown that also catches a server whose start was
+interrupted. (The signal helpers live in signals.py, light enough for the migrator.)"""
 
 from __future__ import annotations
 
@@ -8,64 +8,16 @@ import os
 import shutil
 import signal
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from types import FrameType
 
 from db_tool import output
 from db_tool.cluster import Cluster
 from db_tool.errors import Error
+from db_tool.signals import Terminated, defer_signals, interrupt_on_signals
 
-_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM/SIGHUP while a throw-away cluster lives: unwinds like Ctrl-C so teardown runs."""
-
-
-@contextlib.contextmanager
-def interrupt_on_signals() -> Iterator[None]:
-    """Turn SIGTERM/SIGHUP into Terminated while the body runs (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise Terminated(signal.Signals(signum).name)
-
-    previous = {s: signal.signal(s, handler) for s in _SIGNALS}
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-
-
-@contextlib.contextmanager
-def defer_signals() -> Iterator[None]:
-    """Let the teardown finish: hold SIGINT/SIGTERM/SIGHUP, re-raise the first afterwards."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: list[int] = []
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        caught.append(signum)
-
-    sigs = (signal.SIGINT, *_SIGNALS)
-    previous = {s: signal.signal(s, handler) for s in sigs}
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-    if caught:
-        if caught[0] == signal.SIGINT:
-            raise KeyboardInterrupt
-        raise Terminated(signal.Signals(caught[0]).name)
-
+__all__ = ["Terminated", "defer_signals", "interrupt_on_signals", "quiet_after_failure",
+           "stray_postmasters", "teardown"]
 
 def quiet_after_failure(what: str) -> contextlib.AbstractContextManager[object]:
     """A teardown step inside `finally`: timed as usual after success, but after a failure
