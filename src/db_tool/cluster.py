@@ -1023,9 +1023,12 @@ class Cluster:
         self.stop()
         if self.is_running():
             raise Error(f"{self.working_dir} still has a running server; not removing it")
+        # Removed before we return, as the original's `rm -rf`: a script that runs
+        # `database cleanup && rmdir focus` (or checks the parent is empty) must see it gone.
+        # Renamed away first, so an interrupted removal leaves no half cluster at the old path.
         from db_tool import template_cache
 
-        template_cache.remove_tree(self.working_dir)
+        template_cache.remove_tree(self.working_dir, wait=True)
 
 
 class _NoLock(Error):

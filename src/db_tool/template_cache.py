@@ -424,9 +424,10 @@ def discard(path: Path, parent: Path, *, prefix: str = ".trash-",
     return trash
 
 
-def remove_tree(path: Path) -> None:
-    """rm -rf path, the caller not waiting for the bulk: it is renamed to a hidden sibling
-    (.db-tool-trash-*) and deleted in the background; where renaming fails, deleted here."""
+def remove_tree(path: Path, wait: bool = False) -> None:
+    """rm -rf path: it is renamed to a hidden sibling (.db-tool-trash-*) and deleted — in the
+    background unless `wait`; where renaming fails, deleted here. Stale trash of a removal
+    that never finished goes too."""
     trash = path.parent / f".db-tool-trash-{path.name}-{os.getpid()}-{time.monotonic_ns()}"
     try:
         path.rename(trash)
@@ -440,6 +441,10 @@ def remove_tree(path: Path) -> None:
                 with contextlib.suppress(OSError):
                     if time.time() - entry.stat(follow_symlinks=False).st_ctime > 600:
                         stale.append(entry.path)
+    if wait:
+        for victim in (str(trash), *stale):
+            shutil.rmtree(victim, ignore_errors=True)
+        return
     proc.spawn_detached(["rm", "-rf", "--", str(trash), *stale], low_priority=True)
 
 
