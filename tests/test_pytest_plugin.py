@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -280,13 +281,24 @@ def test_plugin_as_a_normal_user_in_a_sandbox(tmp_path: Path) -> None:
     if not SANDBOX_RUN.is_file():
         pytest.fail(f"{SANDBOX_RUN} is missing (CI provides ../shared/tools/sandbox-run)")
     project = _project(tmp_path / "app", entrypoint=ENTRYPOINT.replace("{log}", "@LOG@"))
-    r = subprocess.run(
-        [str(SANDBOX_RUN), "--user", "sandbox", "--bin", str(Path(sys.executable).parent),
-         "--copy", str(project), "--", "sh", "-c",
-         'cd src && sed -i "s|@LOG@|$PWD/builds.log|" db/src/entrypoint.sql && '
-         "LOCAL_DIR=$PWD python -m pytest -q -p no:cacheprovider -n 2 && wc -l < builds.log"],
-        capture_output=True, text=True, timeout=600, check=False,
-    )
+    # The test venv's python may live in root's home, which the sandbox account cannot
+    # enter: run /usr/bin/python3 on a world-readable copy of db-tool, pytest and xdist.
+    lib = Path(tempfile.mkdtemp(prefix="db-tool-plugin-", dir="/var/tmp"))
+    try:
+        _portable_site(lib)
+        r = subprocess.run(
+            [str(SANDBOX_RUN), "--user", "sandbox", "--env", f"PYTHONPATH={lib}",
+             "--copy", str(project), "--", "sh", "-c",
+             'cd src && sed -i "s|@LOG@|$PWD/builds.log|" db/src/entrypoint.sql && '
+             "LOCAL_DIR=$PWD /usr/bin/python3 -m pytest -q -p no:cacheprovider "
+             "-p db_tool.pytest_plugin -p xdist.plugin -n 2 && wc -l < builds.log; rc=$?; "
+             # the detached template build must end before sandbox-run removes the work dir
+             "while pgrep -u sandbox -f 'db_tool[.]template_cache' >/dev/null; do sleep 0.2; "
+             "done; exit $rc"],
+            capture_output=True, text=True, timeout=600, check=False,
+        )
+    finally:
+        shutil.rmtree(lib, ignore_errors=True)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "6 passed" in r.stdout
     assert r.stdout.strip().splitlines()[-1].strip() == "1"
@@ -297,3 +309,23 @@ def test_the_example_project_passes(tmp_path: Path) -> None:
     example = tmp_path / "pytest-app"
     shutil.copytree(Path(__file__).resolve().parent.parent / "examples" / "pytest-app", example)
     assert "7 passed" in _ok(_pytest(example, env=base_env()))
+
+
+def _portable_site(lib: Path) -> None:
+    """db-tool and the pure-Python test packages, copied where every account can read them."""
+    import importlib.util
+
+    shutil.copytree(Path(__file__).resolve().parent.parent / "src" / "db_tool", lib / "db_tool",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pytest", "_pytest", "pluggy", "iniconfig", "packaging", "xdist", "execnet",
+                 "py"):
+        spec = importlib.util.find_spec(name)
+        assert spec is not None and spec.origin, f"{name} is not installed"
+        origin = Path(spec.origin)
+        if origin.name == "__init__.py":
+            shutil.copytree(origin.parent, lib / name,
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(origin, lib / origin.name)
+    subprocess.run(["chmod", "-R", "a+rX", str(lib)], check=True)
+    lib.chmod(0o755)
