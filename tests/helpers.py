@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -167,3 +169,47 @@ def read_only(path: Path) -> Iterator[None]:
             yield
         finally:
             path.chmod(mode)
+
+
+_REPO = Path(__file__).resolve().parent.parent
+
+
+def _python() -> str:
+    """An interpreter every account can run (the venv's may sit in root's home)."""
+    for cand in ("/usr/bin/python3", sys.executable):
+        r = subprocess.run([cand, "-c", "import sys; print(sys.version_info >= (3, 11))"],
+                           capture_output=True, text=True, check=False)
+        if r.stdout.strip() == "True":
+            return cand
+    raise AssertionError("no Python >= 3.11 readable by every account")
+
+
+@contextlib.contextmanager
+def portable_install() -> Iterator[Path]:
+    """db-tool installed where every account can run it: a world-readable dir under /var/tmp
+    with the sh launchers of scripts/ and a db-tool-run console script, as pip installs them,
+    on /usr/bin/python3 (the test venv's python may live in root's home, which a sandbox
+    account cannot enter). Yields the root; commands are in <root>/bin."""
+    root = Path(tempfile.mkdtemp(prefix="db-tool-sandbox-", dir="/var/tmp"))
+    try:
+        root.chmod(0o755)
+        shutil.copytree(_REPO / "src" / "db_tool", root / "lib" / "db_tool",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(_REPO / "examples", root / "examples",
+                        ignore=shutil.ignore_patterns("focus"))
+        subprocess.run([_python(), "-m", "compileall", "-q", str(root / "lib")], check=True)
+        bindir = root / "bin"
+        bindir.mkdir()
+        # What pip installs: the sh launchers, and db-tool-run, the console script they call.
+        (bindir / "db-tool-run").write_text(
+            f"#!{_python()}\nimport sys\nsys.path.insert(0, {str(root / 'lib')!r})\n"
+            "from db_tool.cli.launch import entry\nentry()\n"
+        )
+        for launcher in (_REPO / "scripts").iterdir():
+            shutil.copy(launcher, bindir / launcher.name)
+        for f in bindir.iterdir():
+            f.chmod(0o755)
+        subprocess.run(["chmod", "-R", "a+rX", str(root)], check=True)
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -331,5 +331,5 @@ def test_backup_password_goes_to_the_environment_not_argv() -> None:
     assert without_password("postgresql://u:s%40cret@h:5433/db?sslmode=require") == (
         "postgresql://u@h:5433/db?sslmode=require", "s@cret")
     assert without_password("postgresql://u@/db?host=/s&password=pw") == (
-        "postgresql://u@/db?host=%2Fs", "pw")
+        "postgresql://u@/db?host=/s", "pw")
     assert without_password("host=h dbname=d") == ("host=h dbname=d", None)

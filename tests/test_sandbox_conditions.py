@@ -16,16 +16,13 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
-import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import next_port
+from tests.helpers import next_port, portable_install
 
 REPO = Path(__file__).resolve().parent.parent
 SANDBOX_RUN = REPO.parent / "shared" / "tools" / "sandbox-run"
@@ -89,44 +86,13 @@ step() {
 """
 
 
-def _python() -> str:
-    """An interpreter every account can run (the venv's may sit in root's home)."""
-    for cand in ("/usr/bin/python3", sys.executable):
-        r = subprocess.run([cand, "-c", "import sys; print(sys.version_info >= (3, 11))"],
-                           capture_output=True, text=True, check=False)
-        if r.stdout.strip() == "True":
-            return cand
-    raise AssertionError("no Python >= 3.11 readable by every account")
-
-
 @pytest.fixture(scope="module")
 def install() -> Iterator[Path]:
     if not SANDBOX_RUN.is_file():
         pytest.fail(f"{SANDBOX_RUN} is missing: these tests need ../shared/tools/sandbox-run "
                     "beside the repository (CI provides it)")
-    root = Path(tempfile.mkdtemp(prefix="db-tool-sandbox-", dir="/var/tmp"))
-    try:
-        root.chmod(0o755)
-        shutil.copytree(REPO / "src" / "db_tool", root / "lib" / "db_tool",
-                        ignore=shutil.ignore_patterns("__pycache__"))
-        shutil.copytree(REPO / "examples", root / "examples",
-                        ignore=shutil.ignore_patterns("focus"))
-        subprocess.run([_python(), "-m", "compileall", "-q", str(root / "lib")], check=True)
-        bindir = root / "bin"
-        bindir.mkdir()
-        # What pip installs: the sh launchers, and db-tool-run, the console script they call.
-        (bindir / "db-tool-run").write_text(
-            f"#!{_python()}\nimport sys\nsys.path.insert(0, {str(root / 'lib')!r})\n"
-            "from db_tool.cli.launch import entry\nentry()\n"
-        )
-        for name in COMMANDS:
-            shutil.copy(REPO / "scripts" / name, bindir / name)
-        for f in bindir.iterdir():
-            f.chmod(0o755)
-        subprocess.run(["chmod", "-R", "a+rX", str(root)], check=True)
+    with portable_install() as root:
         yield root
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 Results = dict[str, tuple[int, str]]
