@@ -17,7 +17,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from db_tool import clone, pgwire
+from db_tool import clone, pgwire, proc
 from db_tool.cluster import Cluster
 from db_tool.errors import Error
 
@@ -30,16 +30,6 @@ _OWNED = re.compile(r"^dbt_[pt]_(\d+)_")
 class Handed:
     name: str
     waited: float  # seconds the caller waited for a copy to become ready (0 when one was)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Pool:
@@ -181,6 +171,6 @@ class Pool:
         rows = conn.query("SELECT datname FROM pg_database WHERE datname LIKE 'dbt\\_%'")
         for (name,) in rows:
             m = _OWNED.match(str(name))
-            if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
+            if m and int(m.group(1)) != os.getpid() and not proc.pid_alive(int(m.group(1))):
                 with contextlib.suppress(Error):
                     clone.drop(conn, str(name))

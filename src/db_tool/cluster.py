@@ -130,30 +130,14 @@ class InitResult:
 def _dead_discarder(trash: Path) -> bool:
     """`.trash-<pid>-<ns>` whose run (pid) is gone."""
     pid = trash.name[len(".trash-"):].split("-", 1)[0]
-    return pid.isdigit() and not _pid_alive(int(pid))
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    # A zombie (a killed server nobody reaped: pid 1 of many containers never does) still
-    # "exists"; treat it as gone.
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
-            return fh.read().split(") ")[-1][:1] != "Z"
-    except OSError:
-        return True
+    return pid.isdigit() and not proc.pid_alive(int(pid))
 
 
 def _pid_serves(pid: int, datadir: Path) -> bool:
     """Is pid a live postmaster of *this* data dir? A stale postmaster.pid may name a pid that
     now belongs to another cluster (or anything else); that one must never be signalled. The
     postmaster's cwd is its data dir; where we may not look at it, its command line says."""
-    if not _pid_alive(pid):
+    if not proc.pid_alive(pid):
         return False
     if not os.path.isdir("/proc/self"):
         return True  # no /proc to ask: trust the pid file
@@ -272,7 +256,7 @@ class Cluster:
             first = lock.read_text().splitlines()[0].strip()
         except (OSError, IndexError, UnicodeDecodeError):
             return None
-        if first.isdigit() and _pid_alive(int(first)):
+        if first.isdigit() and proc.pid_alive(int(first)):
             return int(first)
         return None
 
@@ -833,7 +817,7 @@ class Cluster:
         stale for sure; PostgreSQL itself cannot tell a zombie from a live server and would
         refuse to start."""
         lines = self._pidfile_lines()
-        if lines and lines[0].strip().isdigit() and not _pid_alive(int(lines[0])):
+        if lines and lines[0].strip().isdigit() and not proc.pid_alive(int(lines[0])):
             with contextlib.suppress(FileNotFoundError):
                 (self.datadir / "postmaster.pid").unlink()
         sock = Path(pgwire.socket_path(self.sockdir, self.port))
@@ -842,7 +826,7 @@ class Cluster:
             first = lock.read_text().split("\n", 1)[0].strip()
         except (OSError, UnicodeDecodeError):
             return
-        if first.isdigit() and not _pid_alive(int(first)):
+        if first.isdigit() and not proc.pid_alive(int(first)):
             for stale in (lock, sock):
                 with contextlib.suppress(FileNotFoundError):
                     stale.unlink()
@@ -970,7 +954,7 @@ class Cluster:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGINT)  # "fast" shutdown: roll back sessions, checkpoint
         deadline = time.monotonic() + timeout
-        while _pid_alive(pid):
+        while proc.pid_alive(pid):
             if time.monotonic() > deadline:
                 raise Error(
                     f"PostgreSQL (pid {pid}) did not stop within {timeout:.0f}s; see "

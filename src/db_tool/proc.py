@@ -278,3 +278,20 @@ def run_group(
     if rc != 0:
         raise Error(f"{what or describe(argv)} failed with exit code {rc}", detail=err.strip())
     return Result(tuple(argv), rc, "", err)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether pid is a live process (ours or not); a zombie counts as gone."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    # A zombie (a killed server nobody reaped: pid 1 of many containers never does) still
+    # "exists"; treat it as gone.
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            return fh.read().split(") ")[-1][:1] != "Z"
+    except OSError:
+        return True

@@ -136,16 +136,6 @@ def _pid_of_build(name: str) -> int | None:
     return int(head) if head.isdigit() else None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def remove_dead_builds(parent: Path) -> None:
     """Build dirs left by a run that was killed (their pid is gone): remove them."""
     try:
@@ -155,7 +145,7 @@ def remove_dead_builds(parent: Path) -> None:
     for entry in entries:
         if entry.name.startswith(BUILD_PREFIX):
             pid = _pid_of_build(entry.name)
-            if pid is None or not _alive(pid):
+            if pid is None or not proc.pid_alive(pid):
                 shutil.rmtree(entry.path, ignore_errors=True)
 
 
@@ -481,7 +471,7 @@ def _remove_dead_scratch(tmp: Path) -> None:
         for entry in it:
             if entry.name.startswith(SCRATCH_PREFIX):
                 head = entry.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
-                if head.isdigit() and not _alive(int(head)) and entry.is_dir(
+                if head.isdigit() and not proc.pid_alive(int(head)) and entry.is_dir(
                         follow_symlinks=False) and entry.stat().st_uid == os.geteuid():
                     shutil.rmtree(entry.path, ignore_errors=True)
 

@@ -119,22 +119,12 @@ def owned_dir(parent: Path, prefix: str) -> Iterator[Path]:
 
 def _dead_run(path: Path) -> bool:
     match = _OWNED.search(path.name)
-    if match is not None and _alive(int(match.group(1))):
+    if match is not None and proc.pid_alive(int(match.group(1))):
         # pid reused, or a live run between mkdtemp and flock: only very old ones are stale
         with contextlib.suppress(OSError):
             return time.time() - path.stat().st_mtime > 24 * 3600 and _unlocked(path)
         return False
     return _unlocked(path)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _unlocked(path: Path) -> bool:
@@ -180,7 +170,7 @@ def sweep_swap(final: Path) -> None:
     sweep(final.parent, f".{final.name}.tmp-")
     for old in sorted(final.parent.glob(f".{final.name}.old-*")):
         pid = old.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and _alive(int(pid)):
+        if pid.isdigit() and proc.pid_alive(int(pid)):
             continue
         if not final.exists():
             old.rename(final)
