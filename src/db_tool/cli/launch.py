@@ -37,6 +37,15 @@ def _interrupted_quietly(
     sys.__excepthook__(kind, exc, tb)
 
 
+def _unraisable_quietly(unraisable: sys.UnraisableHookArgs) -> None:
+    # A Ctrl-C that lands in a callback Python cannot raise from (an import lock's weakref
+    # callback) is reported as "Exception ignored ... Traceback" and the command goes on:
+    # say nothing; the command finishes as if the key came a moment later.
+    if isinstance(unraisable.exc_value, KeyboardInterrupt):
+        return
+    sys.__unraisablehook__(unraisable)
+
+
 def _release_held_interrupt() -> None:
     import signal
 
@@ -45,6 +54,7 @@ def _release_held_interrupt() -> None:
 
 
 sys.excepthook = _interrupted_quietly
+sys.unraisablehook = _unraisable_quietly
 _release_held_interrupt()
 
 
