@@ -326,7 +326,7 @@ def test_log_pager_defaults_to_less_frx_and_empty_dir_warns(
     fake_program(bindir, "less", 'echo "less args: $*"; cat "$2"')
     env["PATH"] = f"{bindir}:{env['PATH']}"
     ctx = Context(settings=ProjectSettings.from_env(env), stdout=_Tty())
-    assert db_workflow.dispatch(ctx, "log", []) == 0
+    assert db_workflow.dispatch(ctx, "log", {"follow": False}, []) == 0
     out = capfd.readouterr().out
     assert f"less args: -FRX {directory / 'postgresql-1.log'}" in out
     assert "the server said hello" in out
