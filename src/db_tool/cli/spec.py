@@ -172,6 +172,7 @@ MIGRATOR = Command(
 
 # ------------------------------------------------------------------------------- db-ops
 
+# The original db-ops's words (scripts may match them): "argument X does not exist".
 DB_OPS = Command(
     "db-ops",
     summary="the hectic bundle and secrets for a deployment target",
@@ -182,10 +183,18 @@ DB_OPS = Command(
                     opts=[Opt("-u", "--url", metavar="URL"),
                           Opt("-f", "--dotenv-file", dest="dotenv_file", metavar="PATH")],
                     examples=["db-ops -u \"$DB_URL\" secrets load -f .env.production",
-                              "HECTIC_DOTENV_CONTENT=\"$(cat .env)\" db-ops secrets load"]),
+                              "HECTIC_DOTENV_CONTENT=\"$(cat .env)\" db-ops secrets load"],
+                    unknown="secrets load argument {arg} does not exist; see db-ops secrets "
+                            "load --help",
+                    extra="secrets load subcommand {arg} does not exist; see db-ops secrets "
+                          "load --help",
+                    missing="missing value for {arg}"),
         ], examples=["db-ops secrets load -f .env.production"]),
     ],
-    examples=["db-ops -u \"$DB_URL\" secrets load -f .env.production"],
+    examples=["db-ops -u \"$DB_URL\" secrets load -f .env.production",
+              "db-ops secrets load --help"],
+    unknown="argument {arg} does not exist; see db-ops --help",
+    missing="missing value for {arg}",
 )
 
 # ------------------------------------------------------------------------------- hooks
