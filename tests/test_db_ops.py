@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 BAD_URL = "postgresql://nobody@/nowhere?host=/nonexistent-socket-dir&port=1"
 # What db-ops says on stderr before it connects (the original's `log notice`).
-NOTICE = "db-tool: apply hectic bundle and load secrets\n"
+NOTICE = "db-ops: apply hectic bundle and load secrets\n"
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
