@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from db_tool.cli.migrator import main
-from db_tool.history import LOCK_KEY, psql_meta_quote
+from db_tool.pg_script import LOCK_KEY, psql_meta_quote
 from tests.conftest import PG
 from tests.migrator_support import Run, flat, runner, write
 from tests.migrator_support import pg_history as history
@@ -226,12 +226,14 @@ def test_status_json_and_exit_code(run: Run, mdir: Path) -> None:
 
 def test_pending_count_api(run: Run, db_url: str, mdir: Path) -> None:
     from db_tool.history import pending_count
+    from db_tool.settings import MigratorSettings
 
     flat(mdir, t(1), "SELECT 1;\n")
     flat(mdir, t(2), "SELECT 2;\n")
-    assert pending_count(db_url, mdir) == 2
+    settings = MigratorSettings.from_env({})
+    assert pending_count(db_url, mdir, settings) == 2
     assert run("migrate", "up", "1")[0] == 0
-    assert pending_count(db_url, mdir) == 1
+    assert pending_count(db_url, mdir, settings) == 1
 
 
 def test_options_before_the_subcommand(run: Run, db_url: str, mdir: Path, pg: Any) -> None:

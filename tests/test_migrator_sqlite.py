@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from db_tool.cli.migrator import main
-from db_tool.history import sqlite_dot_quote, sqlite_literal, sqlite_path
+from db_tool.history import sqlite_path
+from db_tool.history_sqlite import sqlite_dot_quote, sqlite_literal
 from tests.migrator_support import Run, flat, runner, write
 
 pytestmark = pytest.mark.skipif(shutil.which("sqlite3") is None, reason="sqlite3 shell missing")

@@ -47,8 +47,9 @@ def init_sql(url: str | None) -> str:
 
     if url and history.sqlite_path(url) is not None:
         from db_tool import __version__
+        from db_tool.history_sqlite import sqlite_init_sql
 
-        return history.sqlite_init_sql(__version__)
+        return sqlite_init_sql(__version__)
     from db_tool import bundle
 
     return bundle.render()
@@ -90,9 +91,10 @@ def migrate(
                 warn(notice)
             return Outcome(early.already, [], None)
     from db_tool import history
+    from db_tool.history_sqlite import SqliteHistory
 
     backend = history.for_url(url, settings)
-    if isinstance(backend, history.SqliteHistory):
+    if isinstance(backend, SqliteHistory):
         backend.cli()  # fail with 127 before touching anything
     # The session holds the migration lock from before the history is read until the last
     # step, so the plan below cannot be invalidated by a concurrent migrator.
