@@ -9,14 +9,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
 
 from db_tool import proc
 from db_tool.conninfo import without_password
-from db_tool.errors import Error, NotInstalledError
+from db_tool.errors import NotInstalledError
 
 FIELD_SEP = "\x1f"
 RECORD_SEP = "\x1e"
@@ -96,32 +95,6 @@ def split_error(text: str) -> tuple[str, str]:
 
 def first_error(text: str) -> str:
     return split_error(text)[0]
-
-
-def run_file(
-    url: str,
-    path: str | os.PathLike[str],
-    *,
-    variables: Mapping[str, str] | None = None,
-    log: str | os.PathLike[str] | None = None,
-    single_transaction: bool = False,
-    check: bool = True,
-    what: str | None = None,
-) -> proc.Result:
-    """psql -f PATH. With log, stdout+stderr go to that file (appended) instead of captured."""
-    argv = base_argv(url, variables=variables)
-    if single_transaction:
-        argv.append("--single-transaction")
-    argv += ["-f", os.fspath(path)]
-    if log is None:
-        return proc.run(argv, env=env(url=url), check=check, what=what or f"psql -f {path}")
-    Path(log).parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "a", encoding="utf-8") as fh:
-        result = proc.run(argv, env=env(url=url), check=False, stdout=fh,
-                          stderr=subprocess.STDOUT)
-    if check and not result.ok:
-        raise Error(f"{what or f'psql -f {path}'} failed; see {log}")
-    return result
 
 
 def run_sql(
