@@ -12,7 +12,7 @@ import pytest
 from db_tool.commands import migrate
 from db_tool.errors import Error
 from db_tool.history import MigrationFailed
-from db_tool.migrations import Target
+from db_tool.planning import Target
 from db_tool.settings import MigratorSettings
 from tests.migrator_support import flat, pg_history, write
 

@@ -197,8 +197,8 @@ def pending_count(
     url: str, migration_dir: str | os.PathLike[str], settings: MigratorSettings
 ) -> int:
     """How many migrations on disk are not applied (read-only; does not apply the bundle)."""
-    from db_tool import migrations
+    from db_tool import migrations, planning
 
     applied = for_url(url, settings).read_applied()
-    rows = migrations.status(migrations.discover(migration_dir), applied)
+    rows = planning.status(migrations.discover(migration_dir), applied)
     return sum(1 for r in rows if r.state == "pending")

@@ -252,12 +252,12 @@ def cmd_init(args: Args, settings: MigratorSettings) -> int:
 
 
 def cmd_migrate(args: Args, settings: MigratorSettings) -> int:
-    from db_tool import migrations
+    from db_tool import planning
     from db_tool.commands import migrate
 
     direction = next(w for w in args.positional if w in DIRECTIONS)
     rest = [w for w in args.positional if w not in DIRECTIONS]
-    target = migrations.Target.parse(direction, rest[0] if rest else None)
+    target = planning.Target.parse(direction, rest[0] if rest else None)
     url = _url(args, settings)
     variables = _variables(args.options.get("set", []))
     settings.lock_timeout()  # a bad MIGRATOR_LOCK_TIMEOUT is reported before the discovery

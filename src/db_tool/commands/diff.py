@@ -232,7 +232,7 @@ def _migrator_settings(settings: ProjectSettings) -> MigratorSettings:
 def _migrate(settings: ProjectSettings, url: str, log: Path) -> str:
     """`migrator migrate up all` on db1, its output in `log`; '' on success, else that output
     (and the step is marked failed)."""
-    from db_tool import migrations
+    from db_tool import planning
     from db_tool.commands import migrate
 
     if settings.migration_dir is None or not settings.migration_dir.is_dir():
@@ -245,7 +245,7 @@ def _migrate(settings: ProjectSettings, url: str, log: Path) -> str:
             available = migrate.discover(mset.migration_dir, lambda w: lines.append(
                 f"migrator: warning: {w}"))
             outcome = migrate.migrate(
-                url, available, migrations.Target.parse("up", "all"), mset,
+                url, available, planning.Target.parse("up", "all"), mset,
                 lambda w: lines.append(f"migrator: warning: {w}"),
             )
         except Error as exc:

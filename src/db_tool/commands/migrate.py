@@ -16,7 +16,8 @@ from db_tool.errors import Error, ExitCode
 
 if TYPE_CHECKING:
     from db_tool.history import StepResult
-    from db_tool.migrations import Migration, StatusRow, Target
+    from db_tool.migrations import Migration
+    from db_tool.planning import StatusRow, Target
     from db_tool.settings import MigratorSettings
 
 Warn = Callable[[str], None]
@@ -75,7 +76,7 @@ def migrate(
 ) -> Outcome:
     """Bring the database to `target`. Raises history.MigrationFailed (its `.completed` are
     the steps that stay applied) when a migration fails, Error for anything else."""
-    from db_tool import history_wire, migrations
+    from db_tool import history_wire, planning
 
     strict = strict or settings.strict
     variables = dict(variables or {})
@@ -85,7 +86,7 @@ def migrate(
     # migrator that ran just before any concurrent one). Anything else: the locked session.
     quick = history_wire.quick_state(url, settings.libpq)
     if quick is not None and quick.bundle_current and quick.applied is not None:
-        early = migrations.plan(available, quick.applied, target, force=force, strict=strict)
+        early = planning.plan(available, quick.applied, target, force=force, strict=strict)
         if early.already is not None:
             for notice in early.notices:
                 warn(notice)
@@ -99,7 +100,7 @@ def migrate(
     # The session holds the migration lock from before the history is read until the last
     # step, so the plan below cannot be invalidated by a concurrent migrator.
     with backend.migrate_session(variables, lock_timeout) as session:
-        plan = migrations.plan(available, session.applied, target, force=force, strict=strict)
+        plan = planning.plan(available, session.applied, target, force=force, strict=strict)
         for notice in plan.notices:
             warn(notice)
         if plan.already is not None:
@@ -199,7 +200,7 @@ class Status(NamedTuple):
 
 def status(url: str, available: Sequence[Migration], settings: MigratorSettings) -> Status:
     """Each migration's state; read-only (an uninitialised database has an empty history)."""
-    from db_tool import history_wire, migrations
+    from db_tool import history_wire, planning
 
     quick = history_wire.quick_state(url, settings.libpq)
     if quick is not None:
@@ -208,7 +209,7 @@ def status(url: str, available: Sequence[Migration], settings: MigratorSettings)
         from db_tool import history
 
         applied = history.for_url(url, settings).read_applied()
-    rows = migrations.status(available, applied)
+    rows = planning.status(available, applied)
     return Status(rows, {s: sum(1 for r in rows if r.state == s) for s in STATES})
 
 
