@@ -96,7 +96,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 @pytest.fixture(autouse=True)
 def _isolated_home(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
+) -> Iterator[None]:
     """No test may read or write the real home/cache, or inherit the developer's PG env."""
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "cache"))
@@ -108,6 +108,10 @@ def _isolated_home(
                 "PG_CONF_FILE", "PG_SHARED_PRELOAD_LIBRARIES", "PG_DISABLE_LOGGING",
                 "HYDRATE_LOG", "PATCH_LOG", "PG_PORT", "PG_DATABASE"):
         monkeypatch.delenv(var, raising=False)
+    yield
+    from db_tool import settings
+
+    settings.forget()  # an in-process main() installed its env's Runtime: not for the next test
 
 
 @pytest.fixture(scope="session")

@@ -110,18 +110,17 @@ def test_init_dry_run_needs_no_database(run: Run) -> None:
     assert not Path("/nonexistent/dir/x.db").exists()
 
 
-def test_psql_missing_is_127(run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_psql_missing_is_127(run: Run, tmp_path: Path) -> None:
+    """PATH and PG_BIN_DIR of the env main() is given (not os.environ) say where psql is."""
     from db_tool import psql
 
     empty = tmp_path / "empty"
     empty.mkdir()
-    monkeypatch.setenv("PATH", str(empty))
-    monkeypatch.setenv("PG_BIN_DIR", str(empty))
     psql._psql_for.cache_clear()
     try:
         (tmp_path / "m").mkdir()
         rc, _, err = run("-d", str(tmp_path / "m"), "-u", "postgresql:///x", "migrate", "up",
-                         env={"PATH": str(empty)})
+                         env={"PATH": str(empty), "PG_BIN_DIR": str(empty)})
     finally:
         psql._psql_for.cache_clear()
     assert rc == 127, err

@@ -871,36 +871,6 @@ def test_inherits_that_is_no_table_name_exits_3(
     assert len(err.strip().splitlines()) == 1
 
 
-def test_settings_defaults_follow_the_seed_readme(tmp_path: Path) -> None:
-    local = tmp_path / "proj"
-    s = ProjectSettings.from_env({"LOCAL_DIR": str(local)})
-    assert s.database_dir == local / "db"
-    assert s.migration_dir == local / "db" / "migration"
-    assert s.database_source == local / "db" / "src"
-    assert s.patch_file == local / "test-data.sql"
-    assert s.working_dir == local / "focus" / "postgresql"
-    assert (s.hydrate_log, s.patch_log, s.url, s.environment) == (None, None, None, None)
-
-    logs = tmp_path / "logs"
-    s = ProjectSettings.from_env({"LOCAL_DIR": str(local), "DATABASE_DIR": str(tmp_path / "d"),
-                                  "PROFILE_DIR": str(tmp_path / "prof"),
-                                  "PG_LOG_PATH": str(logs), "ENVIRONMENT": "staging"})
-    assert s.migration_dir == tmp_path / "d" / "migration"  # follows DATABASE_DIR
-    assert s.database_source == tmp_path / "d" / "src"
-    assert s.patch_file == tmp_path / "prof" / "test-data.sql"
-    assert s.hydrate_log == logs / "hydrate.stdout.log"
-    assert s.patch_log == logs / "patch.stdout.log"
-    assert s.environment == "staging"
-
-    s = ProjectSettings.from_env({"LOCAL_DIR": str(local), "PG_LOG_PATH": str(logs),
-                                  "HYDRATE_LOG": str(tmp_path / "h.log"),
-                                  "PATCH_LOG": str(tmp_path / "p.log"),
-                                  "MIGRATION_DIR": str(tmp_path / "m"),
-                                  "DATABASE_SOURCE": str(tmp_path / "s"),
-                                  "PG_WORKING_DIR": str(tmp_path / "wd")})
-    assert (s.hydrate_log, s.patch_log) == (tmp_path / "h.log", tmp_path / "p.log")
-    assert (s.migration_dir, s.database_source) == (tmp_path / "m", tmp_path / "s")
-    assert s.working_dir == tmp_path / "wd"
 
 
 def test_directory_variables_reach_the_commands(db_url: str, project: Path, tmp_path: Path,
