@@ -164,6 +164,11 @@ class ClusterConfig:
     pg_bin_dir: str | None = None  # PG_BIN_DIR: which PostgreSQL (else pgbin's search)
     # Home directories never used as a working dir ($HOME and the login's home).
     homes: tuple[Path, ...] = ()
+    # The caller's environment, for the processes a cluster starts (cluster.server_env,
+    # cluster.server_process_env pick from it); from_env takes it from its env.
+    caller_env: tuple[tuple[str, str], ...] = field(
+        default_factory=lambda: tuple(os.environ.items()), repr=False, compare=False
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> ClusterConfig:
@@ -198,6 +203,7 @@ class ClusterConfig:
             keep_previous=env.get("DB_TOOL_KEEP_PREVIOUS", "") not in ("0", "no", "false"),
             pg_bin_dir=env.get("PG_BIN_DIR") or None,
             homes=_homes(env),
+            caller_env=tuple(env.items()),
         )
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
