@@ -12,10 +12,13 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-from db_tool.cachedir import CacheLocations
 from db_tool.errors import Error, ExitCode, MissingError
+
+if TYPE_CHECKING:
+    # Imported where used: cachedir brings output, which the migrator's start-up skips.
+    from db_tool.cachedir import CacheLocations
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Names the sourced shim must never assign: the shell's own variables, what the loader and
@@ -221,6 +224,8 @@ def _homes(env: Mapping[str, str]) -> tuple[Path, ...]:
 
 
 def cache_locations_from(env: Mapping[str, str]) -> CacheLocations:
+    from db_tool.cachedir import CacheLocations
+
     return CacheLocations(
         xdg_cache_home=env.get("XDG_CACHE_HOME") or None,
         home=env.get("HOME") or None,
