@@ -99,7 +99,7 @@ def wants_help(argv: Sequence[str]) -> bool:
 
 def with_examples(text: str, cmd: Command) -> str:
     """A help text (usage line, prose, options) followed by the command's examples."""
-    if not cmd.examples:
+    if not cmd.examples or "\nExamples:\n" in text:
         return text
     lines = "".join(f"  {e}\n" for e in cmd.examples)
     return f"{text.rstrip()}\n\nExamples:\n{lines}"
@@ -175,15 +175,20 @@ def parse(
     opts = [*extra_opts, *cmd.opts]
     limit = cmd.max_positional if max_positional is None else max_positional
     label = cmd.path
-    found = _fast(opts, argv)
+    args = list(argv)
+    # `--` ends options: what follows are words (argparse's intermixed mode loses that).
+    tail = args[args.index("--") + 1:] if "--" in args else []
+    head = args[:args.index("--")] if "--" in args else args
+    found = _fast(opts, head)
     unknown: list[str] = []
     if found is None:
         try:
-            values, positional, unknown = _argparse(opts, argv)
+            values, positional, unknown = _argparse(opts, head)
         except _Stop as stop:
-            raise _translate(cmd, argv, stop.message) from None
+            raise _translate(cmd, head, stop.message) from None
     else:
         values, positional = found
+    positional += tail
     if unknown:
         bad = unknown[0]
         if bad.startswith("-") and bad != "-":
