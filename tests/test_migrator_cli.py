@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from db_tool.cli import migrator
-from db_tool.cli.migrator import create_migration, main
+from db_tool.cli.migrator import main
+from db_tool.commands.migrate import create as create_migration
 from db_tool.migrations import discover
 
 Run = Callable[..., tuple[int, str, str]]
@@ -194,7 +195,7 @@ def test_creates_in_one_second_never_collide(tmp_path: Path) -> None:
 
 def test_concurrent_creates_in_processes(tmp_path: Path) -> None:
     code = (
-        "import sys; from db_tool.cli.migrator import create_migration; "
+        "import sys; from db_tool.commands.migrate import create as create_migration; "
         "print(create_migration(sys.argv[1], 'same', now=1700000000.0))"
     )
     procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)],

@@ -237,3 +237,65 @@ def test_begin_commit_file_runs_as_its_own_transaction(run: Run, db: Path, mdir:
     assert (rc, out) == (0, f"applied {t(1)}\n"), err
     assert run("migrate", "down")[0] == 0
     assert history(db) == []
+
+
+@pytest.mark.parametrize("suffix", [".db", ".sqlite", ".sqlite3", "sqlite://"])
+def test_sqlite_every_url_form_migrates_and_records_the_version(
+    suffix: str, tmp_path: Path, mdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flat(mdir, t(1), "CREATE TABLE a (x INT);\n", "DROP TABLE a;\n")
+    if suffix == "sqlite://":
+        target = tmp_path / "noext"
+        url = f"sqlite://{target}"
+    else:
+        target = tmp_path / f"app{suffix}"
+        url = str(target)
+    env = {"PATH": os.environ["PATH"]}
+    assert main(["-u", url, "-d", str(mdir), "migrate", "up", "all"], env) == 0, capsys.readouterr()
+    con = sqlite3.connect(target)
+    try:
+        assert con.execute("SELECT name FROM hectic_migration").fetchall() == [(t(1),)]
+        assert con.execute("SELECT name, version FROM hectic_version").fetchall() == [
+            ("hectic", "0.1.0")]
+    finally:
+        con.close()
+
+
+def test_sqlite_refusals_status_json_and_identical_contents(tmp_path: Path, mdir: Path,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "edges.db"
+    env = {"PATH": os.environ["PATH"], "DB_URL": f"sqlite://{db}", "MIGRATION_DIR": str(mdir)}
+
+    def run_(*argv: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        rc = main(list(argv), env)
+        out, err = capsys.readouterr()
+        return rc, out, err
+
+    flat(mdir, t(1), "CREATE TABLE a (x INT);\n", "DROP TABLE a;\n")
+    flat(mdir, t(2), "CREATE TABLE b (x INT);\n", "DROP TABLE b;\n")
+    rc, _, err = run_("migrate", "down")
+    assert rc == 1 and "cannot migrate down: no migrations applied" in err
+    rc, _, err = run_("migrate", "up", "3")
+    assert rc == 1 and "not enough migrations" in err
+    rc, _, err = run_("migrate", "up", "x")
+    assert rc == 1 and "up argument not a number or 'all'" in err
+    assert run_("migrate", "up", "1")[0] == 0
+    rc, out, _ = run_("fetch", "--json", "--exit-code")
+    assert rc == 1
+    data = json.loads(out)
+    assert [(m["name"], m["state"]) for m in data["migrations"]] == [
+        (t(1), "applied"), (t(2), "pending")]
+    assert data["migrations"][0]["applied_at"].endswith("Z")
+    rc, out, _ = run_("migrate", "to", t(1))
+    assert rc == 0 and "already at" in out
+    rc, _, err = run_("migrate", "down", "2")
+    assert rc == 1 and "would go before first migration" in err
+    # Identical contents are fine in SQLite too.
+    flat(mdir, t(3), "CREATE TABLE b (x INT);\n")
+    shutil.rmtree(mdir / t(2))
+    flat(mdir, t(2), "CREATE TABLE IF NOT EXISTS c (x INT);\n")
+    flat(mdir, t(3), "CREATE TABLE IF NOT EXISTS c (x INT);\n")
+    rc, out, err = run_("migrate", "up", "all")
+    assert rc == 0, err
+    assert out.splitlines() == [f"applied {t(2)}", f"applied {t(3)}"]

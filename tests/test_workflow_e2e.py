@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -22,7 +23,9 @@ import pytest
 from db_tool import psql as p
 from db_tool.cli.database import main
 from db_tool.cluster import Cluster
-from db_tool.settings import ClusterConfig, login_name
+from db_tool.settings import ClusterConfig, ProjectSettings, login_name
+from tests.dbproject import short_dir
+from tests.helpers import next_port, run_cmd, script, stop_quietly
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples"
@@ -412,3 +415,163 @@ def test_concurrent_deploys_are_serialised(project: Project) -> None:
     assert second.returncode == 0, err2
     assert "waiting for another db-tool run" in err2
     assert q(project.url, "SELECT count(*) FROM shop.customer") == "3"
+
+
+def test_example_project_has_the_required_pieces() -> None:
+    entry = (EXAMPLE / "db" / "src" / "entrypoint.sql").read_text()
+    included = re.findall(r"^\\ir\s+(\S+)", entry, re.MULTILINE)
+    assert len(included) >= 3
+    for rel in included:
+        assert (EXAMPLE / "db" / "src" / rel).is_file(), rel
+    migrations = [e for e in (EXAMPLE / "db" / "migration").iterdir()
+                  if re.match(r"^[0-9]{14}-.+", e.name)]
+    assert len(migrations) == 2
+    for name in ("test-data.sql", "db/test/test.sql", ".env.development"):
+        assert (EXAMPLE / name).is_file() and (EXAMPLE / name).read_text().strip(), name
+
+
+def test_readme_quick_start_runs_the_example_script() -> None:
+    readme = (REPO / "README.md").read_text()
+    quick = readme.split("## Quick start", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    assert quick.splitlines()[0].split("#")[0].strip() == "./dev example"
+    dev = (REPO / "dev").read_text()
+    assert re.search(r'^\s*example\).*examples/run-example\.sh', dev, re.MULTILINE)
+    example = (EXAMPLE / "run-example.sh").read_text()
+    for sub in ("deploy", "check", "test"):
+        assert f'"$DATABASE" {sub}\n' in example, sub
+
+
+def _doc_block(after: str, fence: str) -> str:
+    text = (REPO / "docs" / "workflow.md").read_text()
+    return text.split(after, 1)[1].split(fence, 1)[1].split("```", 1)[0]
+
+
+@pytest.fixture
+def hook_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    root = short_dir()
+    shutil.copytree(EXAMPLE, root / "p", ignore=shutil.ignore_patterns("focus"))
+    try:
+        yield root / "p"
+    finally:
+        stop_quietly(root / "p" / "focus" / "postgresql")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_documented_direnv_and_nix_shell_hooks_work(hook_project: Path) -> None:
+    envrc = _doc_block("### direnv", "```sh\n")
+    nix = _doc_block("### Nix devShell", "```nix\n")
+    shell_hook = nix.split("shellHook = ''\n", 1)[1].split("'';", 1)[0]
+    env = base_env(PG_PORT=str(next_port()), PG_SHARED_PRELOAD_LIBRARIES="")
+    for var in ("PGURL", "DB_URL", "LOCAL_DIR", "PG_WORKING_DIR", "PG_DATABASE", "PG_REUSE"):
+        env.pop(var, None)
+    probe = '\npsql "$PGURL" -X -At -c "SELECT current_database()"\necho "URL=$PGURL"\n'
+    # direnv runs .envrc with bash; the hook must also work in a POSIX sh
+    for shell in ("sh", "bash"):
+        done = subprocess.run([shell, "-c", envrc + probe], cwd=hook_project, env=env,
+                              capture_output=True, text=True, timeout=120,
+                              stdin=subprocess.DEVNULL, check=False)
+        assert done.returncode == 0, done.stderr
+        assert "testdb" in done.stdout
+        assert f"host={hook_project}/focus/postgresql/sock" in done.stdout
+    # the Nix shellHook (bash): exports PGURL, and its EXIT trap stops the cluster again
+    done = subprocess.run(["bash", "-c", shell_hook + probe], cwd=hook_project, env=env,
+                          capture_output=True, text=True, timeout=120,
+                          stdin=subprocess.DEVNULL, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "testdb" in done.stdout
+    pid_file = hook_project / "focus" / "postgresql" / "data" / "postmaster.pid"
+    assert not pid_file.exists()
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, str]]]:
+    root = short_dir()
+    proj = root / "p"
+    shutil.copytree(EXAMPLE, proj, ignore=shutil.ignore_patterns("focus"))
+    env = base_env(LOCAL_DIR=str(proj), PG_PORT=str(next_port()), ENVIRONMENT="development",
+                 XDG_CACHE_HOME=str(tmp_path_factory.getbasetemp() / "cache"))
+    try:
+        result = run_cmd([script("database"), "deploy"], env)
+        assert result.returncode == 0, result.stderr
+        yield proj, env
+    finally:
+        stop_quietly(proj / "focus" / "postgresql")
+        stop_quietly(proj / "focus" / "postgresql-check-tmp")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _url(env: dict[str, str]) -> str:
+    from db_tool.cluster import Cluster
+
+    return Cluster(ProjectSettings.from_env(env).cluster_config()).url
+
+
+def test_status_and_log_of_a_running_cluster(deployed: tuple[Path, dict[str, str]],
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    _, env = deployed
+    rc, out, _ = run(["status", "--json"], env, capsys)
+    st = json.loads(out)
+    assert rc == 0 and st["running"] is True
+    assert st["postgresql"].startswith(f"PostgreSQL {st['version']}")
+    rc, out, _ = run(["status"], env, capsys)
+    assert rc == 0
+    assert re.search(r"^cluster: +running \(pid \d+\)$", out, re.MULTILINE)
+    assert re.search(r"^postgresql: +PostgreSQL \d+", out, re.MULTILINE)
+    assert re.search(r"^data size: +\d+\.\d MiB$", out, re.MULTILINE)
+    assert re.search(r"^migrations: +2 pending in ", out, re.MULTILINE)
+    # the real server logs of the working dir
+    rc, out, _ = run(["log", "list"], env, capsys)
+    assert rc == 0 and re.match(r"^ 1  postgresql-.*\.log$", out)
+    rc, out, _ = run(["log", "1"], env, capsys)
+    assert rc == 0 and "database system is ready to accept connections" in out
+
+
+def test_check_options_mock_and_no_hydrate(deployed: tuple[Path, dict[str, str]],
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    proj, env = deployed
+    check_dir = proj / "focus" / "postgresql-check-tmp"
+    mock = proj / "db" / "src" / "mock.sql"
+    saved = mock.read_text()
+    mock.write_text("SELECT 1/0; -- only reached with USE_MOCK\n")
+    try:
+        rc, _, err = run(["check", "-P"], env, capsys)
+        assert rc == 0, err
+        rc, _, err = run(["check", "-P", "-m"], env, capsys)
+        assert rc == 1 and "division by zero" in err
+        assert not check_dir.exists()
+    finally:
+        mock.write_text(saved)
+    entry = proj / "db" / "src" / "entrypoint.sql"
+    saved = entry.read_text()
+    entry.write_text("SELECT broken(;\n")
+    try:
+        rc, _, err = run(["check", "-H", "-P"], env, capsys)  # hydrate skipped: passes
+        assert rc == 0, err
+        assert "hydrate ..." not in err and "test-data.sql" not in err
+        assert not check_dir.exists()
+    finally:
+        entry.write_text(saved)
+
+
+def test_deploy_reuse_implies_no_hydrate_and_no_patch(deployed: tuple[Path, dict[str, str]],
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    proj, env = deployed
+    url = _url(env)
+    q(url, "INSERT INTO shop.customer (email, name) VALUES ('kept@example.org', 'Kept')")
+    before = q(url, "SELECT count(*) FROM shop.customer") + "/" + \
+        q(url, "SELECT count(*) FROM shop.invoice")
+    entry = proj / "db" / "src" / "entrypoint.sql"
+    patch = proj / "test-data.sql"
+    saved = entry.read_text(), patch.read_text()
+    entry.unlink()  # hydrate would fail at once
+    patch.write_text("INSERT INTO shop.nope VALUES (1);\n")  # so would patch
+    try:
+        rc, out, err = run(["deploy", "--reuse"], env, capsys)
+        assert rc == 0, err
+        assert "hydrate" not in err.replace("deploy done", "") and "patch" not in err
+        assert out == f"export PGURL='{url}'\n"
+    finally:
+        entry.write_text(saved[0])
+        patch.write_text(saved[1])
+    assert q(url, "SELECT count(*) FROM shop.customer") + "/" + \
+        q(url, "SELECT count(*) FROM shop.invoice") == before
