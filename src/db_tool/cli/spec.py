@@ -170,6 +170,9 @@ MIGRATOR = Command(
               "migrator status"],
 )
 
+for _c in (MIGRATOR, *MIGRATOR.subs.values()):
+    _c.missing = "option {arg} needs a value"  # the original's words
+
 # ------------------------------------------------------------------------------- db-ops
 
 # The original db-ops's words (scripts may match them): "argument X does not exist".
