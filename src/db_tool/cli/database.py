@@ -305,10 +305,13 @@ def run(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
     glob, _ = parse(DATABASE, before, max_positional=0)
     sub, rest = args[at], args[at + 1:]
     if sub in ("help", "?"):
-        if rest and rest[0] in DATABASE.subs and rest[0] not in ("help",):
+        if rest and rest[0] in DATABASE.subs:
             sys.stdout.write(sub_help(rest[0]))
             return 0
-        if rest and rest[0] not in _HELP_WORDS:
+        if rest and rest[0] in _HELP_WORDS:  # `database help --help`
+            sys.stdout.write(sub_help("help"))
+            return 0
+        if rest:
             raise UsageError(f"help: {rest[0]!r} is no subcommand; see database --help")
         sys.stdout.write(with_examples(HELP, DATABASE))
         return 0

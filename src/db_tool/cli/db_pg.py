@@ -51,7 +51,7 @@ demand, so removing it is always safe (the next fresh init is a cold one).
                        those unused for more than DAYS (default 30)
   --all                remove everything (not a template being built, not a running test
                        cluster)
-  --dry-run            say what would go, remove nothing
+  -n, --dry-run        say what would go, remove nothing
 
 Examples:
   database cache
