@@ -241,7 +241,11 @@ def test_tables_leave_out_build_times_equal_sources_exit_0_through_the_pager(
     proj.write("db/src/tables.sql", TABLES + "GRANT SELECT ON public.item TO PUBLIC;\n")
     env = {**proj.env, "PAGER": "sed s/^/PAGER:/"}
     ctx = Context(settings=ProjectSettings.from_env(env), stdout=_Tty())
-    rc = db_backup.dispatch(ctx, "diff", ["--tables", "public.item,public.color"])
+    from db_tool.cli.parser import parse
+    from db_tool.cli.spec import DATABASE
+
+    opts, pos = parse(DATABASE.sub("diff"), ["--tables", "public.item,public.color"])
+    rc = db_backup.dispatch(ctx, "diff", opts, pos)
     out = capfd.readouterr().out
     assert rc == 0, out
     assert f"PAGER:# {d.STAMPED_NOTE}" in out

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from db_tool.cli import migrator
-from db_tool.cli.migrator import create_migration
+from db_tool.commands.migrate import create as create_migration
 from db_tool.migrations import discover
 from tests.conftest import Cli, CliResult
 
@@ -28,7 +28,7 @@ def run(tmp_path: Path, cli: Cli) -> Run:
     return _run
 
 
-@pytest.mark.parametrize("argv", [[], ["help"], ["--help"], ["-h"], ["migrate", "--help"]])
+@pytest.mark.parametrize("argv", [[], ["help"], ["--help"], ["-h"]])
 def test_help(run: Run, argv: list[str]) -> None:
     rc, out, _ = run(*argv)
     assert rc == 0
@@ -36,6 +36,17 @@ def test_help(run: Run, argv: list[str]) -> None:
     for word in ("init", "migrate up", "migrate down", "migrate to", "create", "list", "status",
                  "--db-url", "--migration-dir", "--force", "--set", "DB_URL", "MIGRATION_DIR"):
         assert word in out
+
+
+@pytest.mark.parametrize("argv", [["migrate", "--help"], ["--help", "migrate"],
+                                  ["help", "migrate"], ["migrate", "up", "-h"]])
+def test_a_commands_help_is_its_own(run: Run, argv: list[str]) -> None:
+    rc, out, _ = run(*argv)
+    assert rc == 0
+    assert out.startswith("usage: migrator [global options] migrate up")
+    for word in ("migrate down", "migrate to", "--force", "--strict", "--set", "Examples:"):
+        assert word in out
+    assert "create" not in out
 
 
 @pytest.mark.parametrize("flag", ["--version", "-V"])
@@ -191,7 +202,7 @@ def test_creates_in_one_second_never_collide(tmp_path: Path) -> None:
 
 def test_concurrent_creates_in_processes(tmp_path: Path) -> None:
     code = (
-        "import sys; from db_tool.cli.migrator import create_migration; "
+        "import sys; from db_tool.commands.migrate import create as create_migration; "
         "print(create_migration(sys.argv[1], 'same', now=1700000000.0))"
     )
     procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)],

@@ -82,14 +82,15 @@ def test_unexpected_arguments_are_exit_9(argv: list[str], tmp_path: Path,
 
 
 def test_options_are_parsed_into_keywords() -> None:
-    parse = db_workflow.a.parse
-    opts, _ = parse(["-P", "--no-hydrate", "-m", "--reuse", "-c"], db_workflow.OPTIONS["deploy"],
-                    cmd="database deploy")
+    from db_tool.cli.parser import parse
+    from db_tool.cli.spec import DATABASE
+
+    opts, _ = parse(DATABASE.sub("deploy"), ["-P", "--no-hydrate", "-m", "--reuse", "-c"])
     assert opts == {"no_patch": True, "no_hydrate": True, "mock": True, "reuse": True,
                     "cleanup": True}
-    opts, _ = parse(["--no-hook", "--mock"], db_workflow.OPTIONS["hydrate"], cmd="x")
+    opts, _ = parse(DATABASE.sub("hydrate"), ["--no-hook", "--mock"])
     assert opts == {"no_hook": True, "mock": True}
-    opts, _ = parse(["-e"], db_workflow.OPTIONS["patch"], cmd="x")
+    opts, _ = parse(DATABASE.sub("patch"), ["-e"])
     assert opts == {"edit": True}
 
 
@@ -609,7 +610,7 @@ def test_log_on_a_terminal_goes_through_the_pager(tmp_path: Path,
     (directory / "a.log").write_text("paged\n")
     env = base_env(PG_WORKING_DIR=str(tmp_path / "wd"), PAGER="sed s/^/PAGER:/")
     ctx = Context(settings=ProjectSettings.from_env(env), stdout=_Tty())
-    assert db_workflow.dispatch(ctx, "log", []) == 0
+    assert db_workflow.dispatch(ctx, "log", {"follow": False}, []) == 0
     assert "PAGER:paged" in capfd.readouterr().out
 
 
@@ -702,9 +703,10 @@ def test_log_list_prints_the_original_format(log_env: tuple[dict[str, str], Path
 
 
 def test_check_accepts_reuse_as_the_original() -> None:
-    from db_tool.cli import args as a
+    from db_tool.cli.parser import parse
+    from db_tool.cli.spec import DATABASE
 
-    opts, _ = a.parse(["--reuse", "-m"], db_workflow.OPTIONS["check"], cmd="database check")
+    opts, _ = parse(DATABASE.sub("check"), ["--reuse", "-m"])
     assert opts["reuse"] and opts["mock"]
 
 
@@ -1000,7 +1002,7 @@ def test_log_pager_defaults_to_less_frx_and_empty_dir_warns(
     fake_program(bindir, "less", 'echo "less args: $*"; cat "$2"')
     env["PATH"] = f"{bindir}:{env['PATH']}"
     ctx = Context(settings=ProjectSettings.from_env(env), stdout=_Tty())
-    assert db_workflow.dispatch(ctx, "log", []) == 0
+    assert db_workflow.dispatch(ctx, "log", {"follow": False}, []) == 0
     out = capfd.readouterr().out
     assert f"less args: -FRX {directory / 'postgresql-1.log'}" in out
     assert "the server said hello" in out

@@ -263,11 +263,13 @@ def test_check_interrupted_is_torn_down(sig: signal.Signals,
 
 @pytest.fixture
 def fake_ssh(tmp_path: Path) -> Path:
-    """`ssh HOST CMD...` runs CMD... locally through sh -c, like the remote shell would."""
+    """`ssh HOST CMD...` runs CMD... locally through sh -c, like the remote shell would; it
+    records the host in `hosts` and its whole argv in `argv`."""
     bindir = tmp_path / "fakebin"
     bindir.mkdir()
     ssh = bindir / "ssh"
-    ssh.write_text('#!/bin/sh\necho "$1" >> "$(dirname "$0")/hosts"\nshift\nexec sh -c "$*"\n')
+    ssh.write_text('#!/bin/sh\necho "$*" >> "$(dirname "$0")/argv"\n'
+                   'echo "$1" >> "$(dirname "$0")/hosts"\nshift\nexec sh -c "$*"\n')
     ssh.chmod(0o755)
     return bindir
 
@@ -303,6 +305,8 @@ def test_pull_staging_through_fake_ssh_then_patch(
         rc, _, err = cli("database", ["pull_staging"], env)
         assert rc == 0, err
         assert (fake_ssh / "hosts").read_text() == "deploy@staging\n"
+        # the URL (and its password) reaches the remote shell on stdin, never on local argv
+        assert staging_url not in (fake_ssh / "argv").read_text()
         text = (local / "test-data.sql").read_text()
         assert "-- Host:   deploy@staging" in text
         assert "INSERT INTO public.item" in text

@@ -43,6 +43,7 @@ from db_tool.sqlsplit import TxControl
 
 if TYPE_CHECKING:
     from db_tool import history_wire
+    from db_tool.settings import MigratorSettings
     from db_tool.sqlsplit import OneQuery
 
 # pg_advisory_lock key shared by every migrator on a database: b"hecticmg" as a big-endian int.
@@ -122,12 +123,15 @@ def sqlite_path(url: str) -> str | None:
     return None
 
 
-def for_url(url: str, env: Mapping[str, str] | None = None) -> PgHistory | SqliteHistory:
+def for_url(url: str, settings: MigratorSettings | None = None) -> PgHistory | SqliteHistory:
+    """The backend for url; settings (None: the defaults) say where sqlite3 is looked up,
+    whether migrations may be inlined and libpq's PGHOST/PGPORT/PGUSER."""
     path = sqlite_path(url)
     if path is not None:
-        return SqliteHistory(path, search_path=None if env is None else env.get("PATH"))
-    # MIGRATOR_INLINE=0: every migration through `\\i` (psql then names the failing line).
-    return PgHistory(url, inline=env is None or env.get("MIGRATOR_INLINE", "1") != "0", env=env)
+        return SqliteHistory(path, search_path=None if settings is None else settings.search_path)
+    if settings is None:
+        return PgHistory(url)
+    return PgHistory(url, inline=settings.inline, libpq=settings.libpq)
 
 
 # Every step starts from the session's defaults, as if it had its own psql: a plain SET (say
@@ -224,11 +228,11 @@ _READ_HEX_SQL = (
 
 class PgHistory:
     def __init__(
-        self, url: str, *, inline: bool = True, env: Mapping[str, str] | None = None
+        self, url: str, *, inline: bool = True, libpq: Mapping[str, str] | None = None
     ) -> None:
         self.url = url
         self.inline = inline  # send a migration as one query when sqlsplit allows it
-        self.env: Mapping[str, str] = env or {}  # PGHOST, PGPORT, PGUSER for the wire client
+        self.libpq: Mapping[str, str] = libpq or {}  # PGHOST, PGPORT, PGUSER for the wire client
 
     def init(self, variables: Mapping[str, str]) -> None:
         from db_tool import bundle
@@ -239,7 +243,7 @@ class PgHistory:
         """The bundle's state and the history over the wire client, or None (use psql)."""
         from db_tool import history_wire
 
-        return history_wire.quick_state(self.url, self.env)
+        return history_wire.quick_state(self.url, self.libpq)
 
     def read_applied(self) -> list[Applied]:
         """Read-only (status): an uninitialised database has an empty history."""

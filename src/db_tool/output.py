@@ -9,6 +9,9 @@ from contextlib import contextmanager
 from typing import TextIO
 
 _quiet = False
+# Info and ok lines are named after the command the user typed (`database: ...`); library use
+# (no command) keeps "db-tool".
+_prog: str | None = None
 _status_shown = False  # a progress line is on the terminal (stderr), to be cleared first
 
 _COLORS = {"info": "\033[36m", "warn": "\033[33m", "error": "\033[31m", "ok": "\033[32m"}
@@ -31,6 +34,26 @@ def set_quiet(quiet: bool = True) -> None:
     """-q/--quiet: only warnings and errors (and results on stdout) are shown."""
     global _quiet
     _quiet = quiet
+
+
+def set_prog(prog: str | None) -> str | None:
+    """Name info lines after `prog` unless a command is named already (the launcher, or the
+    outer command: `database migrator ...` speaks as database); returns what was there, for
+    reset_prog()."""
+    global _prog
+    was = _prog
+    if _prog is None:
+        _prog = prog
+    return was
+
+
+def reset_prog(was: str | None) -> None:
+    global _prog
+    _prog = was
+
+
+def prog() -> str:
+    return _prog or "db-tool"
 
 
 def is_quiet() -> bool:
@@ -80,7 +103,7 @@ def _emit(level: str, message: str, stream: TextIO | None = None) -> None:
     stream = stream if stream is not None else sys.stderr
     if stream is sys.stderr:
         clear_status()
-    label = {"info": "db-tool", "warn": "warning", "error": "error", "ok": "db-tool",
+    label = {"info": prog(), "warn": "warning", "error": "error", "ok": prog(),
              "debug": "debug"}[level]
     if _use_color(stream):
         label = f"{_COLORS[level]}{label}{_RESET}"

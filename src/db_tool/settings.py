@@ -12,9 +12,13 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
-from db_tool.cachedir import CacheLocations
 from db_tool.errors import Error, ExitCode, MissingError
+
+if TYPE_CHECKING:
+    # Imported where used: cachedir brings output, which the migrator's start-up skips.
+    from db_tool.cachedir import CacheLocations
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Names the sourced shim must never assign: the shell's own variables, what the loader and
@@ -234,6 +238,11 @@ class ClusterConfig:
     pg_bin_dir: str | None = None  # PG_BIN_DIR: which PostgreSQL (else pgbin's search)
     # Home directories never used as a working dir ($HOME and the login's home).
     homes: tuple[Path, ...] = ()
+    # The caller's environment, for the processes a cluster starts (cluster.server_env,
+    # cluster.server_process_env pick from it); from_env takes it from its env.
+    caller_env: tuple[tuple[str, str], ...] = field(
+        default_factory=lambda: tuple(os.environ.items()), repr=False, compare=False
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> ClusterConfig:
@@ -268,6 +277,7 @@ class ClusterConfig:
             keep_previous=env.get("DB_TOOL_KEEP_PREVIOUS", "") not in ("0", "no", "false"),
             pg_bin_dir=env.get("PG_BIN_DIR") or None,
             homes=_homes(env),
+            caller_env=tuple(env.items()),
         )
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
@@ -284,6 +294,8 @@ def _homes(env: Mapping[str, str]) -> tuple[Path, ...]:
 
 
 def cache_locations_from(env: Mapping[str, str]) -> CacheLocations:
+    from db_tool.cachedir import CacheLocations
+
     return CacheLocations(
         xdg_cache_home=env.get("XDG_CACHE_HOME") or None,
         home=env.get("HOME") or None,
@@ -417,3 +429,47 @@ class ProjectSettings:
     @property
     def focus_dir(self) -> Path:
         return self.require_local_dir() / "focus"
+
+
+DEFAULT_MIGRATOR_LOCK_TIMEOUT = 60.0  # seconds to wait for another migrator
+
+
+class MigratorSettings(NamedTuple):
+    """What `migrator` takes from the environment (a NamedTuple: the no-op `migrate` must not
+    pay for importing more than it needs)."""
+
+    db_url: str | None  # DB_URL, else PGURL (what `. postgres-init` exports)
+    migration_dir: str  # MIGRATION_DIR, else ./migration
+    strict: bool  # MIGRATOR_STRICT set and not 0
+    lock_timeout_text: str  # MIGRATOR_LOCK_TIMEOUT as given (checked by lock_timeout())
+    inline: bool  # MIGRATOR_INLINE=0: every migration through `\i` (psql names the line)
+    search_path: str | None  # PATH, where sqlite3 is looked up
+    # libpq's defaults the wire client must honour as psql would (PGHOST, PGPORT, PGUSER).
+    libpq: Mapping[str, str] = {}
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> MigratorSettings:
+        env = os.environ if env is None else env
+        return cls(
+            db_url=env.get("DB_URL") or env.get("PGURL") or None,
+            migration_dir=env.get("MIGRATION_DIR") or "migration",
+            strict=env.get("MIGRATOR_STRICT", "") not in ("", "0"),
+            lock_timeout_text=env.get("MIGRATOR_LOCK_TIMEOUT", ""),
+            inline=env.get("MIGRATOR_INLINE", "1") != "0",
+            search_path=env.get("PATH"),
+            libpq={k: env[k] for k in ("PGHOST", "PGPORT", "PGUSER") if k in env},
+        )
+
+    def lock_timeout(self) -> float:
+        """MIGRATOR_LOCK_TIMEOUT in seconds (default 60); a bad value is an error only for the
+        commands that take the lock."""
+        raw = self.lock_timeout_text
+        if not raw:
+            return DEFAULT_MIGRATOR_LOCK_TIMEOUT
+        try:
+            value = float(raw)
+        except ValueError:
+            value = -1
+        if value <= 0:
+            raise Error(f"MIGRATOR_LOCK_TIMEOUT={raw!r}: expected a positive number of seconds")
+        return value

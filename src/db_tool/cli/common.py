@@ -10,6 +10,16 @@ from db_tool.errors import Error, ExitCode
 
 
 def guarded(prog: str, body: Callable[[], int]) -> int:
+    from db_tool import output
+
+    was = output.set_prog(prog)  # unless the launcher named the command already
+    try:
+        return _guarded(prog, body)
+    finally:
+        output.reset_prog(was)
+
+
+def _guarded(prog: str, body: Callable[[], int]) -> int:
     try:
         return body()
     except Error as exc:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import shlex
+from typing import Any
 
-from db_tool.cli import args as a
 from db_tool.cli.context import Context
 from db_tool.errors import Error
 
@@ -108,31 +108,8 @@ one is written to a temporary file and renamed into place).
 """,
 }
 
-_DEPLOY_OPTS = [
-    a.Opt(("-P", "--no-patch"), "no_patch"),
-    a.Opt(("-H", "--no-hydrate"), "no_hydrate"),
-    a.Opt(("-m", "--mock"), "mock"),
-]
-OPTIONS: dict[str, list[a.Opt]] = {
-    "deploy": [*_DEPLOY_OPTS, a.Opt(("--reuse",), "reuse"), a.Opt(("-c", "--cleanup"), "cleanup")],
-    "hydrate": [a.Opt(("-H", "--no-hook"), "no_hook"), a.Opt(("-m", "--mock"), "mock")],
-    "patch": [a.Opt(("-e", "--edit"), "edit")],
-    "test": [],
-    # The original's check takes --reuse too (it only skips hydrate and patch there).
-    "check": [*_DEPLOY_OPTS, a.Opt(("--reuse",), "reuse")],
-    "status": [a.Opt(("--json",), "json")],
-    "log": [a.Opt(("-f", "--follow"), "follow")],
-    "pull_staging": [],
-}
-_MAX_POSITIONAL = {"log": 1}
-
-
-def dispatch(ctx: Context, sub: str, argv: list[str]) -> int:
-    if a.wants_help(argv):
-        ctx.stdout.write(HELPS[sub])
-        return 0
-    opts, pos = a.parse(argv, OPTIONS[sub], cmd=f"database {sub}",
-                        max_positional=_MAX_POSITIONAL.get(sub, 0))
+def dispatch(ctx: Context, sub: str, opts: dict[str, Any], pos: list[str]) -> int:
+    """`database SUB` with its options parsed (db_tool.cli.spec.DATABASE)."""
     if sub == "deploy":
         return _deploy(ctx, opts)
     if sub == "hydrate":
