@@ -452,16 +452,6 @@ def test_parse_tap() -> None:
     assert testing.parse_tap("okay then\nnot okay\n") is None
 
 
-def test_split_script_understands_quotes_comments_and_meta_commands(tmp_path: Path) -> None:
-    text = (
-        "-- COMMIT;\nBEGIN;\nSELECT 'a;COMMIT', E'it\\'s;', \"x;y\", $$ ; COMMIT; $$;\n"
-        "/* COMMIT; /* nested; */ */ SELECT $f$ ; $f$;\n\\echo ; COMMIT\n"
-        "DO $body$ BEGIN COMMIT; END $body$;\nSELECT 1 \\gset\nROLLBACK;\n"
-    )
-    stmts = list(testing.split_script(text, tmp_path / "t.sql"))
-    kinds = [testing.classify(s.text) if not s.text.startswith("\\") else "meta" for s in stmts]
-    assert kinds == ["begin", "other", "other", "meta", "other", "other", "rollback"]
-    assert [s.line for s in stmts] == [2, 3, 4, 5, 6, 7, 8]
 
 
 @pytest.mark.parametrize("sql, hazard", [
