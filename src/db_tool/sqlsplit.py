@@ -326,6 +326,15 @@ def _quoted(s: str, i: int, quote: str, *, backslash: str, doubled: bool = True)
 # ------------------------------------------------------------------------------ psql's view
 
 
+def psql_meta_quote(text: str) -> str:
+    """Quote one argument of a psql meta-command (\\i, \\ir, \\set) as psql's backslash-
+    command lexer reads it back: single quotes, '' for a quote, \\\\ for a backslash, and \\n
+    \\r \\t for the control characters that would otherwise end or bend the line."""
+    out = text.replace("\\", "\\\\").replace("'", "''")
+    out = out.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+    return f"'{out}'"
+
+
 @dataclass(frozen=True)
 class Piece:
     """One thing psql does with a script: send an SQL statement, or run a meta-command."""

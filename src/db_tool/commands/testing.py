@@ -239,7 +239,7 @@ def run_tests(settings: ProjectSettings, url: str, *, out: TextIO | None = None)
         with output.step(f"run {path} inside a transaction that is rolled back"):
             wrapper = (
                 "BEGIN;\n"
-                f"\\i {_meta_quote(str(path))}\n"
+                f"\\i {sqlsplit.psql_meta_quote(str(path))}\n"
                 # The test may have ended our transaction itself (pgTAP's ROLLBACK): then this
                 # ROLLBACK only warns, which is silenced here.
                 "\\set QUIET on\nSET client_min_messages = error;\nROLLBACK;\n"
@@ -248,10 +248,6 @@ def run_tests(settings: ProjectSettings, url: str, *, out: TextIO | None = None)
         return _result(path, "transaction", None, run)
     output.info(f"test.sql ends transactions itself ({hazard}); running it in a copy")
     return _run_in_copy(path, url, cwd, hazard, out)
-
-
-def _meta_quote(text: str) -> str:
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _run_text(url: str, script: str, cwd: Path, out: TextIO | None) -> sqlrun.FileRun:
