@@ -39,7 +39,7 @@ from typing import IO, TYPE_CHECKING, Protocol
 
 from db_tool.errors import Error, ExitCode, NotInstalledError
 from db_tool.migrations import FILE, Applied, StatusRow, Step
-from db_tool.sqlsplit import TxControl
+from db_tool.sqlsplit import TxControl, psql_meta_quote
 
 if TYPE_CHECKING:
     from db_tool import history_wire
@@ -69,14 +69,6 @@ class StepResult:
 
 
 # --------------------------------------------------------------------------- quoting helpers
-
-
-def psql_meta_quote(text: str) -> str:
-    """Quote one argument of a psql meta-command (\\i, \\ir): single quotes, with psql's
-    escapes for backslash, quote and control characters."""
-    out = text.replace("\\", "\\\\").replace("'", "''")
-    out = out.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
-    return f"'{out}'"
 
 
 def sqlite_literal(text: str) -> str:
