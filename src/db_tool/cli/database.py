@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from db_tool.cli.common import env_dict, guarded
-from db_tool.cli.context import Context
 from db_tool.cli.parser import parse, wants_help, with_examples
 from db_tool.cli.spec import DATABASE, DB_GLOBALS
 from db_tool.errors import Error, ExitCode, MissingError, UsageError
+
+if TYPE_CHECKING:  # imported where used: it costs db_tool.settings, which --help needs not
+    from db_tool.cli.context import Context
 
 Opts = dict[str, Any]
 
@@ -277,8 +279,6 @@ def _global_values(values: Opts) -> Opts:
 
 
 def run(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
-    from db_tool.settings import ProjectSettings
-
     args = list(argv)
     if not args:  # as the original: help on stdout, exit 1 (a subcommand is required)
         sys.stdout.write(with_examples(HELP, DATABASE))
@@ -341,6 +341,9 @@ def run(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
         from db_tool import output
 
         output.set_quiet()
+    from db_tool.cli.context import Context
+    from db_tool.settings import ProjectSettings
+
     settings = ProjectSettings.from_env(env_dict(env), url=url)
     ctx = Context(settings=settings, inherits=[*glob["inherits"], *more["inherits"]],
                   url_given=url is not None, no_pager=bool(more["no_pager"] or glob["no_pager"]))
@@ -376,6 +379,8 @@ def _passthrough(sub: str, rest: list[str], glob: Opts, env: Mapping[str, str] |
         from db_tool import output
 
         output.set_quiet()
+    from db_tool.cli.context import Context
+
     settings = ProjectSettings.from_env(env_dict(env), url=url)
     ctx = Context(settings=settings, inherits=list(glob["inherits"]), url_given=url is not None,
                   no_pager=bool(glob["no_pager"]))
