@@ -7,7 +7,10 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TextIO
+
+TYPE_CHECKING = False  # typing costs a few ms at start-up, and re with it
+if TYPE_CHECKING:
+    from typing import TextIO
 
 _quiet = False
 # Info and ok lines are named after the command the user typed (`database: ...`); library use
