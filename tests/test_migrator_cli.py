@@ -13,21 +13,18 @@ from pathlib import Path
 import pytest
 
 from db_tool.cli import migrator
-from db_tool.cli.migrator import main
 from db_tool.commands.migrate import create as create_migration
 from db_tool.migrations import discover
+from tests.conftest import Cli, CliResult
 
 Run = Callable[..., tuple[int, str, str]]
 
 
 @pytest.fixture
-def run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Run:
-    def _run(*argv: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-        environ = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), **(env or {})}
-        capsys.readouterr()
-        rc = main(list(argv), environ)
-        out, err = capsys.readouterr()
-        return rc, out, err
+def run(tmp_path: Path, cli: Cli) -> Run:
+    def _run(*argv: str, env: dict[str, str] | None = None) -> CliResult:
+        return cli("migrator", argv, {"PATH": os.environ["PATH"], "HOME": str(tmp_path),
+                                      **(env or {})})
     return _run
 
 

@@ -151,6 +151,31 @@ def spawn_detached(
         ) from exc
 
 
+def start_server(
+    argv: Sequence[str],
+    *,
+    log_fd: int,
+    env: Mapping[str, str],
+    user: RunAs | None = None,
+    cwd: str = "/",
+) -> subprocess.Popen[bytes]:
+    """Start a long-running server (postgres) in its own session: stdin on /dev/null,
+    stdout and stderr appended to log_fd, run as `user` (no supplementary groups). Not tied
+    to us: it outlives the caller (a shell hook); the caller owns the Popen (poll/kill)."""
+    argv = [os.fspath(a) for a in argv]
+    try:
+        return subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd, close_fds=True,
+            start_new_session=True, cwd=cwd, env=dict(env),
+            user=user.uid if user else None, group=user.gid if user else None,
+            extra_groups=[] if user else None,
+        )
+    except FileNotFoundError as exc:
+        raise NotInstalledError(
+            f"{argv[0]} not found: install it or put it on PATH ({exc.strerror})"
+        ) from exc
+
+
 def run_interactive(
     argv: Sequence[str],
     *,

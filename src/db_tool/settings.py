@@ -12,10 +12,13 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-from db_tool.cachedir import CacheLocations
 from db_tool.errors import Error, ExitCode, MissingError
+
+if TYPE_CHECKING:
+    # Imported where used: cachedir brings output, which the migrator's start-up skips.
+    from db_tool.cachedir import CacheLocations
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Names the sourced shim must never assign: the shell's own variables, what the loader and
@@ -165,6 +168,11 @@ class ClusterConfig:
     pg_bin_dir: str | None = None  # PG_BIN_DIR: which PostgreSQL (else pgbin's search)
     # Home directories never used as a working dir ($HOME and the login's home).
     homes: tuple[Path, ...] = ()
+    # The caller's environment, for the processes a cluster starts (cluster.server_env,
+    # cluster.server_process_env pick from it); from_env takes it from its env.
+    caller_env: tuple[tuple[str, str], ...] = field(
+        default_factory=lambda: tuple(os.environ.items()), repr=False, compare=False
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> ClusterConfig:
@@ -199,6 +207,7 @@ class ClusterConfig:
             keep_previous=env.get("DB_TOOL_KEEP_PREVIOUS", "") not in ("0", "no", "false"),
             pg_bin_dir=env.get("PG_BIN_DIR") or None,
             homes=_homes(env),
+            caller_env=tuple(env.items()),
         )
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
@@ -215,6 +224,8 @@ def _homes(env: Mapping[str, str]) -> tuple[Path, ...]:
 
 
 def cache_locations_from(env: Mapping[str, str]) -> CacheLocations:
+    from db_tool.cachedir import CacheLocations
+
     return CacheLocations(
         xdg_cache_home=env.get("XDG_CACHE_HOME") or None,
         home=env.get("HOME") or None,
