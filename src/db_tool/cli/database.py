@@ -47,7 +47,7 @@ Subcommands:
   upgrade [--old-bin-dir DIR]   move the cluster to the PostgreSQL major now in use
   cache [list|prune [--all]]    show or prune db-tool's cache (~90 MB per PostgreSQL build)
   help [SUBCOMMAND]             the help of a subcommand (as `database SUBCOMMAND --help`)
-  completion bash|zsh|fish      shell completion for all five commands (docs/completion.md)
+  completion bash|zsh|fish      shell completion for all five commands (docs/cli.md)
 
 Global options:
   -u, --url URL                 connection URL (else PGURL, else DB_URL, else the project's
@@ -218,7 +218,8 @@ usage: database completion bash|zsh|fish
 Print the shell completion script for all five commands (database, db-tool, migrator,
 db-ops, postgres-init, postgres-cleanup): subcommands, their options and fixed words. Made
 from the same definitions the commands parse with, so it completes what they accept.
-Install it once (see docs/completion.md), or load it in the shell's startup file.
+Install it once (docs/cli.md says where for each shell), or load it in the shell's
+startup file: source <(database completion bash).
 """
 
 
