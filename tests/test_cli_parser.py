@@ -241,7 +241,18 @@ def test_hooks_without_arguments_do_their_work_not_the_help(tmp_path: Path) -> N
     del env["LOCAL_DIR"]
     r = run_cmd([script("postgres-cleanup")], env)
     assert (r.returncode, r.stdout) == (0, "")
-    assert "nothing to stop" in r.stderr
+    assert r.stderr.startswith("postgres-cleanup: ") and "nothing to stop" in r.stderr
     r = run_cmd([script("postgres-init")], env)
     assert r.returncode == 1 and r.stdout == ""  # it tried to start: no working dir
     assert "usage:" not in r.stderr
+
+
+@pytest.mark.parametrize("cmd", ["database", "db-tool"])
+def test_messages_are_named_after_the_command_typed(cmd: str, tmp_path: Path) -> None:
+    r = run_cmd([script(cmd), "stauts"], clean_env(tmp_path))
+    assert r.returncode == 1 and r.stderr.startswith(f"{cmd}: error: ")
+    r = run_cmd([script(cmd), "cleanup"], clean_env(tmp_path))  # an info line, not db-tool:
+    assert r.returncode == 0 and r.stderr.startswith(f"{cmd}: "), r.stderr
+    r = run_cmd([script(cmd), "-u"], clean_env(tmp_path))
+    assert (r.returncode, r.stderr) == (3, f"{cmd}: error: -u needs a value; see database "
+                                           "--help\n")

@@ -410,8 +410,12 @@ def print_version(prog: str) -> int:
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    # The postgres-init shim calls `db-tool postgres-init`: speak as postgres-init then.
-    prog = "postgres-init" if args[:1] == ["postgres-init"] else "database"
+    from db_tool import output
+
+    # The postgres-init shim calls `db-tool postgres-init`: speak as postgres-init then; else
+    # as the command typed (`db-tool` is `database` under its other name).
+    typed = "db-tool" if output.invoked() == "db-tool" else "database"
+    prog = "postgres-init" if args[:1] == ["postgres-init"] else typed
     return guarded(prog, lambda: run(args, env))
 
 
