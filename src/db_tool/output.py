@@ -60,6 +60,11 @@ def prog() -> str:
     return _prog or "db-tool"
 
 
+def invoked() -> str | None:
+    """The command the launcher was started as, when it was."""
+    return _prog
+
+
 def is_quiet() -> bool:
     return _quiet
 
