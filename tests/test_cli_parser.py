@@ -16,7 +16,7 @@ from db_tool import __version__
 from db_tool.cli import db_branch, db_ops, postgres_init
 from db_tool.cli.database import HELP as DATABASE_HELP
 from db_tool.cli.database import sub_help
-from db_tool.cli.parser import Command, parse
+from db_tool.cli.parser import Command, Opt, parse, scan
 from db_tool.cli.spec import COMMANDS, DATABASE, DB_OPS, MIGRATOR, POSTGRES_INIT
 from db_tool.errors import ExitCode, MissingError, UsageError
 from tests.helpers import BIN, run_cmd, script
@@ -256,3 +256,20 @@ def test_messages_are_named_after_the_command_typed(cmd: str, tmp_path: Path) ->
     r = run_cmd([script(cmd), "-u"], clean_env(tmp_path))
     assert (r.returncode, r.stderr) == (3, f"{cmd}: error: -u needs a value; see database "
                                            "--help\n")
+
+
+def test_every_level_of_the_grammar_builds_a_parser() -> None:
+    """argparse refuses two options with one spelling: no level (with the globals it is
+    parsed with) may have such a clash; an unknown option is then reported, not a bug."""
+    def levels(cmd: Command, globals_: list[Opt]) -> list[tuple[Command, list[Opt]]]:
+        found = [(cmd, globals_)]
+        for sub in cmd.subs.values():
+            found += levels(sub, globals_)
+        return found
+
+    cases = levels(DATABASE, list(DATABASE.opts)) + levels(MIGRATOR, list(MIGRATOR.opts))
+    cases += [(c, []) for c in (DB_OPS, DB_OPS.sub("secrets", "load"), POSTGRES_INIT)]
+    for cmd, globals_ in cases:
+        extra = [] if cmd is DATABASE or cmd is MIGRATOR else globals_
+        _, _, unknown = scan(cmd, ["--zz=1"], extra_opts=extra)
+        assert unknown == ["--zz=1"], cmd.path
