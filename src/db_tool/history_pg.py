@@ -31,9 +31,9 @@ from db_tool.pg_script import (
     Inline,
     driver_script,
     marker,
-    psql_meta_quote,
     start_script,
 )
+from db_tool.sqlsplit import psql_meta_quote
 
 if TYPE_CHECKING:
     from db_tool import history_wire

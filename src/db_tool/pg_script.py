@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from db_tool.history import GUARD
+from db_tool.sqlsplit import psql_meta_quote
 
 if TYPE_CHECKING:
     from db_tool.migrations import Step
@@ -43,14 +44,6 @@ READ_HEX_SQL = (
     "SELECT encode(convert_to(name, 'UTF8'), 'hex'), hash, to_char(applied_at AT TIME ZONE "
     "'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM hectic.migration ORDER BY id;\n"
 )
-
-
-def psql_meta_quote(text: str) -> str:
-    """Quote one argument of a psql meta-command (\\i, \\ir): single quotes, with psql's
-    escapes for backslash, quote and control characters."""
-    out = text.replace("\\", "\\\\").replace("'", "''")
-    out = out.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
-    return f"'{out}'"
 
 
 def marker(token: str, word: str) -> str:

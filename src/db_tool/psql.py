@@ -22,12 +22,12 @@ RECORD_SEP = "\x1e"
 
 
 @cache
-def _psql_for(pg_bin_dir: str | None) -> str:
+def _psql_for(pg_bin_dir: str | None, path: str | None) -> str:
     if pg_bin_dir:
         candidate = Path(pg_bin_dir) / "psql"
         if os.access(candidate, os.X_OK):
             return str(candidate)
-    found = shutil.which("psql")
+    found = shutil.which("psql", path=path or os.defpath)
     if found:
         return found
     from db_tool import pgbin
@@ -42,7 +42,11 @@ def _psql_for(pg_bin_dir: str | None) -> str:
 
 
 def psql_path() -> str:
-    return _psql_for(os.environ.get("PG_BIN_DIR"))
+    """PG_BIN_DIR's psql, else the one on PATH, else the found installation's (settings)."""
+    from db_tool.settings import runtime
+
+    rt = runtime()
+    return _psql_for(rt.pg_bin_dir, rt.path)
 
 
 def base_argv(
@@ -68,7 +72,9 @@ def base_argv(
 def env(appname: str = "db-tool", url: str | None = None) -> dict[str, str]:
     """The environment for a psql child: a developer's PGDATABASE must not redirect it, and
     the password of `url` (kept out of argv by base_argv) travels as PGPASSWORD."""
-    child = dict(os.environ)
+    from db_tool.settings import runtime
+
+    child = dict(runtime().child_env)
     child.pop("PGDATABASE", None)
     child.setdefault("PGAPPNAME", appname)
     if url is not None:

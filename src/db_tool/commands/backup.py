@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from db_tool import output, pgwire, privs, proc, progress
 from db_tool import progress as progress_of  # backup() has a `progress` argument
-from db_tool.cluster import Cluster, server_env
+from db_tool.cluster import Cluster
 from db_tool.conninfo import without_password
 from db_tool.errors import Error
 from db_tool.scratch import interrupt_on_signals
@@ -336,7 +336,7 @@ def backup(
     final = default_backup_dir(settings)
     cluster = Cluster(settings.cluster_config())
     local = names_cluster(settings.url, cluster)
-    env = server_env()
+    env = cluster.client_env()
     if local:
         if not cluster.is_running():
             raise Error(

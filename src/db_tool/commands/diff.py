@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from db_tool import fslock, output, proc, progress, psql
-from db_tool.cluster import Cluster, server_env
+from db_tool.cluster import Cluster
 from db_tool.commands.backup import (
     default_backup_dir,
     opened,
@@ -303,7 +303,7 @@ def _dump(cluster: Cluster, tables: Sequence[str]) -> list[str] | None:
         argv += [a for t in tables for a in ("-t", t)]
     else:
         argv.append("--schema-only")
-    result = proc.run(argv, env=server_env(), check=False, what="pg_dump")
+    result = proc.run(argv, env=cluster.client_env(), check=False, what="pg_dump")
     if not result.ok:
         if tables and "no matching tables" in result.err:
             return None

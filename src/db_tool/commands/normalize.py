@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from db_tool import output, privs, proc, progress, psql
-from db_tool.cluster import DEV_CONF, HBA_CONF, Cluster, server_env
+from db_tool.cluster import DEV_CONF, HBA_CONF, Cluster
 from db_tool.commands.backup import (
     BASE,
     DATABASE_FILE,
@@ -185,7 +185,7 @@ def _single_user(cluster: Cluster, sql: str) -> str:
         [cluster.install.tool("postgres"), "--single", "-D", str(cluster.datadir),
          "-c", "shared_preload_libraries=", "-c", "logging_collector=off", "template1"],
         input=sql, user=cluster.run_as, cwd="/", check=False,
-        env=server_env(),
+        env=cluster.client_env(),
         what="postgres --single",
     )
     errors = [ln for ln in result.err.splitlines() if "ERROR:" in ln or "FATAL:" in ln]
