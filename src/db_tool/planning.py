@@ -148,6 +148,9 @@ def plan(
     applied (name order); rollback = applied, latest first. A modified applied migration is a
     notice (the original does not look at hashes), an error (exit 2) with strict and no force.
     Edge cases keep the original's messages and exit codes (1; 0 when already there).
+
+    One piece (~75 lines): up, down and to share the history check and the "already there"
+    answers; split apart, each would repeat them.
     """
     notices: list[str] = []
     report = check_history(available, applied)
