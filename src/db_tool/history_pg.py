@@ -93,7 +93,7 @@ class PgHistory:
             session = PgSession(child, errfile, Path(tmpdir), lock_timeout,
                                 inline=self.inline, variables=dict(variables))
             try:
-                session.start()
+                session.send_start()
                 yield session
             finally:
                 session.close(aborted=sys.exc_info()[0] is not None)
@@ -107,7 +107,7 @@ class PgSession:
     lock_timeout: float
     inline: bool = True
     variables: dict[str, str] = field(default_factory=dict)  # the --set values psql started with
-    applied: list[Applied] = field(default_factory=list)
+    read: list[Applied] | None = None  # the history, once start_script's answer is read
     token: str = field(default_factory=lambda: os.urandom(8).hex())
     encoding: str = ""  # psql's client encoding (its ENCODING variable) at the start
 
@@ -126,14 +126,24 @@ class PgSession:
     def _mark(self, word: str) -> str:
         return marker(self.token, word)
 
-    def start(self) -> None:
-        """Lock, apply the bundle, read the history — all before any plan is made."""
+    def send_start(self) -> None:
+        """Ask psql to lock, apply the bundle and print the history; `applied` waits for the
+        answer, so the caller can read the migration dir while psql connects and locks."""
         from db_tool import bundle, history_wire
 
         bundle_file = self.tmp / "bundle.sql"
         bundle_file.write_text(bundle.render(), encoding="utf-8")
         self._send(start_script(self.token, self.lock_timeout, bundle_file,
                                 version=bundle.VERSION, comment=history_wire.bundle_comment()))
+
+    @property
+    def applied(self) -> list[Applied]:
+        """The history as read under the lock (waits for psql's answer the first time)."""
+        if self.read is None:
+            self.read = self._read_start()
+        return self.read
+
+    def _read_start(self) -> list[Applied]:
         assert self.child.stdout is not None
         seen: list[str] = []
         rows: list[list[str]] = []
@@ -150,7 +160,7 @@ class PgSession:
                     break
             elif seen and seen[-1] == "history":
                 rows.append(line.split("\x1f"))
-        self.applied = [Applied(bytes.fromhex(r[0]).decode("utf-8"), r[1], r[2]) for r in rows]
+        return [Applied(bytes.fromhex(r[0]).decode("utf-8"), r[1], r[2]) for r in rows]
 
     def _failed_start(self, seen: list[str]) -> None:
         self.child.wait()
@@ -171,6 +181,7 @@ class PgSession:
     def apply(self, steps: Sequence[Step]) -> list[StepResult]:
         if not steps:
             return []
+        self.applied  # noqa: B018 -- psql's answer to the start script (sets self.encoding)
         # Which steps go as one query. Until the first `\\i` step, psql's variables and encoding
         # are the ones it started with; after it (the file may `\\set` or `\\encoding`), only
         # text that depends on neither is inlined.

@@ -266,11 +266,9 @@ def cmd_migrate(args: Args, settings: MigratorSettings) -> int:
     target = planning.Target.parse(direction, rest[0] if rest else None)
     url = _url(args, settings)
     variables = _variables(args.options.get("set", []))
-    settings.lock_timeout()  # a bad MIGRATOR_LOCK_TIMEOUT is reported before the discovery
-    available = migrate.discover(_migration_dir(args, settings), _warn)
     try:
         outcome = migrate.migrate(
-            url, available, target, settings, _warn, variables=variables,
+            url, _migration_dir(args, settings), target, settings, _warn, variables=variables,
             force=bool(args.options.get("force")), strict=bool(args.options.get("strict")),
         )
     except Error as exc:

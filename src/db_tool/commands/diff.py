@@ -242,10 +242,8 @@ def _migrate(settings: ProjectSettings, url: str, log: Path) -> str:
     with output.step("db1: migrator migrate up all") as step:
         try:
             mset = _migrator_settings(settings)
-            available = migrate.discover(mset.migration_dir, lambda w: lines.append(
-                f"migrator: warning: {w}"))
             outcome = migrate.migrate(
-                url, available, planning.Target.parse("up", "all"), mset,
+                url, mset.migration_dir, planning.Target.parse("up", "all"), mset,
                 lambda w: lines.append(f"migrator: warning: {w}"),
             )
         except Error as exc:

@@ -16,7 +16,7 @@ from db_tool.errors import Error, ExitCode
 
 if TYPE_CHECKING:
     from db_tool.history import StepResult
-    from db_tool.migrations import Migration
+    from db_tool.migrations import Applied, Migration
     from db_tool.planning import StatusRow, Target
     from db_tool.settings import MigratorSettings
 
@@ -65,7 +65,7 @@ def init(url: str, variables: Mapping[str, str], settings: MigratorSettings) -> 
 
 def migrate(
     url: str,
-    available: Sequence[Migration],
+    migration_dir: str,
     target: Target,
     settings: MigratorSettings,
     warn: Warn,
@@ -74,8 +74,9 @@ def migrate(
     force: bool = False,
     strict: bool = False,
 ) -> Outcome:
-    """Bring the database to `target`. Raises history.MigrationFailed (its `.completed` are
-    the steps that stay applied) when a migration fails, Error for anything else."""
+    """Bring the database to `target` with the migrations in migration_dir. Raises
+    history.MigrationFailed (its `.completed` are the steps that stay applied) when a migration
+    fails, Error for anything else (a missing migration dir before any database work)."""
     from db_tool import history_wire, planning
 
     strict = strict or settings.strict
@@ -85,7 +86,11 @@ def migrate(
     # at this version is in place (no psql, no bundle, no lock: the answer is that of a
     # migrator that ran just before any concurrent one). Anything else: the locked session.
     quick = history_wire.quick_state(url, settings.libpq)
-    if quick is not None and quick.bundle_current and quick.applied is not None:
+    available: list[Migration] | None = None
+    if quick is None or not quick.bundle_current or quick.applied is None:
+        available = discover(migration_dir, warn)
+    elif not _work_likely(migration_dir, quick.applied, target):
+        available = discover(migration_dir, warn)
         early = planning.plan(available, quick.applied, target, force=force, strict=strict)
         if early.already is not None:
             for notice in early.notices:
@@ -100,6 +105,10 @@ def migrate(
     # The session holds the migration lock from before the history is read until the last
     # step, so the plan below cannot be invalidated by a concurrent migrator.
     with backend.migrate_session(variables, lock_timeout) as session:
+        if available is None:
+            # Work is pending and the bundle is in place: read the directory while psql
+            # connects, takes the lock and reads the history (session.applied waits for it).
+            available = discover(migration_dir, warn)
         plan = planning.plan(available, session.applied, target, force=force, strict=strict)
         for notice in plan.notices:
             warn(notice)
@@ -107,6 +116,26 @@ def migrate(
             return Outcome(plan.already, [], None)
         results = session.apply(plan.steps)
     return Outcome(None, results, _summary(available, results))
+
+
+def _work_likely(migration_dir: str, applied: Sequence[Applied], target: Target) -> bool:
+    """A cheap guess (names only, no file read) that `target` has steps to run, so psql is
+    worth starting before the migrations are read. Wrong either way only costs time: the
+    plan made under the lock decides."""
+    import os
+
+    from db_tool.migrations import NAME_RE
+
+    if target.direction == "down":
+        return target.number != 0 and bool(applied)
+    if target.direction != "up" or target.number == 0:
+        return False
+    try:
+        names = {e[:-4] if e.endswith(".sql") else e
+                 for e in os.listdir(migration_dir) if NAME_RE.match(e)}
+    except OSError:
+        return False  # discovery says what is wrong, before any database work
+    return bool(names - {a.name for a in applied})
 
 
 def _summary(available: Sequence[Migration], results: Sequence[StepResult]) -> str:
