@@ -21,8 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from db_tool import output, privs, proc, progress, psql
-from db_tool.cluster import DEV_CONF, HBA_CONF, Cluster
-from db_tool.commands.backup import (
+from db_tool.backupdir import (
     BASE,
     DATABASE_FILE,
     default_backup_dir,
@@ -33,8 +32,9 @@ from db_tool.commands.backup import (
     sweep,
     unpack_data,
 )
+from db_tool.cluster import DEV_CONF, HBA_CONF, Cluster
 from db_tool.errors import Error, MissingError
-from db_tool.scratch import interrupt_on_signals, teardown
+from db_tool.scratch import interrupt_on_signals, tear_down, teardown
 from db_tool.settings import DEFAULT_DATABASE, ProjectSettings, login_name
 
 NORMALIZED_DIR = "postgresql-backup-normalized"
@@ -154,7 +154,7 @@ def _normalize_in(settings: ProjectSettings, work: Path, source: Path, target: P
         with output.step(f"pack the normalized backup into {target}"):
             _pack(cluster, target, chosen)
     finally:
-        cluster.stop()
+        tear_down("stop and remove the temporary cluster", [cluster])
     return NormalizeResult(target, chosen, role, admin)
 
 
