@@ -16,7 +16,7 @@ from db_tool import __version__
 from db_tool.cli import db_branch, db_ops, postgres_init
 from db_tool.cli.database import HELP as DATABASE_HELP
 from db_tool.cli.database import sub_help
-from db_tool.cli.parser import Command, parse
+from db_tool.cli.parser import Command, Opt, parse, scan
 from db_tool.cli.spec import COMMANDS, DATABASE, DB_OPS, MIGRATOR, POSTGRES_INIT
 from db_tool.errors import ExitCode, MissingError, UsageError
 from tests.helpers import BIN, run_cmd, script
@@ -241,7 +241,35 @@ def test_hooks_without_arguments_do_their_work_not_the_help(tmp_path: Path) -> N
     del env["LOCAL_DIR"]
     r = run_cmd([script("postgres-cleanup")], env)
     assert (r.returncode, r.stdout) == (0, "")
-    assert "nothing to stop" in r.stderr
+    assert r.stderr.startswith("postgres-cleanup: ") and "nothing to stop" in r.stderr
     r = run_cmd([script("postgres-init")], env)
     assert r.returncode == 1 and r.stdout == ""  # it tried to start: no working dir
     assert "usage:" not in r.stderr
+
+
+@pytest.mark.parametrize("cmd", ["database", "db-tool"])
+def test_messages_are_named_after_the_command_typed(cmd: str, tmp_path: Path) -> None:
+    r = run_cmd([script(cmd), "stauts"], clean_env(tmp_path))
+    assert r.returncode == 1 and r.stderr.startswith(f"{cmd}: error: ")
+    r = run_cmd([script(cmd), "cleanup"], clean_env(tmp_path))  # an info line, not db-tool:
+    assert r.returncode == 0 and r.stderr.startswith(f"{cmd}: "), r.stderr
+    r = run_cmd([script(cmd), "-u"], clean_env(tmp_path))
+    assert (r.returncode, r.stderr) == (3, f"{cmd}: error: -u needs a value; see database "
+                                           "--help\n")
+
+
+def test_every_level_of_the_grammar_builds_a_parser() -> None:
+    """argparse refuses two options with one spelling: no level (with the globals it is
+    parsed with) may have such a clash; an unknown option is then reported, not a bug."""
+    def levels(cmd: Command, globals_: list[Opt]) -> list[tuple[Command, list[Opt]]]:
+        found = [(cmd, globals_)]
+        for sub in cmd.subs.values():
+            found += levels(sub, globals_)
+        return found
+
+    cases = levels(DATABASE, list(DATABASE.opts)) + levels(MIGRATOR, list(MIGRATOR.opts))
+    cases += [(c, []) for c in (DB_OPS, DB_OPS.sub("secrets", "load"), POSTGRES_INIT)]
+    for cmd, globals_ in cases:
+        extra = [] if cmd is DATABASE or cmd is MIGRATOR else globals_
+        _, _, unknown = scan(cmd, ["--zz=1"], extra_opts=extra)
+        assert unknown == ["--zz=1"], cmd.path

@@ -6,7 +6,10 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TextIO
+
+TYPE_CHECKING = False  # typing costs a few ms at start-up, and re with it
+if TYPE_CHECKING:
+    from typing import TextIO
 
 _quiet = False
 # Info and ok lines are named after the command the user typed (`database: ...`); library use
@@ -54,6 +57,11 @@ def reset_prog(was: str | None) -> None:
 
 def prog() -> str:
     return _prog or "db-tool"
+
+
+def invoked() -> str | None:
+    """The command the launcher was started as, when it was."""
+    return _prog
 
 
 def is_quiet() -> bool:

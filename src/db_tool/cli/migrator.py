@@ -344,7 +344,6 @@ MIGRATOR_VERSION = "0.0.1"
 def _dispatch(argv: Sequence[str], env: Mapping[str, str]) -> int:
     from db_tool.cli.parser import with_examples
     from db_tool.cli.spec import MIGRATOR
-    from db_tool.settings import MigratorSettings
 
     if not argv:  # as the original: the help on stdout, exit 0
         sys.stdout.write(with_examples(HELP, MIGRATOR))
@@ -364,6 +363,8 @@ def _dispatch(argv: Sequence[str], env: Mapping[str, str]) -> int:
     if args.options.get("inherits"):
         _say("warning: --inherits is deprecated and ignored")
     command = args.command
+    from db_tool.settings import MigratorSettings  # not before: --help needs no settings
+
     settings = MigratorSettings.from_env(env)
     if command == "init":
         return cmd_init(args, settings)

@@ -15,9 +15,12 @@ a value, a combined flag, `=` or an unknown option goes through argparse.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from db_tool.errors import MissingError, UsageError
+
+TYPE_CHECKING = False  # typing (and the re it imports) is not needed at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 HELP_FLAGS = ("-h", "--help")
 

@@ -132,7 +132,11 @@ DATABASE = Command(
                           "database completion fish > ~/.config/fish/completions/database.fish"]),
     ],
     examples=["database deploy", "database status", "database help deploy"],
+    missing="{arg} needs a value; see database --help",
 )
+
+# `database help <TAB>` completes the subcommands
+DATABASE.sub("help").words = [n for n in DATABASE.subs if n != "help"]
 
 # ------------------------------------------------------------------------------- migrator
 
