@@ -65,6 +65,16 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[_OWN_BASETEMP] = Path(config.option.basetemp)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The fault-injection suite runs only when the -m expression names it (`-m faults`)."""
+    if "faults" in (config.option.markexpr or ""):
+        return
+    faults = [item for item in items if item.get_closest_marker("faults") is not None]
+    if faults:
+        config.hook.pytest_deselected(items=faults)
+        items[:] = [item for item in items if item.get_closest_marker("faults") is None]
+
+
 _OWN_BASETEMP = pytest.StashKey[Path]()
 _SESSION_FAILED = pytest.StashKey[bool]()
 
