@@ -192,7 +192,7 @@ def test_root_acl_grant_keeps_the_mask_and_reports_every_widening(
 @pytest.fixture
 def under_tmp(cluster_env: dict[str, str]) -> Iterator[tuple[Path, dict[str, str]]]:
     """A root-only 0700 dir under /tmp with a space below it."""
-    base = Path(tempfile.mkdtemp(prefix="db-tool audit ", dir="/tmp"))
+    base = Path(tempfile.mkdtemp(prefix="db-tool root ", dir="/tmp"))
     wd = base / "my project" / "pg"
     env = {**cluster_env, "PG_WORKING_DIR": str(wd)}
     try:
