@@ -128,6 +128,11 @@ def diff(
     no_cron: bool = False,
     branch: str | None = None,
 ) -> DiffResult:
+    """Compare the backup, migrated (db1), with the sources hydrated (db2), in two temporary
+    clusters under focus/; both are torn down afterwards, their logs kept for `diff log`.
+
+    One piece (~70 lines): the steps share the lock, both clusters and the one teardown that
+    must cover each of them; split apart, every part would take all of them as arguments."""
     started = time.time()
     focus = settings.focus_dir
     path = (backup_path or default_backup_dir(settings)).absolute()
