@@ -280,6 +280,11 @@ def _global_values(values: Opts) -> Opts:
 
 
 def run(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
+    """`database ARGV`: global options, the help forms, the subcommand, its options; the
+    settings are built once, here.
+
+    One piece (~80 lines): each early return is one of the original's help and exit-code
+    rules, in the order the original checks them; split up, that order would be scattered."""
     args = list(argv)
     if not args:  # as the original: help on stdout, exit 1 (a subcommand is required)
         sys.stdout.write(with_examples(HELP, DATABASE))
