@@ -65,8 +65,20 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[_OWN_BASETEMP] = Path(config.option.basetemp)
 
 
+# Fixtures that start a cluster of the test's own (or a whole project deployment): a test
+# using one is marked slow, so `pytest -m "not slow"` keeps the session cluster's tests only.
+SLOW_FIXTURES = frozenset({
+    "cluster_env", "short_tmp", "proj", "backed_up", "foreign", "local", "appdb_project",
+    "deployed", "hook_project", "under_root", "under_tmp", "password_cluster", "template",
+})
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The fault-injection suite runs only when the -m expression names it (`-m faults`)."""
+    """Tests using a SLOW_FIXTURES fixture get the slow marker (besides those marked by hand);
+    the fault-injection suite runs only when the -m expression names it (`-m faults`)."""
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
     if "faults" in (config.option.markexpr or ""):
         return
     faults = [item for item in items if item.get_closest_marker("faults") is not None]

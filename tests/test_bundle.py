@@ -116,6 +116,7 @@ def test_apply_records_the_version(pg: PG, hectic_url: str) -> None:
     assert row == f"hectic|{bundle.VERSION}|t"
 
 
+@pytest.mark.slow
 def test_version_mismatch_stops_before_anything_else(pg: PG, hectic_url: str) -> None:
     pg.psql("UPDATE hectic.version SET version = '0.0.9'; DROP FUNCTION hectic.get_secret(text)",
             hectic_url)
@@ -145,6 +146,7 @@ def test_apply_is_all_or_nothing(pg: PG, db_url: str) -> None:
                    "NOT EXISTS (SELECT 1 FROM pg_event_trigger)", db_url) == "t"
 
 
+@pytest.mark.slow
 def test_concurrent_applies_on_a_fresh_database(pg: PG, db_url: str) -> None:
     errors: list[BaseException] = []
 
@@ -196,6 +198,7 @@ ORDER BY 1, 2
 """
 
 
+@pytest.mark.slow
 def test_applying_twice_changes_nothing(pg: PG, hectic_url: str) -> None:
     pg.psql("CREATE TABLE t_upd (id int) INHERITS (hectic.created_at, hectic.updated_at); "
             "CREATE TABLE t_imm (id int) INHERITS (hectic.created_at, hectic.immutable)",
@@ -258,6 +261,7 @@ def stored_hex(pg: PG, url: str, key: str) -> str:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key", sorted(NASTY))
 def test_secret_values_load_byte_for_byte(pg: PG, secrets_url: str, key: str) -> None:
     value = NASTY[key]
@@ -380,6 +384,7 @@ def test_get_secret_of_a_missing_key_is_null(pg: PG, secrets_url: str) -> None:
     assert pg.psql("SELECT hectic.get_secret(NULL) IS NULL", secrets_url) == "t"
 
 
+@pytest.mark.slow
 def test_public_cannot_read_secrets(pg: PG, hectic_url: str) -> None:
     role = "nobody_" + uuid.uuid4().hex[:8]
     bundle.load_secrets(hectic_url, "TOKEN=s3cret\n")
@@ -475,6 +480,7 @@ def test_create_table_as_and_select_into_are_allowed(pg: PG, hectic_url: str, sq
                    hectic_url) == "1"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("setup", [
     pytest.param("CREATE TABLE hectic.own (x int)", id="schema hectic"),
     pytest.param("CREATE TABLE information_schema.own (x int)", id="information_schema"),
@@ -495,6 +501,7 @@ def test_exemptions(pg: PG, hectic_url: str, setup: str) -> None:
     pg.psql(setup, hectic_url)
 
 
+@pytest.mark.slow
 def test_extra_excluded_schemas_via_alter_database(pg: PG, hectic_url: str) -> None:
     db = hectic_url.split("@/", 1)[1].split("?", 1)[0]
     pg.psql(f"CREATE SCHEMA legacy; "
@@ -505,6 +512,7 @@ def test_extra_excluded_schemas_via_alter_database(pg: PG, hectic_url: str) -> N
     assert "must INHERITS" in psql_fails(pg, "CREATE TABLE public.t (x int)", hectic_url)
 
 
+@pytest.mark.slow
 def test_updated_at_trigger(pg: PG, hectic_url: str) -> None:
     pg.psql("CREATE TABLE item (id int, v text) INHERITS (hectic.created_at, hectic.updated_at); "
             "INSERT INTO item (id, v, updated_at) VALUES (1, 'a', '2000-01-01')", hectic_url)
@@ -519,6 +527,7 @@ def test_updated_at_trigger(pg: PG, hectic_url: str) -> None:
     assert done.stdout.strip() == "t"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dml", [
     "INSERT INTO frozen (id) VALUES (2)",
     "UPDATE frozen SET id = 3",
@@ -573,6 +582,7 @@ def triggers_of(pg: PG, url: str) -> list[str]:
                    "ORDER BY 1", url).splitlines()
 
 
+@pytest.mark.slow
 def test_alter_table_inherit_attaches_and_detaches_triggers(pg: PG, hectic_url: str) -> None:
     pg.psql("CREATE TABLE later (id int, updated_at timestamptz NOT NULL DEFAULT now()) "
             "INHERITS (hectic.created_at); "
@@ -592,6 +602,7 @@ def test_alter_table_inherit_attaches_and_detaches_triggers(pg: PG, hectic_url: 
     pg.psql("INSERT INTO later (id) VALUES (1)", hectic_url)
 
 
+@pytest.mark.slow
 def test_reapplying_backfills_missing_triggers(pg: PG, hectic_url: str) -> None:
     pg.psql("ALTER EVENT TRIGGER hectic_attach_immutable_triggers DISABLE; "
             "CREATE TABLE frozen (id int) INHERITS (hectic.created_at, hectic.immutable); "
@@ -602,6 +613,7 @@ def test_reapplying_backfills_missing_triggers(pg: PG, hectic_url: str) -> None:
                                            "frozen hectic_block_immutable_truncate"]
 
 
+@pytest.mark.slow
 def test_database_bundle_sql_pipes_into_psql(pg: PG, db_url: str) -> None:
     """External consumers: `database bundle sql | psql -f -`, twice (idempotent)."""
     env = base_env()
@@ -618,6 +630,7 @@ def test_database_bundle_sql_pipes_into_psql(pg: PG, db_url: str) -> None:
                    db_url) == "3"
 
 
+@pytest.mark.slow
 def test_database_bundle_path_lists_includable_files_in_order(
     pg: PG, db_url: str, tmp_path: Path
 ) -> None:
@@ -649,6 +662,7 @@ def test_secret_table_shape_and_unique_key(pg: PG, db_url: str) -> None:
         pg.psql("INSERT INTO hectic.secret (key, value) VALUES ('K', '2')", db_url)
 
 
+@pytest.mark.slow
 def test_dotenv_as_a_psql_variable_loads_byte_for_byte(pg: PG, db_url: str) -> None:
     """The documented by-hand path: the content as a psql variable, never pasted into SQL."""
     bundle.apply(db_url)

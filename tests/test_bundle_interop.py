@@ -132,6 +132,7 @@ def test_our_version_is_the_originals_hectic_version() -> None:
     assert (original_sql_dir() / "HECTIC_VERSION").read_text().strip() == bundle.VERSION
 
 
+@pytest.mark.slow
 def test_both_bundles_create_the_same_objects(
     pg: PG, make_db: Callable[[], str], tmp_path: Path
 ) -> None:
@@ -155,6 +156,7 @@ def original_db(pg: PG, db_url: str, tmp_path: Path) -> str:
     return db_url
 
 
+@pytest.mark.slow
 def test_ours_applies_over_the_original_and_changes_no_trigger(pg: PG, original_db: str) -> None:
     before = pg.psql(OBJECTS, original_db)
     bundle.apply(original_db)
@@ -167,6 +169,7 @@ def test_ours_applies_over_the_original_and_changes_no_trigger(pg: PG, original_
     assert pg.psql("SELECT hectic.get_secret('OLD')", original_db) == "from-original"
 
 
+@pytest.mark.slow
 def test_migrator_on_a_database_of_the_original(
     pg: PG, original_db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -192,6 +195,7 @@ def test_migrator_on_a_database_of_the_original(
                                                        "hectic_block_immutable_truncate"]
 
 
+@pytest.mark.slow
 def test_hydrate_on_a_database_of_the_original(
     pg: PG, original_db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -210,6 +214,7 @@ def test_hydrate_on_a_database_of_the_original(
     assert pg.psql("SELECT string_agg(key, ',') FROM hectic.secret", original_db) == "TOKEN"
 
 
+@pytest.mark.slow
 def test_db_ops_secrets_load_on_a_database_of_the_original(
     pg: PG, original_db: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -237,6 +242,7 @@ def ours_db(pg: PG, db_url: str) -> str:
     return db_url
 
 
+@pytest.mark.slow
 def test_original_applies_over_ours_and_its_objects_work(
     pg: PG, ours_db: str, tmp_path: Path
 ) -> None:
@@ -269,6 +275,7 @@ def test_original_applies_over_ours_and_its_objects_work(
     assert pg.psql("SELECT count(*) FROM hectic.migration", ours_db) == "2"
 
 
+@pytest.mark.slow
 def test_original_version_check_works_over_ours(pg: PG, ours_db: str, tmp_path: Path) -> None:
     done = apply_original(pg, ours_db, tmp_path, version="9.9.9")
     assert done.returncode != 0
@@ -276,6 +283,7 @@ def test_original_version_check_works_over_ours(pg: PG, ours_db: str, tmp_path: 
             in done.stderr)
 
 
+@pytest.mark.slow
 def test_ours_again_after_the_original_over_ours(pg: PG, ours_db: str, tmp_path: Path) -> None:
     """ours → original → ours: the last one restores our behaviour and keeps every row."""
     must_apply_original(pg, ours_db, tmp_path)
@@ -325,6 +333,7 @@ CREATE TRIGGER hectic_immutable_rows BEFORE INSERT OR UPDATE OR DELETE ON frozen
 """
 
 
+@pytest.mark.slow
 def test_a_database_of_our_earlier_build_gets_the_original_shape(
     pg: PG, db_url: str, tmp_path: Path
 ) -> None:
@@ -389,6 +398,7 @@ def both_bundles(pg: PG, tmp_path_factory: pytest.TempPathFactory) -> Iterator[t
             pg.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sql", SAME_ERRORS)
 def test_both_bundles_fail_alike(pg: PG, both_bundles: tuple[str, str], sql: str) -> None:
     ours, original = both_bundles

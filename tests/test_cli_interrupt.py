@@ -47,6 +47,7 @@ def _traceback(stderr: str) -> bool:
     return "Traceback" in stderr and "/db_tool/" in stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argv", [
     ["database", "status"], ["database", "--help"], ["migrator", "status"],
     ["postgres-cleanup"], ["db-ops", "--help"], ["postgres-init", "--print-env"],

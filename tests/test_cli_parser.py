@@ -86,6 +86,7 @@ def test_a_flag_given_a_value_exits_9(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------ value forms, --, -PH
 
+@pytest.mark.slow
 @pytest.mark.parametrize("form", [["--url", "{u}"], ["--url={u}"], ["-u", "{u}"], ["-u{u}"],
                                   ["-qu", "{u}"]])
 def test_every_value_form_reaches_the_command(form: list[str], db_url: str,

@@ -34,6 +34,7 @@ def mdir(tmp_path: Path) -> Path:
     return d
 
 
+@pytest.mark.slow
 def test_migrate_returns_the_applied_steps_and_a_summary(
     pg: Any, db_url: str, mdir: Path
 ) -> None:
@@ -76,6 +77,7 @@ def test_work_likely_guesses_from_names_only(mdir: Path) -> None:
     assert not migrate._work_likely(str(mdir / "gone"), one, Target.parse("up", "all"))
 
 
+@pytest.mark.slow
 def test_migrate_with_nothing_pending_says_so_without_steps(
     db_url: str, mdir: Path
 ) -> None:
@@ -107,6 +109,7 @@ def test_discover_passes_warnings_to_warn(mdir: Path) -> None:
     assert len(warned) == 1 and warned[0].startswith(f"skipping {mdir / name(2)}.sql: no ")
 
 
+@pytest.mark.slow
 def test_status_counts_each_state(db_url: str, mdir: Path) -> None:
     for i in (1, 2):
         flat(mdir, name(i), "SELECT 1;")
@@ -122,6 +125,7 @@ def test_status_counts_each_state(db_url: str, mdir: Path) -> None:
     assert refused.value.exit_code == 2
 
 
+@pytest.mark.slow
 def test_strict_from_settings_refuses_a_modified_migration(db_url: str, mdir: Path) -> None:
     flat(mdir, name(1), "SELECT 1;")
     flat(mdir, name(2), "SELECT 1;")

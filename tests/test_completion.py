@@ -78,6 +78,7 @@ def test_completion_offers_exactly_the_grammar() -> None:
         assert {n for o in sub.opts for n in o.names} <= set(found[f"migrator {name}"].words)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("zsh") is None,
                     reason="zsh is not installed (./dev setup installs it)")
 def test_zsh_script_loads_and_completes(tmp_path: Path) -> None:

@@ -60,6 +60,7 @@ def test_no_url_error_names_every_source_it_tried(tmp_path: Path) -> None:
     assert "not running" in exc.value.message
 
 
+@pytest.mark.slow
 def test_standalone_migrator_takes_db_url_then_pgurl(capsys: pytest.CaptureFixture[str],
                                                      db_url: str, tmp_path: Path) -> None:
     env = {"PGURL": db_url, "MIGRATION_DIR": str(tmp_path)}
@@ -95,6 +96,7 @@ def _sh(code: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProces
                           text=True, timeout=180, stdin=subprocess.DEVNULL, check=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("with_local_dir", [True, False], ids=["LOCAL_DIR", "cwd"])
 def test_init_migrator_init_test_work_in_a_shell_that_never_exported_pgurl(
     project: tuple[Path, dict[str, str]], with_local_dir: bool
@@ -109,6 +111,7 @@ def test_init_migrator_init_test_work_in_a_shell_that_never_exported_pgurl(
     assert (proj / "focus" / "postgresql" / "data" / "PG_VERSION").is_file()
 
 
+@pytest.mark.slow
 def test_database_migrator_passes_the_url_also_given_as_long_url_option(
     project: tuple[Path, dict[str, str]], db_url: str
 ) -> None:

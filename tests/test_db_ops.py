@@ -204,6 +204,7 @@ def test_secrets_load_from_file(
     assert secrets_of(pg, db_url) == "ONLY=1"
 
 
+@pytest.mark.slow
 def test_sources_and_url_precedence(
     pg: PG, db_url: str, tmp_path: Path, cli: Cli,
     monkeypatch: pytest.MonkeyPatch,
@@ -282,6 +283,7 @@ def test_bad_dotenv_line_fails_with_exit_1(
     assert "secret-without-equals" not in err
 
 
+@pytest.mark.slow
 def test_installed_console_script(pg: PG, db_url: str, tmp_path: Path) -> None:
     script = Path(sys.executable).parent / "db-ops"
     assert script.exists(), "pip install -e '.[test]' installs the db-ops console script"

@@ -331,6 +331,7 @@ def test_clean_dump_removes_noise_and_sorts_copy_rows() -> None:
     assert d.clean_dump(other_key) == lines
 
 
+@pytest.mark.slow
 def test_without_stamped_columns_handles_quoted_names() -> None:
     text = (
         'COPY "My Schema"."T" (id, "a, b", created_at, "Up""d") FROM stdin;\n'

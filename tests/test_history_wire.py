@@ -48,6 +48,7 @@ def _logging_psql(tmp_path: Path) -> tuple[Path, Path]:
     return wrapper_dir, log
 
 
+@pytest.mark.slow
 def test_noop_migrate_and_status_spawn_no_psql(db_url: str, tmp_path: Path) -> None:
     mdir = tmp_path / "migration"
     for i in (1, 2):
@@ -75,6 +76,7 @@ def test_noop_migrate_and_status_spawn_no_psql(db_url: str, tmp_path: Path) -> N
     assert log.read_text() == ""
 
 
+@pytest.mark.slow
 def test_bundle_is_not_reapplied_at_the_same_version_and_init_restores_it(
     pg: Any, db_url: str, tmp_path: Path, cli: Cli
 ) -> None:

@@ -146,6 +146,7 @@ def dump(pg: Any, url: str) -> str:
     )
 
 
+@pytest.mark.slow
 def test_inlined_and_included_runs_leave_the_same_database(
     pg: Any, db_url: str, second_db: str, tmp_path: Path,
     inlined: list[tuple[str, str, bool]],
@@ -181,6 +182,7 @@ def test_inlined_and_included_runs_leave_the_same_database(
     assert pg.psql("SELECT to_regclass('item') IS NULL", db_url) == "t"
 
 
+@pytest.mark.slow
 def test_failing_inlined_migration_leaves_nothing_behind(
     pg: Any, db_url: str, tmp_path: Path, inlined: list[tuple[str, str, bool]],
 ) -> None:

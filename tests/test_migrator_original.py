@@ -63,6 +63,7 @@ def test_hash_is_the_one_the_original_records(tmp_path: Path) -> None:
     assert [m.hash for m in discover(tmp_path)] == [original_hash(f) for f in files]
 
 
+@pytest.mark.slow
 def test_history_written_by_the_original_is_not_modified(
     original: Any, pg: Any, db_url: str, tmp_path: Path, cli: Cli
 ) -> None:
@@ -78,6 +79,7 @@ def test_history_written_by_the_original_is_not_modified(
         (t(i), "applied") for i in (1, 2, 3)]
 
 
+@pytest.mark.slow
 def test_ours_goes_on_from_the_originals_history(
     original: Any, pg: Any, db_url: str, tmp_path: Path, cli: Cli
 ) -> None:
@@ -94,6 +96,7 @@ def test_ours_goes_on_from_the_originals_history(
     assert pg_history(pg, db_url) == []
 
 
+@pytest.mark.slow
 def test_original_goes_on_from_our_history(
     original: Any, pg: Any, db_url: str, tmp_path: Path, cli: Cli
 ) -> None:
@@ -183,6 +186,7 @@ def test_list_prints_what_the_original_prints(original: Any, tmp_path: Path,
         assert run(*argv)[:2] == (0, theirs.stdout)
 
 
+@pytest.mark.slow
 def test_identical_up_files_apply_over_the_originals_table(
     original: Any, pg: Any, db_url: str, tmp_path: Path, cli: Cli
 ) -> None:

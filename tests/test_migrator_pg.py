@@ -36,6 +36,7 @@ def t(i: int) -> str:
     return f"2024010100{i:04d}-m{i}"
 
 
+@pytest.mark.slow
 def test_init_applies_the_bundle_idempotently(run: Run, pg: Any, db_url: str) -> None:
     for _ in range(2):
         rc, _, err = run("init")
@@ -44,6 +45,7 @@ def test_init_applies_the_bundle_idempotently(run: Run, pg: Any, db_url: str) ->
     assert pg.psql("SELECT version FROM hectic.version", db_url) == "0.1.0"
 
 
+@pytest.mark.slow
 def test_three_layouts_set_variables_and_ir(run: Run, pg: Any, db_url: str, mdir: Path) -> None:
     flat(mdir, t(1), "CREATE TABLE items (v text) INHERITS (hectic.created_at);\n",
          "DROP TABLE items;\n")
@@ -74,6 +76,7 @@ def test_three_layouts_set_variables_and_ir(run: Run, pg: Any, db_url: str, mdir
     assert pg.psql("SELECT to_regclass('items') IS NULL", db_url) == "t"
 
 
+@pytest.mark.slow
 def test_up_down_to_and_edges(run: Run, pg: Any, db_url: str, mdir: Path) -> None:
     for i in (1, 2, 3):
         flat(mdir, t(i), f"CREATE TABLE t{i} () INHERITS (hectic.created_at);\n",
@@ -118,6 +121,7 @@ def test_up_down_to_and_edges(run: Run, pg: Any, db_url: str, mdir: Path) -> Non
     assert rc == 1 and "no migration named" in err
 
 
+@pytest.mark.slow
 def test_failing_migration_leaves_nothing_behind(
     run: Run, pg: Any, db_url: str, mdir: Path
 ) -> None:
@@ -143,6 +147,7 @@ def test_failing_migration_leaves_nothing_behind(
     assert history(pg, db_url) == [t(1), t(2), t(3)]
 
 
+@pytest.mark.slow
 def test_failing_down_keeps_the_migration_applied(
     run: Run, pg: Any, db_url: str, mdir: Path
 ) -> None:
@@ -156,6 +161,7 @@ def test_failing_down_keeps_the_migration_applied(
     assert pg.psql("SELECT to_regclass('b') IS NOT NULL", db_url) == "t"
 
 
+@pytest.mark.slow
 def test_history_mismatch_and_force(run: Run, pg: Any, db_url: str, mdir: Path) -> None:
     for i in (1, 2):
         flat(mdir, t(i), f"CREATE TABLE t{i} () INHERITS (hectic.created_at);\n")
@@ -178,6 +184,7 @@ def test_history_mismatch_and_force(run: Run, pg: Any, db_url: str, mdir: Path) 
     assert states == {t(1): "applied", t(2): "missing", t(3): "applied"}
 
 
+@pytest.mark.slow
 def test_modified_since_applied(run: Run, pg: Any, db_url: str, mdir: Path) -> None:
     flat(mdir, t(1), "CREATE TABLE t1 () INHERITS (hectic.created_at);\n")
     assert run("migrate", "up", "all")[0] == 0
@@ -198,6 +205,7 @@ def test_modified_since_applied(run: Run, pg: Any, db_url: str, mdir: Path) -> N
     assert f"migrator: warning: applied migration {t(1)} was modified since it was applied" in err
 
 
+@pytest.mark.slow
 def test_identical_contents_apply(run: Run, pg: Any, db_url: str, mdir: Path) -> None:
     flat(mdir, t(1), "CREATE TABLE IF NOT EXISTS x () INHERITS (hectic.created_at);\n")
     flat(mdir, t(2), "CREATE TABLE IF NOT EXISTS x () INHERITS (hectic.created_at);\n")
@@ -206,6 +214,7 @@ def test_identical_contents_apply(run: Run, pg: Any, db_url: str, mdir: Path) ->
     assert history(pg, db_url) == [t(1), t(2)]
 
 
+@pytest.mark.slow
 def test_status_json_and_exit_code(run: Run, mdir: Path) -> None:
     flat(mdir, t(1), "SELECT 1;\n")
     flat(mdir, t(2), "SELECT 2;\n")
@@ -236,6 +245,7 @@ def test_pending_count_api(run: Run, db_url: str, mdir: Path) -> None:
     assert pending_count(db_url, mdir, settings) == 1
 
 
+@pytest.mark.slow
 def test_options_before_the_subcommand(run: Run, db_url: str, mdir: Path, pg: Any) -> None:
     flat(mdir, t(1), "SELECT 1;\n")
     rc, _out, err = run("-u", db_url, "--force", "-d", str(mdir), "migrate", "up",
@@ -259,6 +269,7 @@ def test_psql_meta_quote_against_real_psql(pg: Any, tmp_path: Path) -> None:
     assert out.stdout.strip() == "reached"
 
 
+@pytest.mark.slow
 def test_one_psql_process_for_all_steps(db_url: str, mdir: Path, tmp_path: Path) -> None:
     """A psql wrapper logs every invocation: the 30 steps go through one driver session."""
     real = shutil.which("psql")
@@ -280,6 +291,7 @@ def test_one_psql_process_for_all_steps(db_url: str, mdir: Path, tmp_path: Path)
     assert len(calls) == 1, calls  # lock, bundle, history read and all steps: one session
 
 
+@pytest.mark.slow
 def test_lock_timeout_is_clear(run: Run, pg: Any, db_url: str, mdir: Path) -> None:
     flat(mdir, t(1), "SELECT 1;\n")
     assert run("init")[0] == 0
@@ -306,6 +318,7 @@ def test_lock_timeout_is_clear(run: Run, pg: Any, db_url: str, mdir: Path) -> No
         holder.wait()
 
 
+@pytest.mark.slow
 def test_concurrent_migrators_apply_each_migration_once(
     pg: Any, db_url: str, mdir: Path
 ) -> None:
@@ -329,6 +342,7 @@ def test_concurrent_migrators_apply_each_migration_once(
     assert applied_lines == 25
 
 
+@pytest.mark.slow
 def test_installed_script_runs(db_url: str, mdir: Path) -> None:
     script = Path(sys.executable).parent / "migrator"
     if not script.exists():
@@ -344,6 +358,7 @@ def test_installed_script_runs(db_url: str, mdir: Path) -> None:
     assert out.returncode == 2 and "ambiguous migrate subcommand" in out.stderr
 
 
+@pytest.mark.slow
 def test_history_is_read_under_the_lock(
     run: Run, pg: Any, db_url: str, mdir: Path
 ) -> None:
@@ -395,6 +410,7 @@ def test_history_is_read_under_the_lock(
     assert pg.psql("SELECT count(*), count(DISTINCT name) FROM runlog", db_url) == "3|3"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("suffix", ["it's a \\ \"x\" :y :'z' `echo` é", "two\nlines", "tab\there"])
 def test_odd_migration_names_round_trip(
     run: Run, pg: Any, db_url: str, mdir: Path, suffix: str
@@ -488,6 +504,7 @@ def test_commit_hidden_in_an_included_file_is_caught(
     assert history(pg, db_url) == []
 
 
+@pytest.mark.slow
 def test_begin_commit_file_runs_as_its_own_transaction(
     run: Run, pg: Any, db_url: str, mdir: Path
 ) -> None:
@@ -505,6 +522,7 @@ def test_begin_commit_file_runs_as_its_own_transaction(
     assert history(pg, db_url) == [] and _tables(pg, db_url, "a") == "f"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP", "SIGINT"])
 def test_a_signal_during_migrate_leaves_no_temp_dir_no_psql_and_no_history(
     signame: str, pg: Any, db_url: str, mdir: Path, tmp_path: Path
@@ -616,6 +634,7 @@ def test_failing_migration_leaves_no_rows_in_existing_tables(
     assert history(pg, db_url) == [t(1)]
 
 
+@pytest.mark.slow
 def test_failing_psql_meta_command_is_a_failed_migration(
     run: Run, pg: PG, db_url: str, mdir: Path
 ) -> None:
@@ -630,6 +649,7 @@ def test_failing_psql_meta_command_is_a_failed_migration(
     assert pg.psql("SELECT to_regclass('half') IS NULL", db_url) == "t"
 
 
+@pytest.mark.slow
 def test_last_statement_without_semicolon_or_newline(
     run: Run, pg: PG, db_url: str, mdir: Path
 ) -> None:
@@ -686,6 +706,7 @@ def _psql_wrapper(tmp_path: Path) -> tuple[Path, Path]:
     return wrapper_dir, log
 
 
+@pytest.mark.slow
 def test_one_psql_process_for_down_and_to(db_url: str, mdir: Path, tmp_path: Path) -> None:
     wrapper_dir, log = _psql_wrapper(tmp_path)
     for i in range(1, 21):
@@ -703,6 +724,7 @@ def test_one_psql_process_for_down_and_to(db_url: str, mdir: Path, tmp_path: Pat
         assert len(calls) == 1, (argv, calls)
 
 
+@pytest.mark.slow
 def test_up_latest_head_and_down_default_via_cli(
     run: Run, pg: PG, db_url: str, mdir: Path
 ) -> None:
@@ -752,6 +774,7 @@ def test_status_text_shows_state_and_applied_at(run: Run, mdir: Path) -> None:
     assert lines[1].split()[:2] == ["pending", "-"] and lines[1].endswith(t(2))
 
 
+@pytest.mark.slow
 def test_migrate_with_nothing_to_do_is_fast(run: Run, mdir: Path) -> None:
     """Issue 5: a `migrate` call with nothing to do <= 0.25 s (in-process; generous for CI)."""
     for i in range(1, 51):

@@ -183,6 +183,7 @@ def test_sqlite3_missing_is_127(run: Run, mdir: Path, tmp_path: Path) -> None:
     assert rc == 127 and "sqlite3 not found" in err
 
 
+@pytest.mark.slow
 def test_concurrent_sqlite_migrators(db: Path, mdir: Path) -> None:
     flat(mdir, t(0), "CREATE TABLE runlog (name TEXT);\n")
     for i in range(1, 21):

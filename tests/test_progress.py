@@ -54,6 +54,7 @@ def big(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
         yield p
 
 
+@pytest.mark.slow
 def test_backup_and_restore_print_progress_lines_when_not_on_a_terminal(big: Project) -> None:
     env = {**big.env, "DB_TOOL_PROGRESS_INTERVAL": "0.05"}
     r = run_cmd([script("database"), "backup"], env, timeout=300)
@@ -69,6 +70,7 @@ def test_backup_and_restore_print_progress_lines_when_not_on_a_terminal(big: Pro
     assert big.psql("SELECT count(*) FROM blob") == "400000"
 
 
+@pytest.mark.slow
 def test_quiet_restore_prints_nothing_but_does_the_work(big: Project) -> None:
     env = {**big.env, "DB_TOOL_PROGRESS_INTERVAL": "0.05"}
     r = run_cmd([script("database"), "backup", "-q"], env, timeout=300)

@@ -46,6 +46,7 @@ def _env_reads(path: Path) -> list[str]:
     return found
 
 
+@pytest.mark.slow
 def test_no_module_but_settings_reads_the_environment() -> None:
     offenders = {}
     for path in sorted(SRC.rglob("*.py")):
@@ -88,6 +89,7 @@ def _psql_recorder(tmp_path: Path) -> tuple[Path, Path]:
     return bindir, log
 
 
+@pytest.mark.slow
 def test_migrator_with_os_environ_swapped_out_uses_only_the_env_given_to_main(
     no_os_environ: dict[str, str], db_url: str, tmp_path: Path, cli: Cli
 ) -> None:

@@ -171,6 +171,7 @@ def test_non_ascii_only_when_the_encoding_is_certain() -> None:
     assert isinstance(one_query("SELECT 'e';", non_ascii=False), OneQuery)
 
 
+@pytest.mark.slow
 def test_size_limit() -> None:
     statement = "SELECT 1;\n"
     big = statement * (MAX_CHARS // len(statement) + 1)

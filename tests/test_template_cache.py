@@ -100,6 +100,7 @@ def test_fresh_init_with_no_usable_cache_runs_plain_initdb(
     assert "started a fresh cluster" in r.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() != 0 or not SANDBOX_RUN.exists(),
                     reason=f"needs root and {SANDBOX_RUN} (the build-sandbox pass)")
 @pytest.mark.parametrize("who", ["--user=sandbox", "--root"])

@@ -205,6 +205,7 @@ def test_inherits_missing_table_is_exit_5(db_url: str, project: Path,
 # ------------------------------------------------------------------------------- hydrate
 
 
+@pytest.mark.slow
 def test_hydrate_applies_bundle_secrets_and_entrypoint(db_url: str, project: Path,
                                                        cli: Cli) -> None:
     env = base_env(LOCAL_DIR=str(project), PGURL=db_url,
@@ -223,6 +224,7 @@ def test_hydrate_applies_bundle_secrets_and_entrypoint(db_url: str, project: Pat
     assert psql(db_url, "SELECT shop.payment_provider_status(1)") == "settled (mock)"
 
 
+@pytest.mark.slow
 def test_hydrate_dotenv_falls_back_from_unreadable_file_to_env_file(
     db_url: str, project: Path, cli: Cli
 ) -> None:
@@ -235,6 +237,7 @@ def test_hydrate_dotenv_falls_back_from_unreadable_file_to_env_file(
     assert psql(db_url, "SELECT hectic.get_secret('PAYMENT_API_KEY')") == "dev-not-a-real-key"
 
 
+@pytest.mark.slow
 def test_hydrate_without_dotenv_loads_no_secrets(db_url: str, project: Path,
                                                  cli: Cli) -> None:
     rc, _, err = cli("database", ["hydrate"], base_env(LOCAL_DIR=str(project), PGURL=db_url))
@@ -242,6 +245,7 @@ def test_hydrate_without_dotenv_loads_no_secrets(db_url: str, project: Path,
     assert "no dotenv source" in err
 
 
+@pytest.mark.slow
 def test_hydrate_with_an_empty_dotenv_keeps_the_secrets(db_url: str, project: Path,
                                                         cli: Cli) -> None:
     """As the original: an empty dotenv (only newlines) loads nothing."""
@@ -401,6 +405,7 @@ def test_test_pgtap_style_begin_rollback_stays_in_the_transaction(
     assert psql(db_url, "SELECT to_regclass('t1') IS NULL") == "t"
 
 
+@pytest.mark.slow
 def test_test_that_commits_runs_in_a_copy_and_leaves_no_trace(
     db_url: str, project: Path, cli: Cli
 ) -> None:
@@ -415,6 +420,7 @@ def test_test_that_commits_runs_in_a_copy_and_leaves_no_trace(
                 "'%dbtool_test%'") == "0"
 
 
+@pytest.mark.slow
 def test_test_that_commits_is_refused_while_others_are_connected(
     db_url: str, project: Path, cli: Cli
 ) -> None:
@@ -829,6 +835,7 @@ def test_url_after_the_subcommand(form: list[str], db_url: str, project: Path,
     assert json.loads(out)["migrations_pending"] is None
 
 
+@pytest.mark.slow
 def test_inherits_is_repeatable_and_checked_before_the_subcommand_runs(
     db_url: str, project: Path, cli: Cli
 ) -> None:
@@ -937,6 +944,7 @@ def test_hydrate_failure_on_stdout_says_where_the_output_is(
     assert "check stdout for more" in err
 
 
+@pytest.mark.slow
 def test_dotenv_sources_in_order_content_then_readable_file_then_environment_file(
     pg: PG, project: Path, tmp_path: Path, cli: Cli
 ) -> None:

@@ -282,6 +282,7 @@ def _staging_db(url: str) -> None:
            "SELECT 1")
 
 
+@pytest.mark.slow
 def test_pull_staging_through_fake_ssh_then_patch(
     fake_ssh: Path, tmp_path: Path, pg: Any, cli: Cli,
     db_url: str,
