@@ -13,7 +13,6 @@ statement, which is what makes a clone cost little more than the copy itself.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 
@@ -147,12 +146,16 @@ class BranchMeta:
     created: float  # unix time
 
     def to_comment(self) -> str:
+        import json
+
         return COMMENT_TAG + json.dumps({"parent": self.parent, "created": self.created})
 
     @classmethod
     def from_comment(cls, comment: str | None) -> BranchMeta | None:
         if not comment or not comment.startswith(COMMENT_TAG):
             return None
+        import json
+
         try:
             data = json.loads(comment[len(COMMENT_TAG):])
             return cls(str(data["parent"]), float(data["created"]))

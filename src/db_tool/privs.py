@@ -15,9 +15,9 @@ from __future__ import annotations
 import grp
 import os
 import pwd
-import shutil
 import stat
 import struct
+from functools import cache
 from pathlib import Path
 
 from db_tool import output, proc
@@ -57,12 +57,14 @@ def server_account(requested: str | None) -> RunAs | None:
     )
 
 
-def _groups_of(account: RunAs) -> set[int]:
+@cache
+def _groups_of(account: RunAs) -> frozenset[int]:
+    """The account's groups (getgrall reads all of /etc/group: once per run and account)."""
     groups = {account.gid}
     for g in grp.getgrall():
         if account.name in g.gr_mem:
             groups.add(g.gr_gid)
-    return groups
+    return frozenset(groups)
 
 
 _ACL_USER, _ACL_GROUP_OBJ, _ACL_GROUP, _ACL_MASK = 0x02, 0x04, 0x08, 0x10
@@ -106,7 +108,7 @@ def _entry_name(tag: int, ident: int) -> str:
 
 
 def _can(
-    account: RunAs, st: os.stat_result, groups: set[int], bits: int, path: Path | None = None
+    account: RunAs, st: os.stat_result, groups: frozenset[int], bits: int, path: Path | None = None
 ) -> bool:
     """bits: combination of 4 (r), 2 (w), 1 (x) — checked against owner/ACL/group/other."""
     mode = st.st_mode
@@ -153,7 +155,7 @@ def _grant(directory: Path, account: RunAs, perms: str) -> str:
     recalculated mask would silently make other entries effective (a `user:x:rwx` held back
     by `mask::r-x` would become writable). Where the mask withholds our bits, it is widened by
     exactly those bits, and whoever gains from that is named."""
-    setfacl = shutil.which("setfacl")
+    setfacl = proc.which("setfacl")
     if setfacl:
         result = proc.run(
             [setfacl, "-n", "-m", f"u:{account.name}:{perms}", str(directory)], check=False

@@ -8,14 +8,20 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shlex
 import signal
-import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from db_tool.errors import Error, NotInstalledError
+
+if TYPE_CHECKING:
+    import subprocess
+
+# subprocess's values, so that the hook path (pid_alive, which) need not import subprocess.
+PIPE = -1
+STDOUT = -2
+DEVNULL = -3
 
 
 @dataclass(frozen=True)
@@ -41,7 +47,22 @@ class RunAs:
 
 
 def describe(argv: Sequence[str]) -> str:
+    import shlex
+
     return shlex.join(str(a) for a in argv)
+
+
+def which(name: str, path: str | None = None) -> str | None:
+    """The program `name` on PATH (`path`, else this process's), like shutil.which, without
+    importing shutil (and its compression modules) on the hook path."""
+    if "/" in name:
+        return name if os.access(name, os.X_OK) and not os.path.isdir(name) else None
+    dirs = path.split(os.pathsep) if path is not None else os.get_exec_path()
+    for d in dirs:
+        candidate = os.path.join(d or ".", name)
+        if os.access(candidate, os.X_OK) and not os.path.isdir(candidate):
+            return candidate
+    return None
 
 
 def _as_kwargs(user: RunAs | None, env: dict[str, str] | None) -> dict[str, Any]:
@@ -59,8 +80,8 @@ def run(
     env: Mapping[str, str] | None = None,
     cwd: str | os.PathLike[str] | None = None,
     input: str | None = None,
-    stdout: int | IO[Any] | None = subprocess.PIPE,
-    stderr: int | IO[Any] | None = subprocess.PIPE,
+    stdout: int | IO[Any] | None = PIPE,
+    stderr: int | IO[Any] | None = PIPE,
     timeout: float | None = None,
     user: RunAs | None = None,
     what: str | None = None,
@@ -68,6 +89,8 @@ def run(
 ) -> Result:
     """Run argv to completion; raise Error (command, rc, stderr) when check and rc != 0.
     `tied`: the child is killed when we die, even by kill -9 (die_with_parent)."""
+    import subprocess
+
     argv = [os.fspath(a) for a in argv]
     full_env = dict(env) if env is not None else None
     kwargs: dict[str, Any] = {"env": full_env}
@@ -78,7 +101,7 @@ def run(
         completed = subprocess.run(
             argv,
             input=input,
-            stdin=None if input is not None else subprocess.DEVNULL,
+            stdin=None if input is not None else DEVNULL,
             stdout=stdout,
             stderr=stderr,
             cwd=cwd,
@@ -124,15 +147,15 @@ def spawn_detached(
 
     low_priority: nice 19 and, when `ionice` is installed, the idle I/O class, so that the
     work never slows down what the user runs next."""
+    import subprocess
+
     argv = [os.fspath(a) for a in argv]
     preexec = None
     if low_priority:
-        import shutil
-
         # Programs rather than a preexec_fn: without one, the child is forked the cheap way
         # (vfork), which matters on the hook path.
-        nice = shutil.which("nice")
-        ionice = shutil.which("ionice")
+        nice = which("nice")
+        ionice = which("ionice")
         if nice is not None:
             argv = [nice, "-n", "19", *argv]
         else:
@@ -162,6 +185,8 @@ def start_server(
     """Start a long-running server (postgres) in its own session: stdin on /dev/null,
     stdout and stderr appended to log_fd, run as `user` (no supplementary groups). Not tied
     to us: it outlives the caller (a shell hook); the caller owns the Popen (poll/kill)."""
+    import subprocess
+
     argv = [os.fspath(a) for a in argv]
     try:
         return subprocess.Popen(
@@ -185,6 +210,8 @@ def run_interactive(
     """Run argv on the caller's terminal (stdin/stdout/stderr inherited): $EDITOR, $PAGER.
 
     Returns the exit code; a missing program is NotInstalledError (127)."""
+    import subprocess
+
     argv = [os.fspath(a) for a in argv]
     try:
         completed = subprocess.run(
@@ -227,15 +254,17 @@ def spawn(
     argv: Sequence[str],
     *,
     env: Mapping[str, str] | None = None,
-    stdin: int | IO[Any] | None = subprocess.PIPE,
-    stdout: int | IO[Any] | None = subprocess.PIPE,
-    stderr: int | IO[Any] | None = subprocess.PIPE,
+    stdin: int | IO[Any] | None = PIPE,
+    stdout: int | IO[Any] | None = PIPE,
+    stderr: int | IO[Any] | None = PIPE,
     cwd: str | os.PathLike[str] | None = None,
     tied: bool = False,
 ) -> subprocess.Popen[bytes]:
     """Start argv without waiting, for a coprocess we talk to over pipes (binary streams).
     The caller owns the Popen and must close its pipes and wait(); a missing program → 127.
     `tied`: the child is killed when we die (die_with_parent)."""
+    import subprocess
+
     argv = [os.fspath(a) for a in argv]
     try:
         return subprocess.Popen(
@@ -271,11 +300,13 @@ def run_group(
     argv: Sequence[str],
     *,
     env: Mapping[str, str] | None = None,
-    stderr: int | None = subprocess.PIPE,
+    stderr: int | None = PIPE,
     what: str | None = None,
 ) -> Result:
     """Run argv to completion in its own process group that dies with us, however we die
     (see _GUARD); raise Error (what, rc, stderr) when it fails. stdout is discarded."""
+    import subprocess
+
     argv = [os.fspath(a) for a in argv]
     try:
         child = subprocess.Popen(

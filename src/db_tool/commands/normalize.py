@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from db_tool import output, privs, proc, progress, psql
-from db_tool.cluster import DEV_CONF, HBA_CONF, Cluster
+from db_tool.cluster import Cluster
 from db_tool.commands.backup import (
     BASE,
     DATABASE_FILE,
@@ -35,6 +35,7 @@ from db_tool.commands.backup import (
 )
 from db_tool.errors import Error, MissingError
 from db_tool.scratch import interrupt_on_signals, teardown
+from db_tool.serverconf import DEV_CONF, HBA_CONF
 from db_tool.settings import DEFAULT_DATABASE, ProjectSettings, login_name
 
 NORMALIZED_DIR = "postgresql-backup-normalized"
