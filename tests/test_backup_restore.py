@@ -70,9 +70,7 @@ def test_restore_archive_and_from_another_path(proj: Project, tmp_path: Path) ->
     assert count_items(proj) == 1
 
 
-def test_failed_backup_leaves_the_previous_one_intact(
-    proj: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_failed_backup_leaves_the_previous_one_intact(proj: Project, tmp_path: Path) -> None:
     assert proj.db("backup") == 0
     before = tree_snapshot(proj.backup_dir)
     fake = tmp_path / "bin"
@@ -87,8 +85,8 @@ def test_failed_backup_leaves_the_previous_one_intact(
     failing.write_text('#!/bin/sh\nwhile [ "$1" != -D ]; do shift; done\n'
                        'echo partial > "$2/base.tar.gz"\necho "disk full" >&2\nexit 1\n')
     failing.chmod(failing.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-    monkeypatch.setenv("PG_BIN_DIR", str(fake))
-    assert proj.db("backup") == 1
+    # The environment main() is given, not os.environ, says which PostgreSQL.
+    assert proj.db("backup", env={**proj.env, "PG_BIN_DIR": str(fake)}) == 1
     assert tree_snapshot(proj.backup_dir) == before
     assert not [p for p in proj.focus.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
 
@@ -161,7 +159,7 @@ def test_extract_refuses_members_escaping_the_target(
     3.11.4) and the hand-made checks for older Pythons refuse escapes."""
     import io
 
-    from db_tool.commands import backup
+    from db_tool import backupdir as backup
     from db_tool.errors import Error
 
     if not modern:
@@ -287,7 +285,7 @@ def test_backup_puts_back_a_previous_backup_a_killed_swap_moved_aside(proj: Proj
     moved = proj.focus / ".postgresql-backup.old-999999"
     proj.backup_dir.rename(moved)
     before = tree_snapshot(moved)
-    from db_tool.commands.backup import sweep_swap
+    from db_tool.backupdir import sweep_swap
 
     sweep_swap(proj.backup_dir)
     assert tree_snapshot(proj.backup_dir) == before and not moved.exists()

@@ -178,3 +178,17 @@ def test_backup_and_diff_take_a_branch(proj: Project) -> None:
     assert "extra integer" in drifted.stdout
     main = _db(proj, "diff", "--branch", "testdb")
     assert main.returncode == 0, main.stdout + main.stderr
+
+
+@pytest.mark.parametrize("parent", ["main", 'we"ird\\name', "tab\there", "ünïcödé", "x\x01y",
+                                    "it's"])
+def test_branch_comment_round_trips_any_parent_name_as_json(parent: str) -> None:
+    import json
+
+    from db_tool.clone import COMMENT_TAG, BranchMeta
+
+    meta = BranchMeta(parent, 1733000000.123456)
+    comment = meta.to_comment()
+    assert json.loads(comment[len(COMMENT_TAG):]) == {"parent": parent,
+                                                      "created": 1733000000.123456}
+    assert BranchMeta.from_comment(comment) == meta

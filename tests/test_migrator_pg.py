@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from db_tool.cli.migrator import main
-from db_tool.history import LOCK_KEY, psql_meta_quote
-from tests.conftest import PG
+from db_tool.pg_script import LOCK_KEY
+from db_tool.sqlsplit import psql_meta_quote
+from tests.conftest import PG, Cli
 from tests.migrator_support import Run, flat, runner, write
 from tests.migrator_support import pg_history as history
 
@@ -28,8 +28,8 @@ def mdir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def run(db_url: str, mdir: Path, capsys: pytest.CaptureFixture[str]) -> Run:
-    return runner(db_url, mdir, capsys)
+def run(db_url: str, mdir: Path, cli: Cli) -> Run:
+    return runner(cli, db_url, mdir)
 
 
 def t(i: int) -> str:
@@ -226,12 +226,14 @@ def test_status_json_and_exit_code(run: Run, mdir: Path) -> None:
 
 def test_pending_count_api(run: Run, db_url: str, mdir: Path) -> None:
     from db_tool.history import pending_count
+    from db_tool.settings import MigratorSettings
 
     flat(mdir, t(1), "SELECT 1;\n")
     flat(mdir, t(2), "SELECT 2;\n")
-    assert pending_count(db_url, mdir) == 2
+    settings = MigratorSettings.from_env({})
+    assert pending_count(db_url, mdir, settings) == 2
     assert run("migrate", "up", "1")[0] == 0
-    assert pending_count(db_url, mdir) == 1
+    assert pending_count(db_url, mdir, settings) == 1
 
 
 def test_options_before_the_subcommand(run: Run, db_url: str, mdir: Path, pg: Any) -> None:
@@ -720,22 +722,21 @@ def test_up_latest_head_and_down_default_via_cli(
     assert rc == 1 and "cannot migrate down: no migrations applied" in err
 
 
-def test_init_takes_set_and_db_url(pg: PG, db_url: str, capsys: pytest.CaptureFixture[str]
-                                   ) -> None:
+def test_init_takes_set_and_db_url(pg: PG, db_url: str, cli: Cli) -> None:
     env = {k: v for k, v in os.environ.items() if k != "DB_URL"}
-    rc = main(["init", "--set", "a=1", "-v", "b=2", "--db-url", db_url], env)
-    assert rc == 0, capsys.readouterr().err
+    rc, _, err = cli("migrator", ["init", "--set", "a=1", "-v", "b=2", "--db-url", db_url], env)
+    assert rc == 0, err
     assert pg.psql("SELECT version FROM hectic.version", db_url) == "0.1.0"
 
 
 def test_default_migration_dir_is_dot_migration_for_migrate(
-    pg: PG, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    pg: PG, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: Cli,
 ) -> None:
     monkeypatch.chdir(tmp_path)
     flat(tmp_path / "migration", t(1), "SELECT 1;\n")
     env = {k: v for k, v in os.environ.items() if k != "MIGRATION_DIR"}
-    assert main(["-u", db_url, "migrate", "up", "all"], env) == 0, capsys.readouterr().err
+    rc, _, err = cli("migrator", ["-u", db_url, "migrate", "up", "all"], env)
+    assert rc == 0, err
     assert history(pg, db_url) == [t(1)]
 
 

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from db_tool.cli.migrator import main
-from db_tool.history import sqlite_dot_quote, sqlite_literal, sqlite_path
+from db_tool.history import sqlite_path
+from db_tool.history_sqlite import sqlite_dot_quote, sqlite_literal
+from tests.conftest import Cli
 from tests.migrator_support import Run, flat, runner, write
 
 pytestmark = pytest.mark.skipif(shutil.which("sqlite3") is None, reason="sqlite3 shell missing")
@@ -35,8 +36,8 @@ def db(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def run(db: Path, mdir: Path, capsys: pytest.CaptureFixture[str]) -> Run:
-    return runner(f"sqlite://{db}", mdir, capsys, base={"PATH": os.environ["PATH"]})
+def run(db: Path, mdir: Path, cli: Cli) -> Run:
+    return runner(cli, f"sqlite://{db}", mdir, base={"PATH": os.environ["PATH"]})
 
 
 def rows(db: Path, sql: str) -> list[tuple[object, ...]]:
@@ -167,11 +168,12 @@ def test_mismatch_modified_and_force(run: Run, db: Path, mdir: Path) -> None:
     assert "missing" in out
 
 
-def test_plain_db_path_url(tmp_path: Path, mdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_plain_db_path_url(tmp_path: Path, mdir: Path, cli: Cli) -> None:
     flat(mdir, t(1), "CREATE TABLE a (x INT);\n")
     target = tmp_path / "plain.sqlite3"
-    rc = main(["-u", str(target), "-d", str(mdir), "migrate", "up"], {"PATH": os.environ["PATH"]})
-    assert rc == 0, capsys.readouterr().err
+    rc, _, err = cli("migrator", ["-u", str(target), "-d", str(mdir), "migrate", "up"],
+                     {"PATH": os.environ["PATH"]})
+    assert rc == 0, err
     assert history(target) == [t(1)]
 
 
@@ -198,7 +200,7 @@ def test_concurrent_sqlite_migrators(db: Path, mdir: Path) -> None:
 
 
 def test_relative_migration_dir_and_nested_read_from_the_working_dir(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """MIGRATION_DIR=migration (the default) with a relative .read inside: sqlite3 runs from our
     working directory, so the nested path resolves there, as in the original."""
@@ -208,7 +210,7 @@ def test_relative_migration_dir_and_nested_read_from_the_working_dir(
           f".read migration/{t(2)}/up/part.sql\n")
     write(tmp_path / "migration" / t(2) / "up" / "part.sql", "INSERT INTO items VALUES ('x');\n")
     write(tmp_path / "migration" / t(2) / "down" / "entrypoint.sql", "DELETE FROM items;\n")
-    run = runner("sqlite://app.db", Path("migration"), capsys, base={"PATH": os.environ["PATH"]})
+    run = runner(cli, "sqlite://app.db", Path("migration"), base={"PATH": os.environ["PATH"]})
     rc, out, err = run("migrate", "up", "all")
     assert rc == 0, err
     assert out.splitlines() == [f"applied {t(1)}", f"applied {t(2)}"]
@@ -241,7 +243,7 @@ def test_begin_commit_file_runs_as_its_own_transaction(run: Run, db: Path, mdir:
 
 @pytest.mark.parametrize("suffix", [".db", ".sqlite", ".sqlite3", "sqlite://"])
 def test_sqlite_every_url_form_migrates_and_records_the_version(
-    suffix: str, tmp_path: Path, mdir: Path, capsys: pytest.CaptureFixture[str]
+    suffix: str, tmp_path: Path, mdir: Path, cli: Cli
 ) -> None:
     flat(mdir, t(1), "CREATE TABLE a (x INT);\n", "DROP TABLE a;\n")
     if suffix == "sqlite://":
@@ -251,7 +253,8 @@ def test_sqlite_every_url_form_migrates_and_records_the_version(
         target = tmp_path / f"app{suffix}"
         url = str(target)
     env = {"PATH": os.environ["PATH"]}
-    assert main(["-u", url, "-d", str(mdir), "migrate", "up", "all"], env) == 0, capsys.readouterr()
+    rc, _, err = cli("migrator", ["-u", url, "-d", str(mdir), "migrate", "up", "all"], env)
+    assert rc == 0, err
     con = sqlite3.connect(target)
     try:
         assert con.execute("SELECT name FROM hectic_migration").fetchall() == [(t(1),)]
@@ -262,15 +265,9 @@ def test_sqlite_every_url_form_migrates_and_records_the_version(
 
 
 def test_sqlite_refusals_status_json_and_identical_contents(tmp_path: Path, mdir: Path,
-                                 capsys: pytest.CaptureFixture[str]) -> None:
+                                                            cli: Cli) -> None:
     db = tmp_path / "edges.db"
-    env = {"PATH": os.environ["PATH"], "DB_URL": f"sqlite://{db}", "MIGRATION_DIR": str(mdir)}
-
-    def run_(*argv: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        rc = main(list(argv), env)
-        out, err = capsys.readouterr()
-        return rc, out, err
+    run_ = runner(cli, f"sqlite://{db}", mdir, base={"PATH": os.environ["PATH"]})
 
     flat(mdir, t(1), "CREATE TABLE a (x INT);\n", "DROP TABLE a;\n")
     flat(mdir, t(2), "CREATE TABLE b (x INT);\n", "DROP TABLE b;\n")

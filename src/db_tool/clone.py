@@ -146,9 +146,9 @@ class BranchMeta:
     created: float  # unix time
 
     def to_comment(self) -> str:
-        import json
-
-        return COMMENT_TAG + json.dumps({"parent": self.parent, "created": self.created})
+        # JSON written by hand: `branch create` would otherwise import json for this alone.
+        parent = _json_string(self.parent)
+        return COMMENT_TAG + f'{{"parent": {parent}, "created": {self.created!r}}}'
 
     @classmethod
     def from_comment(cls, comment: str | None) -> BranchMeta | None:
@@ -161,3 +161,10 @@ class BranchMeta:
             return cls(str(data["parent"]), float(data["created"]))
         except (ValueError, KeyError, TypeError):
             return None
+
+
+def _json_string(value: str) -> str:
+    """value as a JSON string literal (what json.dumps writes, non-ASCII kept as is)."""
+    out = value.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + "".join(f"\\u{ord(ch):04x}" if ord(ch) < 0x20 or 0xD800 <= ord(ch) < 0xE000
+                         else ch for ch in out) + '"'

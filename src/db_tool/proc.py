@@ -46,31 +46,40 @@ class RunAs:
     home: str
 
 
+def child_env(env: Mapping[str, str] | None) -> dict[str, str]:
+    """The environment of a child: env, else the one the command runs with (settings.runtime:
+    what main(argv, env=...) was given), never os.environ behind its back."""
+    if env is not None:
+        return dict(env)
+    from db_tool.settings import runtime
+
+    return dict(runtime().child_env)
+
+
+def which(program: str, env: Mapping[str, str] | None = None) -> str | None:
+    """program on the PATH of env (default: the command's, as child_env), like shutil.which,
+    without importing shutil (and its compression modules) on the hook path."""
+    if "/" in program:
+        return program if os.access(program, os.X_OK) and not os.path.isdir(program) else None
+    for d in (child_env(env).get("PATH") or os.defpath).split(os.pathsep):
+        candidate = os.path.join(d or ".", program)
+        if os.access(candidate, os.X_OK) and not os.path.isdir(candidate):
+            return candidate
+    return None
+
+
 def describe(argv: Sequence[str]) -> str:
     import shlex
 
     return shlex.join(str(a) for a in argv)
 
 
-def which(name: str, path: str | None = None) -> str | None:
-    """The program `name` on PATH (`path`, else this process's), like shutil.which, without
-    importing shutil (and its compression modules) on the hook path."""
-    if "/" in name:
-        return name if os.access(name, os.X_OK) and not os.path.isdir(name) else None
-    dirs = path.split(os.pathsep) if path is not None else os.get_exec_path()
-    for d in dirs:
-        candidate = os.path.join(d or ".", name)
-        if os.access(candidate, os.X_OK) and not os.path.isdir(candidate):
-            return candidate
-    return None
-
-
 def _as_kwargs(user: RunAs | None, env: dict[str, str] | None) -> dict[str, Any]:
     if user is None:
         return {}
-    child_env = dict(env if env is not None else os.environ)
-    child_env.update({"HOME": user.home, "USER": user.name, "LOGNAME": user.name})
-    return {"user": user.uid, "group": user.gid, "extra_groups": [], "env": child_env}
+    as_user = child_env(env)
+    as_user.update({"HOME": user.home, "USER": user.name, "LOGNAME": user.name})
+    return {"user": user.uid, "group": user.gid, "extra_groups": [], "env": as_user}
 
 
 def run(
@@ -92,7 +101,7 @@ def run(
     import subprocess
 
     argv = [os.fspath(a) for a in argv]
-    full_env = dict(env) if env is not None else None
+    full_env = child_env(env)
     kwargs: dict[str, Any] = {"env": full_env}
     kwargs.update(_as_kwargs(user, full_env))
     if tied:
@@ -154,8 +163,8 @@ def spawn_detached(
     if low_priority:
         # Programs rather than a preexec_fn: without one, the child is forked the cheap way
         # (vfork), which matters on the hook path.
-        nice = which("nice")
-        ionice = which("ionice")
+        nice = which("nice", env)
+        ionice = which("ionice", env)
         if nice is not None:
             argv = [nice, "-n", "19", *argv]
         else:
@@ -166,7 +175,7 @@ def spawn_detached(
         subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL, close_fds=True, start_new_session=True, cwd=cwd,
-            env=dict(env) if env is not None else None, preexec_fn=preexec,
+            env=child_env(env), preexec_fn=preexec,
         )
     except FileNotFoundError as exc:
         raise NotInstalledError(
@@ -215,7 +224,7 @@ def run_interactive(
     argv = [os.fspath(a) for a in argv]
     try:
         completed = subprocess.run(
-            argv, env=dict(env) if env is not None else None, cwd=cwd, close_fds=True,
+            argv, env=child_env(env), cwd=cwd, close_fds=True,
             check=False,
         )
     except FileNotFoundError as exc:
@@ -269,7 +278,7 @@ def spawn(
     try:
         return subprocess.Popen(
             argv, stdin=stdin, stdout=stdout, stderr=stderr, close_fds=True,
-            env=dict(env) if env is not None else None, cwd=cwd,
+            env=child_env(env), cwd=cwd,
             preexec_fn=die_with_parent() if tied else None,
         )
     except FileNotFoundError as exc:
@@ -312,7 +321,7 @@ def run_group(
         child = subprocess.Popen(
             ["sh", "-c", _GUARD, "db-tool-guard", *argv], stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL, stderr=stderr, close_fds=True, start_new_session=True,
-            env=dict(env) if env is not None else None,
+            env=child_env(env),
         )
     except FileNotFoundError as exc:
         raise NotInstalledError(f"sh not found: install it or put it on PATH ({exc.strerror})"

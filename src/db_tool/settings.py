@@ -12,10 +12,13 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-from db_tool.cachedir import CacheLocations
 from db_tool.errors import Error, ExitCode, MissingError
+
+if TYPE_CHECKING:
+    # Imported where used: cachedir brings output, which the migrator's start-up skips.
+    from db_tool.cachedir import CacheLocations
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Names the sourced shim must never assign: the shell's own variables, what the loader and
@@ -77,6 +80,76 @@ def progress_interval_from(env: Mapping[str, str]) -> float:
         raise MissingError(f"DB_TOOL_PROGRESS_INTERVAL={raw!r} is not a number of seconds: "
                            "set it to e.g. 5 or unset it") from None
     return max(value, 0.05)
+
+
+# HECTIC_LOG, as the original's log helper: the lowest level shown (default info).
+LOG_LEVELS = {"trace": 0, "debug": 1, "info": 2, "notice": 3, "warn": 4, "warning": 4,
+              "error": 5, "panic": 6}
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What the process-wide helpers need from the environment: log level and colour
+    (output), the progress interval (progress), which psql (psql), and the environment every
+    child process gets (proc, psql). Read from the env a command's main(argv, env=...) was
+    given (use()), so that env, not os.environ, is honoured end to end."""
+
+    child_env: Mapping[str, str]
+    log_level: int = LOG_LEVELS["info"]
+    color: bool | None = None
+    pg_bin_dir: str | None = None
+    path: str | None = None  # PATH, to find programs (psql, pg_config) the way a child would
+    progress_interval_raw: str = ""
+    cache_locations: CacheLocations = field(default_factory=lambda: CacheLocations(None, None,
+                                                                                   None))
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Runtime:
+        from types import MappingProxyType
+
+        return cls(
+            child_env=MappingProxyType(dict(env)),
+            log_level=LOG_LEVELS.get(env.get("HECTIC_LOG", "").strip().lower(),
+                                     LOG_LEVELS["info"]),
+            color=color_from(env),
+            pg_bin_dir=env.get("PG_BIN_DIR") or None,
+            path=env.get("PATH"),
+            progress_interval_raw=env.get("DB_TOOL_PROGRESS_INTERVAL", ""),
+            cache_locations=cache_locations_from(env),
+        )
+
+    def progress_interval(self) -> float:
+        """Checked when progress is first shown, not at start-up: a bad value only matters
+        to a command that reports progress."""
+        return progress_interval_from({"DB_TOOL_PROGRESS_INTERVAL": self.progress_interval_raw})
+
+
+_installed: Runtime | None = None
+
+
+def use(env: Mapping[str, str]) -> Runtime:
+    """Install the Runtime of env for this process: every main() does it (cli.common.env_dict)
+    with the env it was given. Returns it."""
+    global _installed
+    _installed = Runtime.from_env(env)
+    return _installed
+
+
+def forget() -> None:
+    """Back to no installed Runtime (tests, after an in-process main())."""
+    global _installed
+    _installed = None
+
+
+def environ() -> Mapping[str, str]:
+    """The process's environment: for a main() called without env= (the launchers)."""
+    return os.environ
+
+
+def runtime() -> Runtime:
+    """The installed Runtime; a library caller that never ran a main() gets one read from
+    os.environ at the moment of use (as it would have read the variables itself)."""
+    return _installed if _installed is not None else Runtime.from_env(os.environ)
 
 
 def login_name() -> str:
@@ -168,7 +241,7 @@ class ClusterConfig:
     # The caller's environment, for the processes a cluster starts (cluster.server_env,
     # cluster.server_process_env pick from it); from_env takes it from its env.
     caller_env: tuple[tuple[str, str], ...] = field(
-        default_factory=lambda: tuple(os.environ.items()), repr=False, compare=False
+        default_factory=lambda: tuple(runtime().child_env.items()), repr=False, compare=False
     )
 
     @classmethod
@@ -221,6 +294,8 @@ def _homes(env: Mapping[str, str]) -> tuple[Path, ...]:
 
 
 def cache_locations_from(env: Mapping[str, str]) -> CacheLocations:
+    from db_tool.cachedir import CacheLocations
+
     return CacheLocations(
         xdg_cache_home=env.get("XDG_CACHE_HOME") or None,
         home=env.get("HOME") or None,

@@ -47,4 +47,8 @@ def _guarded(prog: str, body: Callable[[], int]) -> int:
 
 
 def env_dict(env: Mapping[str, str] | None) -> dict[str, str]:
-    return dict(os.environ if env is None else env)
+    """The environment a main(argv, env=...) runs with (None: the process's), installed as the
+    process's settings.Runtime so output, psql and every child see env, not os.environ."""
+    from db_tool import settings
+
+    return dict(settings.use(settings.environ() if env is None else env).child_env)

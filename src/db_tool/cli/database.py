@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from db_tool.cli.common import env_dict, guarded
-from db_tool.cli.context import Context
 from db_tool.cli.parser import parse, wants_help, with_examples
 from db_tool.cli.spec import DATABASE, DB_GLOBALS
 from db_tool.errors import Error, ExitCode, MissingError, UsageError
+
+if TYPE_CHECKING:  # imported where used: it costs db_tool.settings, which --help needs not
+    from db_tool.cli.context import Context
 
 Opts = dict[str, Any]
 
@@ -45,7 +47,7 @@ Subcommands:
   upgrade [--old-bin-dir DIR]   move the cluster to the PostgreSQL major now in use
   cache [list|prune [--all]]    show or prune db-tool's cache (~90 MB per PostgreSQL build)
   help [SUBCOMMAND]             the help of a subcommand (as `database SUBCOMMAND --help`)
-  completion bash|zsh|fish      shell completion for all five commands (docs/completion.md)
+  completion bash|zsh|fish      shell completion for all five commands (docs/cli.md)
 
 Global options:
   -u, --url URL                 connection URL (else PGURL, else DB_URL, else the project's
@@ -216,7 +218,8 @@ usage: database completion bash|zsh|fish
 Print the shell completion script for all five commands (database, db-tool, migrator,
 db-ops, postgres-init, postgres-cleanup): subcommands, their options and fixed words. Made
 from the same definitions the commands parse with, so it completes what they accept.
-Install it once (see docs/completion.md), or load it in the shell's startup file.
+Install it once (docs/cli.md says where for each shell), or load it in the shell's
+startup file: source <(database completion bash).
 """
 
 
@@ -277,8 +280,6 @@ def _global_values(values: Opts) -> Opts:
 
 
 def run(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
-    from db_tool.settings import ProjectSettings
-
     args = list(argv)
     if not args:  # as the original: help on stdout, exit 1 (a subcommand is required)
         sys.stdout.write(with_examples(HELP, DATABASE))
@@ -305,10 +306,13 @@ def run(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
     glob, _ = parse(DATABASE, before, max_positional=0)
     sub, rest = args[at], args[at + 1:]
     if sub in ("help", "?"):
-        if rest and rest[0] in DATABASE.subs and rest[0] not in ("help",):
+        if rest and rest[0] in DATABASE.subs:
             sys.stdout.write(sub_help(rest[0]))
             return 0
-        if rest and rest[0] not in _HELP_WORDS:
+        if rest and rest[0] in _HELP_WORDS:  # `database help --help`
+            sys.stdout.write(sub_help("help"))
+            return 0
+        if rest:
             raise UsageError(f"help: {rest[0]!r} is no subcommand; see database --help")
         sys.stdout.write(with_examples(HELP, DATABASE))
         return 0
@@ -338,6 +342,9 @@ def run(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
         from db_tool import output
 
         output.set_quiet()
+    from db_tool.cli.context import Context
+    from db_tool.settings import ProjectSettings
+
     settings = ProjectSettings.from_env(env_dict(env), url=url)
     ctx = Context(settings=settings, inherits=[*glob["inherits"], *more["inherits"]],
                   url_given=url is not None, no_pager=bool(more["no_pager"] or glob["no_pager"]))
@@ -373,6 +380,8 @@ def _passthrough(sub: str, rest: list[str], glob: Opts, env: Mapping[str, str] |
         from db_tool import output
 
         output.set_quiet()
+    from db_tool.cli.context import Context
+
     settings = ProjectSettings.from_env(env_dict(env), url=url)
     ctx = Context(settings=settings, inherits=list(glob["inherits"]), url_given=url is not None,
                   no_pager=bool(glob["no_pager"]))
@@ -401,8 +410,12 @@ def print_version(prog: str) -> int:
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    # The postgres-init shim calls `db-tool postgres-init`: speak as postgres-init then.
-    prog = "postgres-init" if args[:1] == ["postgres-init"] else "database"
+    from db_tool import output
+
+    # The postgres-init shim calls `db-tool postgres-init`: speak as postgres-init then; else
+    # as the command typed (`db-tool` is `database` under its other name).
+    typed = "db-tool" if output.invoked() == "db-tool" else "database"
+    prog = "postgres-init" if args[:1] == ["postgres-init"] else typed
     return guarded(prog, lambda: run(args, env))
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from db_tool.cli.context import Context
 from db_tool.errors import Error, ExitCode
+
+if TYPE_CHECKING:  # --help imports this module for its text only
+    from db_tool.cli.context import Context
 
 BACKUP_HELP = """\
 usage: database backup [--branch NAME]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from db_tool.cli.context import Context
 from db_tool.errors import MissingError, UsageError
+
+if TYPE_CHECKING:  # --help imports this module for its text only
+    from db_tool.cli.context import Context
 
 HELP = """\
 usage: database branch create NAME [--from DB]

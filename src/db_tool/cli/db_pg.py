@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from db_tool.cli.context import Context
+if TYPE_CHECKING:  # --help imports this module for its text only
+    from db_tool.cli.context import Context
 
 PSQL_HELP = """\
 usage: database psql [psql arguments]
@@ -51,7 +52,7 @@ demand, so removing it is always safe (the next fresh init is a cold one).
                        those unused for more than DAYS (default 30)
   --all                remove everything (not a template being built, not a running test
                        cluster)
-  --dry-run            say what would go, remove nothing
+  -n, --dry-run        say what would go, remove nothing
 
 Examples:
   database cache

@@ -6,12 +6,12 @@ it), checks what must be there before anything starts (LOCAL_DIR, a URL), and pr
 
 from __future__ import annotations
 
-import json
-import shlex
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from db_tool.cli.context import Context
 from db_tool.errors import Error
+
+if TYPE_CHECKING:  # --help imports this module for its text only
+    from db_tool.cli.context import Context
 
 HELPS = {
     "deploy": """\
@@ -155,6 +155,8 @@ def _deploy(ctx: Context, opts: dict[str, object]) -> int:
     stopped = "; cluster stopped (--cleanup)" if result.stopped else ""
     output.ok(f"deploy done in {result.seconds:.2f}s{what}{stopped}")
     if not result.stopped:
+        import shlex
+
         ctx.stdout.write(f"export PGURL={shlex.quote(result.url)}\n")
     return 0
 
@@ -256,6 +258,8 @@ def _status(ctx: Context, opts: dict[str, object]) -> int:
 
     st = status(ctx.settings, ctx.settings.url if ctx.url_given else None)
     if opts["json"]:
+        import json
+
         ctx.stdout.write(json.dumps(st.to_dict(), indent=2) + "\n")
         return 0
     if st.running:

@@ -21,30 +21,6 @@ PROG = "migrator"
 COMMANDS = ("init", "migrate", "create", "list", "status", "fetch")
 DIRECTIONS = ("up", "down", "to")
 
-# option → (dest, takes a value)
-_OPTIONS: dict[str, tuple[str, bool]] = {
-    "--db-url": ("db_url", True), "-u": ("db_url", True),
-    "--migration-dir": ("migration_dir", True), "-d": ("migration_dir", True),
-    "--inherits": ("inherits", True),
-    "--dry-run": ("dry_run", False),
-    "--set": ("set", True), "-v": ("set", True),
-    "--force": ("force", False), "-f": ("force", False),
-    "--name": ("name", True), "-n": ("name", True),
-    "--raw": ("raw", False), "-r": ("raw", False),
-    "--json": ("json", False),
-    "--exit-code": ("exit_code", False),
-    "--strict": ("strict", False),
-}
-_GLOBAL = {"db_url", "migration_dir", "inherits"}
-_ALLOWED: dict[str, set[str]] = {
-    "init": {"dry_run", "set"},
-    "migrate": {"force", "set", "strict"},
-    "create": {"name"},
-    "list": {"raw"},
-    "status": {"json", "exit_code", "strict"},
-    "fetch": {"json", "exit_code", "strict"},
-}
-
 HELP = f"""\
 usage: migrator [global options] <init|migrate|create|list|status|fetch> [options]
 
@@ -54,7 +30,7 @@ Global options:
   -d, --migration-dir DIR   migrations (default: $MIGRATION_DIR, else ./migration)
       --inherits TABLE      deprecated, accepted and ignored
   -V, --version             print the version
-  -h, --help, help          this help
+  -h, --help, help          this help (`migrator COMMAND --help`: that command's)
 
 Commands:
   init [--dry-run] [--set VAR=VAL]
@@ -87,6 +63,60 @@ version {__version__}
 """
 
 
+SUB_HELPS = {
+    "init": """\
+usage: migrator [global options] init [--dry-run] [-v|--set VAR=VAL]...
+
+Apply the hectic bundle (schema hectic, its migration history table and helpers) to the
+database; safe to run again. --dry-run prints the SQL instead and needs no database.
+
+  --dry-run           print the SQL; connect to nothing
+  -v, --set VAR=VAL   psql variable (repeatable)
+""",
+    "migrate": """\
+usage: migrator [global options] migrate up [N|all|latest|head] [options]
+       migrator [global options] migrate down [N] [options]
+       migrator [global options] migrate to <name>|latest|head|last [options]
+
+Apply the next N (default 1) or all pending migrations, roll back the N (default 1) latest,
+or go to exactly one migration. Runs init first; all steps run in one psql session under an
+advisory lock, each migration with its history row in one transaction.
+
+  -f, --force         proceed despite a history mismatch
+      --strict        refuse when an applied migration was modified (MIGRATOR_STRICT=1)
+  -v, --set VAR=VAL   psql variable for the migration files (repeatable)
+""",
+    "create": """\
+usage: migrator [global options] create [-n|--name NAME]
+
+Create <migration dir>/<YYYYMMDDHHMMSS local time>-<NAME>.sql with `-- migrate:up` and
+`-- migrate:down` sections and print its path (NAME: a random word when not given).
+
+  -n, --name NAME   the name after the timestamp
+""",
+    "list": """\
+usage: migrator [global options] list [-r|--raw]
+
+The migrations of the migration dir in order; without --raw, a migration missing its up or
+down part says so.
+
+  -r, --raw   names only
+""",
+    "status": """\
+usage: migrator [global options] status [--json] [--exit-code] [--strict]
+       migrator [global options] fetch ...          (the same)
+
+Every migration with its state: applied, pending, missing (applied, not on disk) or
+modified (its hash differs from the applied one), then the counts.
+
+  --json        one JSON object
+  --exit-code   exit 1 when anything is pending
+  --strict      exit 2 when an applied migration was modified (MIGRATOR_STRICT=1)
+""",
+}
+SUB_HELPS["fetch"] = SUB_HELPS["status"]
+
+
 class Args:
     """Parsed argv (a plain class: dataclasses cost more to import than a no-op run)."""
 
@@ -94,71 +124,48 @@ class Args:
         self.command: str | None = None
         self.positional: list[str] = []  # every word but the command
         self.options: dict[str, Any] = {}
-        # Every option as written, in order: (dest or None when unknown, the name as typed).
-        self.seen: list[tuple[str | None, str]] = []
+        self.unknown: list[str] = []  # options the command does not take, as typed
         self.help = False
         self.version = False
 
 
 def parse_args(argv: Sequence[str]) -> Args:
-    """Split argv into command, the other words and options (wherever they stand), as the
-    original does: the command is the first word naming one, a second is ambiguous (exit 2);
-    whether the rest fits that command is checked by check_args()."""
+    """The command is the first word naming one, wherever it stands (a second one is
+    ambiguous, exit 2), as the original's; the rest, options before or after it, is parsed
+    with that command's options (db_tool.cli.spec.MIGRATOR); whether it fits is checked by
+    check_args()."""
+    from db_tool.cli.parser import scan
+    from db_tool.cli.spec import MIGRATOR
+
     args = Args()
     items = list(argv)
+    head = items[:items.index("--")] if "--" in items else items
+    args.help = any(a in ("-h", "--help", "help") for a in head)
+    args.version = any(a in ("-V", "--version") for a in head)
+    takes_value = {n for c in (MIGRATOR, *MIGRATOR.subs.values()) for o in c.opts
+                   if o.takes_value for n in o.names}
+    at = None
     i = 0
-    while i < len(items):
-        arg = items[i]
+    while i < len(head):
+        word = head[i]
+        if word.startswith("-") and word != "-":
+            i += 2 if word in takes_value else 1
+            continue
+        if word in COMMANDS:
+            if at is not None:
+                raise Error(f"ambiguous subcommand, decide {head[at]} or {word}; give one",
+                            ExitCode.AMBIGUOUS)
+            at = i
         i += 1
-        if arg == "--":
-            args.positional += items[i:]
-            break
-        if arg in ("-h", "--help", "help"):
-            args.help = True
-            continue
-        if arg in ("-V", "--version"):
-            args.version = True
-            continue
-        if not arg.startswith("-") or arg == "-":
-            if arg in COMMANDS:
-                if args.command is not None:
-                    raise Error(
-                        f"ambiguous subcommand, decide {args.command} or {arg}; give one",
-                        ExitCode.AMBIGUOUS,
-                    )
-                args.command = arg
-            else:
-                args.positional.append(arg)
-            continue
-        name, eq, inline = arg.partition("=")
-        attached = None
-        if name not in _OPTIONS and not arg.startswith("--") and _OPTIONS.get(arg[:2], ("", 0))[1]:
-            # -uURL
-            name, attached, eq, inline = arg[:2], arg[2:], "", ""
-        spec = _OPTIONS.get(name)
-        if spec is None:
-            args.seen.append((None, name))
-            continue
-        dest, takes_value = spec
-        args.seen.append((dest, name))
-        if takes_value:
-            if attached is not None:
-                value = attached
-            elif eq:
-                value = inline
-            elif i < len(items):
-                value = items[i]
-                i += 1
-            else:
-                raise MissingError(f"option {name} needs a value")
-            if dest == "set":
-                args.options.setdefault("set", []).append(value)
-            else:
-                args.options[dest] = value
-        else:
-            if eq or attached:
-                raise UsageError(f"option {name} takes no value")
-            args.options[dest] = True
+    if at is not None:
+        args.command = head[at]
+        items = items[:at] + items[at + 1:]
+    if args.help or args.version:
+        return args
+    cmd = MIGRATOR.sub(args.command) if args.command else MIGRATOR
+    given, args.positional, args.unknown = scan(
+        cmd, items, extra_opts=MIGRATOR.opts if args.command else ())
+    args.options = {k: v for k, v in given.items() if v not in (None, False, [])}
     return args
 
 
@@ -167,8 +174,7 @@ def check_args(args: Args) -> None:
     if args.command is None:
         raise Error("no subcommand specified. Use 'migrator help' for usage information.")
     command = args.command
-    allowed = _GLOBAL | _ALLOWED[command]
-    bad = [typed for dest, typed in args.seen if dest not in allowed]
+    bad = [typed.partition("=")[0] for typed in args.unknown]
     if command == "migrate":
         directions = [w for w in args.positional if w in DIRECTIONS]
         if len(directions) > 1:
@@ -252,19 +258,17 @@ def cmd_init(args: Args, settings: MigratorSettings) -> int:
 
 
 def cmd_migrate(args: Args, settings: MigratorSettings) -> int:
-    from db_tool import migrations
+    from db_tool import planning
     from db_tool.commands import migrate
 
     direction = next(w for w in args.positional if w in DIRECTIONS)
     rest = [w for w in args.positional if w not in DIRECTIONS]
-    target = migrations.Target.parse(direction, rest[0] if rest else None)
+    target = planning.Target.parse(direction, rest[0] if rest else None)
     url = _url(args, settings)
     variables = _variables(args.options.get("set", []))
-    settings.lock_timeout()  # a bad MIGRATOR_LOCK_TIMEOUT is reported before the discovery
-    available = migrate.discover(_migration_dir(args, settings), _warn)
     try:
         outcome = migrate.migrate(
-            url, available, target, settings, _warn, variables=variables,
+            url, _migration_dir(args, settings), target, settings, _warn, variables=variables,
             force=bool(args.options.get("force")), strict=bool(args.options.get("strict")),
         )
     except Error as exc:
@@ -336,22 +340,29 @@ MIGRATOR_VERSION = "0.0.1"
 
 
 def _dispatch(argv: Sequence[str], env: Mapping[str, str]) -> int:
-    from db_tool.settings import MigratorSettings
+    from db_tool.cli.parser import with_examples
+    from db_tool.cli.spec import MIGRATOR
 
-    if not argv:
-        sys.stdout.write(HELP)
+    if not argv:  # as the original: the help on stdout, exit 0
+        sys.stdout.write(with_examples(HELP, MIGRATOR))
         return 0
     args = parse_args(argv)
     if args.version:
         print(f"migrator version {MIGRATOR_VERSION} (db-tool {__version__})")
         return 0
     if args.help:
-        sys.stdout.write(HELP)
+        if args.command is None:
+            sys.stdout.write(with_examples(HELP, MIGRATOR))
+        else:
+            sys.stdout.write(with_examples(SUB_HELPS[args.command],
+                                           MIGRATOR.sub(args.command)))
         return 0
     check_args(args)
-    if "inherits" in args.options:
+    if args.options.get("inherits"):
         _say("warning: --inherits is deprecated and ignored")
     command = args.command
+    from db_tool.settings import MigratorSettings  # not before: --help needs no settings
+
     settings = MigratorSettings.from_env(env)
     if command == "init":
         return cmd_init(args, settings)

@@ -15,9 +15,12 @@ a value, a combined flag, `=` or an unknown option goes through argparse.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from db_tool.errors import MissingError, UsageError
+
+TYPE_CHECKING = False  # typing (and the re it imports) is not needed at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 HELP_FLAGS = ("-h", "--help")
 
@@ -99,7 +102,7 @@ def wants_help(argv: Sequence[str]) -> bool:
 
 def with_examples(text: str, cmd: Command) -> str:
     """A help text (usage line, prose, options) followed by the command's examples."""
-    if not cmd.examples:
+    if not cmd.examples or "\nExamples:\n" in text:
         return text
     lines = "".join(f"  {e}\n" for e in cmd.examples)
     return f"{text.rstrip()}\n\nExamples:\n{lines}"
@@ -163,6 +166,31 @@ def _typed(argv: Sequence[str], spellings: Sequence[str]) -> str:
     return spellings[0]
 
 
+def scan(
+    cmd: Command,
+    argv: Sequence[str],
+    *,
+    extra_opts: Sequence[Opt] = (),
+) -> tuple[dict[str, Any], list[str], list[str]]:
+    """(options by dest, positional words, unknown options in the order given): for a
+    command that answers unknown options itself (migrator, with the original's words).
+    A missing value or a value given to a flag is an error here already."""
+    opts = [*extra_opts, *cmd.opts]
+    args = list(argv)
+    # `--` ends options: what follows are words (argparse's intermixed mode loses that).
+    tail = args[args.index("--") + 1:] if "--" in args else []
+    head = args[:args.index("--")] if "--" in args else args
+    found = _fast(opts, head)
+    if found is not None:
+        return found[0], found[1] + tail, []
+    try:
+        values, positional, unknown = _argparse(opts, head)
+    except _Stop as stop:
+        raise _translate(cmd, head, stop.message) from None
+    words = [u for u in unknown if not u.startswith("-") or u == "-"]
+    return values, positional + words + tail, [u for u in unknown if u not in words]
+
+
 def parse(
     cmd: Command,
     argv: Sequence[str],
@@ -172,23 +200,12 @@ def parse(
 ) -> tuple[dict[str, Any], list[str]]:
     """Options by dest and the positional words of one command level; errors are exit 9
     (unknown option, extra word) or 3 (an option without its value)."""
-    opts = [*extra_opts, *cmd.opts]
     limit = cmd.max_positional if max_positional is None else max_positional
     label = cmd.path
-    found = _fast(opts, argv)
-    unknown: list[str] = []
-    if found is None:
-        try:
-            values, positional, unknown = _argparse(opts, argv)
-        except _Stop as stop:
-            raise _translate(cmd, argv, stop.message) from None
-    else:
-        values, positional = found
+    values, positional, unknown = scan(cmd, argv, extra_opts=extra_opts)
     if unknown:
         bad = unknown[0]
-        if bad.startswith("-") and bad != "-":
-            raise UsageError(cmd.unknown.format(cmd=label, arg=bad, name=bad.partition("=")[0]))
-        positional.append(bad)  # a word argparse left over: counted as one too many below
+        raise UsageError(cmd.unknown.format(cmd=label, arg=bad, name=bad.partition("=")[0]))
     if len(positional) > limit:
         extra = positional[limit]
         raise UsageError(cmd.extra.format(cmd=label, arg=extra, name=extra))

@@ -81,7 +81,7 @@ DATABASE = Command(
                 max_positional=1, words=["list"],
                 examples=["database log list", "database log 1", "database log -f"]),
         Command("pull_staging", summary="dump staging tables into the patch file",
-                examples=["STAGING_SSH_HOST=staging ... database pull_staging"]),
+                examples=["database pull_staging", "database pull_staging && database patch"]),
         Command("diff", summary="schema and immutable-data drift",
                 opts=[Opt("--tables", metavar="a,b"), Opt("--no-cron", dest="no_cron"),
                       Opt("--ignore-migration-fail", dest="ignore"), Opt("-m", "--mock"),
@@ -132,7 +132,11 @@ DATABASE = Command(
                           "database completion fish > ~/.config/fish/completions/database.fish"]),
     ],
     examples=["database deploy", "database status", "database help deploy"],
+    missing="{arg} needs a value; see database --help",
 )
+
+# `database help <TAB>` completes the subcommands
+DATABASE.sub("help").words = [n for n in DATABASE.subs if n != "help"]
 
 # ------------------------------------------------------------------------------- migrator
 
@@ -169,6 +173,9 @@ MIGRATOR = Command(
     examples=["migrator -u \"$PGURL\" migrate up all", "migrator create -n add-users",
               "migrator status"],
 )
+
+for _c in (MIGRATOR, *MIGRATOR.subs.values()):
+    _c.missing = "option {arg} needs a value"  # the original's words
 
 # ------------------------------------------------------------------------------- db-ops
 

@@ -21,16 +21,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from db_tool import fslock, output, proc, progress, psql
-from db_tool.cluster import Cluster
-from db_tool.commands.backup import (
+from db_tool.backupdir import (
     default_backup_dir,
     opened,
     recorded_database,
     require_backup,
 )
+from db_tool.cluster import Cluster
 from db_tool.commands.restore import restore_into
 from db_tool.errors import Error, ExitCode
-from db_tool.scratch import defer_signals, interrupt_on_signals, quiet_after_failure, teardown
+from db_tool.scratch import interrupt_on_signals, tear_down, teardown
 from db_tool.settings import ProjectSettings
 
 if TYPE_CHECKING:
@@ -179,11 +179,9 @@ def diff(
                 immutable = _immutable_diff(db1.url, db2.url)
             return DiffResult(schema, immutable, path, logs, notes)
         finally:
-            with defer_signals(), quiet_after_failure("tear down both temporary clusters"):
-                for side, cluster in zip(SIDES, (db1, db2), strict=True):
-                    _keep_logs(cluster, logs / side, started)
-                    teardown(cluster)
-                shutil.rmtree(tmp_root, ignore_errors=True)
+            tear_down("tear down both temporary clusters", [db1, db2],
+                      keep=lambda i, cluster: _keep_logs(cluster, logs / SIDES[i], started))
+            shutil.rmtree(tmp_root, ignore_errors=True)
 
 
 # ---- the two clusters ------------------------------------------------------------------------
@@ -232,7 +230,7 @@ def _migrator_settings(settings: ProjectSettings) -> MigratorSettings:
 def _migrate(settings: ProjectSettings, url: str, log: Path) -> str:
     """`migrator migrate up all` on db1, its output in `log`; '' on success, else that output
     (and the step is marked failed)."""
-    from db_tool import migrations
+    from db_tool import planning
     from db_tool.commands import migrate
 
     if settings.migration_dir is None or not settings.migration_dir.is_dir():
@@ -242,10 +240,8 @@ def _migrate(settings: ProjectSettings, url: str, log: Path) -> str:
     with output.step("db1: migrator migrate up all") as step:
         try:
             mset = _migrator_settings(settings)
-            available = migrate.discover(mset.migration_dir, lambda w: lines.append(
-                f"migrator: warning: {w}"))
             outcome = migrate.migrate(
-                url, available, migrations.Target.parse("up", "all"), mset,
+                url, mset.migration_dir, planning.Target.parse("up", "all"), mset,
                 lambda w: lines.append(f"migrator: warning: {w}"),
             )
         except Error as exc:

@@ -16,7 +16,8 @@ from db_tool.errors import Error, ExitCode
 
 if TYPE_CHECKING:
     from db_tool.history import StepResult
-    from db_tool.migrations import Migration, StatusRow, Target
+    from db_tool.migrations import Applied, Migration
+    from db_tool.planning import StatusRow, Target
     from db_tool.settings import MigratorSettings
 
 Warn = Callable[[str], None]
@@ -47,8 +48,9 @@ def init_sql(url: str | None) -> str:
 
     if url and history.sqlite_path(url) is not None:
         from db_tool import __version__
+        from db_tool.history_sqlite import sqlite_init_sql
 
-        return history.sqlite_init_sql(__version__)
+        return sqlite_init_sql(__version__)
     from db_tool import bundle
 
     return bundle.render()
@@ -63,7 +65,7 @@ def init(url: str, variables: Mapping[str, str], settings: MigratorSettings) -> 
 
 def migrate(
     url: str,
-    available: Sequence[Migration],
+    migration_dir: str,
     target: Target,
     settings: MigratorSettings,
     warn: Warn,
@@ -72,9 +74,10 @@ def migrate(
     force: bool = False,
     strict: bool = False,
 ) -> Outcome:
-    """Bring the database to `target`. Raises history.MigrationFailed (its `.completed` are
-    the steps that stay applied) when a migration fails, Error for anything else."""
-    from db_tool import history_wire, migrations
+    """Bring the database to `target` with the migrations in migration_dir. Raises
+    history.MigrationFailed (its `.completed` are the steps that stay applied) when a migration
+    fails, Error for anything else (a missing migration dir before any database work)."""
+    from db_tool import history_wire, planning
 
     strict = strict or settings.strict
     variables = dict(variables or {})
@@ -83,27 +86,56 @@ def migrate(
     # at this version is in place (no psql, no bundle, no lock: the answer is that of a
     # migrator that ran just before any concurrent one). Anything else: the locked session.
     quick = history_wire.quick_state(url, settings.libpq)
-    if quick is not None and quick.bundle_current and quick.applied is not None:
-        early = migrations.plan(available, quick.applied, target, force=force, strict=strict)
+    available: list[Migration] | None = None
+    if quick is None or not quick.bundle_current or quick.applied is None:
+        available = discover(migration_dir, warn)
+    elif not _work_likely(migration_dir, quick.applied, target):
+        available = discover(migration_dir, warn)
+        early = planning.plan(available, quick.applied, target, force=force, strict=strict)
         if early.already is not None:
             for notice in early.notices:
                 warn(notice)
             return Outcome(early.already, [], None)
     from db_tool import history
+    from db_tool.history_sqlite import SqliteHistory
 
     backend = history.for_url(url, settings)
-    if isinstance(backend, history.SqliteHistory):
+    if isinstance(backend, SqliteHistory):
         backend.cli()  # fail with 127 before touching anything
     # The session holds the migration lock from before the history is read until the last
     # step, so the plan below cannot be invalidated by a concurrent migrator.
     with backend.migrate_session(variables, lock_timeout) as session:
-        plan = migrations.plan(available, session.applied, target, force=force, strict=strict)
+        if available is None:
+            # Work is pending and the bundle is in place: read the directory while psql
+            # connects, takes the lock and reads the history (session.applied waits for it).
+            available = discover(migration_dir, warn)
+        plan = planning.plan(available, session.applied, target, force=force, strict=strict)
         for notice in plan.notices:
             warn(notice)
         if plan.already is not None:
             return Outcome(plan.already, [], None)
         results = session.apply(plan.steps)
     return Outcome(None, results, _summary(available, results))
+
+
+def _work_likely(migration_dir: str, applied: Sequence[Applied], target: Target) -> bool:
+    """A cheap guess (names only, no file read) that `target` has steps to run, so psql is
+    worth starting before the migrations are read. Wrong either way only costs time: the
+    plan made under the lock decides."""
+    import os
+
+    from db_tool.migrations import NAME_RE
+
+    if target.direction == "down":
+        return target.number != 0 and bool(applied)
+    if target.direction != "up" or target.number == 0:
+        return False
+    try:
+        names = {e[:-4] if e.endswith(".sql") else e
+                 for e in os.listdir(migration_dir) if NAME_RE.match(e)}
+    except OSError:
+        return False  # discovery says what is wrong, before any database work
+    return bool(names - {a.name for a in applied})
 
 
 def _summary(available: Sequence[Migration], results: Sequence[StepResult]) -> str:
@@ -197,7 +229,7 @@ class Status(NamedTuple):
 
 def status(url: str, available: Sequence[Migration], settings: MigratorSettings) -> Status:
     """Each migration's state; read-only (an uninitialised database has an empty history)."""
-    from db_tool import history_wire, migrations
+    from db_tool import history_wire, planning
 
     quick = history_wire.quick_state(url, settings.libpq)
     if quick is not None:
@@ -206,7 +238,7 @@ def status(url: str, available: Sequence[Migration], settings: MigratorSettings)
         from db_tool import history
 
         applied = history.for_url(url, settings).read_applied()
-    rows = migrations.status(available, applied)
+    rows = planning.status(available, applied)
     return Status(rows, {s: sum(1 for r in rows if r.state == s) for s in STATES})
 
 
