@@ -44,6 +44,8 @@ STOP_TIMEOUT = postmaster.STOP_TIMEOUT
 
 @dataclass(frozen=True)
 class InitResult:
+    """What init did: the URL and "created", "reused", "already running" or "healed"."""
+
     url: str
     action: str  # "created", "reused", "already running", "healed"
     moved_aside: Path | None = None

@@ -34,6 +34,8 @@ _FIX = (
 
 @dataclass(frozen=True)
 class PgInstall:
+    """One PostgreSQL installation: its bin dir and how it was found."""
+
     bin_dir: Path
     source: str  # how it was found: PG_BIN_DIR, pg_config, distro, embedded
     memo: Path | None = field(default=None, compare=False, repr=False)  # see the module doc

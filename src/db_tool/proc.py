@@ -26,6 +26,8 @@ DEVNULL = -3
 
 @dataclass(frozen=True)
 class Result:
+    """A finished child: its argv, exit code and output."""
+
     argv: tuple[str, ...]
     returncode: int
     out: str

@@ -214,6 +214,8 @@ def _port(env: Mapping[str, str]) -> int:
 
 @dataclass(frozen=True)
 class ClusterConfig:
+    """What a Cluster needs, read once from the environment (from_env)."""
+
     working_dir: Path
     port: int = DEFAULT_PORT
     database: str = DEFAULT_DATABASE
