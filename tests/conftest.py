@@ -4,6 +4,8 @@ Fixture API (stable, used by every test module):
   pg        session-scoped; .url (superuser URL to db "postgres"), .install (PgInstall),
             .sockdir, .port, .user, .psql(sql, url=None) -> stdout
   db_url    function-scoped; URL of a brand-new empty database, dropped afterwards
+  cli       function-scoped; cli(program, argv, env=None) -> CliResult(rc, out, err): a command
+            (database, migrator, db-ops, postgres-init, postgres-cleanup) run in-process
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ import getpass
 import os
 import subprocess
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple, Protocol
 
 import pytest
 
@@ -62,6 +65,16 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[_OWN_BASETEMP] = Path(config.option.basetemp)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The fault-injection suite runs only when the -m expression names it (`-m faults`)."""
+    if "faults" in (config.option.markexpr or ""):
+        return
+    faults = [item for item in items if item.get_closest_marker("faults") is not None]
+    if faults:
+        config.hook.pytest_deselected(items=faults)
+        items[:] = [item for item in items if item.get_closest_marker("faults") is None]
+
+
 _OWN_BASETEMP = pytest.StashKey[Path]()
 _SESSION_FAILED = pytest.StashKey[bool]()
 
@@ -93,7 +106,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 @pytest.fixture(autouse=True)
 def _isolated_home(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
+) -> Iterator[None]:
     """No test may read or write the real home/cache, or inherit the developer's PG env."""
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "cache"))
@@ -105,6 +118,10 @@ def _isolated_home(
                 "PG_CONF_FILE", "PG_SHARED_PRELOAD_LIBRARIES", "PG_DISABLE_LOGGING",
                 "HYDRATE_LOG", "PATCH_LOG", "PG_PORT", "PG_DATABASE"):
         monkeypatch.delenv(var, raising=False)
+    yield
+    from db_tool import settings
+
+    settings.forget()  # an in-process main() installed its env's Runtime: not for the next test
 
 
 @pytest.fixture(scope="session")
@@ -165,3 +182,35 @@ def cluster_env(tmp_path: Path) -> Iterator[dict[str, str]]:
         yield env
     finally:
         stop_quietly(Path(env["PG_WORKING_DIR"]))
+
+
+class CliResult(NamedTuple):
+    rc: int
+    out: str
+    err: str
+
+
+class Cli(Protocol):
+    def __call__(self, program: str, argv: Sequence[str] = (),
+                 env: Mapping[str, str] | None = None) -> CliResult: ...
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Cli:
+    """The one command runner of the tests (as httpie's `http()`): `cli("database", ["status"],
+    env)` runs the command in-process through its main(argv, env=env) — the environment is
+    env alone (default: this process's) — and returns its exit code and what it printed since
+    the call began. The program names are the launchers' (db_tool.cli.launch.PROGS)."""
+    import importlib
+
+    from db_tool.cli.launch import PROGS
+
+    def run(program: str, argv: Sequence[str] = (),
+            env: Mapping[str, str] | None = None) -> CliResult:
+        main = importlib.import_module(PROGS[program]).main
+        capsys.readouterr()
+        rc = main(list(argv), env=dict(os.environ if env is None else env))
+        out, err = capsys.readouterr()
+        return CliResult(rc, out, err)
+
+    return run

@@ -7,9 +7,11 @@ $LOCAL_DIR/focus/... and a unix socket path must stay under ~107 bytes.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import shutil
 import subprocess
+import tarfile
 import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -110,3 +112,36 @@ def project(cache: Path, **extra: str) -> Iterator[Project]:
         for side in ("db1", "db2"):
             stop_quietly(p.focus / "postgresql-diff-tmp" / side)
         shutil.rmtree(root, ignore_errors=True)
+
+
+LEFTOVERS = ("standby.signal", "recovery.signal", "postmaster.pid", "postmaster.opts")
+
+
+def add_to_base(backup_dir: Path, extra: dict[str, bytes]) -> None:
+    """Repack backup_dir/base.tar.gz with extra top-level files (as a standby's data has)."""
+    base = backup_dir / "base.tar.gz"
+    new = backup_dir / "base.new.tar.gz"
+    with tarfile.open(base, "r:gz") as src, tarfile.open(new, "w:gz", compresslevel=1) as dst:
+        for member in src:
+            dst.addfile(member, src.extractfile(member) if member.isfile() else None)
+        for name, data in extra.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o600
+            dst.addfile(info, io.BytesIO(data))
+    new.replace(base)
+
+
+def leftovers() -> dict[str, bytes]:
+    return {name: b"99999\n" if name == "postmaster.pid" else b"" for name in LEFTOVERS}
+
+
+def processes_with(fragment: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if fragment.encode() in Path(f"/proc/{entry}/cmdline").read_bytes():
+                    found.append(int(entry))
+            except OSError:
+                continue
+    return found

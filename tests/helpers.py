@@ -35,6 +35,30 @@ def run_cmd(
     )
 
 
+def init(env: Mapping[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the installed postgres-init with env."""
+    return run_cmd([script("postgres-init"), *args], env)
+
+
+def wd_of(env: Mapping[str, str]) -> Path:
+    return Path(env["PG_WORKING_DIR"])
+
+
+def psql(env: Mapping[str, str], sql: str, db: str | None = None) -> str:
+    """Run sql in the cluster postgres-init made for env (its PGURL, or database db there)."""
+    from db_tool.cluster import build_url
+    from db_tool.settings import login_name
+
+    url = build_url(login_name(), db or env.get("PG_DATABASE", "testdb"), wd_of(env) / "sock",
+                    int(env.get("PG_PORT", "5432")))
+    out = subprocess.run(
+        ["psql", "-X", "-At", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql],
+        capture_output=True, text=True, check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
 def base_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()}
     env["PATH"] = f"{BIN}:{env.get('PATH', '/usr/bin:/bin')}"

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from db_tool.cli.migrator import main
+from tests.conftest import Cli, CliResult
 
-Run = Callable[..., tuple[int, str, str]]
+Run = Callable[..., CliResult]
 
 
 def write(path: Path, text: str) -> None:
@@ -31,19 +31,15 @@ def pg_history(pg: Any, url: str) -> list[str]:
 
 
 def runner(
-    db_url: str, mdir: Path, capsys: pytest.CaptureFixture[str],
-    base: Mapping[str, str] | None = None,
+    cli: Cli, db_url: str, mdir: Path, base: Mapping[str, str] | None = None,
 ) -> Run:
-    """`run(*argv, env=None) -> (rc, out, err)`: migrator.main in-process with DB_URL and
-    MIGRATION_DIR set on top of `base` (default: this process's environment)."""
+    """`run(*argv, env=None) -> (rc, out, err)`: the migrator (the `cli` fixture) with DB_URL
+    and MIGRATION_DIR set on top of `base` (default: this process's environment) and env."""
 
-    def _run(*argv: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    def _run(*argv: str, env: dict[str, str] | None = None) -> CliResult:
         environ = {**(os.environ if base is None else base), "DB_URL": db_url,
                    "MIGRATION_DIR": str(mdir), **(env or {})}
-        capsys.readouterr()
-        rc = main(list(argv), environ)
-        out, err = capsys.readouterr()
-        return rc, out, err
+        return cli("migrator", argv, environ)
 
     return _run
 

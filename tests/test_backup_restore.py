@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import pty
+import shutil
 import signal
 import stat
 import subprocess
@@ -14,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import PG
-from tests.dbproject import Project, project
+from tests.dbproject import Project, add_to_base, project
 from tests.helpers import run_cmd, script, tree_snapshot
 
 
@@ -68,9 +70,7 @@ def test_restore_archive_and_from_another_path(proj: Project, tmp_path: Path) ->
     assert count_items(proj) == 1
 
 
-def test_failed_backup_leaves_the_previous_one_intact(
-    proj: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_failed_backup_leaves_the_previous_one_intact(proj: Project, tmp_path: Path) -> None:
     assert proj.db("backup") == 0
     before = tree_snapshot(proj.backup_dir)
     fake = tmp_path / "bin"
@@ -85,8 +85,8 @@ def test_failed_backup_leaves_the_previous_one_intact(
     failing.write_text('#!/bin/sh\nwhile [ "$1" != -D ]; do shift; done\n'
                        'echo partial > "$2/base.tar.gz"\necho "disk full" >&2\nexit 1\n')
     failing.chmod(failing.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-    monkeypatch.setenv("PG_BIN_DIR", str(fake))
-    assert proj.db("backup") == 1
+    # The environment main() is given, not os.environ, says which PostgreSQL.
+    assert proj.db("backup", env={**proj.env, "PG_BIN_DIR": str(fake)}) == 1
     assert tree_snapshot(proj.backup_dir) == before
     assert not [p for p in proj.focus.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
 
@@ -159,7 +159,7 @@ def test_extract_refuses_members_escaping_the_target(
     3.11.4) and the hand-made checks for older Pythons refuse escapes."""
     import io
 
-    from db_tool.commands import backup
+    from db_tool import backupdir as backup
     from db_tool.errors import Error
 
     if not modern:
@@ -285,7 +285,7 @@ def test_backup_puts_back_a_previous_backup_a_killed_swap_moved_aside(proj: Proj
     moved = proj.focus / ".postgresql-backup.old-999999"
     proj.backup_dir.rename(moved)
     before = tree_snapshot(moved)
-    from db_tool.commands.backup import sweep_swap
+    from db_tool.backupdir import sweep_swap
 
     sweep_swap(proj.backup_dir)
     assert tree_snapshot(proj.backup_dir) == before and not moved.exists()
@@ -333,3 +333,74 @@ def test_backup_password_goes_to_the_environment_not_argv() -> None:
     assert without_password("postgresql://u@/db?host=/s&password=pw") == (
         "postgresql://u@/db?host=/s", "pw")
     assert without_password("host=h dbname=d") == ("host=h dbname=d", None)
+
+
+def test_backup_progress_on_a_terminal_replaces_the_old_one_and_restore_drops_signals(
+    proj: Project, tmp_path: Path
+) -> None:
+    p = proj
+    assert p.db("backup") == 0
+    first = tree_snapshot(p.backup_dir)
+    p.psql("INSERT INTO public.item (id, name) VALUES (2, 'second backup')")
+
+    # stderr on a terminal: pg_basebackup's own progress (-P) is shown.
+    master, slave = pty.openpty()
+    try:
+        child = subprocess.Popen([script("database"), "backup"], env=p.env,
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                 stderr=slave)
+        os.close(slave)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        child.wait(timeout=120)
+    finally:
+        os.close(master)
+    terminal = b"".join(chunks).decode(errors="replace")
+    assert child.returncode == 0, terminal
+    assert "100%" in terminal and "kB" in terminal, terminal  # "... kB (100%), 1/1 tablespace"
+
+    # The second backup replaced the first, and nothing of the swap is left behind.
+    assert tree_snapshot(p.backup_dir) != first
+    assert not [e for e in p.focus.iterdir() if ".tmp-" in e.name or ".old-" in e.name]
+
+    # A backup whose data carries standby/recovery signals (as one of a standby would):
+    # restore removes them, so the server comes up as a primary, not as a standby.
+    copy = tmp_path / "standby-backup"
+    shutil.copytree(p.backup_dir, copy)
+    add_to_base(copy, {"standby.signal": b"", "recovery.signal": b""})
+    assert p.db("restore", str(copy)) == 0
+    assert p.psql("SELECT pg_is_in_recovery()") == "f"
+    assert p.psql("SELECT string_agg(name, ',' ORDER BY id) FROM public.item") == \
+        "one,second backup"  # the data of the second backup
+
+
+def test_without_local_dir_diff_restore_and_normalize_look_in_pwd_and_touch_nothing(
+    tmp_path: Path,
+) -> None:
+    import subprocess
+
+    from tests.helpers import base_env
+
+    # As the original's ${LOCAL_DIR:-$PWD}: the backup is looked for in $PWD/focus; a missing
+    # one is refused before anything is created (diff: 2, restore: 1, normalize-backup: 3).
+    env = {k: v for k, v in base_env().items() if k not in ("LOCAL_DIR", "PG_WORKING_DIR")}
+    env["PG_WORKING_DIR"] = str(tmp_path / "wd")
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    for argv, rc, words in ((["diff"], 2, "not a backup"), (["diff", "log"], 2, "no diff logs"),
+                            (["restore"], 1, "not a backup"),
+                            (["normalize-backup"], 3, "input backup directory not found")):
+        result = subprocess.run([script("database"), *argv], env=env, cwd=cwd, text=True,
+                                capture_output=True, timeout=60, stdin=subprocess.DEVNULL,
+                                check=False)
+        assert result.returncode == rc, (argv, result.stderr)
+        assert words in result.stderr and str(cwd / "focus") in result.stderr
+    assert list(cwd.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cwd"]

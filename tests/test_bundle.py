@@ -15,6 +15,7 @@ import pytest
 
 from db_tool import bundle
 from db_tool.errors import Error
+from tests.helpers import base_env, run_cmd, script
 
 if TYPE_CHECKING:
     from tests.conftest import PG
@@ -599,3 +600,67 @@ def test_reapplying_backfills_missing_triggers(pg: PG, hectic_url: str) -> None:
     bundle.apply(hectic_url)
     assert triggers_of(pg, hectic_url) == ["frozen hectic_block_immutable_dml",
                                            "frozen hectic_block_immutable_truncate"]
+
+
+def test_database_bundle_sql_pipes_into_psql(pg: PG, db_url: str) -> None:
+    """External consumers: `database bundle sql | psql -f -`, twice (idempotent)."""
+    env = base_env()
+    r = run_cmd([script("database"), "bundle", "sql"], env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == bundle.render()
+    for _ in range(2):
+        done = subprocess.run(
+            [pg.install.tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", db_url,
+             "-f", "-"], input=r.stdout, capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stderr
+    assert pg.psql("SELECT name, version FROM hectic.version", db_url) == "hectic|0.1.0"
+    assert pg.psql("SELECT count(*) FROM pg_event_trigger WHERE evtname LIKE 'hectic_%'",
+                   db_url) == "3"
+
+
+def test_database_bundle_path_lists_includable_files_in_order(
+    pg: PG, db_url: str, tmp_path: Path
+) -> None:
+    env = base_env(XDG_CACHE_HOME=str(tmp_path / "cache"))
+    r = run_cmd([script("database"), "bundle", "path"], env)
+    assert r.returncode == 0, r.stderr
+    paths = [Path(p) for p in r.stdout.splitlines()]
+    assert [p.name for p in paths] == ["version.sql", "secret.sql", "migration.sql",
+                                       "inheritance.sql"]
+    assert all(p.is_absolute() and p.is_file() for p in paths)
+    init_script = "".join(f"\\i '{p}'\n" for p in paths)
+    done = subprocess.run(
+        [pg.install.tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", db_url, "-f", "-"],
+        input=init_script, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert pg.psql("SELECT version FROM hectic.version", db_url) == bundle.VERSION
+    r = run_cmd([script("database"), "bundle", "nope"], env)
+    assert r.returncode == 9 and "nope" in r.stderr
+
+
+def test_secret_table_shape_and_unique_key(pg: PG, db_url: str) -> None:
+    bundle.apply(db_url)
+    cols = pg.psql("SELECT string_agg(attname, ',' ORDER BY attnum) FROM pg_attribute "
+                   "WHERE attrelid = 'hectic.secret'::regclass AND attnum > 0 "
+                   "AND NOT attisdropped", db_url)
+    assert cols == "id,key,value"
+    pg.psql("INSERT INTO hectic.secret (key, value) VALUES ('K', '1')", db_url)
+    with pytest.raises(AssertionError, match="duplicate key"):
+        pg.psql("INSERT INTO hectic.secret (key, value) VALUES ('K', '2')", db_url)
+
+
+def test_dotenv_as_a_psql_variable_loads_byte_for_byte(pg: PG, db_url: str) -> None:
+    """The documented by-hand path: the content as a psql variable, never pasted into SQL."""
+    bundle.apply(db_url)
+    value = "a$$b $ps_env$ it's \"q\" back\\slash ; DROP TABLE x; — ü 🔑"
+    # (-c does not interpolate psql variables: the statement goes on stdin.)
+    done = subprocess.run(
+        [pg.install.tool("psql"), "-X", "-At", "-v", "ON_ERROR_STOP=1", "-d", db_url,
+         "-v", f"dotenv=TOKEN={value}\n# c\n\nOTHER = 'x'", "-f", "-"],
+        input="SELECT hectic.load_secrets_from_env(:'dotenv');\n",
+        capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ""  # RETURNS void, as the original's
+    got = pg.psql("SELECT encode(convert_to(hectic.get_secret('TOKEN'), 'UTF8'), 'hex')", db_url)
+    assert bytes.fromhex(got).decode() == value
+    assert pg.psql("SELECT hectic.get_secret('OTHER')", db_url) == "x"

@@ -14,22 +14,19 @@ from db_tool.cluster import MARKER
 from tests.helpers import (
     alive,
     as_server_account,
+    init,
     next_port,
     original_postgres_init,
     postmaster_pid,
+    psql,
     read_only,
     run_cmd,
     script,
     server_account,
     stop_quietly,
     tree_snapshot,
+    wd_of,
 )
-
-
-def wd_of(env: dict[str, str]) -> Path:
-    return Path(env["PG_WORKING_DIR"])
-
-
 
 
 def _cluster_files(wd: Path) -> dict[str, tuple[int, int, int]]:
@@ -252,3 +249,58 @@ def test_database_cleanup_of_a_symlinked_working_dir_is_refused_in_one_line(
     assert r.returncode == 1, r.stderr
     assert "symbolic link" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert (real / "data" / "PG_VERSION").is_file() and link.is_symlink()
+
+
+def test_postgres_cleanup_resolves_local_dir(tmp_path: Path, cluster_env: dict[str, str]) -> None:
+    env = {k: v for k, v in cluster_env.items() if k != "PG_WORKING_DIR"}
+    env["LOCAL_DIR"] = str(tmp_path / "project")
+    cluster_env["PG_WORKING_DIR"] = str(tmp_path / "project" / "focus" / "postgresql")
+    assert init(env).returncode == 0
+    pid = postmaster_pid(wd_of(cluster_env))
+    r = run_cmd([script("postgres-cleanup")], env)
+    assert r.returncode == 0, r.stderr
+    assert not alive(pid)
+    assert "stopped" in r.stderr  # without NO_TTY it says what it did
+    assert (wd_of(cluster_env) / "data" / "PG_VERSION").is_file()
+
+
+def test_database_init_is_fresh_and_reuse_keeps_a_stopped_cluster(
+    cluster_env: dict[str, str],
+) -> None:
+    assert run_cmd([script("database"), "init"], cluster_env).returncode == 0
+    psql(cluster_env, "create table keep_me(id int)")
+    stop_quietly(wd_of(cluster_env))
+    r = run_cmd([script("database"), "init", "--reuse"], cluster_env)
+    assert r.returncode == 0, r.stderr
+    assert psql(cluster_env, "select to_regclass('keep_me') is not null") == "t"
+    r = run_cmd([script("database"), "init"], cluster_env)
+    assert r.returncode == 0, r.stderr
+    assert psql(cluster_env, "select to_regclass('keep_me') is null") == "t"
+
+
+def test_database_cleanup_refuses_a_data_dir_that_is_not_a_cluster(
+    cluster_env: dict[str, str],
+) -> None:
+    wd = wd_of(cluster_env)
+    (wd / "data").mkdir(parents=True)
+    (wd / "data" / "notes.txt").write_text("mine")
+    (wd / "sock").mkdir()
+    before = tree_snapshot(wd)
+    r = run_cmd([script("database"), "cleanup"], cluster_env)
+    assert r.returncode == 1
+    assert "refusing" in r.stderr and "not a PostgreSQL data directory" in r.stderr
+    assert tree_snapshot(wd) == before
+
+
+def test_database_cleanup_of_an_original_layout_with_logs_and_broken_data(
+    cluster_env: dict[str, str],
+) -> None:
+    """The original's layout plus what postgres-init leaves (logs, data.broken-*) is removed."""
+    assert init(cluster_env).returncode == 0
+    wd = wd_of(cluster_env)
+    (wd / MARKER).unlink()
+    (wd / "data.broken-20240101-000000").mkdir()
+    assert (wd / "postgres-init.log").exists()
+    r = run_cmd([script("database"), "cleanup"], cluster_env)
+    assert r.returncode == 0, r.stderr
+    assert not wd.exists()

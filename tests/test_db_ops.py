@@ -13,19 +13,14 @@ import pytest
 from db_tool import bundle
 from db_tool.cli import db_ops
 from db_tool.errors import Error
+from tests.conftest import Cli
 
 if TYPE_CHECKING:
     from tests.conftest import PG
 
 BAD_URL = "postgresql://nobody@/nowhere?host=/nonexistent-socket-dir&port=1"
 # What db-ops says on stderr before it connects (the original's `log notice`).
-NOTICE = "db-tool: apply hectic bundle and load secrets\n"
-
-
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = db_ops.main(argv)
-    out, err = capsys.readouterr()
-    return code, out, err
+NOTICE = "db-ops: apply hectic bundle and load secrets\n"
 
 
 def secrets_of(pg: PG, url: str) -> str:
@@ -37,23 +32,23 @@ def secrets_of(pg: PG, url: str) -> str:
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["-h"], [], ["-u", "x", "--help"]])
-def test_global_help_exits_0(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run(argv, capsys)
+def test_global_help_exits_0(argv: list[str], cli: Cli) -> None:
+    code, out, err = cli("db-ops", argv)
     assert (code, err) == (0, "")
     for word in ("secrets load", "--url", "PGURL", "DB_URL", "HECTIC_DOTENV_CONTENT",
                  "HECTIC_DOTENV_FILE", "LOCAL_DIR", "ENVIRONMENT"):
         assert word in out
-    assert out == db_ops.HELP
+    assert out.startswith(db_ops.HELP.rstrip() + "\n\nExamples:\n  db-ops ")
 
 
 # As the original: `db-ops secrets` alone prints the help of `secrets load` and exits 0.
 @pytest.mark.parametrize("argv", [["secrets"], ["secrets", "-h"], ["secrets", "--help"],
                                   ["secrets", "load", "--help"],
                                   ["secrets", "load", "-f", "x.env", "-h"]])
-def test_secrets_load_help_exits_0(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run(argv, capsys)
+def test_secrets_load_help_exits_0(argv: list[str], cli: Cli) -> None:
+    code, out, err = cli("db-ops", argv)
     assert (code, err) == (0, "")
-    assert out == db_ops.HELP_SECRETS_LOAD
+    assert out.startswith(db_ops.HELP_SECRETS_LOAD.rstrip() + "\n\nExamples:\n  db-ops ")
     for word in ("--dotenv-file", "HECTIC_DOTENV_CONTENT", "$LOCAL_DIR/.env.$ENVIRONMENT",
                  "exit codes"):
         assert word in out
@@ -70,9 +65,9 @@ def test_secrets_load_help_exits_0(argv: list[str], capsys: pytest.CaptureFixtur
     (["secrets", "load", "extra"], "secrets load subcommand extra does not exist"),
 ])
 def test_unknown_arguments_exit_9(
-    argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]
+    argv: list[str], needle: str, cli: Cli
 ) -> None:
-    code, out, err = run(argv, capsys)
+    code, out, err = cli("db-ops", argv)
     assert code == 9
     assert out == ""
     assert err.startswith(f"db-ops: error: {needle}")
@@ -82,38 +77,38 @@ def test_unknown_arguments_exit_9(
 @pytest.mark.parametrize("argv", [["-u"], ["--url"], ["secrets", "load", "-u"],
                                   ["secrets", "load", "--dotenv-file"],
                                   ["secrets", "load", "-f"]])
-def test_missing_option_value_exits_3(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run(argv, capsys)
+def test_missing_option_value_exits_3(argv: list[str], cli: Cli) -> None:
+    code, out, err = cli("db-ops", argv)
     assert (code, out) == (3, "")
     assert err == f"db-ops: error: missing value for {argv[-1]}\n"
 
 
-def test_url_is_required(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+def test_url_is_required(cli: Cli, monkeypatch: pytest.MonkeyPatch,
                          ) -> None:
     monkeypatch.setenv("HECTIC_DOTENV_CONTENT", "A=1")
-    code, _, err = run(["secrets", "load"], capsys)
+    code, _, err = cli("db-ops", ["secrets", "load"])
     assert code == 3
     assert err.splitlines() == ["db-ops: error: PGURL or DB_URL is required; export one or "
                                 "pass --url"]
 
 
-def test_dotenv_source_is_required(capsys: pytest.CaptureFixture[str],
+def test_dotenv_source_is_required(cli: Cli,
                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PGURL", BAD_URL)
-    code, _, err = run(["secrets", "load"], capsys)
+    code, _, err = cli("db-ops", ["secrets", "load"])
     assert code == 3
     assert err.startswith("db-ops: error: dotenv source is required (HECTIC_DOTENV_CONTENT, "
                           "readable dotenv file, or $LOCAL_DIR/.env.$ENVIRONMENT)")
     # LOCAL_DIR without ENVIRONMENT (or the file missing) is still no source.
     monkeypatch.setenv("LOCAL_DIR", "/nonexistent")
     monkeypatch.setenv("ENVIRONMENT", "prod")
-    assert run(["secrets", "load"], capsys)[0] == 3
+    assert cli("db-ops", ["secrets", "load"])[0] == 3
 
 
 @pytest.mark.parametrize("how", ["option", "long option", "env"])
 @pytest.mark.parametrize("kind", ["missing", "directory"])
 def test_named_dotenv_file_must_be_readable(
-    how: str, kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    how: str, kind: str, tmp_path: Path, cli: Cli,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # (root reads any file whatever its mode, so "unreadable" is exercised with a directory)
@@ -130,16 +125,16 @@ def test_named_dotenv_file_must_be_readable(
         argv += [f"--dotenv-file={path}"]
     else:
         monkeypatch.setenv("HECTIC_DOTENV_FILE", str(path))
-    code, _, err = run(argv, capsys)
+    code, _, err = cli("db-ops", argv)
     assert code == 3
     assert err.splitlines() == [f"db-ops: error: dotenv file is not readable: {path}"]
 
 
 def test_database_failure_is_one_error_line_and_exit_1(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HECTIC_DOTENV_CONTENT", "A=1")
-    code, out, err = run(["--url", BAD_URL, "secrets", "load"], capsys)
+    code, out, err = cli("db-ops", ["--url", BAD_URL, "secrets", "load"])
     assert code == 1
     assert out == ""
     assert err.startswith(
@@ -193,11 +188,11 @@ def test_resolve_dotenv_rejects_invalid_utf8(tmp_path: Path) -> None:
 
 
 def test_secrets_load_from_file(
-    pg: PG, db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    pg: PG, db_url: str, tmp_path: Path, cli: Cli
 ) -> None:
     dotenv = tmp_path / "my secrets.env"
     dotenv.write_text("# prod\nAPI_KEY='k$$ey'\nDB_PASS=\"p;w\\\"\n")
-    code, out, err = run(["-u", db_url, "secrets", "load", "-f", str(dotenv)], capsys)
+    code, out, err = cli("db-ops", ["-u", db_url, "secrets", "load", "-f", str(dotenv)])
     assert (code, err) == (0, NOTICE)
     assert out == (f"db-ops: hectic bundle {bundle.VERSION} applied; 2 secrets loaded "
                    f"from {dotenv}\n")
@@ -205,12 +200,12 @@ def test_secrets_load_from_file(
     assert pg.psql("SELECT version FROM hectic.version", db_url) == bundle.VERSION
     # Again: idempotent bundle, secrets replaced.
     dotenv.write_text("ONLY=1\n")
-    assert run(["secrets", "load", "--url", db_url, "--dotenv-file", str(dotenv)], capsys)[0] == 0
+    assert cli("db-ops", ["secrets", "load", "--url", db_url, "--dotenv-file", str(dotenv)])[0] == 0
     assert secrets_of(pg, db_url) == "ONLY=1"
 
 
 def test_sources_and_url_precedence(
-    pg: PG, db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    pg: PG, db_url: str, tmp_path: Path, cli: Cli,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     file_env = tmp_path / "file.env"
@@ -221,36 +216,36 @@ def test_sources_and_url_precedence(
     # PGURL wins over DB_URL.
     monkeypatch.setenv("PGURL", db_url)
     monkeypatch.setenv("DB_URL", BAD_URL)
-    assert run(["secrets", "load"], capsys)[0] == 0
+    assert cli("db-ops", ["secrets", "load"])[0] == 0
     assert secrets_of(pg, db_url) == "FROM=local_dir"
     monkeypatch.setenv("HECTIC_DOTENV_FILE", str(file_env))
-    assert run(["secrets", "load"], capsys)[0] == 0
+    assert cli("db-ops", ["secrets", "load"])[0] == 0
     assert secrets_of(pg, db_url) == "FROM=file"
     monkeypatch.setenv("HECTIC_DOTENV_CONTENT", "FROM=content")
-    code, out, _ = run(["secrets", "load", "-f", str(file_env)], capsys)
+    code, out, _ = cli("db-ops", ["secrets", "load", "-f", str(file_env)])
     assert code == 0
     assert "1 secret loaded from HECTIC_DOTENV_CONTENT" in out
     assert secrets_of(pg, db_url) == "FROM=content"
     # --url wins over PGURL; DB_URL is used when PGURL is absent.
     monkeypatch.setenv("PGURL", BAD_URL)
-    assert run(["--url", db_url, "secrets", "load"], capsys)[0] == 0
+    assert cli("db-ops", ["--url", db_url, "secrets", "load"])[0] == 0
     monkeypatch.delenv("PGURL")
     monkeypatch.setenv("DB_URL", db_url)
     monkeypatch.setenv("HECTIC_DOTENV_CONTENT", "FROM=db_url")
-    assert run(["secrets", "load"], capsys)[0] == 0
+    assert cli("db-ops", ["secrets", "load"])[0] == 0
     assert secrets_of(pg, db_url) == "FROM=db_url"
 
 
 @pytest.mark.parametrize("content", ["", "\n", "\n\n\n"])
 def test_empty_dotenv_applies_the_bundle_and_keeps_the_secrets(
-    pg: PG, db_url: str, tmp_path: Path, content: str, capsys: pytest.CaptureFixture[str]
+    pg: PG, db_url: str, tmp_path: Path, content: str, cli: Cli
 ) -> None:
     """As the original: an empty dotenv (only newlines) loads nothing, the bundle still runs."""
     bundle.apply(db_url)
     bundle.load_secrets(db_url, "KEEP=1\n")
     dotenv = tmp_path / "empty.env"
     dotenv.write_text(content)
-    code, out, err = run(["secrets", "load", "-u", db_url, "-f", str(dotenv)], capsys)
+    code, out, err = cli("db-ops", ["secrets", "load", "-u", db_url, "-f", str(dotenv)])
     assert (code, err) == (0, NOTICE)
     assert out == (f"db-ops: hectic bundle {bundle.VERSION} applied; the dotenv from {dotenv} "
                    "is empty, hectic.secret left as it was\n")
@@ -258,7 +253,7 @@ def test_empty_dotenv_applies_the_bundle_and_keeps_the_secrets(
 
 
 def test_export_lines_bom_and_crlf_in_a_dotenv_file(
-    pg: PG, db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    pg: PG, db_url: str, tmp_path: Path, cli: Cli
 ) -> None:
     dotenv = tmp_path / "shell.env"
     dotenv.write_bytes(b"\xef\xbb\xbfFIRST=1\r\n"
@@ -267,8 +262,8 @@ def test_export_lines_bom_and_crlf_in_a_dotenv_file(
                        b"export=4\n"
                        b"exported=5\n"
                        b"NOT_EXPORT=export x\n")
-    code, out, err = run(["secrets", "load", "--url", db_url, "--dotenv-file", str(dotenv)],
-                         capsys)
+    code, out, err = cli("db-ops", ["secrets", "load", "--url", db_url, "--dotenv-file",
+                                    str(dotenv)])
     assert (code, err) == (0, NOTICE), err
     assert "6 secrets loaded" in out
     assert secrets_of(pg, db_url) == ("FIRST=1,NOT_EXPORT=export x,SECOND=two,THIRD=3,"
@@ -276,10 +271,10 @@ def test_export_lines_bom_and_crlf_in_a_dotenv_file(
 
 
 def test_bad_dotenv_line_fails_with_exit_1(
-    db_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    db_url: str, cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HECTIC_DOTENV_CONTENT", "GOOD=1\nsecret-without-equals\n")
-    code, _, err = run(["-u", db_url, "secrets", "load"], capsys)
+    code, _, err = cli("db-ops", ["-u", db_url, "secrets", "load"])
     assert code == 1
     assert err.removeprefix(NOTICE).splitlines()[0] == (
         'db-ops: error: loading secrets failed: hectic.load_secrets_from_env: line 2 has no "="'

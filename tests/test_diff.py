@@ -6,12 +6,19 @@ immutable color table with red/green). Each test edits the sources or migrations
 
 from __future__ import annotations
 
+import io
+import itertools
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from db_tool.cli import db_backup
+from db_tool.cli.context import Context
+from db_tool.commands import diff as d
+from db_tool.settings import ProjectSettings
 from tests.dbproject import ENTRYPOINT, TABLES, Project, project
 from tests.helpers import run_cmd, script, tree_snapshot
 
@@ -27,9 +34,11 @@ def backed_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
 
 
 @pytest.fixture
-def proj(backed_up: Project, capsys: pytest.CaptureFixture[str]) -> Iterator[Project]:
-    """The module's project with sources and migrations reset to v1 after each test."""
-    capsys.readouterr()
+def proj(backed_up: Project, request: pytest.FixtureRequest) -> Iterator[Project]:
+    """The module's project with sources and migrations reset to v1 after each test; what the
+    module fixture printed is dropped from the test's capture (capsys, or capfd if it uses that)."""
+    capture = "capfd" if "capfd" in request.fixturenames else "capsys"
+    request.getfixturevalue(capture).readouterr()
     yield backed_up
     backed_up.write("db/src/entrypoint.sql", ENTRYPOINT)
     backed_up.write("db/src/tables.sql", TABLES)
@@ -216,3 +225,127 @@ def test_no_cron_leaves_out_every_line_naming_cron() -> None:
 
     lines = ["CREATE EXTENSION pg_cron;", "SELECT cron.schedule('x');", "CREATE TABLE t ();"]
     assert without_cron(lines) == ["CREATE EXTENSION pg_cron;", "CREATE TABLE t ();"]
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_tables_leave_out_build_times_equal_sources_exit_0_through_the_pager(
+    proj: Project, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """--tables on tables inheriting created_at (item) and created_at + updated_at (color):
+    equal sources -> exit 0 although every row was stamped at another time. Privileges are
+    not compared (--no-privileges). On a terminal the output goes through $PAGER."""
+    proj.write("db/src/tables.sql", TABLES + "GRANT SELECT ON public.item TO PUBLIC;\n")
+    env = {**proj.env, "PAGER": "sed s/^/PAGER:/"}
+    ctx = Context(settings=ProjectSettings.from_env(env), stdout=_Tty())
+    from db_tool.cli.parser import parse
+    from db_tool.cli.spec import DATABASE
+
+    opts, pos = parse(DATABASE.sub("diff"), ["--tables", "public.item,public.color"])
+    rc = db_backup.dispatch(ctx, "diff", opts, pos)
+    out = capfd.readouterr().out
+    assert rc == 0, out
+    assert f"PAGER:# {d.STAMPED_NOTE}" in out
+    assert "PAGER:(no schema differences)" in out
+    assert "PAGER:== public.color ==\nPAGER:(no differences)" in out
+
+
+def test_tables_real_data_difference_is_still_exit_1(
+    proj: Project, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    proj.write("db/src/entrypoint.sql",
+               ENTRYPOINT.replace("'one'", "'uno'").replace("'green'", "'verde'"))
+    target = tmp_path / "out.diff"
+    assert proj.db("diff", "--tables", "public.item,public.color", "-o", str(target)) == 1
+    text = target.read_text()
+    schema = text.split(d.IMMUTABLE_HEADER)[0]
+    assert " COPY public.item (id, name) FROM stdin;" in schema
+    assert "-1\tone\n+1\tuno\n" in schema
+    assert " COPY public.color (id, name) FROM stdin;" in schema
+    assert "-2\tgreen\n+2\tverde\n" in schema
+    assert "created_at" not in schema.split("COPY public.color")[1]
+    assert "updated_at" not in schema.split("COPY public.color")[1]
+
+
+def test_mock_option_reaches_db2_and_immutable_tables_at_any_depth(
+    proj: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """-m hydrates db2 with USE_MOCK=1; an immutable table only the sources have is shown as
+    such, and so is one inheriting hectic.immutable through another table; a parent's
+    comparison holds its own rows only."""
+    capsys.readouterr()
+    proj.write("db/src/entrypoint.sql", ENTRYPOINT + (
+        "\\if :{?USE_MOCK}\n"
+        "CREATE TABLE public.size (id int PRIMARY KEY, label text)\n"
+        "    INHERITS (hectic.created_at, hectic.immutable);\n"
+        "CREATE TABLE public.shade (depth int) INHERITS (public.color);\n"
+        "BEGIN;\nSET LOCAL hectic.migration_mode = 'on';\n"
+        "INSERT INTO public.size (id, label) VALUES (1, 'small');\n"
+        "INSERT INTO public.shade (id, name, depth) VALUES (3, 'dark red', 2);\n"
+        "COMMIT;\n"
+        "\\endif\n"
+    ))
+    stale = proj.focus / "postgresql-diff-log" / "db1" / "stale-from-an-old-run.log"
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_text("old\n")
+    rc = proj.db("diff")
+    out = capsys.readouterr().out
+    assert rc == 0, out  # without -m the mock part is not built
+    assert "public.size" not in out
+    # `diff log`: both clusters' server logs of this run, nothing of an earlier one
+    assert proj.db("diff", "log") == 0
+    logs = capsys.readouterr().out
+    for side in ("db1", "db2"):
+        assert f"==> {side}/postgres-init.log <==" in logs
+        assert f"==> {side}/migrator.log <==" in logs
+    assert re.search(r"==> db2/postgresql-.*\.log <==", logs)
+    assert "stale-from-an-old-run" not in logs and not stale.exists()
+
+    rc = proj.db("diff", "--mock")
+    out = capsys.readouterr().out
+    assert rc == 1, out
+    assert "+CREATE TABLE public.size (" in out
+    section = out.split(d.IMMUTABLE_HEADER + "\n", 1)[1]
+    assert "== public.size (only in db2) ==" in section
+    assert "+INSERT INTO public.size (id, label) VALUES ('1', 'small');" in section
+    assert "== public.shade (only in db2) ==" in section
+    assert "+INSERT INTO public.shade (id, name, depth) VALUES ('3', 'dark red', '2');" in section
+    assert "== public.color ==\n(no differences)" in section
+
+
+def test_clean_dump_removes_noise_and_sorts_copy_rows() -> None:
+    text = (
+        "--\n-- PostgreSQL database dump\n--\n\n\\restrict AbC123\n\n"
+        "-- Dumped from database version 15.18\n-- Dumped by pg_dump version 15.18\n\n\n\n"
+        "CREATE TABLE t (x int);\n\nCOPY t (x) FROM stdin;\n3\n1\n2\n\\.\n\n"
+        "\\unrestrict AbC123\n"
+    )
+    lines = d.clean_dump(text)
+    assert not [ln for ln in lines if ln.startswith(("\\restrict", "\\unrestrict", "-- Dumped"))]
+    assert lines[lines.index("COPY t (x) FROM stdin;") + 1:][:4] == ["1", "2", "3", "\\."]
+    assert all(not (a == b == "") for a, b in itertools.pairwise(lines))
+    other_key = text.replace("AbC123", "ZzZ999").replace("15.18", "15.19")
+    assert d.clean_dump(other_key) == lines
+
+
+def test_without_stamped_columns_handles_quoted_names() -> None:
+    text = (
+        'COPY "My Schema"."T" (id, "a, b", created_at, "Up""d") FROM stdin;\n'
+        "1\tx\\ty\t2025-01-01 00:00:00+00\tq\n\\.\n"
+        "COPY public.plain (id) FROM stdin;\n7\n\\.\n"
+    )
+    stamped = {'"My Schema"."T"': {"created_at", 'Up"d'}, "public.plain": set()}
+    asked: list[str] = []
+
+    def lookup(table: str) -> set[str]:
+        asked.append(table)
+        return stamped[table]
+
+    assert d.without_stamped_columns(text, lookup) == (
+        'COPY "My Schema"."T" (id, "a, b") FROM stdin;\n1\tx\\ty\n\\.\n'
+        "COPY public.plain (id) FROM stdin;\n7\n\\.\n"
+    )
+    assert asked == ['"My Schema"."T"', "public.plain"]

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from db_tool.history_wire import Address, address
+from tests.conftest import Cli
 from tests.migrator_support import flat
 
 
@@ -75,13 +76,13 @@ def test_noop_migrate_and_status_spawn_no_psql(db_url: str, tmp_path: Path) -> N
 
 
 def test_bundle_is_not_reapplied_at_the_same_version_and_init_restores_it(
-    pg: Any, db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    pg: Any, db_url: str, tmp_path: Path, cli: Cli
 ) -> None:
     from tests.migrator_support import runner
 
     mdir = tmp_path / "migration"
     flat(mdir, "20240101000001-m1", "SELECT 1;\n")
-    run = runner(db_url, mdir, capsys)
+    run = runner(cli, db_url, mdir)
     assert run("migrate", "up", "all")[0] == 0
     pg.psql("DROP FUNCTION hectic.get_secret(text)", db_url)
     flat(mdir, "20240101000002-m2", "SELECT 2;\n")

@@ -9,17 +9,8 @@ from pathlib import Path
 import pytest
 
 from db_tool.errors import Error
-from db_tool.migrations import (
-    DIR,
-    Applied,
-    HistoryMismatch,
-    Migration,
-    Target,
-    discover,
-    plan,
-    split_sections,
-    status,
-)
+from db_tool.migrations import DIR, Applied, Migration, discover, split_sections
+from db_tool.planning import HistoryMismatch, Target, plan, status
 from tests.migrator_support import write
 
 

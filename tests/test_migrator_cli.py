@@ -13,24 +13,22 @@ from pathlib import Path
 import pytest
 
 from db_tool.cli import migrator
-from db_tool.cli.migrator import create_migration, main
+from db_tool.commands.migrate import create as create_migration
 from db_tool.migrations import discover
+from tests.conftest import Cli, CliResult
 
 Run = Callable[..., tuple[int, str, str]]
 
 
 @pytest.fixture
-def run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Run:
-    def _run(*argv: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-        environ = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), **(env or {})}
-        capsys.readouterr()
-        rc = main(list(argv), environ)
-        out, err = capsys.readouterr()
-        return rc, out, err
+def run(tmp_path: Path, cli: Cli) -> Run:
+    def _run(*argv: str, env: dict[str, str] | None = None) -> CliResult:
+        return cli("migrator", argv, {"PATH": os.environ["PATH"], "HOME": str(tmp_path),
+                                      **(env or {})})
     return _run
 
 
-@pytest.mark.parametrize("argv", [[], ["help"], ["--help"], ["-h"], ["migrate", "--help"]])
+@pytest.mark.parametrize("argv", [[], ["help"], ["--help"], ["-h"]])
 def test_help(run: Run, argv: list[str]) -> None:
     rc, out, _ = run(*argv)
     assert rc == 0
@@ -38,6 +36,17 @@ def test_help(run: Run, argv: list[str]) -> None:
     for word in ("init", "migrate up", "migrate down", "migrate to", "create", "list", "status",
                  "--db-url", "--migration-dir", "--force", "--set", "DB_URL", "MIGRATION_DIR"):
         assert word in out
+
+
+@pytest.mark.parametrize("argv", [["migrate", "--help"], ["--help", "migrate"],
+                                  ["help", "migrate"], ["migrate", "up", "-h"]])
+def test_a_commands_help_is_its_own(run: Run, argv: list[str]) -> None:
+    rc, out, _ = run(*argv)
+    assert rc == 0
+    assert out.startswith("usage: migrator [global options] migrate up")
+    for word in ("migrate down", "migrate to", "--force", "--strict", "--set", "Examples:"):
+        assert word in out
+    assert "create" not in out
 
 
 @pytest.mark.parametrize("flag", ["--version", "-V"])
@@ -112,18 +121,17 @@ def test_init_dry_run_needs_no_database(run: Run) -> None:
     assert not Path("/nonexistent/dir/x.db").exists()
 
 
-def test_psql_missing_is_127(run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_psql_missing_is_127(run: Run, tmp_path: Path) -> None:
+    """PATH and PG_BIN_DIR of the env main() is given (not os.environ) say where psql is."""
     from db_tool import psql
 
     empty = tmp_path / "empty"
     empty.mkdir()
-    monkeypatch.setenv("PATH", str(empty))
-    monkeypatch.setenv("PG_BIN_DIR", str(empty))
     psql._psql_for.cache_clear()
     try:
         (tmp_path / "m").mkdir()
         rc, _, err = run("-d", str(tmp_path / "m"), "-u", "postgresql:///x", "migrate", "up",
-                         env={"PATH": str(empty)})
+                         env={"PATH": str(empty), "PG_BIN_DIR": str(empty)})
     finally:
         psql._psql_for.cache_clear()
     assert rc == 127, err
@@ -194,7 +202,7 @@ def test_creates_in_one_second_never_collide(tmp_path: Path) -> None:
 
 def test_concurrent_creates_in_processes(tmp_path: Path) -> None:
     code = (
-        "import sys; from db_tool.cli.migrator import create_migration; "
+        "import sys; from db_tool.commands.migrate import create as create_migration; "
         "print(create_migration(sys.argv[1], 'same', now=1700000000.0))"
     )
     procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)],

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from db_tool import history
+from db_tool import history_pg
 from db_tool.cli.migrator import main
 from db_tool.migrations import Step
 from db_tool.sqlsplit import OneQuery, one_query
@@ -108,14 +108,14 @@ def second_db(make_db: Callable[[], str]) -> str:
 def inlined(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, bool]]:
     """(direction, name, inlined?) of every step the driver was built for."""
     seen: list[tuple[str, str, bool]] = []
-    real = history.PgSession._inline
+    real = history_pg.PgSession._inline
 
-    def spy(self: history.PgSession, step: Step, certain: bool) -> Any:
+    def spy(self: history_pg.PgSession, step: Step, certain: bool) -> Any:
         got = real(self, step, certain)
         seen.append((step.direction, step.migration.name, got is not None))
         return got
 
-    monkeypatch.setattr(history.PgSession, "_inline", spy)
+    monkeypatch.setattr(history_pg.PgSession, "_inline", spy)
     return seen
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from db_tool.migrations import discover
+from tests.conftest import Cli
 from tests.migrator_support import (
     Run,
     flat,
@@ -63,14 +64,14 @@ def test_hash_is_the_one_the_original_records(tmp_path: Path) -> None:
 
 
 def test_history_written_by_the_original_is_not_modified(
-    original: Any, pg: Any, db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    original: Any, pg: Any, db_url: str, tmp_path: Path, cli: Cli
 ) -> None:
     mdir = tmp_path / "migration"
     corpus(mdir)
     done = original(db_url, mdir, "migrate", "up", "all")
     assert done.returncode == 0, done.stderr
     assert pg_history(pg, db_url) == [t(1), t(2), t(3)]
-    run: Run = runner(db_url, mdir, capsys)
+    run: Run = runner(cli, db_url, mdir)
     rc, out, err = run("status", "--json", "--strict")
     assert rc == 0, err
     assert [(m["name"], m["state"]) for m in json.loads(out)["migrations"]] == [
@@ -78,13 +79,13 @@ def test_history_written_by_the_original_is_not_modified(
 
 
 def test_ours_goes_on_from_the_originals_history(
-    original: Any, pg: Any, db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    original: Any, pg: Any, db_url: str, tmp_path: Path, cli: Cli
 ) -> None:
     mdir = tmp_path / "migration"
     corpus(mdir)
     done = original(db_url, mdir, "migrate", "up", "2")
     assert done.returncode == 0, done.stderr
-    run: Run = runner(db_url, mdir, capsys)
+    run: Run = runner(cli, db_url, mdir)
     rc, out, err = run("migrate", "up", "all", "--strict")
     assert (rc, out) == (0, f"applied {t(3)}\n"), err
     assert "modified" not in err
@@ -94,11 +95,11 @@ def test_ours_goes_on_from_the_originals_history(
 
 
 def test_original_goes_on_from_our_history(
-    original: Any, pg: Any, db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    original: Any, pg: Any, db_url: str, tmp_path: Path, cli: Cli
 ) -> None:
     mdir = tmp_path / "migration"
     corpus(mdir)
-    run: Run = runner(db_url, mdir, capsys)
+    run: Run = runner(cli, db_url, mdir)
     rc, _, err = run("migrate", "up", "2")
     assert rc == 0, err
     done = original(db_url, mdir, "migrate", "up")
@@ -142,7 +143,7 @@ EDGES = [
 @pytest.mark.parametrize(("argv", "code", "words"), EDGES)
 def test_edge_cases_exit_and_say_what_the_original_does(
     original: Any, make_db: Callable[[], str], tmp_path: Path,
-    capsys: pytest.CaptureFixture[str], argv: list[str], code: int, words: str,
+    cli: Cli, argv: list[str], code: int, words: str,
 ) -> None:
     mdir = tmp_path / "migration"
     corpus(mdir)
@@ -152,7 +153,7 @@ def test_edge_cases_exit_and_say_what_the_original_does(
     theirs = original(theirs_db, mdir, *argv)
     assert theirs.returncode == code, theirs.stderr
     assert words in theirs.stderr
-    run: Run = runner(ours_db, mdir, capsys)
+    run: Run = runner(cli, ours_db, mdir)
     assert run("migrate", "up", "2")[0] == 0
     rc, out, err = run(*argv)
     assert rc == code, err
@@ -160,22 +161,22 @@ def test_edge_cases_exit_and_say_what_the_original_does(
 
 
 def test_version_line_starts_as_the_originals(original: Any, tmp_path: Path,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+                                              cli: Cli) -> None:
     theirs = original("x", tmp_path, "--version")
-    run: Run = runner("x", tmp_path, capsys)
+    run: Run = runner(cli, "x", tmp_path)
     rc, out, _ = run("--version")
     assert theirs.returncode == rc == 0
     assert out.startswith(theirs.stdout.rstrip("\n") + " ")
 
 
 def test_list_prints_what_the_original_prints(original: Any, tmp_path: Path,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+                                              cli: Cli) -> None:
     mdir = tmp_path / "migration"
     corpus(mdir)
     write(mdir / "20240101000009-no-down" / "up" / "entrypoint.sql", "SELECT 1;\n")
     (mdir / "20240101000010-empty").mkdir()
     write(mdir / "20240101000011-only-down" / "down.sql", "SELECT 1;\n")
-    run: Run = runner("x", mdir, capsys)
+    run: Run = runner(cli, "x", mdir)
     for argv in (["list"], ["list", "--raw"]):
         theirs = original("x", mdir, *argv)
         assert theirs.returncode == 0, theirs.stderr
@@ -183,7 +184,7 @@ def test_list_prints_what_the_original_prints(original: Any, tmp_path: Path,
 
 
 def test_identical_up_files_apply_over_the_originals_table(
-    original: Any, pg: Any, db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    original: Any, pg: Any, db_url: str, tmp_path: Path, cli: Cli
 ) -> None:
     """The original's table has hash UNIQUE; our bundle lifts it, so both apply."""
     mdir = tmp_path / "migration"
@@ -191,7 +192,7 @@ def test_identical_up_files_apply_over_the_originals_table(
     init = original(db_url, mdir, "init")
     assert init.returncode == 0, init.stderr
     flat(mdir, t(2), "SELECT 1;\n")
-    run: Run = runner(db_url, mdir, capsys)
+    run: Run = runner(cli, db_url, mdir)
     rc, out, err = run("migrate", "up", "all")
     assert (rc, out) == (0, f"applied {t(1)}\napplied {t(2)}\n"), err
     assert pg_history(pg, db_url) == [t(1), t(2)]

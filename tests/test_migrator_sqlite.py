@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from db_tool.cli.migrator import main
-from db_tool.history import sqlite_dot_quote, sqlite_literal, sqlite_path
+from db_tool.history import sqlite_path
+from db_tool.history_sqlite import sqlite_dot_quote, sqlite_literal
+from tests.conftest import Cli
 from tests.migrator_support import Run, flat, runner, write
 
 pytestmark = pytest.mark.skipif(shutil.which("sqlite3") is None, reason="sqlite3 shell missing")
@@ -35,8 +36,8 @@ def db(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def run(db: Path, mdir: Path, capsys: pytest.CaptureFixture[str]) -> Run:
-    return runner(f"sqlite://{db}", mdir, capsys, base={"PATH": os.environ["PATH"]})
+def run(db: Path, mdir: Path, cli: Cli) -> Run:
+    return runner(cli, f"sqlite://{db}", mdir, base={"PATH": os.environ["PATH"]})
 
 
 def rows(db: Path, sql: str) -> list[tuple[object, ...]]:
@@ -167,11 +168,12 @@ def test_mismatch_modified_and_force(run: Run, db: Path, mdir: Path) -> None:
     assert "missing" in out
 
 
-def test_plain_db_path_url(tmp_path: Path, mdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_plain_db_path_url(tmp_path: Path, mdir: Path, cli: Cli) -> None:
     flat(mdir, t(1), "CREATE TABLE a (x INT);\n")
     target = tmp_path / "plain.sqlite3"
-    rc = main(["-u", str(target), "-d", str(mdir), "migrate", "up"], {"PATH": os.environ["PATH"]})
-    assert rc == 0, capsys.readouterr().err
+    rc, _, err = cli("migrator", ["-u", str(target), "-d", str(mdir), "migrate", "up"],
+                     {"PATH": os.environ["PATH"]})
+    assert rc == 0, err
     assert history(target) == [t(1)]
 
 
@@ -198,7 +200,7 @@ def test_concurrent_sqlite_migrators(db: Path, mdir: Path) -> None:
 
 
 def test_relative_migration_dir_and_nested_read_from_the_working_dir(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """MIGRATION_DIR=migration (the default) with a relative .read inside: sqlite3 runs from our
     working directory, so the nested path resolves there, as in the original."""
@@ -208,7 +210,7 @@ def test_relative_migration_dir_and_nested_read_from_the_working_dir(
           f".read migration/{t(2)}/up/part.sql\n")
     write(tmp_path / "migration" / t(2) / "up" / "part.sql", "INSERT INTO items VALUES ('x');\n")
     write(tmp_path / "migration" / t(2) / "down" / "entrypoint.sql", "DELETE FROM items;\n")
-    run = runner("sqlite://app.db", Path("migration"), capsys, base={"PATH": os.environ["PATH"]})
+    run = runner(cli, "sqlite://app.db", Path("migration"), base={"PATH": os.environ["PATH"]})
     rc, out, err = run("migrate", "up", "all")
     assert rc == 0, err
     assert out.splitlines() == [f"applied {t(1)}", f"applied {t(2)}"]
@@ -237,3 +239,60 @@ def test_begin_commit_file_runs_as_its_own_transaction(run: Run, db: Path, mdir:
     assert (rc, out) == (0, f"applied {t(1)}\n"), err
     assert run("migrate", "down")[0] == 0
     assert history(db) == []
+
+
+@pytest.mark.parametrize("suffix", [".db", ".sqlite", ".sqlite3", "sqlite://"])
+def test_sqlite_every_url_form_migrates_and_records_the_version(
+    suffix: str, tmp_path: Path, mdir: Path, cli: Cli
+) -> None:
+    flat(mdir, t(1), "CREATE TABLE a (x INT);\n", "DROP TABLE a;\n")
+    if suffix == "sqlite://":
+        target = tmp_path / "noext"
+        url = f"sqlite://{target}"
+    else:
+        target = tmp_path / f"app{suffix}"
+        url = str(target)
+    env = {"PATH": os.environ["PATH"]}
+    rc, _, err = cli("migrator", ["-u", url, "-d", str(mdir), "migrate", "up", "all"], env)
+    assert rc == 0, err
+    con = sqlite3.connect(target)
+    try:
+        assert con.execute("SELECT name FROM hectic_migration").fetchall() == [(t(1),)]
+        assert con.execute("SELECT name, version FROM hectic_version").fetchall() == [
+            ("hectic", "0.1.0")]
+    finally:
+        con.close()
+
+
+def test_sqlite_refusals_status_json_and_identical_contents(tmp_path: Path, mdir: Path,
+                                                            cli: Cli) -> None:
+    db = tmp_path / "edges.db"
+    run_ = runner(cli, f"sqlite://{db}", mdir, base={"PATH": os.environ["PATH"]})
+
+    flat(mdir, t(1), "CREATE TABLE a (x INT);\n", "DROP TABLE a;\n")
+    flat(mdir, t(2), "CREATE TABLE b (x INT);\n", "DROP TABLE b;\n")
+    rc, _, err = run_("migrate", "down")
+    assert rc == 1 and "cannot migrate down: no migrations applied" in err
+    rc, _, err = run_("migrate", "up", "3")
+    assert rc == 1 and "not enough migrations" in err
+    rc, _, err = run_("migrate", "up", "x")
+    assert rc == 1 and "up argument not a number or 'all'" in err
+    assert run_("migrate", "up", "1")[0] == 0
+    rc, out, _ = run_("fetch", "--json", "--exit-code")
+    assert rc == 1
+    data = json.loads(out)
+    assert [(m["name"], m["state"]) for m in data["migrations"]] == [
+        (t(1), "applied"), (t(2), "pending")]
+    assert data["migrations"][0]["applied_at"].endswith("Z")
+    rc, out, _ = run_("migrate", "to", t(1))
+    assert rc == 0 and "already at" in out
+    rc, _, err = run_("migrate", "down", "2")
+    assert rc == 1 and "would go before first migration" in err
+    # Identical contents are fine in SQLite too.
+    flat(mdir, t(3), "CREATE TABLE b (x INT);\n")
+    shutil.rmtree(mdir / t(2))
+    flat(mdir, t(2), "CREATE TABLE IF NOT EXISTS c (x INT);\n")
+    flat(mdir, t(3), "CREATE TABLE IF NOT EXISTS c (x INT);\n")
+    rc, out, err = run_("migrate", "up", "all")
+    assert rc == 0, err
+    assert out.splitlines() == [f"applied {t(2)}", f"applied {t(3)}"]

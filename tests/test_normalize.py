@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,15 @@ import pytest
 from db_tool import pgbin, privs
 from db_tool.cli import database
 from db_tool.settings import login_name
-from tests.dbproject import short_dir
+from tests.dbproject import (
+    LEFTOVERS,
+    Project,
+    add_to_base,
+    leftovers,
+    processes_with,
+    project,
+    short_dir,
+)
 from tests.helpers import base_env, next_port, stop_quietly, tree_snapshot
 
 
@@ -190,3 +199,66 @@ def test_normalize_refusals_leave_the_input_untouched(
     assert "input backup directory not found" in capsys.readouterr().err
     # A missing option value is exit 3 (the original's `--output requires a path`).
     assert database.main(["normalize-backup", "-o"], env=env) == 3
+
+
+@pytest.fixture
+def appdb_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
+    with project(tmp_path_factory.getbasetemp() / "cache", PG_DATABASE="appdb") as p:
+        yield p
+
+
+def test_normalize_defaults_fallback_database_leftovers_and_collations(
+    appdb_project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Input and output default to the backup dirs; no non-system database -> testdb; the
+    standby/runtime leftovers of the source are not in the output; stale collation versions
+    are refreshed."""
+    p = appdb_project
+    stale = "UPDATE pg_collation SET collversion = '0.stale' WHERE collname = 'und-x-icu'"
+    if p.psql("SELECT count(*) FROM pg_collation WHERE collname = 'und-x-icu'", "postgres") != "1":
+        pytest.fail("this PostgreSQL has no ICU collation und-x-icu to make stale")
+    p.psql(stale, "postgres")
+    p.psql("DROP DATABASE appdb WITH (FORCE)", "postgres")  # only system databases remain
+    # A preload library this machine lacks (ALTER SYSTEM, in postgresql.auto.conf): the
+    # temporary cluster must not inherit it, or it would not start.
+    p.psql("ALTER SYSTEM SET shared_preload_libraries = 'no_such_library'", "postgres")
+    assert p.db("backup") == 0
+    assert (p.backup_dir / "database_name").read_text().strip() == "appdb"
+    add_to_base(p.backup_dir, leftovers())
+    before = tree_snapshot(p.backup_dir)
+
+    assert p.db("normalize-backup") == 0
+    out = p.focus / "postgresql-backup-normalized"
+    assert sorted(e.name for e in out.iterdir()) == ["base.tar.gz", "database_name"]
+    assert (out / "database_name").read_text().strip() == "testdb"
+    with tarfile.open(out / "base.tar.gz") as tf:
+        names = set(tf.getnames())
+    assert "PG_VERSION" in names
+    assert not names & set(LEFTOVERS)
+    assert tree_snapshot(p.backup_dir) == before  # the input is only read
+    assert not [e for e in p.focus.iterdir() if e.name.startswith(".norm-")]
+
+    capsys.readouterr()
+    assert p.db("restore", str(out)) == 0
+    assert "/testdb?" in capsys.readouterr().out
+    assert p.psql("SELECT current_database(), pg_is_in_recovery()", "testdb") == "testdb|f"
+    assert p.psql("SELECT collversion = pg_collation_actual_version(oid) FROM pg_collation "
+                  "WHERE collname = 'und-x-icu'", "postgres") == "t"
+    assert p.psql("SHOW listen_addresses", "testdb") == ""
+    assert "no_such_library" not in p.psql("SHOW shared_preload_libraries", "testdb")
+
+
+def test_normalize_failure_stops_and_removes_the_temporary_cluster(appdb_project: Project) -> None:
+    p = appdb_project
+    assert p.db("backup") == 0
+    before = tree_snapshot(p.backup_dir)
+    target_parent = short_dir("dbt-o-")
+    try:
+        # ALTER ROLE on a reserved role fails once the temporary server is up.
+        argv = ["normalize-backup", "--role", "pg_monitor", "-o", str(target_parent / "out")]
+        assert p.db(*argv) == 1
+        assert list(target_parent.iterdir()) == []  # no .norm-* dir, no output
+        assert processes_with(f"{target_parent}/.norm-") == []
+    finally:
+        shutil.rmtree(target_parent, ignore_errors=True)
+    assert tree_snapshot(p.backup_dir) == before

@@ -30,9 +30,9 @@ def test_color_follows_no_color_then_force_color() -> None:
 def test_force_color_colours_messages_in_a_pipe(tmp_path: Path) -> None:
     env = {"PATH": os.environ["PATH"], "LOCAL_DIR": str(tmp_path)}
     r = run_cmd([script("database"), "cleanup"], {**env, "FORCE_COLOR": "1"})
-    assert "\033[36mdb-tool\033[0m:" in r.stderr
+    assert "\033[36mdatabase\033[0m:" in r.stderr
     r = run_cmd([script("database"), "cleanup"], {**env, "FORCE_COLOR": "1", "NO_COLOR": "1"})
-    assert "\033[" not in r.stderr and "db-tool:" in r.stderr
+    assert "\033[" not in r.stderr and "database:" in r.stderr
 
 
 def _on_terminal(argv: list[str], env: dict[str, str], timeout: float = 60) -> str:

@@ -178,3 +178,25 @@ def test_pg_bin_dir_from_the_given_environment_reaches_the_cluster(
                                      "PG_BIN_DIR": str(fake)})
     install = Cluster(config).install
     assert install.bin_dir == fake and install.source == "PG_BIN_DIR"
+
+
+def test_newest_distro_installation_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Numeric, not lexical: 15 before 13 before 9."""
+    dirs = ["/usr/lib/postgresql/9/bin", "/usr/lib/postgresql/15/bin",
+            "/usr/lib/postgresql/13/bin"]
+    monkeypatch.setattr(pgbin.glob, "glob", lambda pattern: list(dirs))
+    assert [str(d) for d in pgbin._distro_dirs()] == [dirs[1], dirs[2], dirs[0]]
+
+
+def test_postgresql_older_than_13_is_refused_with_127(tmp_path: Path) -> None:
+    """An installation reporting 12.x is refused (the gate behind 'PostgreSQL 13 and newer')."""
+    real = pgbin.find().bin_dir
+    fake = tmp_path / "old" / "bin"
+    fake.mkdir(parents=True)
+    for tool in ("initdb", "pg_ctl", "psql"):
+        (fake / tool).symlink_to(real / tool)
+    (fake / "postgres").write_text("#!/bin/sh\necho 'postgres (PostgreSQL) 12.17'\n")
+    (fake / "postgres").chmod(0o755)
+    r = run_cmd([script("postgres-init"), "--version"], base_env(PG_BIN_DIR=str(fake)))
+    assert r.returncode == 127
+    assert "too old" in r.stderr and "13" in r.stderr

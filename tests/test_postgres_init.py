@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import pwd
+import select
 import shutil
 import signal
 import stat
@@ -13,12 +16,16 @@ from pathlib import Path
 import pytest
 
 from db_tool import pgwire
+from db_tool.cluster import LOCKFILE
 from db_tool.settings import login_name
 from tests.helpers import (
     alive,
     as_server_account,
+    init,
+    next_port,
     original_postgres_init,
     postmaster_pid,
+    psql,
     reachable_by_server,
     read_only,
     run_cmd,
@@ -26,23 +33,8 @@ from tests.helpers import (
     server_account,
     stop_quietly,
     tree_snapshot,
+    wd_of,
 )
-
-
-def init(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return run_cmd([script("postgres-init"), *args], env)
-
-
-def psql(env: dict[str, str], sql: str, db: str | None = None) -> str:
-    url = exported(env)["PGURL"]
-    if db:
-        url = url.replace(f"/{env.get('PG_DATABASE', 'testdb')}?", f"/{db}?")
-    out = subprocess.run(
-        ["psql", "-X", "-At", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql],
-        capture_output=True, text=True, check=False,
-    )
-    assert out.returncode == 0, out.stderr
-    return out.stdout.strip()
 
 
 def exported(env: dict[str, str]) -> dict[str, str]:
@@ -53,10 +45,6 @@ def exported(env: dict[str, str]) -> dict[str, str]:
     from db_tool.cluster import build_url
 
     return {"PGURL": build_url(login_name(), db, wd / "sock", int(port))}
-
-
-def wd_of(env: dict[str, str]) -> Path:
-    return Path(env["PG_WORKING_DIR"])
 
 
 # ---- happy paths --------------------------------------------------------------------------
@@ -960,3 +948,246 @@ def test_fresh_init_removes_the_old_data_a_killed_init_had_discarded(
         assert time.monotonic() < deadline, f"{trash} was left"
         time.sleep(0.05)
     assert alive.is_dir()
+
+
+def test_default_port_is_5432(cluster_env: dict[str, str]) -> None:
+    env = {k: v for k, v in cluster_env.items() if k != "PG_PORT"}
+    r = init(env, "--print-env")
+    assert r.returncode == 0, r.stderr
+    wd = wd_of(env)
+    assert (wd / "sock" / ".s.PGSQL.5432").exists()
+    assert "export POSTGRESQL_PORT=5432\n" in r.stdout
+    assert "port=5432" in r.stdout
+    assert psql(env, "show port") == "5432"
+
+
+@pytest.mark.parametrize("value", ["", "0", "no"])
+def test_pg_reuse_any_value_reuses(cluster_env: dict[str, str], value: str) -> None:
+    assert init(cluster_env).returncode == 0
+    psql(cluster_env, "create table keep_me(id int)")
+    stop_quietly(wd_of(cluster_env))
+    r = init({**cluster_env, "PG_REUSE": value})
+    assert r.returncode == 0, r.stderr
+    assert psql(cluster_env, "select to_regclass('keep_me') is not null") == "t"
+
+
+def test_pg_reuse_without_a_cluster_initialises_one(cluster_env: dict[str, str]) -> None:
+    env = {**cluster_env, "PG_REUSE": "1"}
+    r = init(env)
+    assert r.returncode == 0, r.stderr
+    assert (wd_of(env) / "data" / "PG_VERSION").is_file()
+    assert psql(env, "select current_database()") == "testdb"
+
+
+def test_reused_stopped_cluster_missing_its_database_gets_it(cluster_env: dict[str, str]) -> None:
+    assert init(cluster_env).returncode == 0
+    psql(cluster_env, "create table keep_me(id int); insert into keep_me values (7)")
+    stop_quietly(wd_of(cluster_env))
+    env = {**cluster_env, "PG_REUSE": "1", "PG_DATABASE": "brand_new"}
+    r = init(env)
+    assert r.returncode == 0, r.stderr
+    assert psql(env, "select current_database()") == "brand_new"
+    assert psql(cluster_env, "select id from keep_me") == "7"
+
+
+def test_reuse_of_a_running_server_on_another_port_restarts_it(
+    cluster_env: dict[str, str],
+) -> None:
+    assert init(cluster_env).returncode == 0
+    psql(cluster_env, "create table keep_me(id int)")
+    old_pid = postmaster_pid(wd_of(cluster_env))
+    env = {**cluster_env, "PG_REUSE": "1", "PG_PORT": str(next_port() + 2000)}
+    r = init(env)
+    assert r.returncode == 0, r.stderr
+    assert not alive(old_pid)
+    assert psql(env, "select current_setting('port'), to_regclass('keep_me') is not null") == (
+        f"{env['PG_PORT']}|t")
+
+
+def test_fresh_init_replaces_the_stale_socket_files_of_its_port(
+    cluster_env: dict[str, str],
+) -> None:
+    """sock/ is recreated as far as it is the cluster's own: since 7342236 only our port's files
+    go (another server may share the dir), so stale files of our port must not stop a start."""
+    assert init(cluster_env).returncode == 0
+    stop_quietly(wd_of(cluster_env))
+    sock = wd_of(cluster_env) / "sock"
+    port = cluster_env["PG_PORT"]
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (sock / f".s.PGSQL.{port}.lock").write_text(f"{dead.pid}\n{wd_of(cluster_env)}/data\n")
+    (sock / f".s.PGSQL.{port}").write_text("not a socket")
+    r = init(cluster_env)
+    assert r.returncode == 0, r.stderr
+    assert stat.S_ISSOCK((sock / f".s.PGSQL.{port}").stat().st_mode)
+    assert psql(cluster_env, "select 1") == "1"
+
+
+def test_pg_conf_file_applies_to_fresh_init_only(
+    tmp_path: Path, cluster_env: dict[str, str]
+) -> None:
+    first = tmp_path / "first.conf"
+    first.write_text("work_mem = '7MB'\n")
+    second = tmp_path / "second.conf"
+    second.write_text("work_mem = '9MB'\n")
+    assert init({**cluster_env, "PG_CONF_FILE": str(first)}).returncode == 0
+    stop_quietly(wd_of(cluster_env))
+    env = {**cluster_env, "PG_CONF_FILE": str(second), "PG_REUSE": "1"}
+    r = init(env)
+    assert r.returncode == 0, r.stderr
+    assert psql(env, "show work_mem") == "7MB"
+    # Port and socket are ours on every launch, whatever the user's file says.
+    assert psql(env, "show port") == env["PG_PORT"]
+
+
+def test_preload_setting_is_rewritten_on_reuse(cluster_env: dict[str, str]) -> None:
+    assert init(cluster_env).returncode == 0
+    assert psql(cluster_env, "show shared_preload_libraries") == "pg_cron"
+    stop_quietly(wd_of(cluster_env))
+    env = {**cluster_env, "PG_REUSE": "1", "PG_SHARED_PRELOAD_LIBRARIES": ""}
+    assert init(env).returncode == 0
+    assert psql(env, "show shared_preload_libraries") == ""
+    stop_quietly(wd_of(env))
+    env = {**cluster_env, "PG_REUSE": "1", "PG_DATABASE": "crondb"}
+    assert init(env).returncode == 0
+    assert psql(env, "select current_setting('shared_preload_libraries'), "
+                     "current_setting('cron.database_name')") == "pg_cron|crondb"
+
+
+def test_development_durability_settings(cluster_env: dict[str, str]) -> None:
+    assert init(cluster_env).returncode == 0
+    assert psql(cluster_env, "select current_setting('fsync'), "
+                             "current_setting('synchronous_commit'), "
+                             "current_setting('full_page_writes')") == "on|off|on"
+
+
+def test_throw_away_clusters_trade_durability(cluster_env: dict[str, str]) -> None:
+    from db_tool.cluster import Cluster, ClusterConfig
+
+    cluster = Cluster(ClusterConfig.from_env(cluster_env, ephemeral=True))
+    cluster.init()
+    try:
+        assert psql(cluster_env, "select current_setting('fsync'), "
+                                 "current_setting('full_page_writes'), "
+                                 "current_setting('synchronous_commit')") == "off|off|off"
+    finally:
+        cluster.stop()
+
+
+def test_unreadable_pg_conf_file_changes_nothing_on_an_existing_cluster(
+    tmp_path: Path, cluster_env: dict[str, str]
+) -> None:
+    assert init(cluster_env).returncode == 0
+    psql(cluster_env, "create table keep_me(id int)")
+    pid = postmaster_pid(wd_of(cluster_env))
+    r = init({**cluster_env, "PG_CONF_FILE": str(tmp_path / "missing.conf")})
+    assert r.returncode == 1
+    assert "PG_CONF_FILE" in r.stderr and "not readable" in r.stderr
+    assert alive(pid)  # failed before touching anything: not even stopped
+    assert psql(cluster_env, "select to_regclass('keep_me') is not null") == "t"
+
+
+def _data_snapshot(data: Path) -> dict[str, tuple[int, int, int]]:
+    """Everything but what a start attempt legitimately writes (our runtime conf, logs)."""
+    return {k: v for k, v in tree_snapshot(data).items()
+            if k != "db-tool.runtime.conf" and not k.startswith("log")}
+
+
+def test_missing_library_on_reuse_leaves_data_exactly_as_it_was(
+    tmp_path: Path, cluster_env: dict[str, str]
+) -> None:
+    conf = tmp_path / "c.conf"
+    conf.write_text("work_mem = '5MB'\n")
+    env = {**cluster_env, "PG_CONF_FILE": str(conf)}
+    assert init(env).returncode == 0
+    psql(env, "create table keep_me(id int); insert into keep_me values (1)")
+    stop_quietly(wd_of(env))
+    data = wd_of(env) / "data"
+    pgconf = data / "postgresql.conf"
+    original = pgconf.read_text()
+    pgconf.write_text("shared_preload_libraries = 'no_such_library'\n" + original)
+    before = _data_snapshot(data)
+    r = init({**env, "PG_REUSE": "1"})
+    assert r.returncode == 1
+    assert "no_such_library" in r.stderr
+    assert _data_snapshot(data) == before
+    assert not list(wd_of(env).glob("data.broken-*"))
+    pgconf.write_text(original)
+    assert init({**env, "PG_REUSE": "1"}).returncode == 0
+    assert psql(env, "select id from keep_me") == "1"
+
+
+def test_lock_file_held_by_another_process_leaves_data_alone(
+    cluster_env: dict[str, str],
+) -> None:
+    """postmaster.pid naming a live process that is not our server: refused, nothing moved."""
+    assert init(cluster_env).returncode == 0
+    psql(cluster_env, "create table keep_me(id int)")
+    stop_quietly(wd_of(cluster_env))
+    data = wd_of(cluster_env) / "data"
+    # A live process of the server's own account (as root, PostgreSQL treats a pid it may not
+    # signal as stale, rightly: its postmaster would run as that account).
+    account = None
+    if os.geteuid() == 0:
+        account = pwd.getpwnam(os.environ.get("PG_OS_USER") or "postgres")
+    other = subprocess.Popen(["sleep", "120"], user=account.pw_uid if account else None,
+                             group=account.pw_gid if account else None)
+    try:
+        (data / "postmaster.pid").write_text(f"{other.pid}\n{data}\n")
+        before = _data_snapshot(data)
+        r = init({**cluster_env, "PG_REUSE": "1"})
+        assert r.returncode == 1, r.stderr
+        assert "left as it was" in r.stderr
+        assert _data_snapshot(data) == before
+        assert not list(wd_of(cluster_env).glob("data.broken-*"))
+        assert other.poll() is None  # the other process is left alone
+    finally:
+        other.kill()
+        other.wait()
+    (data / "postmaster.pid").unlink()
+    assert init({**cluster_env, "PG_REUSE": "1"}).returncode == 0
+    assert psql(cluster_env, "select to_regclass('keep_me') is not null") == "t"
+
+
+def test_server_holds_no_other_inherited_descriptor(cluster_env: dict[str, str]) -> None:
+    """An extra pipe (fd 3 in a CI job, say) reaches EOF as soon as postgres-init returns."""
+    r, w = os.pipe()
+    try:
+        proc = subprocess.Popen([script("postgres-init"), "--print-env"], env=cluster_env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                pass_fds=(w,))
+        os.close(w)
+        w = -1
+        assert proc.wait(timeout=120) == 0
+        ready, _, _ = select.select([r], [], [], 10)
+        assert ready, "some process started by postgres-init still holds the pipe"
+        assert os.read(r, 1) == b""
+        assert postmaster_pid(wd_of(cluster_env)) > 0
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
+
+
+def test_concurrent_run_waits_for_the_lock(cluster_env: dict[str, str]) -> None:
+    wd = wd_of(cluster_env)
+    wd.mkdir(parents=True)
+    fd = os.open(wd / LOCKFILE, os.O_RDWR | os.O_CREAT, 0o644)
+    errlog = wd.parent / "stderr.log"
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with open(errlog, "wb") as err:
+            proc = subprocess.Popen([script("postgres-init")], env=cluster_env,
+                                    stdout=subprocess.DEVNULL, stderr=err)
+        deadline = time.monotonic() + 30
+        while "waiting for another db-tool run" not in errlog.read_text():
+            assert proc.poll() is None, errlog.read_text()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(0.3)
+        assert proc.poll() is None  # still waiting, and nothing was made meanwhile
+        assert not (wd / "data").exists()
+    finally:
+        os.close(fd)  # releases the lock
+    assert proc.wait(timeout=120) == 0, errlog.read_text()
+    assert (wd / "data" / "PG_VERSION").is_file()

@@ -58,11 +58,11 @@ def test_backup_and_restore_print_progress_lines_when_not_on_a_terminal(big: Pro
     env = {**big.env, "DB_TOOL_PROGRESS_INTERVAL": "0.05"}
     r = run_cmd([script("database"), "backup"], env, timeout=300)
     assert r.returncode == 0, r.stderr
-    assert re.search(r"^db-tool: pg_basebackup: [\d.]+ [KM]iB, [\d.]+s$", r.stderr, re.M), \
+    assert re.search(r"^database: pg_basebackup: [\d.]+ [KM]iB, [\d.]+s$", r.stderr, re.M), \
         r.stderr
     r = run_cmd([script("database"), "restore"], env, timeout=300)
     assert r.returncode == 0, r.stderr
-    lines = re.findall(r"^db-tool: unpacking base\.tar\.gz: [\d.]+ MiB of [\d.]+ MiB "
+    lines = re.findall(r"^database: unpacking base\.tar\.gz: [\d.]+ MiB of [\d.]+ MiB "
                        r"\((\d+)%\), [\d.]+s$", r.stderr, re.M)
     assert lines, r.stderr
     assert [int(p) for p in lines] == sorted(int(p) for p in lines), r.stderr

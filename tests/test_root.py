@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import run_cmd, script, stop_quietly
+from tests.helpers import init, postmaster_pid, psql, run_cmd, script, stop_quietly
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (the root-mode pass)")
 
@@ -187,3 +187,59 @@ def test_root_acl_grant_keeps_the_mask_and_reports_every_widening(
     finally:
         stop_quietly(base / "pg")
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def under_tmp(cluster_env: dict[str, str]) -> Iterator[tuple[Path, dict[str, str]]]:
+    """A root-only 0700 dir under /tmp with a space below it."""
+    base = Path(tempfile.mkdtemp(prefix="db-tool audit ", dir="/tmp"))
+    wd = base / "my project" / "pg"
+    env = {**cluster_env, "PG_WORKING_DIR": str(wd)}
+    try:
+        yield wd, env
+    finally:
+        stop_quietly(wd)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _acl(path: Path) -> str:
+    return subprocess.run(["getfacl", "-cp", str(path)], capture_output=True, text=True,
+                          check=True).stdout
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (the root-mode pass)")
+def test_root_under_tmp_changes_only_the_documented_permissions(
+    under_tmp: tuple[Path, dict[str, str]],
+) -> None:
+    wd, env = under_tmp
+    base = wd.parent.parent
+    assert stat.S_IMODE(base.stat().st_mode) == 0o700
+    ancestors = [Path("/"), Path("/tmp"), base]
+    modes = {p: p.stat().st_mode for p in ancestors}
+    acls = {p: _acl(p) for p in ancestors}
+    r = init(env, "--print-env")
+    assert r.returncode == 0, r.stderr
+    account = pwd.getpwnam(os.environ.get("PG_OS_USER") or "postgres")
+    # The server runs as the account; the superuser is still the login (root).
+    pid = postmaster_pid(wd)
+    uid_line = next(ln for ln in Path(f"/proc/{pid}/status").read_text().splitlines()
+                    if ln.startswith("Uid:"))
+    assert int(uid_line.split()[1]) == account.pw_uid
+    assert psql(env, "select current_user") == "root"
+    # No chmod on any ancestor: owner and other bits are untouched (the group bits of base now
+    # show the ACL mask, which is what setfacl does); only base (0700) got an ACL entry, for
+    # the account alone, and its owning group still has nothing.
+    assert {p: p.stat().st_mode & ~0o070 for p in ancestors} == {
+        p: m & ~0o070 for p, m in modes.items()}
+    assert {p: p.stat().st_mode for p in ancestors[:2]} == {p: modes[p] for p in ancestors[:2]}
+    assert "group::---" in _acl(base)
+    assert _acl(Path("/")) == acls[Path("/")] and _acl(Path("/tmp")) == acls[Path("/tmp")]
+    assert f"user:{account.pw_name}:--x" in _acl(base)
+    assert f"granted x on {base} to user {account.pw_name} (ACL)" in r.stderr
+    assert "chmod" not in r.stderr
+    # data/ and sock/ belong to the account; the working dir and everything else stay root's.
+    assert (wd / "data").stat().st_uid == account.pw_uid
+    assert (wd / "sock").stat().st_uid == account.pw_uid
+    for p in [wd.parent, wd, *wd.iterdir()]:
+        if p.name not in ("data", "sock"):
+            assert p.stat().st_uid == 0, p

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from db_tool import sqlsplit
 from db_tool.sqlsplit import MAX_CHARS, NotInlinable, OneQuery, neutral_value, one_query
 
 S = "\\;"  # what a statement-ending `;` becomes
@@ -237,3 +238,36 @@ def test_transaction_control(sql: str, ends: tuple[str, ...], wrapper: bool) -> 
     from db_tool.sqlsplit import TxControl, transaction_control
 
     assert transaction_control(sql) == TxControl(ends, wrapper)
+
+
+# ------------------------------------------------------------------- script_pieces: psql's view
+
+
+def test_script_pieces_understands_quotes_comments_and_meta_commands() -> None:
+    from db_tool.commands.testing import classify
+
+    text = (
+        "-- COMMIT;\nBEGIN;\nSELECT 'a;COMMIT', E'it\\'s;', \"x;y\", $$ ; COMMIT; $$;\n"
+        "/* COMMIT; /* nested; */ */ SELECT $f$ ; $f$;\n\\echo ; COMMIT\n"
+        "DO $body$ BEGIN COMMIT; END $body$;\nSELECT 1 \\gset\nROLLBACK;\n"
+    )
+    pieces = sqlsplit.script_pieces(text)
+    kinds = [classify(p.text) if not p.meta else "meta" for p in pieces]
+    assert kinds == ["begin", "other", "other", "meta", "other", "other", "meta", "rollback"]
+    assert [p.line for p in pieces] == [2, 3, 4, 5, 6, 7, 7, 8]
+    assert pieces[2].text == "SELECT $f$ ; $f$"  # the comment before it is not part of it
+    assert [p.text for p in pieces if p.meta] == ["\\echo ; COMMIT", "\\gset"]
+
+
+def test_script_pieces_follow_psql_where_the_one_query_rewrite_refuses() -> None:
+    """A `;` inside parentheses does not end a statement; a meta-command mid-statement runs at
+    once and the statement goes on; backslashes in '...' are plain; an unterminated string
+    runs to the end."""
+    text = "SELECT (1;2) /* c */ + 3 \\i other.sql\n;SELECT 'a\\' AS b;\nSELECT 'open"
+    assert [(p.line, p.text) for p in sqlsplit.script_pieces(text)] == [
+        (1, "\\i other.sql"), (1, "SELECT (1;2)   + 3"), (2, "SELECT 'a\\' AS b"),
+        (3, "SELECT 'open"),
+    ]
+    assert sqlsplit.script_pieces("") == []
+    assert sqlsplit.script_pieces("-- only\n/* comments */\n") == []
+

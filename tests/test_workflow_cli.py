@@ -19,6 +19,7 @@ from db_tool.cli.database import main
 from db_tool.commands import logs, staging, testing
 from db_tool.errors import Error
 from db_tool.settings import ProjectSettings
+from tests.conftest import PG, Cli
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples"
@@ -45,13 +46,6 @@ def project(tmp_path: Path) -> Path:
     return dest
 
 
-def run(argv: list[str], env: dict[str, str], capsys: pytest.CaptureFixture[str]) -> tuple[
-        int, str, str]:
-    rc = main(argv, env=env)
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
 def psql(url: str, sql: str) -> str:
     from db_tool import psql as p
 
@@ -62,18 +56,18 @@ def psql(url: str, sql: str) -> str:
 
 
 @pytest.mark.parametrize("sub", SUBS)
-def test_every_subcommand_has_its_own_help(sub: str, capsys: pytest.CaptureFixture[str]) -> None:
-    rc, out, _ = run([sub, "--help"], base_env(), capsys)
+def test_every_subcommand_has_its_own_help(sub: str, cli: Cli) -> None:
+    rc, out, _ = cli("database", [sub, "--help"], base_env())
     assert rc == 0
     assert out.startswith(f"usage: database {sub}")
-    rc, out2, _ = run([sub, "-h"], base_env(), capsys)
+    rc, out2, _ = cli("database", [sub, "-h"], base_env())
     assert (rc, out2) == (0, out)
 
 
 @pytest.mark.parametrize("sub", SUBS)
 def test_unknown_option_is_exit_9_naming_it(sub: str, tmp_path: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
-    rc, _, err = run([sub, "--frobnicate"], base_env(LOCAL_DIR=str(tmp_path)), capsys)
+                                            cli: Cli) -> None:
+    rc, _, err = cli("database", [sub, "--frobnicate"], base_env(LOCAL_DIR=str(tmp_path)))
     assert rc == 9
     assert "--frobnicate" in err
     assert list(tmp_path.iterdir()) == []
@@ -82,20 +76,21 @@ def test_unknown_option_is_exit_9_naming_it(sub: str, tmp_path: Path,
 @pytest.mark.parametrize("argv", [["deploy", "extra"], ["log", "a", "b"], ["status", "x"],
                                   ["check", "-P", "now"], ["hydrate", "--mock=1"]])
 def test_unexpected_arguments_are_exit_9(argv: list[str], tmp_path: Path,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
-    rc, _, _ = run(argv, base_env(LOCAL_DIR=str(tmp_path)), capsys)
+                                         cli: Cli) -> None:
+    rc, _, _ = cli("database", argv, base_env(LOCAL_DIR=str(tmp_path)))
     assert rc == 9
 
 
 def test_options_are_parsed_into_keywords() -> None:
-    parse = db_workflow.a.parse
-    opts, _ = parse(["-P", "--no-hydrate", "-m", "--reuse", "-c"], db_workflow.OPTIONS["deploy"],
-                    cmd="database deploy")
+    from db_tool.cli.parser import parse
+    from db_tool.cli.spec import DATABASE
+
+    opts, _ = parse(DATABASE.sub("deploy"), ["-P", "--no-hydrate", "-m", "--reuse", "-c"])
     assert opts == {"no_patch": True, "no_hydrate": True, "mock": True, "reuse": True,
                     "cleanup": True}
-    opts, _ = parse(["--no-hook", "--mock"], db_workflow.OPTIONS["hydrate"], cmd="x")
+    opts, _ = parse(DATABASE.sub("hydrate"), ["--no-hook", "--mock"])
     assert opts == {"no_hook": True, "mock": True}
-    opts, _ = parse(["-e"], db_workflow.OPTIONS["patch"], cmd="x")
+    opts, _ = parse(DATABASE.sub("patch"), ["-e"])
     assert opts == {"edit": True}
 
 
@@ -103,26 +98,26 @@ def test_options_are_parsed_into_keywords() -> None:
 
 
 def test_without_local_dir_the_current_directory_is_the_project(
-    project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    project: Path, monkeypatch: pytest.MonkeyPatch, cli: Cli,
     db_url: str,
 ) -> None:
     monkeypatch.chdir(project)
     env = base_env(PGURL=db_url)
-    rc, _, err = run(["hydrate"], env, capsys)
+    rc, _, err = cli("database", ["hydrate"], env)
     assert rc == 0, err
     assert str(project / "db" / "src" / "entrypoint.sql") in err
     assert psql(db_url, "SELECT count(*) FROM pg_namespace WHERE nspname = 'hectic'") == "1"
-    rc, _, err = run(["patch"], env, capsys)
+    rc, _, err = cli("database", ["patch"], env)
     assert rc == 0, err
     assert str(project / "test-data.sql") in err
 
 
 def test_without_local_dir_test_looks_for_db_test_in_the_current_directory(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: Cli,
     db_url: str,
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    rc, _, err = run(["test"], base_env(PGURL=db_url), capsys)
+    rc, _, err = cli("database", ["test"], base_env(PGURL=db_url))
     assert rc == 1
     assert str(tmp_path / "db" / "test" / "test.sql") in err
     assert list(tmp_path.iterdir()) == []
@@ -130,13 +125,13 @@ def test_without_local_dir_test_looks_for_db_test_in_the_current_directory(
 
 def test_test_from_a_deleted_current_directory_is_a_one_line_error(
     project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str], db_url: str,
+    cli: Cli, db_url: str,
 ) -> None:
     gone = tmp_path / "gone"
     gone.mkdir()
     monkeypatch.chdir(gone)
     gone.rmdir()
-    rc, _, err = run(["test"], base_env(LOCAL_DIR=str(project), PGURL=db_url), capsys)
+    rc, _, err = cli("database", ["test"], base_env(LOCAL_DIR=str(project), PGURL=db_url))
     assert rc == 1
     assert "current directory no longer exists" in err and "Traceback" not in err
 
@@ -144,10 +139,10 @@ def test_test_from_a_deleted_current_directory_is_a_one_line_error(
 @pytest.mark.parametrize("sub", ["status", "log"])
 def test_status_and_log_without_local_dir_use_the_current_directory(
     sub: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    cli: Cli,
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    rc, out, err = run([sub], base_env(), capsys)
+    rc, out, err = cli("database", [sub], base_env())
     assert str(tmp_path / "focus" / "postgresql") in out + err
     if sub == "status":
         assert rc == 0 and "not initialised" in out
@@ -156,8 +151,8 @@ def test_status_and_log_without_local_dir_use_the_current_directory(
 
 @pytest.mark.parametrize("sub", ["hydrate", "patch", "test"])
 def test_commands_on_a_database_need_a_url(sub: str, project: Path,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
-    rc, _, err = run([sub], base_env(LOCAL_DIR=str(project)), capsys)
+                                           cli: Cli) -> None:
+    rc, _, err = cli("database", [sub], base_env(LOCAL_DIR=str(project)))
     assert rc == 3
     line = err.splitlines()[0]
     assert "no database URL" in line
@@ -175,13 +170,13 @@ def test_url_precedence_is_flag_then_pgurl_then_db_url() -> None:
 @pytest.mark.parametrize("missing", list(staging.REQUIRED))
 def test_pull_staging_names_the_first_missing_variable_before_anything_else(
     missing: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    cli: Cli,
 ) -> None:
     monkeypatch.chdir(tmp_path)
     index = staging.REQUIRED.index(missing)
     env = base_env(**{k: v for k, v in STAGING.items() if staging.REQUIRED.index(k) < index})
     # No LOCAL_DIR either: the staging variables are checked first.
-    rc, _, err = run(["pull_staging"], env, capsys)
+    rc, _, err = cli("database", ["pull_staging"], env)
     assert rc == 3
     assert missing in err.splitlines()[0]
     for later in staging.REQUIRED[index + 1:]:
@@ -197,13 +192,13 @@ def test_pull_staging_empty_value_is_missing_as_in_the_original(name: str) -> No
 
 
 def test_inherits_missing_table_is_exit_5(db_url: str, project: Path,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+                                          cli: Cli) -> None:
     psql(db_url, "CREATE TABLE public.present (id int)")
     env = base_env(LOCAL_DIR=str(project), PG_WORKING_DIR=str(project / "wd"))
-    rc, _, err = run(["-u", db_url, "status", "-i", "public.absent"], env, capsys)
+    rc, _, err = cli("database", ["-u", db_url, "status", "-i", "public.absent"], env)
     assert rc == 5 and "public.absent" in err
-    rc, out, _ = run(["--inherits", "public.present", "--url", db_url, "status", "--json"], env,
-                     capsys)
+    rc, out, _ = cli("database", ["--inherits", "public.present", "--url", db_url, "status",
+                                  "--json"], env)
     assert rc == 0 and json.loads(out)["running"] is False
 
 
@@ -211,10 +206,10 @@ def test_inherits_missing_table_is_exit_5(db_url: str, project: Path,
 
 
 def test_hydrate_applies_bundle_secrets_and_entrypoint(db_url: str, project: Path,
-                                                       capsys: pytest.CaptureFixture[str]) -> None:
+                                                       cli: Cli) -> None:
     env = base_env(LOCAL_DIR=str(project), PGURL=db_url,
                    HECTIC_DOTENV_CONTENT="ONE=1\nTWO='two words'\n")
-    rc, _, err = run(["hydrate"], env, capsys)
+    rc, _, err = cli("database", ["hydrate"], env)
     assert rc == 0, err
     assert "2 secret(s) from HECTIC_DOTENV_CONTENT" in err
     assert psql(db_url, "SELECT hectic.get_secret('TWO')") == "two words"
@@ -223,17 +218,17 @@ def test_hydrate_applies_bundle_secrets_and_entrypoint(db_url: str, project: Pat
     # each step says what it does and how long it took
     assert "apply the hectic bundle: done in" in err
     # --mock: USE_MOCK=1 reaches the SQL
-    rc, _, err = run(["hydrate", "--mock"], env, capsys)
+    rc, _, err = cli("database", ["hydrate", "--mock"], env)
     assert rc == 0, err
     assert psql(db_url, "SELECT shop.payment_provider_status(1)") == "settled (mock)"
 
 
 def test_hydrate_dotenv_falls_back_from_unreadable_file_to_env_file(
-    db_url: str, project: Path, capsys: pytest.CaptureFixture[str]
+    db_url: str, project: Path, cli: Cli
 ) -> None:
     env = base_env(LOCAL_DIR=str(project), PGURL=db_url, ENVIRONMENT="development",
                    HECTIC_DOTENV_FILE=str(project / "nope.env"))
-    rc, _, err = run(["hydrate"], env, capsys)
+    rc, _, err = cli("database", ["hydrate"], env)
     assert rc == 0, err
     assert "nope.env is not readable" in err
     assert f"from {project / '.env.development'}" in err
@@ -241,30 +236,30 @@ def test_hydrate_dotenv_falls_back_from_unreadable_file_to_env_file(
 
 
 def test_hydrate_without_dotenv_loads_no_secrets(db_url: str, project: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
-    rc, _, err = run(["hydrate"], base_env(LOCAL_DIR=str(project), PGURL=db_url), capsys)
+                                                 cli: Cli) -> None:
+    rc, _, err = cli("database", ["hydrate"], base_env(LOCAL_DIR=str(project), PGURL=db_url))
     assert rc == 0, err
     assert "no dotenv source" in err
 
 
 def test_hydrate_with_an_empty_dotenv_keeps_the_secrets(db_url: str, project: Path,
-                                                        capsys: pytest.CaptureFixture[str]) -> None:
+                                                        cli: Cli) -> None:
     """As the original: an empty dotenv (only newlines) loads nothing."""
     env = base_env(LOCAL_DIR=str(project), PGURL=db_url, HECTIC_DOTENV_CONTENT="KEEP=1\n")
-    assert run(["hydrate"], env, capsys)[0] == 0
-    rc, _, err = run(["hydrate"], {**env, "HECTIC_DOTENV_CONTENT": "\n\n"}, capsys)
+    assert cli("database", ["hydrate"], env)[0] == 0
+    rc, _, err = cli("database", ["hydrate"], {**env, "HECTIC_DOTENV_CONTENT": "\n\n"})
     assert rc == 0, err
     assert "the dotenv from HECTIC_DOTENV_CONTENT is empty, no secrets loaded" in err
     assert psql(db_url, "SELECT hectic.get_secret('KEEP')") == "1"
 
 
 def test_hydrate_no_hook_skips_bundle_and_failure_says_where_the_output_is(
-    db_url: str, project: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    db_url: str, project: Path, tmp_path: Path, cli: Cli
 ) -> None:
     log = tmp_path / "logs" / "hydrate.log"
     env = base_env(LOCAL_DIR=str(project), PGURL=db_url, HYDRATE_LOG=str(log),
                    HECTIC_DOTENV_CONTENT="A=1")
-    rc, _, err = run(["hydrate", "--no-hook"], env, capsys)
+    rc, _, err = cli("database", ["hydrate", "--no-hook"], env)
     # without the bundle, INHERITS (hectic.created_at) cannot work
     assert rc == 1
     assert f"check {log} for more" in err
@@ -277,27 +272,27 @@ def test_hydrate_no_hook_skips_bundle_and_failure_says_where_the_output_is(
 
 
 def test_hydrate_log_defaults_under_pg_log_path(db_url: str, project: Path, tmp_path: Path,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+                                                cli: Cli) -> None:
     (project / "db" / "src" / "entrypoint.sql").write_text("SELECT 'hello from entrypoint';\n")
     env = base_env(LOCAL_DIR=str(project), PGURL=db_url, PG_LOG_PATH=str(tmp_path / "pglog"))
-    rc, out, _ = run(["hydrate", "-H"], env, capsys)
+    rc, out, _ = cli("database", ["hydrate", "-H"], env)
     assert rc == 0
     assert "hello from entrypoint" not in out
     assert "hello from entrypoint" in (tmp_path / "pglog" / "hydrate.stdout.log").read_text()
 
 
 def test_hydrate_output_goes_to_stdout_by_default(db_url: str, project: Path,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+                                                  cli: Cli) -> None:
     (project / "db" / "src" / "entrypoint.sql").write_text("SELECT 'hello from entrypoint';\n")
-    rc, out, _ = run(["hydrate", "-H"], base_env(LOCAL_DIR=str(project), PGURL=db_url), capsys)
+    rc, out, _ = cli("database", ["hydrate", "-H"], base_env(LOCAL_DIR=str(project), PGURL=db_url))
     assert rc == 0
     assert "hello from entrypoint" in out
 
 
 def test_hydrate_missing_entrypoint_is_exit_1_naming_it(db_url: str, project: Path,
-                                                        capsys: pytest.CaptureFixture[str]) -> None:
+                                                        cli: Cli) -> None:
     (project / "db" / "src" / "entrypoint.sql").unlink()
-    rc, _, err = run(["hydrate"], base_env(LOCAL_DIR=str(project), PGURL=db_url), capsys)
+    rc, _, err = cli("database", ["hydrate"], base_env(LOCAL_DIR=str(project), PGURL=db_url))
     assert rc == 1
     assert str(project / "db" / "src" / "entrypoint.sql") in err
     assert psql(db_url, "SELECT count(*) FROM pg_namespace WHERE nspname = 'hectic'") == "0"
@@ -308,39 +303,39 @@ def test_hydrate_missing_entrypoint_is_exit_1_naming_it(db_url: str, project: Pa
 
 def test_patch_creates_a_missing_file_and_applies_it(db_url: str, project: Path,
                                                      tmp_path: Path,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+                                                     cli: Cli) -> None:
     profile = tmp_path / "profile"
     env = base_env(LOCAL_DIR=str(project), PGURL=db_url, PROFILE_DIR=str(profile))
-    rc, _, err = run(["patch"], env, capsys)
+    rc, _, err = cli("database", ["patch"], env)
     assert rc == 0, err
     assert (profile / "test-data.sql").read_text() == ""  # the original's `touch`
     (profile / "test-data.sql").write_text("CREATE TABLE patched (x int); INSERT INTO patched "
                                            "VALUES (7);\n")
-    rc, _, err = run(["patch"], env, capsys)
+    rc, _, err = cli("database", ["patch"], env)
     assert rc == 0, err
     assert psql(db_url, "SELECT x FROM patched") == "7"
 
 
 def test_patch_failure_is_exit_1_naming_the_log(db_url: str, project: Path, tmp_path: Path,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+                                                cli: Cli) -> None:
     (project / "test-data.sql").write_text("SELECT 1/0;\n")
     log = tmp_path / "patch.log"
     env = base_env(LOCAL_DIR=str(project), PGURL=db_url, PATCH_LOG=str(log))
-    rc, _, err = run(["patch"], env, capsys)
+    rc, _, err = cli("database", ["patch"], env)
     assert rc == 1
     assert f"check {log} for more" in err and "division by zero" in err
     assert "test-data.sql:1: ERROR:" in err
 
 
 def test_patch_edit_opens_editor_and_applies_nothing(project: Path, tmp_path: Path,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+                                                     cli: Cli) -> None:
     (project / "test-data.sql").unlink()
     editor = "sh -c 'echo \"-- edited\" >> \"$0\"'"
     env = base_env(LOCAL_DIR=str(project), EDITOR=editor)  # no URL: nothing is applied
-    rc, _, err = run(["patch", "--edit"], env, capsys)
+    rc, _, err = cli("database", ["patch", "--edit"], env)
     assert rc == 0, err
     assert (project / "test-data.sql").read_text().endswith("-- edited\n")
-    rc, _, err = run(["patch", "-e"], base_env(LOCAL_DIR=str(project), EDITOR="false"), capsys)
+    rc, _, err = cli("database", ["patch", "-e"], base_env(LOCAL_DIR=str(project), EDITOR="false"))
     assert rc == 1 and "false exited with 1" in err
 
 
@@ -352,22 +347,22 @@ def write_test(project: Path, sql: str) -> None:
 
 
 def test_test_missing_file_is_exit_1_naming_it(db_url: str, project: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+                                               cli: Cli) -> None:
     (project / "db" / "test" / "test.sql").unlink()
-    rc, _, err = run(["test"], base_env(LOCAL_DIR=str(project), PGURL=db_url), capsys)
+    rc, _, err = cli("database", ["test"], base_env(LOCAL_DIR=str(project), PGURL=db_url))
     assert rc == 1
     assert str(project / "db" / "test" / "test.sql") in err
 
 
 def test_test_counts_tap_and_leaves_no_trace(db_url: str, project: Path,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+                                             cli: Cli) -> None:
     psql(db_url, "CREATE TABLE kept (x int)")
     write_test(project, (
         "CREATE TABLE trace (x int);\nINSERT INTO kept VALUES (1);\nCREATE ROLE db_tool_trace;\n"
         "SELECT '1..3';\nSELECT 'ok 1 - first';\nSELECT 'not ok 2 - second';\n"
         "SELECT 'not ok 3 - later # TODO not yet';\n"
     ))
-    rc, out, err = run(["test"], base_env(LOCAL_DIR=str(project), PGURL=db_url), capsys)
+    rc, out, err = cli("database", ["test"], base_env(LOCAL_DIR=str(project), PGURL=db_url))
     assert rc == 1
     assert "ok 1 - first" in out
     assert "1 passed, 1 failed, 1 todo, 3 planned" in err
@@ -377,41 +372,41 @@ def test_test_counts_tap_and_leaves_no_trace(db_url: str, project: Path,
 
 
 def test_test_passes_with_plain_sql_and_fails_on_sql_error(
-    db_url: str, project: Path, capsys: pytest.CaptureFixture[str]
+    db_url: str, project: Path, cli: Cli
 ) -> None:
     env = base_env(LOCAL_DIR=str(project), PGURL=db_url)
     write_test(project, "SELECT 1;\n")
-    rc, _, err = run(["test"], env, capsys)
+    rc, _, err = cli("database", ["test"], env)
     assert rc == 0 and "PASSED — no errors" in err
     write_test(project, "SELECT 'ok 1';\nSELECT * FROM missing_table;\nSELECT 'ok 2';\n")
-    rc, _, err = run(["test"], env, capsys)
+    rc, _, err = cli("database", ["test"], env)
     assert rc == 1 and "missing_table" in err
 
 
 def test_test_plan_mismatch_fails(db_url: str, project: Path,
-                                  capsys: pytest.CaptureFixture[str]) -> None:
+                                  cli: Cli) -> None:
     write_test(project, "SELECT '1..3';\nSELECT 'ok 1';\nSELECT 'ok 2';\n")
-    rc, _, err = run(["test"], base_env(LOCAL_DIR=str(project), PGURL=db_url), capsys)
+    rc, _, err = cli("database", ["test"], base_env(LOCAL_DIR=str(project), PGURL=db_url))
     assert rc == 1 and "planned 3 tests but 2 ran" in err
 
 
 def test_test_pgtap_style_begin_rollback_stays_in_the_transaction(
-    db_url: str, project: Path, capsys: pytest.CaptureFixture[str]
+    db_url: str, project: Path, cli: Cli
 ) -> None:
     write_test(project, "BEGIN;\nSELECT '1..1';\nCREATE TABLE t1 (x int);\nSELECT 'ok 1';\n"
                         "ROLLBACK;\n")
-    rc, _, err = run(["test"], base_env(LOCAL_DIR=str(project), PGURL=db_url), capsys)
+    rc, _, err = cli("database", ["test"], base_env(LOCAL_DIR=str(project), PGURL=db_url))
     assert rc == 0, err
     assert "rolled-back transaction" in err
     assert psql(db_url, "SELECT to_regclass('t1') IS NULL") == "t"
 
 
 def test_test_that_commits_runs_in_a_copy_and_leaves_no_trace(
-    db_url: str, project: Path, capsys: pytest.CaptureFixture[str]
+    db_url: str, project: Path, cli: Cli
 ) -> None:
     write_test(project, "CREATE TABLE committed (x int);\nCOMMIT;\nINSERT INTO committed "
                         "VALUES (1);\nSELECT 'ok 1 - ' || count(*) FROM committed;\n")
-    rc, out, err = run(["test"], base_env(LOCAL_DIR=str(project), PGURL=db_url), capsys)
+    rc, out, err = cli("database", ["test"], base_env(LOCAL_DIR=str(project), PGURL=db_url))
     assert rc == 0, err
     assert "ok 1 - 1" in out
     assert "throw-away copy" in err
@@ -421,7 +416,7 @@ def test_test_that_commits_runs_in_a_copy_and_leaves_no_trace(
 
 
 def test_test_that_commits_is_refused_while_others_are_connected(
-    db_url: str, project: Path, capsys: pytest.CaptureFixture[str]
+    db_url: str, project: Path, cli: Cli
 ) -> None:
     from db_tool import psql as p
 
@@ -435,7 +430,7 @@ def test_test_that_commits_is_refused_while_others_are_connected(
             if psql(db_url, "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
                     "'the-app'") == "1":
                 break
-        rc, _, err = run(["test"], base_env(LOCAL_DIR=str(project), PGURL=db_url), capsys)
+        rc, _, err = cli("database", ["test"], base_env(LOCAL_DIR=str(project), PGURL=db_url))
     finally:
         other.kill()
         other.wait()
@@ -457,16 +452,6 @@ def test_parse_tap() -> None:
     assert testing.parse_tap("okay then\nnot okay\n") is None
 
 
-def test_split_script_understands_quotes_comments_and_meta_commands(tmp_path: Path) -> None:
-    text = (
-        "-- COMMIT;\nBEGIN;\nSELECT 'a;COMMIT', E'it\\'s;', \"x;y\", $$ ; COMMIT; $$;\n"
-        "/* COMMIT; /* nested; */ */ SELECT $f$ ; $f$;\n\\echo ; COMMIT\n"
-        "DO $body$ BEGIN COMMIT; END $body$;\nSELECT 1 \\gset\nROLLBACK;\n"
-    )
-    stmts = list(testing.split_script(text, tmp_path / "t.sql"))
-    kinds = [testing.classify(s.text) if not s.text.startswith("\\") else "meta" for s in stmts]
-    assert kinds == ["begin", "other", "other", "meta", "other", "other", "rollback"]
-    assert [s.line for s in stmts] == [2, 3, 4, 5, 6, 7, 8]
 
 
 @pytest.mark.parametrize("sql, hazard", [
@@ -557,22 +542,22 @@ def log_env(tmp_path: Path) -> tuple[dict[str, str], Path]:
 
 
 def test_log_without_log_dir_is_exit_1(log_env: tuple[dict[str, str], Path],
-                                       capsys: pytest.CaptureFixture[str]) -> None:
+                                       cli: Cli) -> None:
     env, _ = log_env
-    rc, _, err = run(["log"], env, capsys)
+    rc, _, err = cli("database", ["log"], env)
     assert rc == 1 and "no server log dir" in err
 
 
 def test_log_with_empty_dir_warns_and_exits_0(log_env: tuple[dict[str, str], Path],
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+                                              cli: Cli) -> None:
     env, directory = log_env
     directory.mkdir(parents=True)
-    rc, _, err = run(["log", "list"], env, capsys)
+    rc, _, err = cli("database", ["log", "list"], env)
     assert rc == 0 and "warning: no log files" in err
 
 
 def test_log_list_index_name_and_substring(log_env: tuple[dict[str, str], Path],
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+                                           cli: Cli) -> None:
     env, directory = log_env
     directory.mkdir(parents=True)
     names = ["postgresql-2025-01-01_000000.log", "postgresql-2025-01-02_000000.log",
@@ -580,27 +565,27 @@ def test_log_list_index_name_and_substring(log_env: tuple[dict[str, str], Path],
     for i, name in enumerate(names):
         (directory / name).write_text(f"content {i}\n")
         os.utime(directory / name, (1000 + i, 1000 + i))
-    rc, out, _ = run(["log", "list"], env, capsys)
+    rc, out, _ = cli("database", ["log", "list"], env)
     assert rc == 0
     assert [line.split()[:2] for line in out.splitlines()] == [
         ["1", names[0]], ["2", names[1]], ["3", names[2]]]
     # no argument: every file, in `list` order, as the original's concatenation
-    assert run(["log"], env, capsys)[1] == "content 0\ncontent 1\ncontent 2\n"
-    assert run(["log", "2"], env, capsys)[1] == "content 1\n"
-    assert run(["log", names[0]], env, capsys)[1] == "content 0\n"
-    assert run(["log", "02-01"], env, capsys)[1] == "content 2\n"
+    assert cli("database", ["log"], env)[1] == "content 0\ncontent 1\ncontent 2\n"
+    assert cli("database", ["log", "2"], env)[1] == "content 1\n"
+    assert cli("database", ["log", names[0]], env)[1] == "content 0\n"
+    assert cli("database", ["log", "02-01"], env)[1] == "content 2\n"
     for selector, message in (("2025-01", "ambiguous: 2025-01 (matches"), ("9", "ambiguous: 9"),
                               ("0", "ambiguous: 0"), ("zzz", "not found or ambiguous: zzz")):
-        rc, _, err = run(["log", selector], env, capsys)
+        rc, _, err = cli("database", ["log", selector], env)
         assert rc == 1, selector
         assert message in err and "database log list" in err
 
 
-def test_log_honours_pg_log_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_log_honours_pg_log_path(tmp_path: Path, cli: Cli) -> None:
     (tmp_path / "logs").mkdir()
     (tmp_path / "logs" / "server.log").write_text("from PG_LOG_PATH\n")
     env = base_env(PG_WORKING_DIR=str(tmp_path / "wd"), PG_LOG_PATH=str(tmp_path / "logs"))
-    assert run(["log"], env, capsys)[1] == "from PG_LOG_PATH\n"
+    assert cli("database", ["log"], env)[1] == "from PG_LOG_PATH\n"
 
 
 class _Tty(io.StringIO):
@@ -615,7 +600,7 @@ def test_log_on_a_terminal_goes_through_the_pager(tmp_path: Path,
     (directory / "a.log").write_text("paged\n")
     env = base_env(PG_WORKING_DIR=str(tmp_path / "wd"), PAGER="sed s/^/PAGER:/")
     ctx = Context(settings=ProjectSettings.from_env(env), stdout=_Tty())
-    assert db_workflow.dispatch(ctx, "log", []) == 0
+    assert db_workflow.dispatch(ctx, "log", {"follow": False}, []) == 0
     assert "PAGER:paged" in capfd.readouterr().out
 
 
@@ -631,24 +616,24 @@ def test_log_select_pure() -> None:
 
 
 def test_status_of_a_project_without_cluster(project: Path,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+                                             cli: Cli) -> None:
     env = base_env(LOCAL_DIR=str(project))
-    rc, out, _ = run(["status", "--json"], env, capsys)
+    rc, out, _ = cli("database", ["status", "--json"], env)
     assert rc == 0
     st = json.loads(out)
     assert st["running"] is False and st["initialised"] is False
     assert st["working_dir"] == str(project / "focus" / "postgresql")
     assert st["migrations_pending"] is None and "not running" in st["migrations_note"]
     assert st["url"].startswith("postgresql://")
-    rc, out, _ = run(["status"], env, capsys)
+    rc, out, _ = cli("database", ["status"], env)
     assert rc == 0 and "not initialised" in out and "migrations:" in out
     assert not (project / "focus").exists()
 
 
 def test_status_counts_pending_migrations_of_url(db_url: str, project: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+                                                 cli: Cli) -> None:
     env = base_env(LOCAL_DIR=str(project))
-    rc, out, _ = run(["--url", db_url, "status", "--json"], env, capsys)
+    rc, out, _ = cli("database", ["--url", db_url, "status", "--json"], env)
     assert rc == 0
     assert json.loads(out)["migrations_pending"] == 2
 
@@ -657,13 +642,13 @@ def test_status_counts_pending_migrations_of_url(db_url: str, project: Path,
 
 
 def test_deploy_checks_entrypoint_before_starting_anything(
-    project: Path, capsys: pytest.CaptureFixture[str]
+    project: Path, cli: Cli
 ) -> None:
     (project / "db" / "src" / "entrypoint.sql").unlink()
-    rc, _, err = run(["deploy"], base_env(LOCAL_DIR=str(project)), capsys)
+    rc, _, err = cli("database", ["deploy"], base_env(LOCAL_DIR=str(project)))
     assert rc == 1 and "entrypoint.sql does not exist" in err
     assert not (project / "focus").exists()
-    rc, _, err = run(["check"], base_env(LOCAL_DIR=str(project)), capsys)
+    rc, _, err = cli("database", ["check"], base_env(LOCAL_DIR=str(project)))
     assert rc == 1
     assert not (project / "focus").exists()
 
@@ -673,7 +658,7 @@ def test_deploy_checks_entrypoint_before_starting_anything(
 
 def test_hydrate_entrypoint_variable_and_caller_cwd_as_the_original(
     db_url: str, project: Path, monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    cli: Cli,
 ) -> None:
     # HYDRATE_ENTRYPOINT is relative to DATABASE_SOURCE; psql runs where the caller is, so
     # `\i db/src/x.sql` (relative to the project root) works when called from there.
@@ -681,43 +666,44 @@ def test_hydrate_entrypoint_variable_and_caller_cwd_as_the_original(
     (project / "db" / "src" / "part.sql").write_text("CREATE TABLE from_part (x int);\n")
     monkeypatch.chdir(project)
     env = base_env(LOCAL_DIR=str(project), PGURL=db_url, HYDRATE_ENTRYPOINT="other.sql")
-    rc, _, err = run(["hydrate", "-H"], env, capsys)
+    rc, _, err = cli("database", ["hydrate", "-H"], env)
     assert rc == 0, err
     assert psql(db_url, "SELECT to_regclass('public.from_part') IS NOT NULL") == "t"
 
 
 def test_patch_sql_variable_names_the_patch_file(db_url: str, project: Path, tmp_path: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+                                                 cli: Cli) -> None:
     patch = tmp_path / "elsewhere" / "seed.sql"
     patch.parent.mkdir()
     patch.write_text("CREATE TABLE seeded (x int);\n")
     env = base_env(LOCAL_DIR=str(project), PGURL=db_url, PATCH_SQL=str(patch))
-    rc, _, err = run(["patch"], env, capsys)
+    rc, _, err = cli("database", ["patch"], env)
     assert rc == 0, err
     assert psql(db_url, "SELECT to_regclass('public.seeded') IS NOT NULL") == "t"
 
 
 def test_log_list_prints_the_original_format(log_env: tuple[dict[str, str], Path],
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+                                             cli: Cli) -> None:
     env, directory = log_env
     directory.mkdir(parents=True)
     for name in ("b.log", "a.log"):
         (directory / name).write_text(name)
-    rc, out, _ = run(["log", "list"], env, capsys)
+    rc, out, _ = cli("database", ["log", "list"], env)
     assert (rc, out) == (0, " 1  a.log\n 2  b.log\n")
 
 
 def test_check_accepts_reuse_as_the_original() -> None:
-    from db_tool.cli import args as a
+    from db_tool.cli.parser import parse
+    from db_tool.cli.spec import DATABASE
 
-    opts, _ = a.parse(["--reuse", "-m"], db_workflow.OPTIONS["check"], cmd="database check")
+    opts, _ = parse(DATABASE.sub("check"), ["--reuse", "-m"])
     assert opts["reuse"] and opts["mock"]
 
 
 def test_test_connection_failure_is_reported_as_one(project: Path, tmp_path: Path,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
+                                                    cli: Cli) -> None:
     url = f"postgresql://nobody@/testdb?host={tmp_path}&port=5999"
-    rc, _, err = run(["test"], base_env(LOCAL_DIR=str(project), PGURL=url), capsys)
+    rc, _, err = cli("database", ["test"], base_env(LOCAL_DIR=str(project), PGURL=url))
     assert rc == 1
     assert "cannot connect to the database" in err
     assert "FAILED" not in err
@@ -760,9 +746,297 @@ def test_hectic_log_sets_the_lowest_level_shown(level: str, shown: set[str],
 
 
 def test_failed_tests_are_one_error_line(db_url: str, project: Path,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+                                         cli: Cli) -> None:
     write_test(project, "SELECT 'ok 1';\nSELECT 'not ok 2 - broken';\nSELECT '1..2';\n")
-    rc, _, err = run(["test"], base_env(LOCAL_DIR=str(project), PGURL=db_url), capsys)
+    rc, _, err = cli("database", ["test"], base_env(LOCAL_DIR=str(project), PGURL=db_url))
     assert rc == 1
     errors = [line for line in err.splitlines() if "error:" in line]
     assert len(errors) == 1 and errors[0].startswith("database: error: tests failed: 1 passed")
+
+
+def fake_program(bindir: Path, name: str, body: str) -> None:
+    bindir.mkdir(exist_ok=True)
+    path = bindir / name
+    path.write_text(f"#!/bin/sh\n{body}\n")
+    path.chmod(0o755)
+
+
+@pytest.mark.parametrize("argv", [["-h"], ["--help"], ["help"], ["?"], ["-u", "x", "--help"]])
+def test_help_forms_print_the_help_and_exit_0(argv: list[str],
+                                              cli: Cli) -> None:
+    rc, out, err = cli("database", argv, base_env())
+    assert rc == 0
+    assert out.startswith("usage: database [-u|--url URL] [-i|--inherits TABLE]...")
+    assert "Subcommands:" in out and err == ""
+
+
+def test_no_arguments_prints_the_help_and_exits_1(cli: Cli) -> None:
+    rc, out, err = cli("database", [], base_env())
+    assert rc == 1  # help on stdout and exit 1, as the original
+    assert err == "" and out.startswith("usage: database ")
+    assert cli("database", ["-?"], base_env())[:2] == (0, out)
+    rc, _, err = cli("database", ["--frobnicate"], base_env())
+    assert rc == 1 and "no subcommand specified" in err
+
+
+@pytest.mark.parametrize("sub, hint", [("stauts", "did you mean 'status'?"),
+                                       ("frobnicate", "use '--help'")])
+def test_unknown_subcommand_is_exit_1_as_the_original_with_a_hint(
+        sub: str, hint: str, tmp_path: Path, cli: Cli) -> None:
+    rc, out, err = cli("database", [sub], base_env(LOCAL_DIR=str(tmp_path)))
+    assert rc == 1
+    assert "no subcommand specified" in err and repr(sub) in err and hint in err
+    assert out == ""
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unknown_global_option_is_exit_9_naming_it(cli: Cli) -> None:
+    rc, _, err = cli("database", ["--frobnicate", "status"], base_env())
+    assert rc == 9 and "--frobnicate" in err
+
+
+@pytest.mark.parametrize("sub", ["init", "cleanup", "bundle", "migrator"])
+def test_other_subcommands_have_help_and_name_unknown_options(
+    sub: str, tmp_path: Path, cli: Cli
+) -> None:
+    env = base_env(LOCAL_DIR=str(tmp_path))
+    rc, out, _ = cli("database", [sub, "--help"], env)
+    assert rc == 0 and out.startswith("usage: ") and sub in out.splitlines()[0]
+    rc, _, err = cli("database", [sub, "--frobnicate"], env)
+    if sub == "migrator":  # as the original migrator: an option but no subcommand is exit 1
+        assert rc == 1 and "no subcommand specified" in err
+        rc, _, err = cli("database", [sub, "list", "--frobnicate"], env)
+    assert rc == 9 and "--frobnicate" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_diff_log_subcommand_has_help(cli: Cli) -> None:
+    rc, out, _ = cli("database", ["diff", "log", "--help"], base_env())
+    assert rc == 0 and "database diff log" in out
+
+
+@pytest.mark.parametrize("form", [["--url", "{u}"], ["--url={u}"], ["-u", "{u}"]])
+def test_url_after_the_subcommand(form: list[str], db_url: str, project: Path,
+                                  cli: Cli) -> None:
+    """--url after the subcommand is the connection: pending migrations are counted in it
+    (the cluster of LOCAL_DIR is not running, so without a URL there is no count)."""
+    env = base_env(LOCAL_DIR=str(project))
+    args = [a.replace("{u}", db_url) for a in form]
+    rc, out, err = cli("database", ["status", "--json", *args], env)
+    assert rc == 0, err
+    assert json.loads(out)["migrations_pending"] == 2
+    rc, out, _ = cli("database", ["status", "--json"], env)
+    assert json.loads(out)["migrations_pending"] is None
+
+
+def test_inherits_is_repeatable_and_checked_before_the_subcommand_runs(
+    db_url: str, project: Path, cli: Cli
+) -> None:
+    psql(db_url, "CREATE TABLE public.present (id int); CREATE TABLE public.other (id int)")
+    patch = project / "test-data.sql"
+    patch.unlink()
+    env = base_env(LOCAL_DIR=str(project), PGURL=db_url)
+    # the second of two tables is missing: named, exit 5, and patch did not run at all
+    rc, _, err = cli("database", ["-i", "public.present", "patch", "--inherits",
+                                  "public.absent"], env)
+    assert rc == 5
+    assert "public.absent" in err and "public.present" not in err
+    assert not patch.exists()
+    # the first one missing is the one named
+    rc, _, err = cli("database", ["-i", "public.gone", "-i", "public.absent", "patch"], env)
+    assert rc == 5 and "public.gone" in err and "public.absent" not in err
+    assert not patch.exists()
+    # all present (before and after the subcommand): the subcommand runs
+    rc, _, err = cli("database", ["-i", "public.present", "patch", "-i", "public.other"], env)
+    assert rc == 0, err
+    assert patch.is_file()
+
+
+@pytest.mark.parametrize("name", ["a b", "x.y.z.w", "other.public.t", '"open', ""])
+def test_inherits_that_is_no_table_name_exits_3(
+    db_url: str, project: Path, cli: Cli, name: str
+) -> None:
+    env = base_env(LOCAL_DIR=str(project), PGURL=db_url)
+    rc, _, err = cli("database", ["--inherits", name, "patch"], env)
+    assert rc == 3, err
+    assert err.startswith(f"database: error: --inherits {name!r} is not a table name (")
+    assert len(err.strip().splitlines()) == 1
+
+
+
+
+def test_directory_variables_reach_the_commands(db_url: str, project: Path, tmp_path: Path,
+                                                cli: Cli) -> None:
+    other = tmp_path / "elsewhere"
+    (other / "test").mkdir(parents=True)
+    (other / "test" / "test.sql").write_text("SELECT 'ok 1 - from DATABASE_DIR';\n")
+    env = base_env(LOCAL_DIR=str(project), PGURL=db_url, DATABASE_DIR=str(other))
+    rc, out, err = cli("database", ["test"], env)
+    assert rc == 0, err
+    assert "ok 1 - from DATABASE_DIR" in out and str(other / "test" / "test.sql") in err
+    # DATABASE_DIR moves the default DATABASE_SOURCE: no entrypoint there
+    rc, _, err = cli("database", ["hydrate", "-H"], env)
+    assert rc == 1 and str(other / "src" / "entrypoint.sql") in err
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "entrypoint.sql").write_text("SELECT 'from DATABASE_SOURCE';\n")
+    rc, out, err = cli("database", ["hydrate", "-H"], {**env, "DATABASE_SOURCE": str(src)})
+    assert rc == 0, err
+    assert "from DATABASE_SOURCE" in out
+
+    migrations = tmp_path / "mig"
+    migrations.mkdir()
+    (migrations / "20250101000000-one.sql").write_text("-- migrate:up\n-- migrate:down\n")
+    rc, out, _ = cli("database", ["--url", db_url, "status", "--json"],
+                     {**env, "MIGRATION_DIR": str(migrations)})
+    st = json.loads(out)
+    assert (st["migration_dir"], st["migrations_pending"]) == (str(migrations), 1)
+
+
+def test_db_url_alone_and_the_url_precedence_reach_psql(
+    db_url: str, project: Path, cli: Cli
+) -> None:
+    bad = "postgresql://nobody@/nowhere?host=/nonexistent-dir&port=1"
+    (project / "test-data.sql").write_text("SELECT current_database() AS db;\n")
+    name = db_url.split("@/", 1)[1].split("?", 1)[0]
+    cases = [
+        ([], {"DB_URL": db_url}),
+        ([], {"PGURL": db_url, "DB_URL": bad}),
+        (["--url", db_url], {"PGURL": bad, "DB_URL": bad}),
+    ]
+    for flags, urls in cases:
+        rc, out, err = cli("database", [*flags, "patch"], base_env(LOCAL_DIR=str(project), **urls))
+        assert rc == 0, (urls, err)
+        assert name in out
+
+
+def test_patch_output_goes_to_stdout_by_default_and_under_pg_log_path(
+    db_url: str, project: Path, tmp_path: Path, cli: Cli
+) -> None:
+    (project / "test-data.sql").write_text("SELECT 'patched here';\n")
+    env = base_env(LOCAL_DIR=str(project), PGURL=db_url)
+    rc, out, _ = cli("database", ["patch"], env)
+    assert rc == 0 and "patched here" in out
+    logs = tmp_path / "pglog"
+    rc, out, err = cli("database", ["patch"], {**env, "PG_LOG_PATH": str(logs)})
+    assert rc == 0, err
+    assert "patched here" not in out
+    assert "patched here" in (logs / "patch.stdout.log").read_text()
+    assert str(logs / "patch.stdout.log") in err
+
+
+def test_hydrate_failure_on_stdout_says_where_the_output_is(
+    db_url: str, project: Path, cli: Cli
+) -> None:
+    (project / "db" / "src" / "entrypoint.sql").write_text("SELECT 1/0;\n")
+    rc, out, err = cli("database", ["hydrate", "-H"],
+                       base_env(LOCAL_DIR=str(project), PGURL=db_url))
+    assert rc == 1
+    assert "division by zero" in err and "division by zero" not in out  # stderr, as the original
+    assert "check stdout for more" in err
+
+
+def test_dotenv_sources_in_order_content_then_readable_file_then_environment_file(
+    pg: PG, project: Path, tmp_path: Path, cli: Cli
+) -> None:
+    dotenv = tmp_path / "secrets.env"
+    dotenv.write_text("PAYMENT_API_KEY=from-file\n")
+    base = {"LOCAL_DIR": str(project), "ENVIRONMENT": "development"}
+    cases = [
+        ({"HECTIC_DOTENV_CONTENT": "PAYMENT_API_KEY=from-content\n",
+          "HECTIC_DOTENV_FILE": str(dotenv)}, "from-content", "HECTIC_DOTENV_CONTENT"),
+        ({"HECTIC_DOTENV_FILE": str(dotenv)}, "from-file", f"HECTIC_DOTENV_FILE={dotenv}"),
+        ({}, "dev-not-a-real-key", str(project / ".env.development")),
+    ]
+    import uuid
+
+    for extra, expected, source in cases:
+        name = "t_" + uuid.uuid4().hex[:12]
+        pg.psql(f'CREATE DATABASE "{name}"')
+        url = pg.url_for(name)
+        try:
+            rc, _, err = cli("database", ["hydrate"], base_env(PGURL=url, **base, **extra))
+            assert rc == 0, err
+            assert f"from {source}" in err
+            assert psql(url, "SELECT hectic.get_secret('PAYMENT_API_KEY')") == expected
+        finally:
+            pg.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_patch_edit_defaults_to_vi_and_a_missing_editor_is_127(
+    project: Path, tmp_path: Path, cli: Cli
+) -> None:
+    bindir = tmp_path / "bin"
+    fake_program(bindir, "vi", f'echo "$@" > {tmp_path}/vi-called')
+    env = base_env(LOCAL_DIR=str(project))
+    env["PATH"] = f"{bindir}:{env['PATH']}"
+    rc, _, err = cli("database", ["patch", "--edit"], env)
+    assert rc == 0, err
+    assert (tmp_path / "vi-called").read_text().strip() == str(project / "test-data.sql")
+    rc, _, err = cli("database", ["patch", "-e"], {**env, "EDITOR": "no-such-editor-xyz"})
+    assert rc == 127 and "no-such-editor-xyz" in err
+
+
+def test_log_pager_defaults_to_less_frx_and_empty_dir_warns(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    directory = tmp_path / "wd" / "data" / "log"
+    directory.mkdir(parents=True)
+    env = base_env(PG_WORKING_DIR=str(tmp_path / "wd"))
+    # no log file yet, no selector: a warning, exit 0
+    assert main(["log"], env=env) == 0
+    assert "warning: no log files" in capfd.readouterr().err
+    (directory / "postgresql-1.log").write_text("the server said hello\n")
+    bindir = tmp_path / "bin"
+    fake_program(bindir, "less", 'echo "less args: $*"; cat "$2"')
+    env["PATH"] = f"{bindir}:{env['PATH']}"
+    ctx = Context(settings=ProjectSettings.from_env(env), stdout=_Tty())
+    assert db_workflow.dispatch(ctx, "log", {"follow": False}, []) == 0
+    out = capfd.readouterr().out
+    assert f"less args: -FRX {directory / 'postgresql-1.log'}" in out
+    assert "the server said hello" in out
+
+
+def test_migrator_uses_migration_dir_and_the_environment_url(
+    db_url: str, project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    cli: Cli,
+) -> None:
+    migrations = tmp_path / "mig"
+    migrations.mkdir()
+    (migrations / "20250101000000-make-table.sql").write_text(
+        "-- migrate:up\nCREATE TABLE public.from_migration (x int) INHERITS (hectic.created_at);"
+        "\n-- migrate:down\nDROP TABLE public.from_migration;\n")
+    monkeypatch.chdir(tmp_path)  # no ./migration fallback to hide a wrong directory
+    env = base_env(LOCAL_DIR=str(project), DB_URL=db_url, MIGRATION_DIR=str(migrations))
+    rc, _, err = cli("database", ["migrator", "migrate", "up", "all"], env)
+    assert rc == 0, err
+    assert psql(db_url, "SELECT to_regclass('public.from_migration') IS NOT NULL") == "t"
+    # without MIGRATION_DIR: $DATABASE_DIR/migration (the example's two)
+    env.pop("MIGRATION_DIR")
+    rc, out, err = cli("database", ["migrator", "list"], env)
+    assert rc == 0, err
+    assert out.split() == sorted(e.name.removesuffix(".sql")
+                                 for e in (project / "db" / "migration").iterdir())
+
+
+def test_example_schema_inherits_the_hectic_parents(db_url: str, project: Path,
+                                                    cli: Cli) -> None:
+    env = base_env(LOCAL_DIR=str(project), PGURL=db_url)
+    rc, _, err = cli("database", ["hydrate"], env)
+    assert rc == 0, err
+    parents = psql(db_url, """
+        SELECT c.oid::regclass || ':' || string_agg(i.inhparent::regclass::text, ','
+                                                   ORDER BY i.inhparent::regclass::text)
+          FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+         WHERE c.relnamespace = 'shop'::regnamespace GROUP BY c.oid ORDER BY 1""").splitlines()
+    assert "shop.currency:hectic.created_at,hectic.immutable" in parents
+    assert "shop.customer:hectic.created_at,hectic.updated_at" in parents
+    # the immutable reference table was filled (in migration mode) and refuses plain writes
+    assert psql(db_url, "SELECT count(*) FROM shop.currency") == "4"
+    with pytest.raises(Error) as refused:
+        psql(db_url, "INSERT INTO shop.currency (code, name, minor_units) VALUES ('XTS', 'x', 2)")
+    assert "inherits hectic.immutable" in (refused.value.detail or "")
+    # two migrations, both pending on a hydrated database
+    rc, out, _ = cli("database", ["--url", db_url, "status", "--json"], env)
+    assert json.loads(out)["migrations_pending"] == 2

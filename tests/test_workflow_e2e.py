@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -20,9 +21,11 @@ from typing import Any
 import pytest
 
 from db_tool import psql as p
-from db_tool.cli.database import main
 from db_tool.cluster import Cluster
-from db_tool.settings import ClusterConfig, login_name
+from db_tool.settings import ClusterConfig, ProjectSettings, login_name
+from tests.conftest import Cli
+from tests.dbproject import short_dir
+from tests.helpers import next_port, run_cmd, script, stop_quietly
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples"
@@ -101,13 +104,6 @@ def project(short_tmp: Path) -> Iterator[Project]:
         stop(proj.check_dir)
 
 
-def run(argv: list[str], env: dict[str, str], capsys: pytest.CaptureFixture[str]) -> tuple[
-        int, str, str]:
-    rc = main(argv, env=env)
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
 def test_deploy_test_reuse_cleanup_with_the_installed_script(project: Project) -> None:
     env = {k: v for k, v in project.env.items() if k not in ("PGURL", "DB_URL")}
     done = subprocess.run([str(BIN / "database"), "deploy"], env=env, capture_output=True,
@@ -162,31 +158,31 @@ def test_deploy_test_reuse_cleanup_with_the_installed_script(project: Project) -
 
 
 def test_deploy_options_mock_no_patch_no_hydrate(project: Project,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
-    rc, _, err = run(["deploy", "--mock", "--no-patch"], project.env, capsys)
+                                                 cli: Cli) -> None:
+    rc, _, err = cli("database", ["deploy", "--mock", "--no-patch"], project.env)
     assert rc == 0, err
     url = project.url
     assert q(url, "SELECT shop.payment_provider_status(1)") == "settled (mock)"
     assert q(url, "SELECT count(*) FROM shop.customer") == "0"
-    rc, _, err = run(["deploy", "-H", "-P"], project.env, capsys)
+    rc, _, err = cli("database", ["deploy", "-H", "-P"], project.env)
     assert rc == 0, err
     assert q(url, "SELECT count(*) FROM pg_namespace WHERE nspname IN ('hectic', 'shop')") == "0"
 
 
 def test_deploy_failure_leaves_the_cluster_running_for_inspection(
-    project: Project, capsys: pytest.CaptureFixture[str]
+    project: Project, cli: Cli
 ) -> None:
     (project.root / "test-data.sql").write_text("INSERT INTO shop.nope VALUES (1);\n")
-    rc, _, err = run(["deploy", "--cleanup"], project.env, capsys)
+    rc, _, err = cli("database", ["deploy", "--cleanup"], project.env)
     assert rc == 1
     assert "patch error" in err and "shop.nope" in err
     assert project.cluster().is_running()
 
 
 @pytest.fixture
-def dev(project: Project, capsys: pytest.CaptureFixture[str]) -> tuple[Project, int, str]:
+def dev(project: Project, cli: Cli) -> tuple[Project, int, str]:
     """The development cluster, deployed and running, with a row only it has."""
-    rc, _, err = run(["deploy"], project.env, capsys)
+    rc, _, err = cli("database", ["deploy"], project.env)
     assert rc == 0, err
     url = project.url
     q(url, "INSERT INTO shop.customer (email, name) VALUES ('only-dev@example.org', 'Dev')")
@@ -203,12 +199,12 @@ def _dev_untouched(project: Project, pid: int, url: str) -> None:
 
 
 def test_check_passes_and_never_touches_the_running_dev_cluster(
-    dev: tuple[Project, int, str], capsys: pytest.CaptureFixture[str]
+    dev: tuple[Project, int, str], cli: Cli
 ) -> None:
     project, pid, url = dev
     # PGURL points at the dev cluster: check must not use it
     env = {**project.env, "PGURL": url, "DB_URL": url}
-    rc, _, err = run(["check"], env, capsys)
+    rc, _, err = cli("database", ["check"], env)
     assert rc == 0, err
     assert "check: PASSED" in err
     assert str(project.check_dir) in err
@@ -216,10 +212,10 @@ def test_check_passes_and_never_touches_the_running_dev_cluster(
 
 
 def test_check_failure_is_exit_1_and_torn_down(dev: tuple[Project, int, str],
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+                                               cli: Cli) -> None:
     project, pid, url = dev
     (project.root / "db" / "src" / "functions.sql").write_text("SELECT broken(;\n")
-    rc, _, err = run(["check", "-P"], project.env, capsys)
+    rc, _, err = cli("database", ["check", "-P"], project.env)
     assert rc == 1
     assert "hydrate error" in err and "tear down the check cluster ..." in err
     # one error line, and no "done" after the failure
@@ -267,11 +263,13 @@ def test_check_interrupted_is_torn_down(sig: signal.Signals,
 
 @pytest.fixture
 def fake_ssh(tmp_path: Path) -> Path:
-    """`ssh HOST CMD...` runs CMD... locally through sh -c, like the remote shell would."""
+    """`ssh HOST CMD...` runs CMD... locally through sh -c, like the remote shell would; it
+    records the host in `hosts` and its whole argv in `argv`."""
     bindir = tmp_path / "fakebin"
     bindir.mkdir()
     ssh = bindir / "ssh"
-    ssh.write_text('#!/bin/sh\necho "$1" >> "$(dirname "$0")/hosts"\nshift\nexec sh -c "$*"\n')
+    ssh.write_text('#!/bin/sh\necho "$*" >> "$(dirname "$0")/argv"\n'
+                   'echo "$1" >> "$(dirname "$0")/hosts"\nshift\nexec sh -c "$*"\n')
     ssh.chmod(0o755)
     return bindir
 
@@ -285,7 +283,7 @@ def _staging_db(url: str) -> None:
 
 
 def test_pull_staging_through_fake_ssh_then_patch(
-    fake_ssh: Path, tmp_path: Path, pg: Any, capsys: pytest.CaptureFixture[str],
+    fake_ssh: Path, tmp_path: Path, pg: Any, cli: Cli,
     db_url: str,
 ) -> None:
     staging_url = db_url
@@ -304,14 +302,16 @@ def test_pull_staging_through_fake_ssh_then_patch(
             STAGING_DUMP_FLAGS="--data-only --column-inserts --no-owner",
         )
         env["PATH"] = f"{fake_ssh}:{env['PATH']}"
-        rc, _, err = run(["pull_staging"], env, capsys)
+        rc, _, err = cli("database", ["pull_staging"], env)
         assert rc == 0, err
         assert (fake_ssh / "hosts").read_text() == "deploy@staging\n"
+        # the URL (and its password) reaches the remote shell on stdin, never on local argv
+        assert staging_url not in (fake_ssh / "argv").read_text()
         text = (local / "test-data.sql").read_text()
         assert "-- Host:   deploy@staging" in text
         assert "INSERT INTO public.item" in text
         assert staging_url not in text
-        rc, _, err = run(["patch"], {**env, "PGURL": target}, capsys)
+        rc, _, err = cli("database", ["patch"], {**env, "PGURL": target})
         assert rc == 0, err
         assert q(target, "SELECT string_agg(name, ',' ORDER BY id) FROM item") == \
             "a,b,it's \"c\""
@@ -329,7 +329,7 @@ def test_pull_staging_through_fake_ssh_then_patch(
     ("printf '\\n\\n'; exit 0", "staging dump returned empty output"),
 ])
 def test_pull_staging_failure_leaves_the_patch_file_as_it_was(
-    script: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    script: str, message: str, tmp_path: Path, cli: Cli
 ) -> None:
     bindir = tmp_path / "bin"
     bindir.mkdir()
@@ -344,7 +344,7 @@ def test_pull_staging_failure_leaves_the_patch_file_as_it_was(
     env = base_env(LOCAL_DIR=str(local), STAGING_SSH_HOST="h", STAGING_DB_URL="u",
                    STAGING_DUMP_TABLES="t", STAGING_DUMP_FLAGS="--data-only")
     env["PATH"] = f"{bindir}:{env['PATH']}"
-    rc, _, err = run(["pull_staging"], env, capsys)
+    rc, _, err = cli("database", ["pull_staging"], env)
     assert rc == 1
     assert message in err and "left as it was" in err
     assert "done in" not in err  # no "done" before (or after) the error
@@ -408,3 +408,163 @@ def test_concurrent_deploys_are_serialised(project: Project) -> None:
     assert second.returncode == 0, err2
     assert "waiting for another db-tool run" in err2
     assert q(project.url, "SELECT count(*) FROM shop.customer") == "3"
+
+
+def test_example_project_has_the_required_pieces() -> None:
+    entry = (EXAMPLE / "db" / "src" / "entrypoint.sql").read_text()
+    included = re.findall(r"^\\ir\s+(\S+)", entry, re.MULTILINE)
+    assert len(included) >= 3
+    for rel in included:
+        assert (EXAMPLE / "db" / "src" / rel).is_file(), rel
+    migrations = [e for e in (EXAMPLE / "db" / "migration").iterdir()
+                  if re.match(r"^[0-9]{14}-.+", e.name)]
+    assert len(migrations) == 2
+    for name in ("test-data.sql", "db/test/test.sql", ".env.development"):
+        assert (EXAMPLE / name).is_file() and (EXAMPLE / name).read_text().strip(), name
+
+
+def test_readme_quick_start_runs_the_example_script() -> None:
+    readme = (REPO / "README.md").read_text()
+    quick = readme.split("## Quick start", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    assert quick.splitlines()[0].split("#")[0].strip() == "./dev example"
+    dev = (REPO / "dev").read_text()
+    assert re.search(r'^\s*example\).*examples/run-example\.sh', dev, re.MULTILINE)
+    example = (EXAMPLE / "run-example.sh").read_text()
+    for sub in ("deploy", "check", "test"):
+        assert f'"$DATABASE" {sub}\n' in example, sub
+
+
+def _doc_block(after: str, fence: str) -> str:
+    text = (REPO / "docs" / "workflow.md").read_text()
+    return text.split(after, 1)[1].split(fence, 1)[1].split("```", 1)[0]
+
+
+@pytest.fixture
+def hook_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    root = short_dir()
+    shutil.copytree(EXAMPLE, root / "p", ignore=shutil.ignore_patterns("focus"))
+    try:
+        yield root / "p"
+    finally:
+        stop_quietly(root / "p" / "focus" / "postgresql")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_documented_direnv_and_nix_shell_hooks_work(hook_project: Path) -> None:
+    envrc = _doc_block("### direnv", "```sh\n")
+    nix = _doc_block("### Nix devShell", "```nix\n")
+    shell_hook = nix.split("shellHook = ''\n", 1)[1].split("'';", 1)[0]
+    env = base_env(PG_PORT=str(next_port()), PG_SHARED_PRELOAD_LIBRARIES="")
+    for var in ("PGURL", "DB_URL", "LOCAL_DIR", "PG_WORKING_DIR", "PG_DATABASE", "PG_REUSE"):
+        env.pop(var, None)
+    probe = '\npsql "$PGURL" -X -At -c "SELECT current_database()"\necho "URL=$PGURL"\n'
+    # direnv runs .envrc with bash; the hook must also work in a POSIX sh
+    for shell in ("sh", "bash"):
+        done = subprocess.run([shell, "-c", envrc + probe], cwd=hook_project, env=env,
+                              capture_output=True, text=True, timeout=120,
+                              stdin=subprocess.DEVNULL, check=False)
+        assert done.returncode == 0, done.stderr
+        assert "testdb" in done.stdout
+        assert f"host={hook_project}/focus/postgresql/sock" in done.stdout
+    # the Nix shellHook (bash): exports PGURL, and its EXIT trap stops the cluster again
+    done = subprocess.run(["bash", "-c", shell_hook + probe], cwd=hook_project, env=env,
+                          capture_output=True, text=True, timeout=120,
+                          stdin=subprocess.DEVNULL, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "testdb" in done.stdout
+    pid_file = hook_project / "focus" / "postgresql" / "data" / "postmaster.pid"
+    assert not pid_file.exists()
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, str]]]:
+    root = short_dir()
+    proj = root / "p"
+    shutil.copytree(EXAMPLE, proj, ignore=shutil.ignore_patterns("focus"))
+    env = base_env(LOCAL_DIR=str(proj), PG_PORT=str(next_port()), ENVIRONMENT="development",
+                 XDG_CACHE_HOME=str(tmp_path_factory.getbasetemp() / "cache"))
+    try:
+        result = run_cmd([script("database"), "deploy"], env)
+        assert result.returncode == 0, result.stderr
+        yield proj, env
+    finally:
+        stop_quietly(proj / "focus" / "postgresql")
+        stop_quietly(proj / "focus" / "postgresql-check-tmp")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _url(env: dict[str, str]) -> str:
+    from db_tool.cluster import Cluster
+
+    return Cluster(ProjectSettings.from_env(env).cluster_config()).url
+
+
+def test_status_and_log_of_a_running_cluster(deployed: tuple[Path, dict[str, str]],
+                                             cli: Cli) -> None:
+    _, env = deployed
+    rc, out, _ = cli("database", ["status", "--json"], env)
+    st = json.loads(out)
+    assert rc == 0 and st["running"] is True
+    assert st["postgresql"].startswith(f"PostgreSQL {st['version']}")
+    rc, out, _ = cli("database", ["status"], env)
+    assert rc == 0
+    assert re.search(r"^cluster: +running \(pid \d+\)$", out, re.MULTILINE)
+    assert re.search(r"^postgresql: +PostgreSQL \d+", out, re.MULTILINE)
+    assert re.search(r"^data size: +\d+\.\d MiB$", out, re.MULTILINE)
+    assert re.search(r"^migrations: +2 pending in ", out, re.MULTILINE)
+    # the real server logs of the working dir
+    rc, out, _ = cli("database", ["log", "list"], env)
+    assert rc == 0 and re.match(r"^ 1  postgresql-.*\.log$", out)
+    rc, out, _ = cli("database", ["log", "1"], env)
+    assert rc == 0 and "database system is ready to accept connections" in out
+
+
+def test_check_options_mock_and_no_hydrate(deployed: tuple[Path, dict[str, str]],
+                                           cli: Cli) -> None:
+    proj, env = deployed
+    check_dir = proj / "focus" / "postgresql-check-tmp"
+    mock = proj / "db" / "src" / "mock.sql"
+    saved = mock.read_text()
+    mock.write_text("SELECT 1/0; -- only reached with USE_MOCK\n")
+    try:
+        rc, _, err = cli("database", ["check", "-P"], env)
+        assert rc == 0, err
+        rc, _, err = cli("database", ["check", "-P", "-m"], env)
+        assert rc == 1 and "division by zero" in err
+        assert not check_dir.exists()
+    finally:
+        mock.write_text(saved)
+    entry = proj / "db" / "src" / "entrypoint.sql"
+    saved = entry.read_text()
+    entry.write_text("SELECT broken(;\n")
+    try:
+        rc, _, err = cli("database", ["check", "-H", "-P"], env)  # hydrate skipped: passes
+        assert rc == 0, err
+        assert "hydrate ..." not in err and "test-data.sql" not in err
+        assert not check_dir.exists()
+    finally:
+        entry.write_text(saved)
+
+
+def test_deploy_reuse_implies_no_hydrate_and_no_patch(deployed: tuple[Path, dict[str, str]],
+                                                      cli: Cli) -> None:
+    proj, env = deployed
+    url = _url(env)
+    q(url, "INSERT INTO shop.customer (email, name) VALUES ('kept@example.org', 'Kept')")
+    before = q(url, "SELECT count(*) FROM shop.customer") + "/" + \
+        q(url, "SELECT count(*) FROM shop.invoice")
+    entry = proj / "db" / "src" / "entrypoint.sql"
+    patch = proj / "test-data.sql"
+    saved = entry.read_text(), patch.read_text()
+    entry.unlink()  # hydrate would fail at once
+    patch.write_text("INSERT INTO shop.nope VALUES (1);\n")  # so would patch
+    try:
+        rc, out, err = cli("database", ["deploy", "--reuse"], env)
+        assert rc == 0, err
+        assert "hydrate" not in err.replace("deploy done", "") and "patch" not in err
+        assert out == f"export PGURL='{url}'\n"
+    finally:
+        entry.write_text(saved[0])
+        patch.write_text(saved[1])
+    assert q(url, "SELECT count(*) FROM shop.customer") + "/" + \
+        q(url, "SELECT count(*) FROM shop.invoice") == before

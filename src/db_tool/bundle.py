@@ -46,10 +46,10 @@ def render() -> str:
 
 def cache_dir(env: Mapping[str, str] | None = None) -> Path:
     from db_tool import cachedir
-    from db_tool.settings import cache_locations_from
+    from db_tool.settings import cache_locations_from, runtime
 
-    environ = os.environ if env is None else env
-    base = cachedir.choose(cache_locations_from(environ), None, "bundle cache")
+    locations = runtime().cache_locations if env is None else cache_locations_from(env)
+    base = cachedir.choose(locations, None, "bundle cache")
     if base is None:
         raise Error(
             "no writable cache directory for the rendered bundle (tried XDG_CACHE_HOME, "

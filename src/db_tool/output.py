@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TextIO
+
+TYPE_CHECKING = False  # typing costs a few ms at start-up, and re with it
+if TYPE_CHECKING:
+    from typing import TextIO
 
 _quiet = False
+# Info and ok lines are named after the command the user typed (`database: ...`); library use
+# (no command) keeps "db-tool".
+_prog: str | None = None
 _status_shown = False  # a progress line is on the terminal (stderr), to be cleared first
 
 _COLORS = {"info": "\033[36m", "warn": "\033[33m", "error": "\033[31m", "ok": "\033[32m"}
@@ -17,9 +22,9 @@ _RESET = "\033[0m"
 
 
 def _use_color(stream: TextIO) -> bool:
-    from db_tool.settings import color_from
+    from db_tool.settings import runtime
 
-    chosen = color_from(os.environ)
+    chosen = runtime().color
     if chosen is not None:
         return chosen
     try:
@@ -32,6 +37,31 @@ def set_quiet(quiet: bool = True) -> None:
     """-q/--quiet: only warnings and errors (and results on stdout) are shown."""
     global _quiet
     _quiet = quiet
+
+
+def set_prog(prog: str | None) -> str | None:
+    """Name info lines after `prog` unless a command is named already (the launcher, or the
+    outer command: `database migrator ...` speaks as database); returns what was there, for
+    reset_prog()."""
+    global _prog
+    was = _prog
+    if _prog is None:
+        _prog = prog
+    return was
+
+
+def reset_prog(was: str | None) -> None:
+    global _prog
+    _prog = was
+
+
+def prog() -> str:
+    return _prog or "db-tool"
+
+
+def invoked() -> str | None:
+    """The command the launcher was started as, when it was."""
+    return _prog
 
 
 def is_quiet() -> bool:
@@ -63,17 +93,16 @@ def clear_status() -> None:
         _status_shown = False
 
 
-# HECTIC_LOG, as the original's log helper: the lowest level shown (default info). Our
-# levels map onto it: ok lines are "notice", as the original's step results; errors always show.
-_LEVELS = {"trace": 0, "debug": 1, "info": 2, "notice": 3, "warn": 4, "warning": 4, "error": 5,
-           "panic": 6}
+# Our levels on HECTIC_LOG's scale (settings.LOG_LEVELS): ok lines are "notice", as the
+# original's step results; errors always show.
 _OURS = {"debug": 1, "info": 2, "ok": 3, "warn": 4, "error": 5}
 
 
 def _shown(level: str) -> bool:
-    """Read like NO_COLOR, at the moment of use (the CLIs' env is os.environ)."""
-    wanted = _LEVELS.get(os.environ.get("HECTIC_LOG", "").strip().lower(), _LEVELS["info"])
-    return level == "error" or _OURS[level] >= wanted
+    """HECTIC_LOG (the lowest level shown) of the env the command runs with."""
+    from db_tool.settings import runtime
+
+    return level == "error" or _OURS[level] >= runtime().log_level
 
 
 def _emit(level: str, message: str, stream: TextIO | None = None) -> None:
@@ -82,7 +111,7 @@ def _emit(level: str, message: str, stream: TextIO | None = None) -> None:
     stream = stream if stream is not None else sys.stderr
     if stream is sys.stderr:
         clear_status()
-    label = {"info": "db-tool", "warn": "warning", "error": "error", "ok": "db-tool",
+    label = {"info": prog(), "warn": "warning", "error": "error", "ok": prog(),
              "debug": "debug"}[level]
     if _use_color(stream):
         label = f"{_COLORS[level]}{label}{_RESET}"

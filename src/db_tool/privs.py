@@ -15,7 +15,6 @@ from __future__ import annotations
 import grp
 import os
 import pwd
-import shutil
 import stat
 import struct
 from pathlib import Path
@@ -153,7 +152,7 @@ def _grant(directory: Path, account: RunAs, perms: str) -> str:
     recalculated mask would silently make other entries effective (a `user:x:rwx` held back
     by `mask::r-x` would become writable). Where the mask withholds our bits, it is widened by
     exactly those bits, and whoever gains from that is named."""
-    setfacl = shutil.which("setfacl")
+    setfacl = proc.which("setfacl")
     if setfacl:
         result = proc.run(
             [setfacl, "-n", "-m", f"u:{account.name}:{perms}", str(directory)], check=False

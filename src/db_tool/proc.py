@@ -40,6 +40,23 @@ class RunAs:
     home: str
 
 
+def child_env(env: Mapping[str, str] | None) -> dict[str, str]:
+    """The environment of a child: env, else the one the command runs with (settings.runtime:
+    what main(argv, env=...) was given), never os.environ behind its back."""
+    if env is not None:
+        return dict(env)
+    from db_tool.settings import runtime
+
+    return dict(runtime().child_env)
+
+
+def which(program: str, env: Mapping[str, str] | None = None) -> str | None:
+    """program on the PATH of env (default: the command's, as child_env)."""
+    import shutil
+
+    return shutil.which(program, path=child_env(env).get("PATH") or os.defpath)
+
+
 def describe(argv: Sequence[str]) -> str:
     return shlex.join(str(a) for a in argv)
 
@@ -47,9 +64,9 @@ def describe(argv: Sequence[str]) -> str:
 def _as_kwargs(user: RunAs | None, env: dict[str, str] | None) -> dict[str, Any]:
     if user is None:
         return {}
-    child_env = dict(env if env is not None else os.environ)
-    child_env.update({"HOME": user.home, "USER": user.name, "LOGNAME": user.name})
-    return {"user": user.uid, "group": user.gid, "extra_groups": [], "env": child_env}
+    as_user = child_env(env)
+    as_user.update({"HOME": user.home, "USER": user.name, "LOGNAME": user.name})
+    return {"user": user.uid, "group": user.gid, "extra_groups": [], "env": as_user}
 
 
 def run(
@@ -69,7 +86,7 @@ def run(
     """Run argv to completion; raise Error (command, rc, stderr) when check and rc != 0.
     `tied`: the child is killed when we die, even by kill -9 (die_with_parent)."""
     argv = [os.fspath(a) for a in argv]
-    full_env = dict(env) if env is not None else None
+    full_env = child_env(env)
     kwargs: dict[str, Any] = {"env": full_env}
     kwargs.update(_as_kwargs(user, full_env))
     if tied:
@@ -127,12 +144,10 @@ def spawn_detached(
     argv = [os.fspath(a) for a in argv]
     preexec = None
     if low_priority:
-        import shutil
-
         # Programs rather than a preexec_fn: without one, the child is forked the cheap way
         # (vfork), which matters on the hook path.
-        nice = shutil.which("nice")
-        ionice = shutil.which("ionice")
+        nice = which("nice", env)
+        ionice = which("ionice", env)
         if nice is not None:
             argv = [nice, "-n", "19", *argv]
         else:
@@ -143,7 +158,32 @@ def spawn_detached(
         subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL, close_fds=True, start_new_session=True, cwd=cwd,
-            env=dict(env) if env is not None else None, preexec_fn=preexec,
+            env=child_env(env), preexec_fn=preexec,
+        )
+    except FileNotFoundError as exc:
+        raise NotInstalledError(
+            f"{argv[0]} not found: install it or put it on PATH ({exc.strerror})"
+        ) from exc
+
+
+def start_server(
+    argv: Sequence[str],
+    *,
+    log_fd: int,
+    env: Mapping[str, str],
+    user: RunAs | None = None,
+    cwd: str = "/",
+) -> subprocess.Popen[bytes]:
+    """Start a long-running server (postgres) in its own session: stdin on /dev/null,
+    stdout and stderr appended to log_fd, run as `user` (no supplementary groups). Not tied
+    to us: it outlives the caller (a shell hook); the caller owns the Popen (poll/kill)."""
+    argv = [os.fspath(a) for a in argv]
+    try:
+        return subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd, close_fds=True,
+            start_new_session=True, cwd=cwd, env=dict(env),
+            user=user.uid if user else None, group=user.gid if user else None,
+            extra_groups=[] if user else None,
         )
     except FileNotFoundError as exc:
         raise NotInstalledError(
@@ -163,7 +203,7 @@ def run_interactive(
     argv = [os.fspath(a) for a in argv]
     try:
         completed = subprocess.run(
-            argv, env=dict(env) if env is not None else None, cwd=cwd, close_fds=True,
+            argv, env=child_env(env), cwd=cwd, close_fds=True,
             check=False,
         )
     except FileNotFoundError as exc:
@@ -215,7 +255,7 @@ def spawn(
     try:
         return subprocess.Popen(
             argv, stdin=stdin, stdout=stdout, stderr=stderr, close_fds=True,
-            env=dict(env) if env is not None else None, cwd=cwd,
+            env=child_env(env), cwd=cwd,
             preexec_fn=die_with_parent() if tied else None,
         )
     except FileNotFoundError as exc:
@@ -256,7 +296,7 @@ def run_group(
         child = subprocess.Popen(
             ["sh", "-c", _GUARD, "db-tool-guard", *argv], stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL, stderr=stderr, close_fds=True, start_new_session=True,
-            env=dict(env) if env is not None else None,
+            env=child_env(env),
         )
     except FileNotFoundError as exc:
         raise NotInstalledError(f"sh not found: install it or put it on PATH ({exc.strerror})"

@@ -42,9 +42,9 @@ class Meter:
 
 
 def _interval() -> float:
-    from db_tool.settings import progress_interval_from
+    from db_tool.settings import runtime
 
-    return progress_interval_from(os.environ)
+    return runtime().progress_interval()
 
 
 def describe(what: str, done: int | None, total: int | None, elapsed: float) -> str:

@@ -9,26 +9,25 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
 
 from db_tool import proc
 from db_tool.conninfo import without_password
-from db_tool.errors import Error, NotInstalledError
+from db_tool.errors import NotInstalledError
 
 FIELD_SEP = "\x1f"
 RECORD_SEP = "\x1e"
 
 
 @cache
-def _psql_for(pg_bin_dir: str | None) -> str:
+def _psql_for(pg_bin_dir: str | None, path: str | None) -> str:
     if pg_bin_dir:
         candidate = Path(pg_bin_dir) / "psql"
         if os.access(candidate, os.X_OK):
             return str(candidate)
-    found = shutil.which("psql")
+    found = shutil.which("psql", path=path or os.defpath)
     if found:
         return found
     from db_tool import pgbin
@@ -43,7 +42,11 @@ def _psql_for(pg_bin_dir: str | None) -> str:
 
 
 def psql_path() -> str:
-    return _psql_for(os.environ.get("PG_BIN_DIR"))
+    """PG_BIN_DIR's psql, else the one on PATH, else the found installation's (settings)."""
+    from db_tool.settings import runtime
+
+    rt = runtime()
+    return _psql_for(rt.pg_bin_dir, rt.path)
 
 
 def base_argv(
@@ -69,7 +72,9 @@ def base_argv(
 def env(appname: str = "db-tool", url: str | None = None) -> dict[str, str]:
     """The environment for a psql child: a developer's PGDATABASE must not redirect it, and
     the password of `url` (kept out of argv by base_argv) travels as PGPASSWORD."""
-    child = dict(os.environ)
+    from db_tool.settings import runtime
+
+    child = dict(runtime().child_env)
     child.pop("PGDATABASE", None)
     child.setdefault("PGAPPNAME", appname)
     if url is not None:
@@ -96,32 +101,6 @@ def split_error(text: str) -> tuple[str, str]:
 
 def first_error(text: str) -> str:
     return split_error(text)[0]
-
-
-def run_file(
-    url: str,
-    path: str | os.PathLike[str],
-    *,
-    variables: Mapping[str, str] | None = None,
-    log: str | os.PathLike[str] | None = None,
-    single_transaction: bool = False,
-    check: bool = True,
-    what: str | None = None,
-) -> proc.Result:
-    """psql -f PATH. With log, stdout+stderr go to that file (appended) instead of captured."""
-    argv = base_argv(url, variables=variables)
-    if single_transaction:
-        argv.append("--single-transaction")
-    argv += ["-f", os.fspath(path)]
-    if log is None:
-        return proc.run(argv, env=env(url=url), check=check, what=what or f"psql -f {path}")
-    Path(log).parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "a", encoding="utf-8") as fh:
-        result = proc.run(argv, env=env(url=url), check=False, stdout=fh,
-                          stderr=subprocess.STDOUT)
-    if check and not result.ok:
-        raise Error(f"{what or f'psql -f {path}'} failed; see {log}")
-    return result
 
 
 def run_sql(

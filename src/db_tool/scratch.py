@@ -9,6 +9,7 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from db_tool import output
@@ -17,7 +18,8 @@ from db_tool.errors import Error
 from db_tool.signals import Terminated, defer_signals, interrupt_on_signals
 
 __all__ = ["Terminated", "defer_signals", "interrupt_on_signals", "quiet_after_failure",
-           "stray_postmasters", "teardown"]
+           "stray_postmasters", "tear_down", "teardown"]
+
 
 def quiet_after_failure(what: str) -> contextlib.AbstractContextManager[object]:
     """A teardown step inside `finally`: timed as usual after success, but after a failure
@@ -65,3 +67,17 @@ def teardown(cluster: Cluster) -> None:
     shutil.rmtree(cluster.working_dir, ignore_errors=True)
     if cluster.working_dir.exists():
         output.warn(f"could not remove {cluster.working_dir} completely")
+
+
+def tear_down(what: str, clusters: Sequence[Cluster],
+              keep: Callable[[int, Cluster], None] | None = None) -> None:
+    """The one teardown of throw-away clusters (check, diff, normalize-backup), for their
+    `finally`: SIGINT/SIGTERM deferred until it is done (a second Ctrl-C cannot leave a server
+    running), announced but not timed after a failure, and each cluster stopped — also one
+    still starting — with its working dir removed. keep(index, cluster) runs first for each
+    (diff copies the server logs out)."""
+    with defer_signals(), quiet_after_failure(what):
+        for index, cluster in enumerate(clusters):
+            if keep is not None:
+                keep(index, cluster)
+            teardown(cluster)

@@ -12,9 +12,13 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
-from db_tool.cachedir import CacheLocations
 from db_tool.errors import Error, ExitCode, MissingError
+
+if TYPE_CHECKING:
+    # Imported where used: cachedir brings output, which the migrator's start-up skips.
+    from db_tool.cachedir import CacheLocations
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Names the sourced shim must never assign: the shell's own variables, what the loader and
@@ -76,6 +80,76 @@ def progress_interval_from(env: Mapping[str, str]) -> float:
         raise MissingError(f"DB_TOOL_PROGRESS_INTERVAL={raw!r} is not a number of seconds: "
                            "set it to e.g. 5 or unset it") from None
     return max(value, 0.05)
+
+
+# HECTIC_LOG, as the original's log helper: the lowest level shown (default info).
+LOG_LEVELS = {"trace": 0, "debug": 1, "info": 2, "notice": 3, "warn": 4, "warning": 4,
+              "error": 5, "panic": 6}
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What the process-wide helpers need from the environment: log level and colour
+    (output), the progress interval (progress), which psql (psql), and the environment every
+    child process gets (proc, psql). Read from the env a command's main(argv, env=...) was
+    given (use()), so that env, not os.environ, is honoured end to end."""
+
+    child_env: Mapping[str, str]
+    log_level: int = LOG_LEVELS["info"]
+    color: bool | None = None
+    pg_bin_dir: str | None = None
+    path: str | None = None  # PATH, to find programs (psql, pg_config) the way a child would
+    progress_interval_raw: str = ""
+    cache_locations: CacheLocations = field(default_factory=lambda: CacheLocations(None, None,
+                                                                                   None))
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Runtime:
+        from types import MappingProxyType
+
+        return cls(
+            child_env=MappingProxyType(dict(env)),
+            log_level=LOG_LEVELS.get(env.get("HECTIC_LOG", "").strip().lower(),
+                                     LOG_LEVELS["info"]),
+            color=color_from(env),
+            pg_bin_dir=env.get("PG_BIN_DIR") or None,
+            path=env.get("PATH"),
+            progress_interval_raw=env.get("DB_TOOL_PROGRESS_INTERVAL", ""),
+            cache_locations=cache_locations_from(env),
+        )
+
+    def progress_interval(self) -> float:
+        """Checked when progress is first shown, not at start-up: a bad value only matters
+        to a command that reports progress."""
+        return progress_interval_from({"DB_TOOL_PROGRESS_INTERVAL": self.progress_interval_raw})
+
+
+_installed: Runtime | None = None
+
+
+def use(env: Mapping[str, str]) -> Runtime:
+    """Install the Runtime of env for this process: every main() does it (cli.common.env_dict)
+    with the env it was given. Returns it."""
+    global _installed
+    _installed = Runtime.from_env(env)
+    return _installed
+
+
+def forget() -> None:
+    """Back to no installed Runtime (tests, after an in-process main())."""
+    global _installed
+    _installed = None
+
+
+def environ() -> Mapping[str, str]:
+    """The process's environment: for a main() called without env= (the launchers)."""
+    return os.environ
+
+
+def runtime() -> Runtime:
+    """The installed Runtime; a library caller that never ran a main() gets one read from
+    os.environ at the moment of use (as it would have read the variables itself)."""
+    return _installed if _installed is not None else Runtime.from_env(os.environ)
 
 
 def login_name() -> str:
@@ -164,6 +238,11 @@ class ClusterConfig:
     pg_bin_dir: str | None = None  # PG_BIN_DIR: which PostgreSQL (else pgbin's search)
     # Home directories never used as a working dir ($HOME and the login's home).
     homes: tuple[Path, ...] = ()
+    # The caller's environment, for the processes a cluster starts (cluster.server_env,
+    # cluster.server_process_env pick from it); from_env takes it from its env.
+    caller_env: tuple[tuple[str, str], ...] = field(
+        default_factory=lambda: tuple(os.environ.items()), repr=False, compare=False
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> ClusterConfig:
@@ -198,6 +277,7 @@ class ClusterConfig:
             keep_previous=env.get("DB_TOOL_KEEP_PREVIOUS", "") not in ("0", "no", "false"),
             pg_bin_dir=env.get("PG_BIN_DIR") or None,
             homes=_homes(env),
+            caller_env=tuple(env.items()),
         )
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
@@ -214,6 +294,8 @@ def _homes(env: Mapping[str, str]) -> tuple[Path, ...]:
 
 
 def cache_locations_from(env: Mapping[str, str]) -> CacheLocations:
+    from db_tool.cachedir import CacheLocations
+
     return CacheLocations(
         xdg_cache_home=env.get("XDG_CACHE_HOME") or None,
         home=env.get("HOME") or None,
@@ -347,3 +429,47 @@ class ProjectSettings:
     @property
     def focus_dir(self) -> Path:
         return self.require_local_dir() / "focus"
+
+
+DEFAULT_MIGRATOR_LOCK_TIMEOUT = 60.0  # seconds to wait for another migrator
+
+
+class MigratorSettings(NamedTuple):
+    """What `migrator` takes from the environment (a NamedTuple: the no-op `migrate` must not
+    pay for importing more than it needs)."""
+
+    db_url: str | None  # DB_URL, else PGURL (what `. postgres-init` exports)
+    migration_dir: str  # MIGRATION_DIR, else ./migration
+    strict: bool  # MIGRATOR_STRICT set and not 0
+    lock_timeout_text: str  # MIGRATOR_LOCK_TIMEOUT as given (checked by lock_timeout())
+    inline: bool  # MIGRATOR_INLINE=0: every migration through `\i` (psql names the line)
+    search_path: str | None  # PATH, where sqlite3 is looked up
+    # libpq's defaults the wire client must honour as psql would (PGHOST, PGPORT, PGUSER).
+    libpq: Mapping[str, str] = {}
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> MigratorSettings:
+        env = os.environ if env is None else env
+        return cls(
+            db_url=env.get("DB_URL") or env.get("PGURL") or None,
+            migration_dir=env.get("MIGRATION_DIR") or "migration",
+            strict=env.get("MIGRATOR_STRICT", "") not in ("", "0"),
+            lock_timeout_text=env.get("MIGRATOR_LOCK_TIMEOUT", ""),
+            inline=env.get("MIGRATOR_INLINE", "1") != "0",
+            search_path=env.get("PATH"),
+            libpq={k: env[k] for k in ("PGHOST", "PGPORT", "PGUSER") if k in env},
+        )
+
+    def lock_timeout(self) -> float:
+        """MIGRATOR_LOCK_TIMEOUT in seconds (default 60); a bad value is an error only for the
+        commands that take the lock."""
+        raw = self.lock_timeout_text
+        if not raw:
+            return DEFAULT_MIGRATOR_LOCK_TIMEOUT
+        try:
+            value = float(raw)
+        except ValueError:
+            value = -1
+        if value <= 0:
+            raise Error(f"MIGRATOR_LOCK_TIMEOUT={raw!r}: expected a positive number of seconds")
+        return value

@@ -12,10 +12,10 @@ before a crash is thrown away rather than trusted.
 
 Cold path (no usable template): initdb runs in the foreground into a build dir beside
 `data/` and is renamed into place — the user's cluster is never copied — and the template is
-built by a detached, low-priority worker (`python -m db_tool.template_cache`) after the
-server is up. Children of the foreground die with it (kill -9 included); a data dir only
-appears complete (build dir + rename), so an interrupted run leaves nothing but a build dir,
-which the next run removes.
+built by a detached, low-priority worker (`python -m db_tool.template_cache`, whose code is
+template_worker.py) after the server is up. Children of the foreground die with it (kill -9
+included); a data dir only appears complete (build dir + rename), so an interrupted run
+leaves nothing but a build dir, which the next run removes.
 
 Everything here takes explicit values (installation, server account, superuser, database,
 cache dir); nothing reads the environment or a Cluster.
@@ -123,7 +123,7 @@ def create_database_offline(spec: Template, datadir: Path, env: Mapping[str, str
     )
 
 
-def _boot_id() -> str:
+def boot_id() -> str:
     try:
         with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as fh:
             return fh.read().strip().replace("-", "")[:16]
@@ -149,12 +149,12 @@ def remove_dead_builds(parent: Path) -> None:
                 shutil.rmtree(entry.path, ignore_errors=True)
 
 
-def _build_dir(parent: Path) -> Path:
+def build_dir(parent: Path) -> Path:
     return parent / f"{BUILD_PREFIX}{os.getpid()}-{time.monotonic_ns()}"
 
 
 # ---- trust: the manifest ------------------------------------------------------------------------
-def _walk(data: Path) -> Iterator[tuple[str, os.stat_result]]:
+def walk(data: Path) -> Iterator[tuple[str, os.stat_result]]:
     """(relative path, lstat) of everything below data, directories included."""
     stack = [""]
     while stack:
@@ -166,18 +166,6 @@ def _walk(data: Path) -> Iterator[tuple[str, os.stat_result]]:
                 yield sub, st
                 if stat.S_ISDIR(st.st_mode):
                     stack.append(sub)
-
-
-def manifest(data: Path) -> str:
-    lines = []
-    for rel, st in sorted(_walk(data)):
-        if stat.S_ISDIR(st.st_mode):
-            lines.append(f"d - {rel}")
-        elif stat.S_ISREG(st.st_mode):
-            lines.append(f"f {st.st_size} {rel}")
-        else:
-            raise Error(f"{data / rel} is neither a file nor a directory")
-    return "\n".join(lines)
 
 
 def problem(template: Path, owner: tuple[int, int]) -> str | None:
@@ -201,7 +189,7 @@ def problem(template: Path, owner: tuple[int, int]) -> str | None:
         if not stat.S_ISDIR(st.st_mode):
             return "data is not a directory"
         seen = 0
-        for rel, st in _walk(data):
+        for rel, st in walk(data):
             if st.st_uid != owner[0]:
                 return f"data/{rel} is owned by uid {st.st_uid}, not {owner[0]}"
             want = expected.get(rel, -1)
@@ -220,42 +208,6 @@ def problem(template: Path, owner: tuple[int, int]) -> str | None:
     return None
 
 
-def _fsync_tree(root: Path) -> None:
-    """Flush our files only (never a machine-wide sync): files first, then directories."""
-    dirs = [root]
-    for rel, st in _walk(root):
-        if stat.S_ISDIR(st.st_mode):
-            dirs.append(root / rel)
-        elif stat.S_ISREG(st.st_mode):
-            fd = os.open(root / rel, os.O_RDONLY | os.O_NOFOLLOW)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-    for d in reversed(dirs):
-        fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _write_marker(template: Path, text: str) -> None:
-    tmp = template / f"ready.tmp-{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-    try:
-        os.write(fd, text.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, template / "ready")
-    fd = os.open(template, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 # ---- the foreground: a fresh data dir ------------------------------------------------------------
 def provide(spec: Template, datadir: Path, env: Mapping[str, str]) -> Provided:
     """Make `datadir` (absent) a fresh cluster. Never leaves a half-made datadir."""
@@ -265,9 +217,9 @@ def provide(spec: Template, datadir: Path, env: Mapping[str, str]) -> Provided:
     if template is not None:
         if spec.use_spare and _claim_spare(template, datadir):
             return Provided(template, "spare")
-        why = _usable(template, spec.owner)
+        why = usable(template, spec.owner)
         if why is None:
-            build = _build_dir(parent)
+            build = build_dir(parent)
             try:
                 # cp -a keeps ownership (root → PG_OS_USER) and modes (0700) in one pass.
                 proc.run(["cp", "-a", "--", str(template / "data"), str(build)],
@@ -281,7 +233,7 @@ def provide(spec: Template, datadir: Path, env: Mapping[str, str]) -> Provided:
             output.warn(f"the template cache {template} is unusable ({why}); rebuilding it "
                         "(this run makes its cluster with initdb)")
             drop(spec)
-    build = _build_dir(parent)
+    build = build_dir(parent)
     try:
         # Cold: seconds of initdb (the template for the next runs is built afterwards).
         with progress.watch(f"initdb for {spec.install.describe()} (no template yet)",
@@ -295,7 +247,7 @@ def provide(spec: Template, datadir: Path, env: Mapping[str, str]) -> Provided:
     return Provided(template, "initdb")
 
 
-def _usable(template: Path, owner: tuple[int, int]) -> str | None:
+def usable(template: Path, owner: tuple[int, int]) -> str | None:
     try:
         return problem(template, owner)
     except (OSError, ValueError) as exc:
@@ -306,7 +258,7 @@ def _usable(template: Path, owner: tuple[int, int]) -> str | None:
 # which costs nothing, where copying ~1300 files takes 0.1-1 s.
 def _claim_spare(template: Path, datadir: Path) -> bool:
     spares = template / "spares"
-    boot = _boot_id()
+    boot = boot_id()
     for attempt in range(2):
         try:
             names = sorted(os.listdir(spares))
@@ -389,6 +341,7 @@ def refill(spec: Template, provided: Provided | None, env: Mapping[str, str],
         "superuser": spec.superuser, "database": spec.database,
         "cache_dir": str(spec.cache_dir), "use_spare": spec.use_spare,
         "template": str(template), "remove": [str(p) for p in remove],
+        "env": dict(env),  # for initdb: the worker reads no environment of its own
     }
     import json
 
@@ -438,130 +391,11 @@ def remove_tree(path: Path, wait: bool = False) -> None:
     proc.spawn_detached(["rm", "-rf", "--", str(trash), *stale], low_priority=True)
 
 
-# ---- the background worker ---------------------------------------------------------------------
-def _worker(spec: Template, template: Path) -> None:
-    templates = template.parent
-    if templates.is_symlink() or (templates.exists() and not templates.is_dir()):
-        templates.unlink()
-    template.mkdir(parents=True, exist_ok=True)
-    fd = os.open(template / "lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return  # another worker is at it: never two at once
-        for entry in os.scandir(templates):
-            if entry.name.startswith(".stale-"):
-                shutil.rmtree(entry.path, ignore_errors=True)
-        if _usable(template, spec.owner) is not None:
-            try:
-                _build_template(spec, template)
-            except BaseException:
-                # Nothing half-made stays (a full disk, a kill): the next init starts over.
-                shutil.rmtree(template, ignore_errors=True)
-                raise
-        if spec.use_spare:
-            _make_spare(spec, template)
-    finally:
-        os.close(fd)
-
-
-def _remove_dead_scratch(tmp: Path) -> None:
-    with contextlib.suppress(OSError), os.scandir(tmp) as it:
-        for entry in it:
-            if entry.name.startswith(SCRATCH_PREFIX):
-                head = entry.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
-                if head.isdigit() and not proc.pid_alive(int(head)) and entry.is_dir(
-                        follow_symlinks=False) and entry.stat().st_uid == os.geteuid():
-                    shutil.rmtree(entry.path, ignore_errors=True)
-
-
-def _build_template(spec: Template, template: Path) -> None:
-    env = dict(os.environ)
-    (template / "ready").unlink(missing_ok=True)
-    for name in ("data", "spares"):
-        if (template / name).exists() or (template / name).is_symlink():
-            old = template / name
-            if old.is_dir() and not old.is_symlink():
-                discard(old, template, prefix="stale-")
-            else:
-                old.unlink()
-    for entry in os.scandir(template):
-        if entry.name.startswith(("stale-", BUILD_PREFIX, "ready.tmp-")):
-            shutil.rmtree(entry.path, ignore_errors=True) if entry.is_dir(
-                follow_symlinks=False) else os.unlink(entry.path)
-    if spec.account is None:
-        parent, scratch = template, None
-    else:
-        # As root the server account cannot reach our cache: it builds in a private temp
-        # dir it may enter (0711), named after our pid so a dead worker's is found again.
-        import tempfile
-
-        _remove_dead_scratch(Path(tempfile.gettempdir()))
-        scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-"))
-        os.chmod(scratch, 0o711)
-        parent = scratch
-    remove_dead_builds(parent)
-    build = _build_dir(parent)
-    try:
-        initdb(spec, build, env)
-        create_database_offline(spec, build, env)
-        _fsync_tree(build)
-        try:
-            build.rename(template / "data")
-        except OSError:  # another filesystem
-            proc.run(["cp", "-a", "--", str(build), str(template / "data")],
-                     what="cache template", tied=True)
-            _fsync_tree(template / "data")
-    finally:
-        shutil.rmtree(build, ignore_errors=True)
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
-    text = f"{MAGIC}\n{spec.install.describe()}\n{manifest(template / 'data')}\nend\n"
-    _write_marker(template, text)
-
-
-def _make_spare(spec: Template, template: Path) -> None:
-    spares = template / "spares"
-    if spares.is_symlink() or (spares.exists() and not spares.is_dir()):
-        spares.unlink()
-    spares.mkdir(exist_ok=True)
-    boot = _boot_id()
-    have = False
-    for entry in os.scandir(spares):
-        if entry.name.startswith(f"ready-{boot}-"):
-            have = True
-        else:  # tmp-*: a dead copy (we hold the lock); ready-<other boot>: maybe unsynced
-            shutil.rmtree(entry.path, ignore_errors=True)
-    if have:
-        return
-    tag = f"{os.getpid()}-{time.monotonic_ns()}"
-    tmp = spares / f"tmp-{tag}"
-    proc.run(["cp", "-a", "--", str(template / "data"), str(tmp)], what="copy spare",
-             tied=True)
-    tmp.rename(spares / f"ready-{boot}-{tag}")
-
-
 def main(argv: list[str]) -> int:
-    import json
+    """`python -m db_tool.template_cache JOB`: the background worker (template_worker.py)."""
+    from db_tool import template_worker
 
-    job = json.loads(argv[0])
-    acc = job["account"]
-    spec = Template(
-        install=pgbin.PgInstall(Path(job["bin_dir"]), job["source"]),
-        account=None if acc is None else proc.RunAs(acc[0], acc[1], acc[2], acc[3]),
-        superuser=job["superuser"], database=job["database"],
-        cache_dir=Path(job["cache_dir"]), use_spare=job["use_spare"],
-    )
-    status = 0
-    try:
-        _worker(spec, Path(job["template"]))
-    except Exception:
-        status = 1  # nothing to report to: the next fresh init sees the state and retries
-    for trash in job.get("remove", []):
-        if Path(trash).name.startswith(".trash-"):
-            shutil.rmtree(trash, ignore_errors=True)
-    return status
+    return template_worker.main(argv)
 
 
 if __name__ == "__main__":

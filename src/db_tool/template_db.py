@@ -218,13 +218,14 @@ def build(settings: ProjectSettings, recipe: Recipe, url: str) -> None:
 
 
 def _migrate_up_all(settings: ProjectSettings, url: str) -> None:
-    from db_tool import history, migrations
+    from db_tool import migrations, planning
+    from db_tool.history_pg import PgHistory
 
     mdir = settings.migration_dir
     if mdir is None or not mdir.is_dir():
         raise Error(f"--db-tool-source=migrations but the migration dir {mdir} does not exist")
     available = migrations.discover(mdir)
-    with history.PgHistory(url).migrate_session({}, 60.0) as session:
-        plan = migrations.plan(available, session.applied, migrations.Target.parse("up", "all"))
+    with PgHistory(url).migrate_session({}, 60.0) as session:
+        plan = planning.plan(available, session.applied, planning.Target.parse("up", "all"))
         if plan.already is None:
             session.apply(plan.steps)

@@ -10,6 +10,16 @@ from db_tool.errors import Error, ExitCode
 
 
 def guarded(prog: str, body: Callable[[], int]) -> int:
+    from db_tool import output
+
+    was = output.set_prog(prog)  # unless the launcher named the command already
+    try:
+        return _guarded(prog, body)
+    finally:
+        output.reset_prog(was)
+
+
+def _guarded(prog: str, body: Callable[[], int]) -> int:
     try:
         return body()
     except Error as exc:
@@ -37,4 +47,8 @@ def guarded(prog: str, body: Callable[[], int]) -> int:
 
 
 def env_dict(env: Mapping[str, str] | None) -> dict[str, str]:
-    return dict(os.environ if env is None else env)
+    """The environment a main(argv, env=...) runs with (None: the process's), installed as the
+    process's settings.Runtime so output, psql and every child see env, not os.environ."""
+    from db_tool import settings
+
+    return dict(settings.use(settings.environ() if env is None else env).child_env)

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from db_tool.cli.common import env_dict, guarded
-from db_tool.cli.context import Context
-from db_tool.errors import Error, ExitCode, UsageError
+from db_tool.cli.parser import parse, wants_help, with_examples
+from db_tool.cli.spec import DATABASE, DB_GLOBALS
+from db_tool.errors import Error, ExitCode, MissingError, UsageError
+
+if TYPE_CHECKING:  # imported where used: it costs db_tool.settings, which --help needs not
+    from db_tool.cli.context import Context
+
+Opts = dict[str, Any]
 
 HELP = """\
 usage: database [-u|--url URL] [-i|--inherits TABLE]... <subcommand> [options]
@@ -39,6 +46,8 @@ Subcommands:
   psql [args]                   psql on the project's database (db-tool's PostgreSQL)
   upgrade [--old-bin-dir DIR]   move the cluster to the PostgreSQL major now in use
   cache [list|prune [--all]]    show or prune db-tool's cache (~90 MB per PostgreSQL build)
+  help [SUBCOMMAND]             the help of a subcommand (as `database SUBCOMMAND --help`)
+  completion bash|zsh|fish      shell completion for all five commands (docs/cli.md)
 
 Global options:
   -u, --url URL                 connection URL (else PGURL, else DB_URL, else the project's
@@ -48,6 +57,7 @@ Global options:
   --no-pager                    print instead of paging (default pager: $PAGER, else
                                 less -FRX; PAGER= or PAGER=cat also turns it off)
   -h, --help, help, ?           this help
+  --version                     db-tool's version
 
 Environment (defaults): LOCAL_DIR (the current directory), DATABASE_DIR
 ($LOCAL_DIR/db), MIGRATION_DIR ($DATABASE_DIR/migration), DATABASE_SOURCE ($DATABASE_DIR/src;
@@ -59,13 +69,6 @@ HECTIC_DOTENV_CONTENT, and every postgres-init variable (postgres-init --help).
 Exit codes: 0 ok, 1 error, 2 ambiguous, 3 missing argument/variable, 4 migration failed,
 5 table missing, 9 unknown argument/command, 13 bug, 127 missing dependency.
 """
-
-SUBCOMMANDS = (
-    "init", "cleanup", "deploy", "hydrate", "patch", "test", "check", "status", "log",
-    "pull_staging", "diff", "backup", "restore", "normalize-backup", "bundle", "migrator",
-    "postgres-init", "branch", "psql", "upgrade",
-    "cache",
-)
 
 INIT_HELP = """\
 usage: database init [--reuse] [--print-env]
@@ -89,63 +92,6 @@ usage: database bundle path|sql
   path   print the bundle's SQL files in application order (for \\i in an init script)
   sql    print the concatenated bundle SQL (for psql -f -)
 """
-
-
-def _split_globals(
-    argv: Sequence[str],
-) -> tuple[list[str], list[str], str | None, list[str], set[str]]:
-    """Pull -u/--url, -i/--inherits and the flags --no-pager, -q/--quiet out of argv (before
-    or after the subcommand; psql's own -q stays psql's).
-
-    Everything after `migrator` passes through untouched (the migrator has its own -u, which
-    means the same), except `--url`, which the original's `database` takes from anywhere."""
-    url: str | None = None
-    inherits: list[str] = []
-    rest: list[str] = []
-    before: list[str] = []
-    flags: set[str] = set()
-    i = 0
-    seen_sub = False
-    args = list(argv)
-    while i < len(args):
-        arg = args[i]
-        i += 1
-        name, eq, inline = arg.partition("=")
-        if seen_sub and rest and rest[0] in ("migrator", "postgres-init"):
-            if rest[0] == "migrator" and name == "--url" and "--" not in rest:
-                if eq:
-                    url = inline
-                elif i < len(args):
-                    url = args[i]
-                    i += 1
-                else:
-                    raise UsageError("--url needs a value")
-                continue
-            rest.append(arg)
-            continue
-        if arg in _FLAGS and not (seen_sub and rest and rest[0] == "psql"):
-            flags.add(_FLAGS[arg])
-            continue
-        if name in ("-u", "--url", "-i", "--inherits"):
-            if eq:
-                value = inline
-            elif i < len(args):
-                value = args[i]
-                i += 1
-            else:
-                raise UsageError(f"{name} needs a value")
-            if name in ("-u", "--url"):
-                url = value
-            else:
-                inherits.append(value)
-            continue
-        if not seen_sub and not arg.startswith("-"):
-            seen_sub = True
-        (rest if seen_sub else before).append(arg)
-    return before, rest, url, inherits, flags
-
-
-_FLAGS = {"--no-pager": "no_pager", "-q": "quiet", "--quiet": "quiet"}
 
 
 # What the server says when --inherits is no identifier at all (exit 3, not 1).
@@ -175,31 +121,20 @@ def _check_inherits(ctx: Context) -> None:
             raise Error(f"table {table} does not exist (from --inherits)", ExitCode.NO_TABLE)
 
 
-def _init(ctx: Context, argv: list[str]) -> int:
-    from db_tool.cli import args as a
+def _init(ctx: Context, opts: Opts) -> int:
     from db_tool.cli import postgres_init
 
-    if a.wants_help(argv):
-        ctx.stdout.write(INIT_HELP)
-        return 0
-    opts, _ = a.parse(argv, [a.Opt(("--reuse",), "reuse"), a.Opt(("--print-env",), "print_env")],
-                      cmd="database init", max_positional=0)
     passthrough = ["--print-env"] if opts["print_env"] else []
     # Without PG_WORKING_DIR and LOCAL_DIR, the cluster goes under the current directory.
     return postgres_init.run(passthrough, ctx.settings.env, reuse=bool(opts["reuse"]),
                              working_dir=ctx.settings.working_dir)
 
 
-def _cleanup(ctx: Context, argv: list[str]) -> int:
+def _cleanup(ctx: Context) -> int:
     from db_tool import output
-    from db_tool.cli import args as a
     from db_tool.cluster import Cluster
     from db_tool.settings import ClusterConfig
 
-    if a.wants_help(argv):
-        ctx.stdout.write(CLEANUP_HELP)
-        return 0
-    a.parse(argv, [], cmd="database cleanup", max_positional=0)
     wd = ctx.settings.working_dir
     if wd is None:
         ctx.settings.require_local_dir()
@@ -212,14 +147,12 @@ def _cleanup(ctx: Context, argv: list[str]) -> int:
     return 0
 
 
-def _bundle(ctx: Context, argv: list[str]) -> int:
+def _bundle(ctx: Context, pos: list[str]) -> int:
     from db_tool import bundle
-    from db_tool.cli import args as a
 
-    if a.wants_help(argv) or not argv:
-        ctx.stdout.write(BUNDLE_HELP)
-        return 0 if argv else 1
-    _, pos = a.parse(argv, [], cmd="database bundle", max_positional=1)
+    if not pos:  # no arguments: the help on stdout, exit 1 (the rule of `database`)
+        ctx.stdout.write(sub_help("bundle"))
+        return int(ExitCode.GENERIC)
     if pos[0] == "path":
         for p in bundle.materialized_paths(ctx.settings.env):
             ctx.stdout.write(f"{p}\n")
@@ -246,89 +179,243 @@ def _migrator(ctx: Context, argv: list[str]) -> int:
     return migrator.run(pre + argv if argv else [], s.env)
 
 
-def dispatch(ctx: Context, sub: str, argv: list[str]) -> int:
-    if sub == "postgres-init":
-        from db_tool.cli import postgres_init
-
-        return postgres_init.run(argv, ctx.settings.env)
+def dispatch(ctx: Context, sub: str, opts: Opts, pos: list[str]) -> int:
     if sub == "init":
-        return _init(ctx, argv)
+        return _init(ctx, opts)
     if sub == "cleanup":
-        return _cleanup(ctx, argv)
+        return _cleanup(ctx)
     if sub == "bundle":
-        return _bundle(ctx, argv)
-    if sub == "migrator":
-        return _migrator(ctx, argv)
-    if sub == "branch":
-        from db_tool.cli import db_branch
-
-        return db_branch.dispatch(ctx, argv)
-    if sub in ("psql", "upgrade", "cache"):
+        return _bundle(ctx, pos)
+    if sub in ("upgrade", "cache"):
         from db_tool.cli import db_pg
 
-        if sub == "cache":
-            return db_pg.cache(ctx, argv)
-        return db_pg.psql(ctx, argv) if sub == "psql" else db_pg.upgrade(ctx, argv)
+        return db_pg.cache(ctx, opts, pos) if sub == "cache" else db_pg.upgrade(ctx, opts)
     if sub in ("deploy", "hydrate", "patch", "test", "check", "status", "log", "pull_staging"):
         from db_tool.cli import db_workflow
 
-        return db_workflow.dispatch(ctx, sub, argv)
+        return db_workflow.dispatch(ctx, sub, opts, pos)
     if sub in ("diff", "backup", "restore", "normalize-backup"):
         from db_tool.cli import db_backup
 
-        return db_backup.dispatch(ctx, sub, argv)
+        return db_backup.dispatch(ctx, sub, opts, pos)
+    if sub == "completion":
+        from db_tool.cli import completion
+
+        ctx.stdout.write(completion.script(pos[0] if pos else ""))
+        return 0
     raise AssertionError(sub)
 
 
+HELP_HELP = """\
+usage: database help [SUBCOMMAND]
+
+The help of `database`, or of one subcommand (the same as `database SUBCOMMAND --help`).
+"""
+
+COMPLETION_HELP = """\
+usage: database completion bash|zsh|fish
+
+Print the shell completion script for all five commands (database, db-tool, migrator,
+db-ops, postgres-init, postgres-cleanup): subcommands, their options and fixed words. Made
+from the same definitions the commands parse with, so it completes what they accept.
+Install it once (docs/cli.md says where for each shell), or load it in the shell's
+startup file: source <(database completion bash).
+"""
+
+
+def sub_help(sub: str) -> str:
+    """The help of `database SUB` with its examples."""
+    text = _SUB_HELPS.get(sub)
+    if text is None:
+        module, attr, key = _HELP_AT[sub]
+        import importlib
+
+        found = getattr(importlib.import_module(module), attr)
+        text = found[key] if key else found
+    return with_examples(text, DATABASE.sub(sub))
+
+
+_SUB_HELPS = {"init": INIT_HELP, "cleanup": CLEANUP_HELP, "bundle": BUNDLE_HELP,
+              "help": HELP_HELP, "completion": COMPLETION_HELP}
+_WORKFLOW = ("deploy", "hydrate", "patch", "test", "check", "status", "log", "pull_staging")
+_HELP_AT: dict[str, tuple[str, str, str | None]] = {
+    **{s: ("db_tool.cli.db_workflow", "HELPS", s) for s in _WORKFLOW},
+    "diff": ("db_tool.cli.db_backup", "DIFF_HELP", None),
+    "backup": ("db_tool.cli.db_backup", "BACKUP_HELP", None),
+    "restore": ("db_tool.cli.db_backup", "RESTORE_HELP", None),
+    "normalize-backup": ("db_tool.cli.db_backup", "NORMALIZE_HELP", None),
+    "branch": ("db_tool.cli.db_branch", "HELP", None),
+    "psql": ("db_tool.cli.db_pg", "PSQL_HELP", None),
+    "upgrade": ("db_tool.cli.db_pg", "UPGRADE_HELP", None),
+    "cache": ("db_tool.cli.db_pg", "CACHE_HELP", None),
+    "migrator": ("db_tool.cli.migrator", "HELP", None),
+    "postgres-init": ("db_tool.cli.postgres_init", "HELP", None),
+}
+
 _HELP_WORDS = ("-h", "--help", "-?", "?")
+_VALUE_GLOBALS = {n for o in DB_GLOBALS if o.takes_value for n in o.names}
+
+
+def _subcommand_at(args: list[str]) -> int:
+    """Index of the subcommand: the first word that is no option and no global's value."""
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            return i + 1
+        if arg.startswith("--"):
+            i += 2 if arg in _VALUE_GLOBALS else 1
+            continue
+        if arg.startswith("-") and len(arg) > 1:
+            # -u URL, -qu URL (a value-taking short flag last in a group), -uURL
+            i += 2 if f"-{arg[-1]}" in _VALUE_GLOBALS and not any(
+                f"-{c}" in _VALUE_GLOBALS for c in arg[1:-1]) else 1
+            continue
+        return i
+    return len(args)
+
+
+def _global_values(values: Opts) -> Opts:
+    return {o.dest: values.pop(o.dest) for o in DB_GLOBALS}
 
 
 def run(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
-    from db_tool.settings import ProjectSettings
-
-    before, rest, url, inherits, flags = _split_globals(argv)
-    if "quiet" in flags:
-        from db_tool import output
-
-        output.set_quiet()
-    if not rest:
-        if any(a in _HELP_WORDS for a in before):
-            sys.stdout.write(HELP)
-            return 0
+    args = list(argv)
+    if not args:  # as the original: help on stdout, exit 1 (a subcommand is required)
+        sys.stdout.write(with_examples(HELP, DATABASE))
+        return int(ExitCode.GENERIC)
+    at = _subcommand_at(args)
+    before = [a for a in args[:at] if a != "--"]
+    if any(a in _HELP_WORDS for a in before):
+        sys.stdout.write(with_examples(HELP, DATABASE))
+        return 0
+    if "--version" in before:
+        return print_version("database")
+    if at >= len(args):
         if before:  # the original: options but no subcommand is exit 1
+            try:
+                parse(DATABASE, before, max_positional=0)  # `database -u`: a missing value, 3
+            except MissingError:
+                raise
+            except UsageError:
+                pass
             raise Error(f"no subcommand specified (only {before[0]}); use '--help' for usage "
                         "information")
-        sys.stdout.write(HELP)  # as the original (help on stdout), and its exit 1
+        sys.stdout.write(with_examples(HELP, DATABASE))
         return int(ExitCode.GENERIC)
-    if before:
-        if any(a in _HELP_WORDS for a in before):
-            sys.stdout.write(HELP)
-            return 0
-        raise UsageError(f"unknown option {before[0]}; see database --help")
-    sub, sub_argv = rest[0], rest[1:]
+    glob, _ = parse(DATABASE, before, max_positional=0)
+    sub, rest = args[at], args[at + 1:]
     if sub in ("help", "?"):
-        sys.stdout.write(HELP)
+        if rest and rest[0] in DATABASE.subs:
+            sys.stdout.write(sub_help(rest[0]))
+            return 0
+        if rest and rest[0] in _HELP_WORDS:  # `database help --help`
+            sys.stdout.write(sub_help("help"))
+            return 0
+        if rest:
+            raise UsageError(f"help: {rest[0]!r} is no subcommand; see database --help")
+        sys.stdout.write(with_examples(HELP, DATABASE))
         return 0
-    if sub not in SUBCOMMANDS:
+    if sub not in DATABASE.subs:
         import difflib
 
-        close = difflib.get_close_matches(sub, SUBCOMMANDS, n=1)
+        close = difflib.get_close_matches(sub, list(DATABASE.subs), n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
         # exit 1 as the original's (its words first): an unknown word is no subcommand there
         raise Error(f"no subcommand specified: {sub!r} is not one; {hint}use '--help' for "
                     "usage information")
+    spec = DATABASE.sub(sub)
+    if spec.passthrough is not None:
+        return _passthrough(sub, rest, glob, env)
+    level, action = spec, None
+    if spec.subs and rest and rest[0] in spec.subs:  # branch create ...
+        action, rest = rest[0], rest[1:]
+        level = spec.sub(action)
+    if wants_help(rest):
+        sys.stdout.write(sub_help(sub) if action is None else with_examples(
+            _strip_examples(sub_help(sub)), level))
+        return 0
+    values, pos = parse(level, rest, extra_opts=DB_GLOBALS)
+    more = _global_values(values)
+    url = more["url"] or glob["url"]
+    if more["quiet"] or glob["quiet"]:
+        from db_tool import output
+
+        output.set_quiet()
+    from db_tool.cli.context import Context
+    from db_tool.settings import ProjectSettings
+
     settings = ProjectSettings.from_env(env_dict(env), url=url)
-    ctx = Context(settings=settings, inherits=inherits, url_given=url is not None,
-                  no_pager="no_pager" in flags)
-    if inherits and not any(a in ("-h", "--help") for a in sub_argv):
+    ctx = Context(settings=settings, inherits=[*glob["inherits"], *more["inherits"]],
+                  url_given=url is not None, no_pager=bool(more["no_pager"] or glob["no_pager"]))
+    _check_inherits(ctx)
+    if sub == "branch":
+        from db_tool.cli import db_branch
+
+        return db_branch.dispatch(ctx, action, values, pos)
+    return dispatch(ctx, sub, values, pos)
+
+
+def _strip_examples(text: str) -> str:
+    return text.split("\n\nExamples:\n", 1)[0]
+
+
+def _passthrough(sub: str, rest: list[str], glob: Opts, env: Mapping[str, str] | None) -> int:
+    """`database migrator|postgres-init|psql ...`: the rest is that command's argv."""
+    from db_tool.settings import ProjectSettings
+
+    url = glob["url"]
+    if sub == "migrator" and "--url" in rest[:rest.index("--") if "--" in rest else None]:
+        # The original's `database` takes --url from anywhere, also after `migrator`.
+        i = rest.index("--url")
+        if i + 1 >= len(rest):
+            raise MissingError("database migrator: --url needs a value")
+        url, rest = rest[i + 1], rest[:i] + rest[i + 2:]
+    for i, arg in enumerate(rest):
+        if sub == "migrator" and arg.startswith("--url="):
+            url = arg.partition("=")[2]
+            rest = rest[:i] + rest[i + 1:]
+            break
+    if glob["quiet"]:
+        from db_tool import output
+
+        output.set_quiet()
+    from db_tool.cli.context import Context
+
+    settings = ProjectSettings.from_env(env_dict(env), url=url)
+    ctx = Context(settings=settings, inherits=list(glob["inherits"]), url_given=url is not None,
+                  no_pager=bool(glob["no_pager"]))
+    if sub == "psql" and rest[:1] == ["--help"]:  # -h is psql's --host
+        sys.stdout.write(sub_help("psql"))
+        return 0
+    if sub != "postgres-init" and not wants_help(rest):
         _check_inherits(ctx)
-    return dispatch(ctx, sub, sub_argv)
+    if sub == "postgres-init":
+        from db_tool.cli import postgres_init
+
+        return postgres_init.run(rest, settings.env)
+    if sub == "psql":
+        from db_tool.cli import db_pg
+
+        return db_pg.psql(ctx, rest)
+    return _migrator(ctx, rest)
+
+
+def print_version(prog: str) -> int:
+    from db_tool import __version__
+
+    sys.stdout.write(f"{prog} (db-tool {__version__})\n")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    # The postgres-init shim calls `db-tool postgres-init`: speak as postgres-init then.
-    prog = "postgres-init" if args[:1] == ["postgres-init"] else "database"
+    from db_tool import output
+
+    # The postgres-init shim calls `db-tool postgres-init`: speak as postgres-init then; else
+    # as the command typed (`db-tool` is `database` under its other name).
+    typed = "db-tool" if output.invoked() == "db-tool" else "database"
+    prog = "postgres-init" if args[:1] == ["postgres-init"] else typed
     return guarded(prog, lambda: run(args, env))
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from db_tool.cli import args as a
-from db_tool.cli.context import Context
 from db_tool.errors import Error, ExitCode
+
+if TYPE_CHECKING:  # --help imports this module for its text only
+    from db_tool.cli.context import Context
 
 BACKUP_HELP = """\
 usage: database backup [--branch NAME]
@@ -93,24 +95,23 @@ Exit codes (as diff(1): an error never exits 1): 0 no differences, 1 differences
 """
 
 
-def dispatch(ctx: Context, sub: str, argv: list[str]) -> int:
+Opts = dict[str, Any]
+
+
+def dispatch(ctx: Context, sub: str, opts: Opts, pos: list[str]) -> int:
+    """`database SUB` with its options parsed (db_tool.cli.spec.DATABASE)."""
     if sub == "backup":
-        return _backup(ctx, argv)
+        return _backup(ctx, opts)
     if sub == "restore":
-        return _restore(ctx, argv)
+        return _restore(ctx, opts, pos)
     if sub == "normalize-backup":
-        return _normalize(ctx, argv)
+        return _normalize(ctx, opts, pos)
     if sub == "diff":
-        return _diff(ctx, argv)
+        return _diff(ctx, opts, pos)
     raise AssertionError(sub)
 
 
-def _backup(ctx: Context, argv: list[str]) -> int:
-    if a.wants_help(argv):
-        ctx.stdout.write(BACKUP_HELP)
-        return 0
-    opts, _ = a.parse(argv, [a.Opt(("--branch",), "branch", value=True)],
-                      cmd="database backup", max_positional=0)
+def _backup(ctx: Context, opts: Opts) -> int:
     from db_tool import output
     from db_tool.commands.backup import backup
 
@@ -121,13 +122,7 @@ def _backup(ctx: Context, argv: list[str]) -> int:
     return 0
 
 
-def _restore(ctx: Context, argv: list[str]) -> int:
-    if a.wants_help(argv):
-        ctx.stdout.write(RESTORE_HELP)
-        return 0
-    opts, pos = a.parse(argv, [a.Opt(("--archive",), "archive"),
-                               a.Opt(("--previous",), "previous")],
-                        cmd="database restore", max_positional=1)
+def _restore(ctx: Context, opts: Opts, pos: list[str]) -> int:
     from db_tool import output
     from db_tool.commands.restore import restore, restore_previous
 
@@ -150,18 +145,7 @@ def _restore(ctx: Context, argv: list[str]) -> int:
     return 0
 
 
-def _normalize(ctx: Context, argv: list[str]) -> int:
-    if a.wants_help(argv):
-        ctx.stdout.write(NORMALIZE_HELP)
-        return 0
-    opts, pos = a.parse(
-        argv,
-        [a.Opt(("-o", "--output"), "output", value=True),
-         a.Opt(("--role",), "role", value=True),
-         a.Opt(("--database",), "database", value=True),
-         a.Opt(("--admin-role",), "admin_role", value=True)],
-        cmd="database normalize-backup", max_positional=1,
-    )
+def _normalize(ctx: Context, opts: Opts, pos: list[str]) -> int:
     from db_tool import output
     from db_tool.commands.normalize import normalize
 
@@ -182,14 +166,11 @@ def _normalize(ctx: Context, argv: list[str]) -> int:
     return 0
 
 
-def _diff(ctx: Context, argv: list[str]) -> int:
-    if a.wants_help(argv):
-        ctx.stdout.write(DIFF_HELP)
-        return 0
+def _diff(ctx: Context, opts: Opts, pos: list[str]) -> int:
     from db_tool.commands import diff as d
 
     try:
-        return _diff_or_log(ctx, argv)
+        return _diff_or_log(ctx, opts, pos)
     except Error as exc:
         # 1 means "differences" (as diff(1)); trouble is 2, as diff(1)'s, so CI tells them apart.
         if exc.exit_code == ExitCode.GENERIC:
@@ -197,21 +178,9 @@ def _diff(ctx: Context, argv: list[str]) -> int:
         raise
 
 
-def _diff_or_log(ctx: Context, argv: list[str]) -> int:
+def _diff_or_log(ctx: Context, opts: Opts, pos: list[str]) -> int:
     from db_tool.commands import diff as d
 
-    if argv[:1] == ["log"]:
-        a.parse(argv[1:], [], cmd="database diff log", max_positional=0)
-    opts, pos = a.parse(
-        argv,
-        [a.Opt(("--tables",), "tables", value=True),
-         a.Opt(("--no-cron",), "no_cron"),
-         a.Opt(("--ignore-migration-fail",), "ignore"),
-         a.Opt(("-m", "--mock"), "mock"),
-         a.Opt(("-o", "--output"), "output", value=True),
-         a.Opt(("--branch",), "branch", value=True)],
-        cmd="database diff", max_positional=1,
-    )
     ctx.settings.require_local_dir()
     if pos == ["log"]:  # `diff log`, also after options (`diff -m log`), as the original
         _show(ctx, d.read_logs(ctx.settings))

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING, Any
 
-from db_tool.cli.context import Context
 from db_tool.errors import MissingError, UsageError
+
+if TYPE_CHECKING:  # --help imports this module for its text only
+    from db_tool.cli.context import Context
 
 HELP = """\
 usage: database branch create NAME [--from DB]
@@ -45,22 +48,20 @@ def _when(created: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(created))
 
 
-def dispatch(ctx: Context, argv: list[str]) -> int:
-    from db_tool.cli import args as a
-
-    if a.wants_help(argv) or not argv:
-        ctx.stdout.write(HELP)
-        return 0 if argv else 1
-    action, rest = argv[0], argv[1:]
-    if action not in ACTIONS:
-        raise UsageError(f"branch: unknown action {action!r}; use one of {', '.join(ACTIONS)}")
+def dispatch(ctx: Context, action: str | None, opts: dict[str, Any], pos: list[str]) -> int:
+    """`database branch ACTION` with ACTION's options parsed (db_tool.cli.spec)."""
+    if action is None:
+        if pos:
+            raise UsageError(f"branch: unknown action {pos[0]!r}; use one of "
+                             f"{', '.join(ACTIONS)}")
+        ctx.stdout.write(HELP)  # no arguments: the help on stdout, exit 1 (as `database`)
+        return 1
     from db_tool import output
     from db_tool.commands import branch
 
     cmd = f"database branch {action}"
     cluster = branch.Where(ctx.settings.cluster_config(reuse=True))
     if action in ("list", "current"):
-        opts, _ = a.parse(rest, [a.Opt(("--json",), "json")], cmd=cmd, max_positional=0)
         if action == "current":
             ctx.stdout.write(branch.current(cluster) + "\n")
             return 0
@@ -79,8 +80,6 @@ def dispatch(ctx: Context, argv: list[str]) -> int:
             ctx.stdout.write(f"{mark} {r.name:<{width}}  {output.human_size(r.size_bytes):>9}  "
                              f"{_when(r.created):<16}  {parent}\n")
         return 0
-    spec = [a.Opt(("--from",), "source", value=True)] if action == "create" else []
-    opts, pos = a.parse(rest, spec, cmd=cmd, max_positional=1)
     if not pos:
         raise MissingError(f"{cmd} needs a branch name: {cmd} NAME")
     name = pos[0]

@@ -24,6 +24,7 @@ PostgreSQL operations for a deployment target: apply the hectic SQL bundle and l
 
 global options:
   -h, --help          show this help
+  --version           db-tool's version
   -u, --url URL       PostgreSQL connection string (default: $PGURL, else $DB_URL)
 
 subcommands:
@@ -59,11 +60,6 @@ exit codes: 0 ok; 1 the bundle or the load failed; 3 no URL, no dotenv source, a
 dotenv file or a missing option value; 9 unknown argument or subcommand; 127 psql missing
 """
 
-_URL = ("-u", "--url")
-_FILE = ("-f", "--dotenv-file")
-_HELP = ("-h", "--help")
-
-
 def secrets_load(*, url: str, env: Mapping[str, str],
                  dotenv_file: str | None) -> tuple[int | None, str]:
     """Apply the bundle and load the secrets; returns (how many are stored, or None when the
@@ -84,58 +80,45 @@ def secrets_load(*, url: str, env: Mapping[str, str],
     return bundle.load_secrets(url, content), where
 
 
-def _option(args: list[str], i: int, names: tuple[str, ...]) -> tuple[str, int] | None:
-    """(value, next index) when args[i] is one of `names` (as `-u X` or `--url=X`)."""
-    arg = args[i]
-    if arg in names:
-        if i + 1 >= len(args):
-            raise MissingError(f"missing value for {arg}")
-        return args[i + 1], i + 2
-    name, eq, value = arg.partition("=")
-    if eq and name in names and name.startswith("--"):
-        return value, i + 1
-    return None
-
-
 def _run(args: list[str], env: dict[str, str]) -> int:
-    i = 0
-    while i < len(args) and args[i].startswith("-"):
-        if args[i] in _HELP:
-            sys.stdout.write(HELP)
-            return 0
-        found = _option(args, i, _URL)
-        if found is None:
-            raise UsageError(f"argument {args[i]} does not exist; see {PROG} --help")
-        env["PGURL"] = env["DB_URL"] = found[0]
-        i = found[1]
-    if i == len(args):
-        sys.stdout.write(HELP)
+    from db_tool.cli.parser import parse, wants_help, with_examples
+    from db_tool.cli.spec import DB_OPS
+
+    if not args:  # as the original: the help on stdout, exit 0
+        sys.stdout.write(with_examples(HELP, DB_OPS))
         return 0
-    if args[i] != "secrets":
-        raise UsageError(f"subcommand {args[i]} does not exist; see {PROG} --help")
-    i += 1
-    if i == len(args) or args[i] in _HELP:
-        sys.stdout.write(HELP_SECRETS_LOAD)
+    at = 0  # the subcommand: the first word that is no option and no --url's value
+    while at < len(args) and args[at].startswith("-"):
+        at += 2 if args[at] in ("-u", "--url") else 1
+    before, rest = args[:at], args[at:]
+    if wants_help(before):
+        sys.stdout.write(with_examples(HELP, DB_OPS))
         return 0
-    if args[i] != "load":
-        raise UsageError(f"secrets subcommand {args[i]} does not exist; the one there is: load")
-    i += 1
-    dotenv_file = env.get("HECTIC_DOTENV_FILE") or None
-    while i < len(args):
-        if args[i] in _HELP:
-            sys.stdout.write(HELP_SECRETS_LOAD)
-            return 0
-        url_opt = _option(args, i, _URL)
-        file_opt = None if url_opt else _option(args, i, _FILE)
-        if url_opt is not None:
-            env["PGURL"] = env["DB_URL"] = url_opt[0]
-            i = url_opt[1]
-        elif file_opt is not None:
-            dotenv_file, i = file_opt
-        else:
-            kind = "argument" if args[i].startswith("-") else "subcommand"
-            raise UsageError(f"secrets load {kind} {args[i]} does not exist; "
-                             f"see {PROG} secrets load --help")
+    if "--version" in before:
+        from db_tool.cli.database import print_version
+
+        return print_version(PROG)
+    glob, _ = parse(DB_OPS, before)
+    if glob["url"] is not None:
+        env["PGURL"] = env["DB_URL"] = glob["url"]
+    if not rest:
+        sys.stdout.write(with_examples(HELP, DB_OPS))
+        return 0
+    if rest[0] != "secrets":
+        raise UsageError(f"subcommand {rest[0]} does not exist; see {PROG} --help")
+    load = DB_OPS.sub("secrets", "load")
+    if len(rest) == 1 or rest[1] in ("-h", "--help"):  # as the original: exit 0
+        sys.stdout.write(with_examples(HELP_SECRETS_LOAD, load))
+        return 0
+    if rest[1] != "load":
+        raise UsageError(f"secrets subcommand {rest[1]} does not exist; the one there is: load")
+    if wants_help(rest[2:]):
+        sys.stdout.write(with_examples(HELP_SECRETS_LOAD, load))
+        return 0
+    opts, _ = parse(load, rest[2:])
+    if opts["url"] is not None:
+        env["PGURL"] = env["DB_URL"] = opts["url"]
+    dotenv_file = opts["dotenv_file"] or env.get("HECTIC_DOTENV_FILE") or None
     url = env.get("PGURL") or env.get("DB_URL")
     if not url:
         raise MissingError("PGURL or DB_URL is required; export one or pass --url")

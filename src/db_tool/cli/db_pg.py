@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from db_tool.cli.context import Context
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # --help imports this module for its text only
+    from db_tool.cli.context import Context
 
 PSQL_HELP = """\
 usage: database psql [psql arguments]
@@ -49,7 +52,7 @@ demand, so removing it is always safe (the next fresh init is a cold one).
                        those unused for more than DAYS (default 30)
   --all                remove everything (not a template being built, not a running test
                        cluster)
-  --dry-run            say what would go, remove nothing
+  -n, --dry-run        say what would go, remove nothing
 
 Examples:
   database cache
@@ -61,26 +64,16 @@ Examples:
 def psql(ctx: Context, argv: list[str]) -> int:
     from db_tool import pgbin, proc
 
-    if argv[:1] == ["--help"]:  # -h is psql's --host
-        ctx.stdout.write(PSQL_HELP)
-        return 0
     s = ctx.settings
     url = s.require_url()
     install = pgbin.find(dict(s.env))
     return proc.run_interactive([install.tool("psql"), f"--dbname={url}", *argv], env=s.env)
 
 
-def upgrade(ctx: Context, argv: list[str]) -> int:
+def upgrade(ctx: Context, opts: dict[str, Any]) -> int:
     from db_tool import output
-    from db_tool.cli import args as a
     from db_tool.commands.upgrade import upgrade as run_upgrade
 
-    if a.wants_help(argv):
-        ctx.stdout.write(UPGRADE_HELP)
-        return 0
-    opts, _ = a.parse(argv, [a.Opt(("--old-bin-dir",), "old_bin_dir", value=True),
-                             a.Opt(("--dump",), "dump")],
-                      cmd="database upgrade", max_positional=0)
     done = run_upgrade(ctx.settings, old_bin_dir=opts["old_bin_dir"], dump=bool(opts["dump"]))
     if not done.method:
         output.info(f"the cluster is PostgreSQL {done.new_major} already; nothing to upgrade")
@@ -93,21 +86,13 @@ def upgrade(ctx: Context, argv: list[str]) -> int:
     return 0
 
 
-def cache(ctx: Context, argv: list[str]) -> int:
+def cache(ctx: Context, opts: dict[str, Any], pos: list[str]) -> int:
     import time
 
     from db_tool import output
-    from db_tool.cli import args as a
     from db_tool.commands import cache as c
     from db_tool.errors import UsageError
 
-    if a.wants_help(argv):
-        ctx.stdout.write(CACHE_HELP)
-        return 0
-    opts, pos = a.parse(argv, [a.Opt(("--all",), "all"),
-                               a.Opt(("--older-than",), "older_than", value=True),
-                               a.Opt(("--dry-run", "-n"), "dry_run")],
-                        cmd="database cache", max_positional=1)
     action = pos[0] if pos else "list"
     if action not in ("list", "prune"):
         raise UsageError(f"cache: unknown action {action!r}; use list or prune")

@@ -6,12 +6,12 @@ it), checks what must be there before anything starts (LOCAL_DIR, a URL), and pr
 
 from __future__ import annotations
 
-import json
-import shlex
+from typing import TYPE_CHECKING, Any
 
-from db_tool.cli import args as a
-from db_tool.cli.context import Context
 from db_tool.errors import Error
+
+if TYPE_CHECKING:  # --help imports this module for its text only
+    from db_tool.cli.context import Context
 
 HELPS = {
     "deploy": """\
@@ -108,31 +108,8 @@ one is written to a temporary file and renamed into place).
 """,
 }
 
-_DEPLOY_OPTS = [
-    a.Opt(("-P", "--no-patch"), "no_patch"),
-    a.Opt(("-H", "--no-hydrate"), "no_hydrate"),
-    a.Opt(("-m", "--mock"), "mock"),
-]
-OPTIONS: dict[str, list[a.Opt]] = {
-    "deploy": [*_DEPLOY_OPTS, a.Opt(("--reuse",), "reuse"), a.Opt(("-c", "--cleanup"), "cleanup")],
-    "hydrate": [a.Opt(("-H", "--no-hook"), "no_hook"), a.Opt(("-m", "--mock"), "mock")],
-    "patch": [a.Opt(("-e", "--edit"), "edit")],
-    "test": [],
-    # The original's check takes --reuse too (it only skips hydrate and patch there).
-    "check": [*_DEPLOY_OPTS, a.Opt(("--reuse",), "reuse")],
-    "status": [a.Opt(("--json",), "json")],
-    "log": [a.Opt(("-f", "--follow"), "follow")],
-    "pull_staging": [],
-}
-_MAX_POSITIONAL = {"log": 1}
-
-
-def dispatch(ctx: Context, sub: str, argv: list[str]) -> int:
-    if a.wants_help(argv):
-        ctx.stdout.write(HELPS[sub])
-        return 0
-    opts, pos = a.parse(argv, OPTIONS[sub], cmd=f"database {sub}",
-                        max_positional=_MAX_POSITIONAL.get(sub, 0))
+def dispatch(ctx: Context, sub: str, opts: dict[str, Any], pos: list[str]) -> int:
+    """`database SUB` with its options parsed (db_tool.cli.spec.DATABASE)."""
     if sub == "deploy":
         return _deploy(ctx, opts)
     if sub == "hydrate":
@@ -178,6 +155,8 @@ def _deploy(ctx: Context, opts: dict[str, object]) -> int:
     stopped = "; cluster stopped (--cleanup)" if result.stopped else ""
     output.ok(f"deploy done in {result.seconds:.2f}s{what}{stopped}")
     if not result.stopped:
+        import shlex
+
         ctx.stdout.write(f"export PGURL={shlex.quote(result.url)}\n")
     return 0
 
@@ -279,6 +258,8 @@ def _status(ctx: Context, opts: dict[str, object]) -> int:
 
     st = status(ctx.settings, ctx.settings.url if ctx.url_given else None)
     if opts["json"]:
+        import json
+
         ctx.stdout.write(json.dumps(st.to_dict(), indent=2) + "\n")
         return 0
     if st.running:

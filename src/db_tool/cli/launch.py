@@ -66,5 +66,8 @@ def entry() -> None:
         sys.stderr.write(f"db-tool-run: error: the first argument names the command: "
                          f"{', '.join(PROGS)}\n")
         raise SystemExit(9)
+    from db_tool import output
+
+    output.set_prog(args[0])  # info lines are named after the command typed
     module = importlib.import_module(PROGS[args[0]])
     raise SystemExit(module.main(args[1:]))

@@ -9,39 +9,17 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from db_tool import __version__
 from db_tool.errors import Error, ExitCode, MissingError, UsageError
 
+if TYPE_CHECKING:
+    from db_tool.settings import MigratorSettings
+
 PROG = "migrator"
-DEFAULT_LOCK_TIMEOUT = 60.0  # seconds to wait for another migrator (MIGRATOR_LOCK_TIMEOUT)
 COMMANDS = ("init", "migrate", "create", "list", "status", "fetch")
 DIRECTIONS = ("up", "down", "to")
-
-# option → (dest, takes a value)
-_OPTIONS: dict[str, tuple[str, bool]] = {
-    "--db-url": ("db_url", True), "-u": ("db_url", True),
-    "--migration-dir": ("migration_dir", True), "-d": ("migration_dir", True),
-    "--inherits": ("inherits", True),
-    "--dry-run": ("dry_run", False),
-    "--set": ("set", True), "-v": ("set", True),
-    "--force": ("force", False), "-f": ("force", False),
-    "--name": ("name", True), "-n": ("name", True),
-    "--raw": ("raw", False), "-r": ("raw", False),
-    "--json": ("json", False),
-    "--exit-code": ("exit_code", False),
-    "--strict": ("strict", False),
-}
-_GLOBAL = {"db_url", "migration_dir", "inherits"}
-_ALLOWED: dict[str, set[str]] = {
-    "init": {"dry_run", "set"},
-    "migrate": {"force", "set", "strict"},
-    "create": {"name"},
-    "list": {"raw"},
-    "status": {"json", "exit_code", "strict"},
-    "fetch": {"json", "exit_code", "strict"},
-}
 
 HELP = f"""\
 usage: migrator [global options] <init|migrate|create|list|status|fetch> [options]
@@ -52,7 +30,7 @@ Global options:
   -d, --migration-dir DIR   migrations (default: $MIGRATION_DIR, else ./migration)
       --inherits TABLE      deprecated, accepted and ignored
   -V, --version             print the version
-  -h, --help, help          this help
+  -h, --help, help          this help (`migrator COMMAND --help`: that command's)
 
 Commands:
   init [--dry-run] [--set VAR=VAL]
@@ -85,6 +63,60 @@ version {__version__}
 """
 
 
+SUB_HELPS = {
+    "init": """\
+usage: migrator [global options] init [--dry-run] [-v|--set VAR=VAL]...
+
+Apply the hectic bundle (schema hectic, its migration history table and helpers) to the
+database; safe to run again. --dry-run prints the SQL instead and needs no database.
+
+  --dry-run           print the SQL; connect to nothing
+  -v, --set VAR=VAL   psql variable (repeatable)
+""",
+    "migrate": """\
+usage: migrator [global options] migrate up [N|all|latest|head] [options]
+       migrator [global options] migrate down [N] [options]
+       migrator [global options] migrate to <name>|latest|head|last [options]
+
+Apply the next N (default 1) or all pending migrations, roll back the N (default 1) latest,
+or go to exactly one migration. Runs init first; all steps run in one psql session under an
+advisory lock, each migration with its history row in one transaction.
+
+  -f, --force         proceed despite a history mismatch
+      --strict        refuse when an applied migration was modified (MIGRATOR_STRICT=1)
+  -v, --set VAR=VAL   psql variable for the migration files (repeatable)
+""",
+    "create": """\
+usage: migrator [global options] create [-n|--name NAME]
+
+Create <migration dir>/<YYYYMMDDHHMMSS local time>-<NAME>.sql with `-- migrate:up` and
+`-- migrate:down` sections and print its path (NAME: a random word when not given).
+
+  -n, --name NAME   the name after the timestamp
+""",
+    "list": """\
+usage: migrator [global options] list [-r|--raw]
+
+The migrations of the migration dir in order; without --raw, a migration missing its up or
+down part says so.
+
+  -r, --raw   names only
+""",
+    "status": """\
+usage: migrator [global options] status [--json] [--exit-code] [--strict]
+       migrator [global options] fetch ...          (the same)
+
+Every migration with its state: applied, pending, missing (applied, not on disk) or
+modified (its hash differs from the applied one), then the counts.
+
+  --json        one JSON object
+  --exit-code   exit 1 when anything is pending
+  --strict      exit 2 when an applied migration was modified (MIGRATOR_STRICT=1)
+""",
+}
+SUB_HELPS["fetch"] = SUB_HELPS["status"]
+
+
 class Args:
     """Parsed argv (a plain class: dataclasses cost more to import than a no-op run)."""
 
@@ -92,71 +124,48 @@ class Args:
         self.command: str | None = None
         self.positional: list[str] = []  # every word but the command
         self.options: dict[str, Any] = {}
-        # Every option as written, in order: (dest or None when unknown, the name as typed).
-        self.seen: list[tuple[str | None, str]] = []
+        self.unknown: list[str] = []  # options the command does not take, as typed
         self.help = False
         self.version = False
 
 
 def parse_args(argv: Sequence[str]) -> Args:
-    """Split argv into command, the other words and options (wherever they stand), as the
-    original does: the command is the first word naming one, a second is ambiguous (exit 2);
-    whether the rest fits that command is checked by check_args()."""
+    """The command is the first word naming one, wherever it stands (a second one is
+    ambiguous, exit 2), as the original's; the rest, options before or after it, is parsed
+    with that command's options (db_tool.cli.spec.MIGRATOR); whether it fits is checked by
+    check_args()."""
+    from db_tool.cli.parser import scan
+    from db_tool.cli.spec import MIGRATOR
+
     args = Args()
     items = list(argv)
+    head = items[:items.index("--")] if "--" in items else items
+    args.help = any(a in ("-h", "--help", "help") for a in head)
+    args.version = any(a in ("-V", "--version") for a in head)
+    takes_value = {n for c in (MIGRATOR, *MIGRATOR.subs.values()) for o in c.opts
+                   if o.takes_value for n in o.names}
+    at = None
     i = 0
-    while i < len(items):
-        arg = items[i]
+    while i < len(head):
+        word = head[i]
+        if word.startswith("-") and word != "-":
+            i += 2 if word in takes_value else 1
+            continue
+        if word in COMMANDS:
+            if at is not None:
+                raise Error(f"ambiguous subcommand, decide {head[at]} or {word}; give one",
+                            ExitCode.AMBIGUOUS)
+            at = i
         i += 1
-        if arg == "--":
-            args.positional += items[i:]
-            break
-        if arg in ("-h", "--help", "help"):
-            args.help = True
-            continue
-        if arg in ("-V", "--version"):
-            args.version = True
-            continue
-        if not arg.startswith("-") or arg == "-":
-            if arg in COMMANDS:
-                if args.command is not None:
-                    raise Error(
-                        f"ambiguous subcommand, decide {args.command} or {arg}; give one",
-                        ExitCode.AMBIGUOUS,
-                    )
-                args.command = arg
-            else:
-                args.positional.append(arg)
-            continue
-        name, eq, inline = arg.partition("=")
-        attached = None
-        if name not in _OPTIONS and not arg.startswith("--") and _OPTIONS.get(arg[:2], ("", 0))[1]:
-            # -uURL
-            name, attached, eq, inline = arg[:2], arg[2:], "", ""
-        spec = _OPTIONS.get(name)
-        if spec is None:
-            args.seen.append((None, name))
-            continue
-        dest, takes_value = spec
-        args.seen.append((dest, name))
-        if takes_value:
-            if attached is not None:
-                value = attached
-            elif eq:
-                value = inline
-            elif i < len(items):
-                value = items[i]
-                i += 1
-            else:
-                raise MissingError(f"option {name} needs a value")
-            if dest == "set":
-                args.options.setdefault("set", []).append(value)
-            else:
-                args.options[dest] = value
-        else:
-            if eq or attached:
-                raise UsageError(f"option {name} takes no value")
-            args.options[dest] = True
+    if at is not None:
+        args.command = head[at]
+        items = items[:at] + items[at + 1:]
+    if args.help or args.version:
+        return args
+    cmd = MIGRATOR.sub(args.command) if args.command else MIGRATOR
+    given, args.positional, args.unknown = scan(
+        cmd, items, extra_opts=MIGRATOR.opts if args.command else ())
+    args.options = {k: v for k, v in given.items() if v not in (None, False, [])}
     return args
 
 
@@ -165,8 +174,7 @@ def check_args(args: Args) -> None:
     if args.command is None:
         raise Error("no subcommand specified. Use 'migrator help' for usage information.")
     command = args.command
-    allowed = _GLOBAL | _ALLOWED[command]
-    bad = [typed for dest, typed in args.seen if dest not in allowed]
+    bad = [typed.partition("=")[0] for typed in args.unknown]
     if command == "migrate":
         directions = [w for w in args.positional if w in DIRECTIONS]
         if len(directions) > 1:
@@ -209,27 +217,18 @@ def _say(message: str) -> None:
     sys.stderr.write(f"{PROG}: {message}\n")
 
 
-def _lock_timeout(env: Mapping[str, str]) -> float:
-    raw = env.get("MIGRATOR_LOCK_TIMEOUT")
-    if not raw:
-        return DEFAULT_LOCK_TIMEOUT
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1
-    if value <= 0:
-        raise Error(f"MIGRATOR_LOCK_TIMEOUT={raw!r}: expected a positive number of seconds")
-    return value
+def _warn(message: str) -> None:
+    _say(f"warning: {message}")
 
 
-def _given_url(args: Args, env: Mapping[str, str]) -> str | None:
+def _given_url(args: Args, settings: MigratorSettings) -> str | None:
     """--db-url, DB_URL, then PGURL (what `. postgres-init` exports)."""
-    url = args.options.get("db_url") or env.get("DB_URL") or env.get("PGURL")
+    url = args.options.get("db_url") or settings.db_url
     return str(url) if url else None
 
 
-def _url(args: Args, env: Mapping[str, str]) -> str:
-    url = _given_url(args, env)
+def _url(args: Args, settings: MigratorSettings) -> str:
+    url = _given_url(args, settings)
     if not url:
         raise MissingError(
             "no DB_URL or --db-url specified (tried --db-url, DB_URL and PGURL: all unset); "
@@ -238,203 +237,83 @@ def _url(args: Args, env: Mapping[str, str]) -> str:
     return url
 
 
-def _migration_dir(args: Args, env: Mapping[str, str]) -> str:
-    return str(args.options.get("migration_dir") or env.get("MIGRATION_DIR") or "migration")
+def _migration_dir(args: Args, settings: MigratorSettings) -> str:
+    return str(args.options.get("migration_dir") or settings.migration_dir)
 
 
 # --------------------------------------------------------------------------- commands
+# Each runs one verb of db_tool.commands.migrate and prints what it returns.
 
 
-def cmd_init(args: Args, env: Mapping[str, str]) -> int:
+def cmd_init(args: Args, settings: MigratorSettings) -> int:
+    from db_tool.commands import migrate
+
     variables = _variables(args.options.get("set", []))
     if args.options.get("dry_run"):
-        url = _given_url(args, env)
-        from db_tool import history
-
-        if url and history.sqlite_path(str(url)) is not None:
-            sys.stdout.write(history.sqlite_init_sql(__version__))
-        else:
-            from db_tool import bundle
-
-            sys.stdout.write(bundle.render())
+        sys.stdout.write(migrate.init_sql(_given_url(args, settings)))
         return 0
-    from db_tool import history
-
-    history.for_url(_url(args, env), env).init(variables)
+    migrate.init(_url(args, settings), variables, settings)
     _say("hectic bundle applied")
     return 0
 
 
-def _strict(args: Args, env: Mapping[str, str]) -> bool:
-    return bool(args.options.get("strict")) or env.get("MIGRATOR_STRICT", "") not in ("", "0")
-
-
-def cmd_migrate(args: Args, env: Mapping[str, str]) -> int:
-    from db_tool import history_wire, migrations
+def cmd_migrate(args: Args, settings: MigratorSettings) -> int:
+    from db_tool import planning
+    from db_tool.commands import migrate
 
     direction = next(w for w in args.positional if w in DIRECTIONS)
     rest = [w for w in args.positional if w not in DIRECTIONS]
-    target = migrations.Target.parse(direction, rest[0] if rest else None)
-    url = _url(args, env)
+    target = planning.Target.parse(direction, rest[0] if rest else None)
+    url = _url(args, settings)
     variables = _variables(args.options.get("set", []))
-    force = bool(args.options.get("force"))
-    lock_timeout = _lock_timeout(env)  # checked before any database work
-    warnings: list[str] = []
-    available = migrations.discover(_migration_dir(args, env), warnings)
-    for warning in warnings:
-        _say(f"warning: {warning}")
-    # Nothing to do is answered from one consistent read over the wire client when our bundle
-    # at this version is in place (no psql, no bundle, no lock: the answer is that of a
-    # migrator that ran just before any concurrent one). Anything else: the locked session.
-    quick = history_wire.quick_state(url, env)
-    if quick is not None and quick.bundle_current and quick.applied is not None:
-        early = migrations.plan(
-            available, quick.applied, target, force=force, strict=_strict(args, env)
+    try:
+        outcome = migrate.migrate(
+            url, _migration_dir(args, settings), target, settings, _warn, variables=variables,
+            force=bool(args.options.get("force")), strict=bool(args.options.get("strict")),
         )
-        if early.already is not None:
-            for notice in early.notices:
-                _say(f"warning: {notice}")
-            print(early.already)
-            return 0
-    from db_tool import history
+    except Error as exc:
+        from db_tool.history import MigrationFailed
 
-    backend = history.for_url(url, env)
-    if isinstance(backend, history.SqliteHistory):
-        backend.cli()  # fail with 127 before touching anything
-    # The session holds the migration lock from before the history is read until the last
-    # step, so the plan below cannot be invalidated by a concurrent migrator.
-    with backend.migrate_session(variables, lock_timeout) as session:
-        plan = migrations.plan(
-            available, session.applied, target, force=force, strict=_strict(args, env)
-        )
-        for notice in plan.notices:
-            _say(f"warning: {notice}")
-        if plan.already is not None:
-            print(plan.already)
-            return 0
-        try:
-            results = session.apply(plan.steps)
-        except history.MigrationFailed as exc:
-            _print_results(exc.completed)
-            raise
-    _print_results(results)
-    last = plan.steps[-1]
-    if last.direction == "up":
-        _say(f"successfully migrated to {last.migration.name}")
-    else:
-        names = [m.name for m in available]
-        position = names.index(last.migration.name)
-        _say("successfully migrated down to "
-             + (names[position - 1] if position > 0 else "clean state"))
+        if isinstance(exc, MigrationFailed):
+            _print_lines(migrate.result_lines(exc.completed))
+        raise
+    if outcome.already is not None:
+        print(outcome.already)
+        return 0
+    _print_lines(migrate.result_lines(outcome.results))
+    if outcome.summary:
+        _say(outcome.summary)
     return 0
 
 
-def _print_results(results: Sequence[Any]) -> None:
-    for r in results:
-        name = r.step.migration.name
-        if r.step.direction == "up":
-            print(f"applied {name}")
-        else:
-            print(f"rolled back {name}")
+def _print_lines(lines: Sequence[str]) -> None:
+    for line in lines:
+        print(line)
 
 
-_CONSONANTS = "bdfgklmnprstvz"
-_VOWELS = "aeiou"
+def cmd_create(args: Args, settings: MigratorSettings) -> int:
+    from db_tool.commands import migrate
 
-
-def random_word() -> str:
-    import secrets
-
-    return "".join(
-        secrets.choice(_CONSONANTS if i % 2 == 0 else _VOWELS) for i in range(6)
-    )
-
-
-def create_migration(directory: str, name: str | None, now: float | None = None) -> str:
-    """Create <dir>/<local YYYYMMDDHHMMSS>-<name>.sql (local time, as the original's `date`);
-    the timestamp is bumped past any taken one (under flock on the directory), so two creates
-    in one second never collide."""
-    import fcntl
-    import os
-    import time
-    from pathlib import Path
-
-    from db_tool.migrations import NAME_RE
-
-    name = (name if name is not None else "").strip() or random_word()
-    if "/" in name or "\0" in name or name in (".", ".."):
-        raise Error(f"migration name {name!r} may not contain '/' or NUL")
-    root = Path(directory)
-    root.mkdir(parents=True, exist_ok=True)
-    stamp = int(time.time() if now is None else now)
-    content = "-- migrate:up\n\n\n-- migrate:down\n\n"
-    dir_fd = os.open(root, os.O_RDONLY)
-    try:
-        fcntl.flock(dir_fd, fcntl.LOCK_EX)
-        taken = {e[:14] for e in os.listdir(root) if NAME_RE.match(e)}
-        while True:
-            prefix = time.strftime("%Y%m%d%H%M%S", time.localtime(stamp))
-            if prefix not in taken:
-                path = root / f"{prefix}-{name}.sql"
-                try:
-                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-                except FileExistsError:
-                    taken.add(prefix)
-                    continue
-                with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                    fh.write(content)
-                return str(path)
-            stamp += 1
-    finally:
-        os.close(dir_fd)
-
-
-def cmd_create(args: Args, env: Mapping[str, str]) -> int:
-    path = create_migration(_migration_dir(args, env), args.options.get("name"))
+    path = migrate.create(_migration_dir(args, settings), args.options.get("name"))
     _say(f"created migration: {path}")
     print(path)
     return 0
 
 
-def cmd_list(args: Args, env: Mapping[str, str]) -> int:
-    """One line per migration; without --raw, `<name>: missing up.sql down.sql` as the original
-    prints it for both of its layouts (it looks for up.sql or up/entrypoint.sql)."""
-    from db_tool import migrations
+def cmd_list(args: Args, settings: MigratorSettings) -> int:
+    from db_tool.commands import migrate
 
-    raw = bool(args.options.get("raw"))
-    warnings: list[str] = []
-    found = migrations.discover(_migration_dir(args, env), warnings)
-    for warning in warnings:
-        _say(f"warning: {warning}")
-    for m in found:
-        missing = [f"{d}.sql" for d, f in (("up", m.up), ("down", m.down)) if f is None]
-        if m.layout == migrations.FILE:
-            missing = [f"-- migrate:{d}" for d, f in (("up", m.up), ("down", m.down)) if f is None]
-        if raw or not missing:
-            print(m.name)
-        else:
-            print(f"{m.name}: missing {' '.join(missing)}")
+    available = migrate.discover(_migration_dir(args, settings), _warn)
+    _print_lines(migrate.listing(available, raw=bool(args.options.get("raw"))))
     return 0
 
 
-def cmd_status(args: Args, env: Mapping[str, str]) -> int:
-    from db_tool import history_wire, migrations
+def cmd_status(args: Args, settings: MigratorSettings) -> int:
+    from db_tool.commands import migrate
 
-    url = _url(args, env)
-    warnings: list[str] = []
-    available = migrations.discover(_migration_dir(args, env), warnings)
-    for warning in warnings:
-        _say(f"warning: {warning}")
-    quick = history_wire.quick_state(url, env)
-    if quick is not None:
-        applied = quick.applied or []
-    else:
-        from db_tool import history
-
-        applied = history.for_url(url, env).read_applied()
-    rows = migrations.status(available, applied)
-    counts = {s: sum(1 for r in rows if r.state == s)
-              for s in ("applied", "pending", "missing", "modified")}
+    url = _url(args, settings)
+    available = migrate.discover(_migration_dir(args, settings), _warn)
+    report = migrate.status(url, available, settings)
     if args.options.get("json"):
         import json
 
@@ -442,20 +321,16 @@ def cmd_status(args: Args, env: Mapping[str, str]) -> int:
             "migrations": [
                 {"name": r.name, "state": r.state, "applied_at": r.applied_at,
                  "hash": r.disk_hash, "applied_hash": r.db_hash}
-                for r in rows
+                for r in report.rows
             ],
-            "summary": counts,
+            "summary": report.counts,
         }, indent=2))
     else:
-        for r in rows:
+        for r in report.rows:
             print(f"{r.state:<8}  {r.applied_at or '-':<20}  {r.name}")
-        print(", ".join(f"{n} {s}" for s, n in counts.items()))
-    if counts["modified"] and _strict(args, env):
-        raise Error(
-            f"{counts['modified']} applied migration(s) modified since they were applied; "
-            "refusing because of --strict / MIGRATOR_STRICT=1", ExitCode.AMBIGUOUS,
-        )
-    if args.options.get("exit_code") and counts["pending"]:
+        print(", ".join(f"{n} {s}" for s, n in report.counts.items()))
+    migrate.refuse_modified(report, settings, strict=bool(args.options.get("strict")))
+    if args.options.get("exit_code") and report.counts["pending"]:
         return 1
     return 0
 
@@ -465,29 +340,39 @@ MIGRATOR_VERSION = "0.0.1"
 
 
 def _dispatch(argv: Sequence[str], env: Mapping[str, str]) -> int:
-    if not argv:
-        sys.stdout.write(HELP)
+    from db_tool.cli.parser import with_examples
+    from db_tool.cli.spec import MIGRATOR
+
+    if not argv:  # as the original: the help on stdout, exit 0
+        sys.stdout.write(with_examples(HELP, MIGRATOR))
         return 0
     args = parse_args(argv)
     if args.version:
         print(f"migrator version {MIGRATOR_VERSION} (db-tool {__version__})")
         return 0
     if args.help:
-        sys.stdout.write(HELP)
+        if args.command is None:
+            sys.stdout.write(with_examples(HELP, MIGRATOR))
+        else:
+            sys.stdout.write(with_examples(SUB_HELPS[args.command],
+                                           MIGRATOR.sub(args.command)))
         return 0
     check_args(args)
-    if "inherits" in args.options:
+    if args.options.get("inherits"):
         _say("warning: --inherits is deprecated and ignored")
     command = args.command
+    from db_tool.settings import MigratorSettings  # not before: --help needs no settings
+
+    settings = MigratorSettings.from_env(env)
     if command == "init":
-        return cmd_init(args, env)
+        return cmd_init(args, settings)
     if command == "migrate":
-        return cmd_migrate(args, env)
+        return cmd_migrate(args, settings)
     if command == "create":
-        return cmd_create(args, env)
+        return cmd_create(args, settings)
     if command == "list":
-        return cmd_list(args, env)
-    return cmd_status(args, env)
+        return cmd_list(args, settings)
+    return cmd_status(args, settings)
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:

@@ -6,10 +6,10 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from db_tool.cli.common import env_dict, guarded
-from db_tool.errors import Error, UsageError
+from db_tool.errors import Error
 
 HELP = """\
-usage: postgres-cleanup [-h|--help]
+usage: postgres-cleanup [-h|--help] [--version]
 
 Stop this project's PostgreSQL cluster (fast shutdown, waited). Never deletes anything.
 Working dir: PG_WORKING_DIR, else $LOCAL_DIR/focus/postgresql. Nothing to resolve, no
@@ -21,11 +21,18 @@ NO_TTY=1: quiet (only problems are printed).
 
 
 def run(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
-    for arg in argv:
-        if arg in ("-h", "--help"):
-            sys.stdout.write(HELP)
+    if argv:  # no argument is the hook path (traps): it imports no parser
+        from db_tool.cli.parser import parse, wants_help, with_examples
+        from db_tool.cli.spec import POSTGRES_CLEANUP, VERSION
+
+        if wants_help(argv):
+            sys.stdout.write(with_examples(HELP, POSTGRES_CLEANUP))
             return 0
-        raise UsageError(f"unknown argument {arg!r}; see postgres-cleanup --help")
+        opts, _ = parse(POSTGRES_CLEANUP, argv, extra_opts=[VERSION])
+        if opts["version"]:
+            from db_tool.cli.database import print_version
+
+            return print_version("postgres-cleanup")
     from db_tool import output
 
     environ = env_dict(env)

@@ -11,7 +11,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from db_tool.cli.common import env_dict, guarded
-from db_tool.errors import UsageError
 
 HELP = """\
 usage: postgres-init [--print-env] [--version] [-h|--help]
@@ -124,21 +123,13 @@ def run(
     reuse: bool = False,
     working_dir: Path | None = None,
 ) -> int:
-    print_env = False
-    for arg in argv:
-        if arg in ("-h", "--help"):
-            sys.stdout.write(HELP)
-            return 0
-        if arg == "--version":
-            from db_tool import __version__, pgbin
-
-            install = pgbin.find(env_dict(env))
-            print(f"postgres-init (db-tool {__version__}) using {install.describe()}")
-            return 0
-        if arg == "--print-env":
-            print_env = True
-        else:
-            raise UsageError(f"unknown argument {arg!r}; see postgres-init --help")
+    # No argument, or only --print-env (what `. postgres-init` runs): the hook paths, timed
+    # by bench/cluster.py; they import no parser.
+    print_env = list(argv) == ["--print-env"]
+    if argv and not print_env:
+        done, print_env = _options(argv, env)
+        if done is not None:
+            return done
 
     from db_tool import output
     from db_tool.cluster import Cluster
@@ -165,6 +156,24 @@ def run(
     if print_env:
         sys.stdout.write(export_lines(values))
     return 0
+
+
+def _options(argv: Sequence[str], env: Mapping[str, str] | None) -> tuple[int | None, bool]:
+    """(the exit code of --help / --version or None, --print-env given)."""
+    from db_tool.cli.parser import parse, wants_help, with_examples
+    from db_tool.cli.spec import POSTGRES_INIT, VERSION
+
+    if wants_help(argv):
+        sys.stdout.write(with_examples(HELP, POSTGRES_INIT))
+        return 0, False
+    opts, _ = parse(POSTGRES_INIT, argv, extra_opts=[VERSION])
+    if opts["version"]:
+        from db_tool import __version__, pgbin
+
+        install = pgbin.find(env_dict(env))
+        print(f"postgres-init (db-tool {__version__}) using {install.describe()}")
+        return 0, False
+    return None, bool(opts["print_env"])
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:

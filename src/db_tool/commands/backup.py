@@ -1,48 +1,29 @@
-"""`database backup`, and the backup-directory helpers restore, normalize-backup and diff share.
-
-A backup directory holds what `pg_basebackup -Ft -z -X stream` writes (`base.tar.gz`,
-`pg_wal.tar.gz`, `backup_manifest`) plus a `database_name` file naming the project database.
-A normalized backup has no `pg_wal.tar.gz`: its WAL is inside `base.tar.gz` (clean shutdown).
+"""`database backup`: pg_basebackup of the project's (or the URL's) server into the backup
+directory (its format and the helpers restore, normalize-backup and diff share: backupdir.py).
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import os
-import re
-import shutil
 import subprocess
-import tempfile
-import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from db_tool import output, pgwire, privs, proc, progress
+from db_tool import output, pgwire, proc, safefs
 from db_tool import progress as progress_of  # backup() has a `progress` argument
-from db_tool.cluster import Cluster, server_env
+from db_tool.backupdir import (
+    BASE,
+    DATABASE_FILE,
+    default_backup_dir,
+    dir_size,
+    staging_dir,
+    swap_in,
+)
+from db_tool.cluster import Cluster
 from db_tool.conninfo import without_password
 from db_tool.errors import Error
 from db_tool.scratch import interrupt_on_signals
 from db_tool.settings import ProjectSettings
-
-if TYPE_CHECKING:
-    import tarfile
-
-BACKUP_DIR = "postgresql-backup"
-BASE = "base.tar.gz"
-WAL = "pg_wal.tar.gz"
-DATABASE_FILE = "database_name"
-
-# Left behind by the server that took or served the backup; the local server must not see them.
-# backup_label / tablespace_map stay: recovery from a base backup needs them.
-LEFTOVERS = (
-    "standby.signal", "recovery.signal", "recovery.conf", "postmaster.pid", "postmaster.opts",
-    "current_logfiles", "backup_label.old", "tablespace_map.old",
-)
 
 
 @dataclass(frozen=True)
@@ -50,238 +31,6 @@ class BackupResult:
     path: Path
     database: str
     size: int  # bytes on disk
-
-
-def default_backup_dir(settings: ProjectSettings) -> Path:
-    return settings.focus_dir / BACKUP_DIR
-
-
-def require_backup(path: Path) -> Path:
-    """The backup dir itself, or Error when `path` does not hold a backup (nothing touched)."""
-    if not (path / BASE).is_file():
-        what = "does not exist" if not path.exists() else f"holds no {BASE}"
-        raise Error(
-            f"{path} is not a backup: it {what}; take one with `database backup` or pass the "
-            f"directory holding {BASE}"
-        )
-    return path
-
-
-def recorded_database(backup_dir: Path, default: str) -> str:
-    try:
-        name = (backup_dir / DATABASE_FILE).read_text().strip()
-    except OSError:
-        return default
-    return name or default
-
-
-@contextlib.contextmanager
-def opened(path: Path, *, archive: bool, scratch_parent: Path) -> Iterator[Path]:
-    """Yield the backup dir for `path`; with `archive`, PATH is a .tar.gz of such a dir, unpacked
-    into a scratch dir under `scratch_parent` that is removed afterwards."""
-    if not archive:
-        yield require_backup(path)
-        return
-    if not path.is_file():
-        raise Error(f"{path} is not a file: --archive takes a .tar.gz of a backup directory")
-    scratch_parent.mkdir(parents=True, exist_ok=True)
-    sweep(scratch_parent, ARCHIVE_SCRATCH)
-    with owned_dir(scratch_parent, ARCHIVE_SCRATCH) as scratch:
-        extract(path, scratch)
-        candidates = [scratch] + sorted(p for p in scratch.iterdir() if p.is_dir())
-        found = next((c for c in candidates if (c / BASE).is_file()), None)
-        if found is None:
-            raise Error(f"{path} is not a backup archive: it holds no {BASE} (at its top or "
-                        "in one directory)")
-        yield found
-
-
-# ---- temporary dirs a killed run leaves behind -------------------------------------------
-# Each is named `<prefix><pid>-<random>` and flocked while its run lives, so the next run can
-# tell a dead run's leftover (lock free, pid gone) from a live one's, and remove it.
-ARCHIVE_SCRATCH = ".backup-archive-"
-_OWNED = re.compile(r"-(\d+)-[^-/]+$")
-
-
-@contextlib.contextmanager
-def owned_dir(parent: Path, prefix: str) -> Iterator[Path]:
-    """A fresh empty dir `parent/<prefix><pid>-…`, locked while the body runs and removed after
-    it (unless the body renamed it away)."""
-    path = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent))
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        yield path
-    finally:
-        os.close(fd)
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def _dead_run(path: Path) -> bool:
-    match = _OWNED.search(path.name)
-    if match is not None and proc.pid_alive(int(match.group(1))):
-        # pid reused, or a live run between mkdtemp and flock: only very old ones are stale
-        with contextlib.suppress(OSError):
-            return time.time() - path.stat().st_mtime > 24 * 3600 and _unlocked(path)
-        return False
-    return _unlocked(path)
-
-
-def _unlocked(path: Path) -> bool:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    finally:
-        os.close(fd)
-    return True
-
-
-def sweep(parent: Path, prefix: str,
-          before_remove: Callable[[Path], None] | None = None) -> list[Path]:
-    """Remove what killed runs left under `parent` as `<prefix>…` (after `before_remove`, e.g.
-    stopping a server still running there); say so. Returns them."""
-    removed = []
-    with contextlib.suppress(OSError):
-        for entry in sorted(parent.iterdir()):
-            if not entry.name.startswith(prefix) or entry.is_symlink() or not entry.is_dir():
-                continue
-            if not _dead_run(entry):
-                continue
-            size = dir_size(entry)
-            if before_remove is not None:
-                before_remove(entry)
-            shutil.rmtree(entry, ignore_errors=True)
-            output.info(f"removed {entry} ({output.human_size(size)}), left by a run that was "
-                        "killed")
-            removed.append(entry)
-    return removed
-
-
-def sweep_swap(final: Path) -> None:
-    """Leftovers of a killed backup/normalize around `final`: its half-written tmp dirs, and the
-    previous version swap_in moved aside (put back when `final` is missing, else removed)."""
-    if not final.parent.is_dir():
-        return
-    sweep(final.parent, f".{final.name}.tmp-")
-    for old in sorted(final.parent.glob(f".{final.name}.old-*")):
-        pid = old.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and proc.pid_alive(int(pid)):
-            continue
-        if not final.exists():
-            old.rename(final)
-            output.warn(f"put back {final}: a run that was killed had moved it aside to {old}")
-        else:
-            shutil.rmtree(old, ignore_errors=True)
-            output.info(f"removed {old}, the previous version of {final} left by a killed run")
-
-
-def extract(archive: Path, target: Path) -> None:
-    import tarfile
-    import zlib
-
-    try:
-        with tarfile.open(archive, "r:*") as tf, \
-                progress.watch(f"unpacking {archive.name}") as meter:
-            meter.total = sum(m.size for m in tf.getmembers())  # what the extraction writes
-            if hasattr(tarfile, "data_filter"):
-                # No absolute paths, no links that are absolute or leave target, no device
-                # files, no setuid bits (a tablespace link of the source is refused too).
-                tf.extractall(target, filter=lambda m, p: meter.counted(tarfile.data_filter(m, p)))
-            else:  # Python < 3.11.4 (e.g. Debian 12's 3.11.2): the same checks by hand
-                tf.extractall(target, members=map(meter.counted, _checked_members(tf, target)))
-    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
-        raise Error(f"cannot extract {archive}: {exc}") from exc
-
-
-def _checked_members(tf: tarfile.TarFile, target: Path) -> Iterator[tarfile.TarInfo]:
-    import tarfile
-
-    root = os.path.realpath(target)
-
-    def inside(path: str) -> bool:
-        return os.path.commonpath([root, os.path.realpath(path)]) == root
-
-    for member in tf.getmembers():
-        dest = os.path.join(root, member.name)
-        if os.path.isabs(member.name) or not inside(dest):
-            raise tarfile.TarError(f"{member.name!r} would be written outside {target}")
-        if member.issym() or member.islnk():
-            base = root if member.islnk() else os.path.dirname(dest)
-            if os.path.isabs(member.linkname) or not inside(os.path.join(base, member.linkname)):
-                raise tarfile.TarError(f"link {member.name!r} points outside {target}")
-        elif member.isdev():
-            raise tarfile.TarError(f"{member.name!r} is a device file")
-        member.mode &= 0o1777 & ~0o022  # no setuid/setgid, no group/other write
-        yield member
-
-
-def unpack_data(backup_dir: Path, datadir: Path, cluster: Cluster) -> None:
-    """Fill the (new, empty) `datadir` from the backup: base, WAL, leftovers removed, owned by
-    the server account and mode 0700, and checked to match this PostgreSQL's major version."""
-    datadir.mkdir(mode=0o700)
-    extract(backup_dir / BASE, datadir)
-    if (backup_dir / WAL).is_file():
-        (datadir / "pg_wal").mkdir(mode=0o700, exist_ok=True)
-        extract(backup_dir / WAL, datadir / "pg_wal")
-    remove_leftovers(datadir)
-    check_version(datadir, cluster)
-    os.chmod(datadir, 0o700)
-    account = cluster.run_as
-    if account is not None:
-        privs.chown_tree(datadir, account)
-
-
-def remove_leftovers(datadir: Path) -> None:
-    for name in LEFTOVERS:
-        (datadir / name).unlink(missing_ok=True)
-
-
-def check_version(datadir: Path, cluster: Cluster) -> None:
-    try:
-        version = (datadir / "PG_VERSION").read_text().strip()
-    except OSError:
-        raise Error(f"the backup holds no PG_VERSION: it is not a PostgreSQL data "
-                    f"directory backup ({datadir})") from None
-    if version != str(cluster.install.major):
-        raise Error(
-            f"the backup is from PostgreSQL {version}, but this is "
-            f"{cluster.install.describe()}: use PostgreSQL {version} (PG_BIN_DIR) to restore it"
-        )
-
-
-def swap_in(new: Path, final: Path) -> None:
-    """Replace `final` with the complete directory `new` (same parent), keeping the old one until
-    the new one is in place."""
-    old = final.with_name(f".{final.name}.old-{os.getpid()}")
-    if final.exists():
-        final.rename(old)
-    try:
-        new.rename(final)
-    except OSError:
-        if old.exists():
-            old.rename(final)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def staging_dir(final: Path) -> Iterator[Path]:
-    """A fresh temporary dir next to `final` (same file system, so swap_in is a rename), owned
-    by this run (see owned_dir) and removed afterwards unless it was swapped in. Leftovers of
-    killed runs are cleaned up first."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    sweep_swap(final)
-    with owned_dir(final.parent, f".{final.name}.tmp-") as tmp:
-        yield tmp
-
-
-def dir_size(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 def database_of(settings: ProjectSettings, default: str) -> str:
@@ -297,13 +46,14 @@ def ensure_replication_access(cluster: Cluster) -> None:
     """pg_basebackup needs a `replication` line in pg_hba.conf (`all` does not match it).
     Clusters made by older db-tool versions lack it: add it to our own pg_hba.conf and reload."""
     hba = cluster.datadir / "pg_hba.conf"
-    try:
-        text = hba.read_text()
-    except OSError:
+    try:  # safefs: as root, never through a link the server account planted in data/
+        text = safefs.read_text(hba, cluster.run_as)
+    except Error:
         return
-    if not text.startswith("# Written by db-tool") or "replication" in text:
+    if text is None or not text.startswith("# Written by db-tool") or "replication" in text:
         return
-    hba.write_text(text.rstrip("\n") + "\nlocal replication all trust\n")
+    safefs.replace_file(hba, text.rstrip("\n") + "\nlocal replication all trust\n",
+                        owner=cluster.run_as)
     with pgwire.connect(cluster.sockdir, cluster.port, cluster.superuser, "postgres") as conn:
         conn.query("SELECT pg_reload_conf()")
 
@@ -336,7 +86,7 @@ def backup(
     final = default_backup_dir(settings)
     cluster = Cluster(settings.cluster_config())
     local = names_cluster(settings.url, cluster)
-    env = server_env()
+    env = cluster.client_env()
     if local:
         if not cluster.is_running():
             raise Error(

@@ -140,13 +140,12 @@ def _copy(cluster: Where, name: str, source: str) -> clone.Clone:
 def _offline(cluster: Cluster, statements: list[str]) -> None:
     """Run statements in single-user mode (no background workers, no other sessions)."""
     from db_tool import proc
-    from db_tool.cluster import server_process_env
 
     result = proc.run(
         [cluster.install.tool("postgres"), "--single", "-D", str(cluster.datadir), "-F",
          "-c", "listen_addresses=", "-c", "logging_collector=off", "postgres"],
         input="".join(s + "\n" for s in statements), user=cluster.run_as, cwd="/",
-        env=server_process_env(cluster.run_as), check=False, what="postgres --single",
+        env=cluster.server_process_env(), check=False, what="postgres --single",
     )
     errors = [ln for ln in result.err.splitlines() if "ERROR:" in ln]
     if not result.ok or errors:

@@ -18,7 +18,7 @@ from typing import TextIO
 from db_tool import fslock, output, progress
 from db_tool.cluster import Cluster
 from db_tool.commands.deploy import hydrate_and_patch, preflight
-from db_tool.scratch import defer_signals, interrupt_on_signals, quiet_after_failure, teardown
+from db_tool.scratch import interrupt_on_signals, tear_down
 from db_tool.settings import ProjectSettings
 
 CHECK_DIR = "postgresql-check-tmp"
@@ -70,6 +70,5 @@ def check(
             hydrate_and_patch(settings, init.url, hydrate_db=hydrate_db, patch_db=patch_db,
                               mock=mock, out=out)
         finally:
-            with defer_signals(), quiet_after_failure("tear down the check cluster"):
-                teardown(cluster)
+            tear_down("tear down the check cluster", [cluster])
     return CheckResult(wd, hydrate_db, patch_db, time.monotonic() - started)

@@ -12,26 +12,29 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
-import io
 import re
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from db_tool import fslock, output, proc, progress, psql
-from db_tool.cluster import Cluster, server_env
-from db_tool.commands.backup import (
+from db_tool.backupdir import (
     default_backup_dir,
     opened,
     recorded_database,
     require_backup,
 )
+from db_tool.cluster import Cluster
 from db_tool.commands.restore import restore_into
 from db_tool.errors import Error, ExitCode
-from db_tool.scratch import defer_signals, interrupt_on_signals, quiet_after_failure, teardown
+from db_tool.scratch import interrupt_on_signals, tear_down, teardown
 from db_tool.settings import ProjectSettings
+
+if TYPE_CHECKING:
+    from db_tool.settings import MigratorSettings
 
 DIFF_TMP = "postgresql-diff-tmp"
 DIFF_LOG = "postgresql-diff-log"
@@ -168,10 +171,7 @@ def diff(
             with output.step("db2: a fresh temporary cluster hydrated from the sources"):
                 db2.init()
                 _hydrate(settings, db2.url, mock=mock, log=logs / "db2" / "hydrate.log")
-                failed_init = _migrator(settings, ["--db-url", db2.url, "init"],
-                                        logs / "db2" / "migrator.log", what="migrator init on db2")
-                if failed_init:
-                    raise Error("migrator init failed on db2", detail=failed_init)
+                _init_db2(settings, db2.url, logs / "db2" / "migrator.log")
             with output.step("compare"):
                 schema = _schema_diff(db1, db2, tables, no_cron=no_cron)
                 if no_cron:
@@ -179,11 +179,9 @@ def diff(
                 immutable = _immutable_diff(db1.url, db2.url)
             return DiffResult(schema, immutable, path, logs, notes)
         finally:
-            with defer_signals(), quiet_after_failure("tear down both temporary clusters"):
-                for side, cluster in zip(SIDES, (db1, db2), strict=True):
-                    _keep_logs(cluster, logs / side, started)
-                    teardown(cluster)
-                shutil.rmtree(tmp_root, ignore_errors=True)
+            tear_down("tear down both temporary clusters", [db1, db2],
+                      keep=lambda i, cluster: _keep_logs(cluster, logs / SIDES[i], started))
+            shutil.rmtree(tmp_root, ignore_errors=True)
 
 
 # ---- the two clusters ------------------------------------------------------------------------
@@ -220,32 +218,69 @@ def _keep_logs(cluster: Cluster, target: Path, since: float) -> None:
                 shutil.copy2(log, target / log.name)
 
 
-def _migrator(settings: ProjectSettings, argv: list[str], log: Path, *, what: str,
-              step: output.Step | None = None) -> str:
-    """Run the migrator in-process with its output in `log`; '' on success, else the output
-    (and `step` is marked failed)."""
-    from db_tool.cli import migrator
+def _migrator_settings(settings: ProjectSettings) -> MigratorSettings:
+    from db_tool.settings import MigratorSettings
 
+    found = MigratorSettings.from_env(settings.env)
     if settings.migration_dir is not None:
-        argv = ["--migration-dir", str(settings.migration_dir), *argv]
-    captured = io.StringIO()
-    with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
-        rc = migrator.run(argv, settings.env)
-    log.write_text(captured.getvalue())
-    if rc == 0:
-        return ""
-    if step is not None:
-        step.fail(f"{what}: exit {rc}")
-    return captured.getvalue().strip() or f"{what} exited with {rc}"
+        found = found._replace(migration_dir=str(settings.migration_dir))
+    return found
 
 
 def _migrate(settings: ProjectSettings, url: str, log: Path) -> str:
+    """`migrator migrate up all` on db1, its output in `log`; '' on success, else that output
+    (and the step is marked failed)."""
+    from db_tool import planning
+    from db_tool.commands import migrate
+
     if settings.migration_dir is None or not settings.migration_dir.is_dir():
         output.info(f"no migration dir ({settings.migration_dir}): db1 is the backup as is")
         return ""
+    lines: list[str] = []
     with output.step("db1: migrator migrate up all") as step:
-        return _migrator(settings, ["--db-url", url, "migrate", "up", "all"], log,
-                         what="migrator", step=step)
+        try:
+            mset = _migrator_settings(settings)
+            outcome = migrate.migrate(
+                url, mset.migration_dir, planning.Target.parse("up", "all"), mset,
+                lambda w: lines.append(f"migrator: warning: {w}"),
+            )
+        except Error as exc:
+            from db_tool.history import MigrationFailed
+
+            if isinstance(exc, MigrationFailed):
+                lines += migrate.result_lines(exc.completed)
+            lines += _error_lines(exc)
+            step.fail(f"migrator: exit {int(exc.exit_code)}")
+            log.write_text("".join(f"{line}\n" for line in lines))
+            return "\n".join(lines).strip()
+        if outcome.already is not None:
+            lines.append(outcome.already)
+        lines += migrate.result_lines(outcome.results)
+        if outcome.summary:
+            lines.append(f"migrator: {outcome.summary}")
+    log.write_text("".join(f"{line}\n" for line in lines))
+    return ""
+
+
+def _init_db2(settings: ProjectSettings, url: str, log: Path) -> None:
+    """`migrator init` on db2 (after hydrate), its output in `log`."""
+    from db_tool.commands import migrate
+
+    try:
+        migrate.init(url, {}, _migrator_settings(settings))
+    except Error as exc:
+        text = "\n".join(_error_lines(exc))
+        log.write_text(text + "\n")
+        raise Error("migrator init failed on db2", detail=text) from None
+    log.write_text("migrator: hectic bundle applied\n")
+
+
+def _error_lines(exc: Error) -> list[str]:
+    """An Error as the migrator prints it."""
+    lines = [f"migrator: error: {exc.message}"]
+    if exc.detail:
+        lines.append(exc.detail.rstrip("\n"))
+    return lines
 
 
 def _hydrate(settings: ProjectSettings, url: str, *, mock: bool, log: Path) -> None:
@@ -264,7 +299,7 @@ def _dump(cluster: Cluster, tables: Sequence[str]) -> list[str] | None:
         argv += [a for t in tables for a in ("-t", t)]
     else:
         argv.append("--schema-only")
-    result = proc.run(argv, env=server_env(), check=False, what="pg_dump")
+    result = proc.run(argv, env=cluster.client_env(), check=False, what="pg_dump")
     if not result.ok:
         if tables and "no matching tables" in result.err:
             return None

@@ -20,9 +20,8 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from db_tool import output, privs, proc, progress, psql
-from db_tool.cluster import DEV_CONF, HBA_CONF, Cluster, server_env
-from db_tool.commands.backup import (
+from db_tool import output, privs, proc, progress, psql, safefs
+from db_tool.backupdir import (
     BASE,
     DATABASE_FILE,
     default_backup_dir,
@@ -33,8 +32,9 @@ from db_tool.commands.backup import (
     sweep,
     unpack_data,
 )
+from db_tool.cluster import DEV_CONF, HBA_CONF, Cluster
 from db_tool.errors import Error, MissingError
-from db_tool.scratch import interrupt_on_signals, teardown
+from db_tool.scratch import interrupt_on_signals, tear_down, teardown
 from db_tool.settings import DEFAULT_DATABASE, ProjectSettings, login_name
 
 NORMALIZED_DIR = "postgresql-backup-normalized"
@@ -154,26 +154,28 @@ def _normalize_in(settings: ProjectSettings, work: Path, source: Path, target: P
         with output.step(f"pack the normalized backup into {target}"):
             _pack(cluster, target, chosen)
     finally:
-        cluster.stop()
+        tear_down("stop and remove the temporary cluster", [cluster])
     return NormalizeResult(target, chosen, role, admin)
 
 
 def _localize(cluster: Cluster) -> None:
     data = cluster.datadir
-    (data / "postgresql.conf").write_text(
-        "# Written by db-tool normalize-backup: the backup's own server configuration was\n"
-        "# replaced by a local development one.\n" + DEV_CONF
-    )
-    (data / "postgresql.auto.conf").write_text(_AUTO_CONF)
-    (data / "pg_hba.conf").write_text(HBA_CONF)
-    (data / "pg_ident.conf").write_text("")
+    # Through safefs: the data came from an untrusted archive, and as root a plain write
+    # would follow a link planted in it (pg_hba.conf -> /etc/...).
+    account = cluster.run_as
+    for name, text in (
+        ("postgresql.conf", "# Written by db-tool normalize-backup: the backup's own server "
+                            "configuration was\n# replaced by a local development one.\n"
+                            + DEV_CONF),
+        ("postgresql.auto.conf", _AUTO_CONF), ("pg_hba.conf", HBA_CONF), ("pg_ident.conf", ""),
+    ):
+        safefs.replace_file(data / name, text, owner=account)
     # Server logs and replication slots of the source have no meaning here.
     for sub in ("log", "pg_replslot"):
         if (data / sub).is_dir():
             shutil.rmtree(data / sub)
     (data / "pg_replslot").mkdir(mode=0o700)
     cluster.write_runtime_conf()
-    account = cluster.run_as
     if account is not None:
         privs.chown_tree(data, account)
 
@@ -185,7 +187,7 @@ def _single_user(cluster: Cluster, sql: str) -> str:
         [cluster.install.tool("postgres"), "--single", "-D", str(cluster.datadir),
          "-c", "shared_preload_libraries=", "-c", "logging_collector=off", "template1"],
         input=sql, user=cluster.run_as, cwd="/", check=False,
-        env=server_env(),
+        env=cluster.client_env(),
         what="postgres --single",
     )
     errors = [ln for ln in result.err.splitlines() if "ERROR:" in ln or "FATAL:" in ln]

@@ -14,14 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from db_tool import output
-from db_tool.cluster import Cluster
-from db_tool.commands.backup import (
+from db_tool.backupdir import (
     default_backup_dir,
     dir_size,
     opened,
     recorded_database,
     unpack_data,
 )
+from db_tool.cluster import Cluster
 from db_tool.errors import Error, MissingError
 from db_tool.scratch import interrupt_on_signals
 from db_tool.settings import ProjectSettings

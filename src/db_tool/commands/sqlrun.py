@@ -44,6 +44,27 @@ def _tee_stderr(pipe: IO[bytes], sink: TextIO, kept: list[bytes]) -> None:
             sink.flush()
 
 
+def _wait_teeing(child: subprocess.Popen[bytes], err: TextIO,
+                 kept: list[bytes]) -> tuple[str, int]:
+    """(its stdout if piped, exit code) of child, its stderr copied to err (and kept) as it
+    comes; the child is killed when we are interrupted."""
+    assert child.stderr is not None
+    tee = threading.Thread(target=_tee_stderr, args=(child.stderr, err, kept), daemon=True)
+    tee.start()
+    try:
+        text = child.stdout.read().decode("utf-8", "replace") if child.stdout else ""
+        return text, child.wait()
+    except BaseException:
+        child.kill()
+        child.wait()
+        raise
+    finally:
+        tee.join(timeout=5)
+        for pipe in (child.stdout, child.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
 def run_file(
     url: str,
     path: Path,
@@ -83,21 +104,7 @@ def run_file(
     try:
         child = proc.spawn(argv, env=psql.env(url=url), stdin=subprocess.DEVNULL, stdout=stdout,
                            stderr=subprocess.PIPE, cwd=cwd, tied=True)
-        assert child.stderr is not None
-        tee = threading.Thread(target=_tee_stderr, args=(child.stderr, err, kept), daemon=True)
-        tee.start()
-        try:
-            text = child.stdout.read().decode("utf-8", "replace") if child.stdout else ""
-            rc = child.wait()
-        except BaseException:
-            child.kill()
-            child.wait()
-            raise
-        finally:
-            tee.join(timeout=5)
-            for pipe in (child.stdout, child.stderr):
-                if pipe is not None:
-                    pipe.close()
+        text, rc = _wait_teeing(child, err, kept)
     finally:
         if log_fh is not None:
             log_fh.close()

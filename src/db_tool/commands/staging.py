@@ -115,9 +115,12 @@ class PullResult:
 
 
 def pull(cfg: StagingConfig, patch_file: Path, env: Mapping[str, str]) -> PullResult:
-    argv = ["ssh", cfg.host, remote_command(cfg)]
+    """Dump over ssh. The remote command (it holds STAGING_DB_URL and its password) goes to
+    the remote shell on ssh's stdin, never on a local argv that every local user can read
+    with `ps` (the original puts it on ssh's command line)."""
+    argv = ["ssh", cfg.host, "sh"]
     with output.step(f"pg_dump {' '.join(cfg.tables)} on {cfg.host} over ssh"):
-        result = proc.run(argv, env=env, check=False)
+        result = proc.run(argv, env=env, check=False, input=f"exec {remote_command(cfg)}\n")
         if not result.ok:
             raise Error(
                 f"failed to dump staging database via SSH (ssh {cfg.host}: exit "

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TextIO
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from db_tool import output, psql
+from db_tool import output, psql, sqlsplit
 from db_tool.commands import sqlrun
 from db_tool.errors import Error
 from db_tool.settings import ProjectSettings
@@ -92,7 +92,7 @@ def parse_tap(text: str) -> TapSummary | None:
     return TapSummary(planned, passed, failed, todo, skipped, tuple(failures))
 
 
-# ------------------------------------------------------------- reading psql scripts
+# ---------------------------------------------------- reading psql scripts (sqlsplit)
 
 
 @dataclass(frozen=True)
@@ -100,124 +100,6 @@ class Statement:
     file: Path
     line: int
     text: str  # SQL without comments, or a meta-command line starting with a backslash
-
-
-_GO = {"g", "gx", "gset", "gexec", "gdesc", "crosstabview", "watch"}
-
-
-def split_script(text: str, file: Path) -> Iterator[Statement]:
-    """psql's view of a script: SQL statements (split at top-level `;`) and meta-commands.
-
-    Understands '...' (with E'' escapes), "...", $tag$...$tag$, -- and nested /* */ comments."""
-    buf: list[str] = []
-    empty = True  # buf holds only whitespace/comments so far
-    start_line = 1
-    line = 1
-    i = 0
-    n = len(text)
-
-    def flush() -> Statement | None:
-        nonlocal empty
-        sql = "".join(buf).strip()
-        buf.clear()
-        empty = True
-        return Statement(file, start_line, sql) if sql else None
-
-    def add(chunk: str) -> None:
-        nonlocal empty, start_line
-        if empty and chunk.strip():
-            empty = False
-            start_line = line - chunk.count("\n")
-        buf.append(chunk)
-
-    while i < n:
-        c = text[i]
-        if c == "\n":
-            line += 1
-            buf.append(c)
-            i += 1
-        elif c == "-" and text.startswith("--", i):
-            j = text.find("\n", i)
-            i = n if j < 0 else j
-        elif c == "/" and text.startswith("/*", i):
-            depth, i = 1, i + 2
-            while i < n and depth:
-                if text.startswith("/*", i):
-                    depth, i = depth + 1, i + 2
-                elif text.startswith("*/", i):
-                    depth, i = depth - 1, i + 2
-                else:
-                    line += text[i] == "\n"
-                    i += 1
-            buf.append(" ")
-        elif c == "'":
-            prev = buf[-1][-1:] if buf else ""
-            before = (buf[-1][-2:-1] if buf and len(buf[-1]) > 1
-                      else (buf[-2][-1:] if len(buf) > 1 else ""))
-            escapes = prev in ("e", "E") and not _ident(before)
-            j = i + 1
-            while j < n:
-                if escapes and text[j] == "\\":
-                    j += 2
-                    continue
-                if text[j] == "'":
-                    if text.startswith("''", j):
-                        j += 2
-                        continue
-                    break
-                j += 1
-            chunk = text[i:j + 1]
-            line += chunk.count("\n")
-            add(chunk)
-            i = j + 1
-        elif c == '"':
-            j = text.find('"', i + 1)
-            j = n - 1 if j < 0 else j
-            chunk = text[i:j + 1]
-            line += chunk.count("\n")
-            add(chunk)
-            i = j + 1
-        elif c == "$" and not (buf and _ident(buf[-1][-1:])):
-            tag = re.match(r"\$([A-Za-z_][A-Za-z_0-9]*)?\$", text[i:i + 100])
-            if not tag:
-                add(c)
-                i += 1
-                continue
-            end = text.find(tag.group(0), i + len(tag.group(0)))
-            j = n if end < 0 else end + len(tag.group(0))
-            chunk = text[i:j]
-            line += chunk.count("\n")
-            add(chunk)
-            i = j
-        elif c == "\\":
-            j = text.find("\n", i)
-            j = n if j < 0 else j
-            meta = text[i:j].strip()
-            name = meta[1:].split(None, 1)[0] if len(meta) > 1 else ""
-            if not empty:
-                if name in _GO:
-                    stmt = flush()
-                    if stmt:
-                        yield stmt
-            else:
-                yield Statement(file, line, meta)
-                buf.clear()
-            i = j
-        elif c == ";":
-            stmt = flush()
-            if stmt:
-                yield stmt
-            i += 1
-        else:
-            add(c)
-            i += 1
-    stmt = flush()
-    if stmt:
-        yield stmt
-
-
-def _ident(ch: str) -> bool:
-    return bool(ch) and (ch.isalnum() or ch == "_")
 
 
 _INCLUDE = {"i": False, "include": False, "ir": True, "include_relative": True}
@@ -264,8 +146,9 @@ def wrapper_hazard(path: Path, cwd: Path) -> str | None:
             text = file.read_text(encoding="utf-8", errors="replace")
         except OSError:
             return
-        for stmt in split_script(text, file):
-            if stmt.text.startswith("\\"):
+        for piece in sqlsplit.script_pieces(text):
+            stmt = Statement(file, piece.line, piece.text)
+            if piece.meta:
                 parts = stmt.text[1:].split(None, 1)
                 name = parts[0] if parts else ""
                 if name in _INCLUDE and len(parts) > 1:
@@ -356,7 +239,7 @@ def run_tests(settings: ProjectSettings, url: str, *, out: TextIO | None = None)
         with output.step(f"run {path} inside a transaction that is rolled back"):
             wrapper = (
                 "BEGIN;\n"
-                f"\\i {_meta_quote(str(path))}\n"
+                f"\\i {sqlsplit.psql_meta_quote(str(path))}\n"
                 # The test may have ended our transaction itself (pgTAP's ROLLBACK): then this
                 # ROLLBACK only warns, which is silenced here.
                 "\\set QUIET on\nSET client_min_messages = error;\nROLLBACK;\n"
@@ -365,10 +248,6 @@ def run_tests(settings: ProjectSettings, url: str, *, out: TextIO | None = None)
         return _result(path, "transaction", None, run)
     output.info(f"test.sql ends transactions itself ({hazard}); running it in a copy")
     return _run_in_copy(path, url, cwd, hazard, out)
-
-
-def _meta_quote(text: str) -> str:
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _run_text(url: str, script: str, cwd: Path, out: TextIO | None) -> sqlrun.FileRun:

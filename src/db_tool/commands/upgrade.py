@@ -14,8 +14,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from db_tool import output, pgbin, proc, template_cache
-from db_tool.cluster import Cluster, server_env, server_process_env
+from db_tool import output, pgbin, proc, serverconf, template_cache, workdir
+from db_tool.cluster import Cluster
 from db_tool.errors import Error, NotInstalledError
 from db_tool.settings import ProjectSettings
 
@@ -48,7 +48,7 @@ def upgrade(settings: ProjectSettings, *, old_bin_dir: str | None = None,
         raise Error(f"no cluster in {new.datadir}: nothing to upgrade (`database init` makes "
                     "one)")
     new.check_working_dir()
-    new._refuse_foreign_cluster()
+    workdir.refuse_foreign_cluster(new.working_dir)
     raw = (new.datadir / "PG_VERSION").read_text().strip()
     if not raw.isdigit():
         raise Error(f"{new.datadir}/PG_VERSION says {raw!r}, which no PostgreSQL wrote")
@@ -119,8 +119,8 @@ def _with_pg_upgrade(old: Cluster, new: Cluster) -> Path:
     new._prepare_dirs()
     account = new.run_as
     if account is not None:
-        old._grant_server_access(account)
-    env = server_process_env(account)
+        workdir.grant_server_access(old.working_dir, old.install, account)
+    env = new.server_process_env()
     argv = template_cache.initdb_argv(new.install, new.superuser, staging)
     # pg_upgrade needs both with or both without page checksums (initdb 18 turns them on).
     checksums = _has_checksums(old, env)
@@ -152,7 +152,7 @@ def _with_pg_upgrade(old: Cluster, new: Cluster) -> Path:
     kept = _aside_name(wd, old.install.major)
     old.datadir.rename(kept)
     staging.rename(new.datadir)
-    new._write_base_conf(new._read_conf_file())
+    serverconf.write_base_conf(new.datadir, new._read_conf_file(), new.run_as)
     _start_or_put_back(new, kept)
     return kept
 
@@ -164,7 +164,7 @@ def _with_dump(old: Cluster, new: Cluster) -> Path:
     try:
         with output.step(f"dumping the PostgreSQL {old.install.major} cluster"):
             proc.run([new.install.tool("pg_dumpall"), "-d", old.url_for("postgres"),
-                      "--clean", "--if-exists", "-f", str(dump_file)], env=server_env(),
+                      "--clean", "--if-exists", "-f", str(dump_file)], env=new.client_env(),
                      what="pg_dumpall of the old cluster")
     finally:
         old.stop_locked()
@@ -180,7 +180,7 @@ def _with_dump(old: Cluster, new: Cluster) -> Path:
     _start_or_put_back(new, kept)
     with output.step(f"restoring into PostgreSQL {new.install.major}"):
         result = proc.run([new.install.tool("psql"), "-X", "-q", "-d", new.url_for("postgres"),
-                           "-f", str(dump_file)], check=False, env=server_env())
+                           "-f", str(dump_file)], check=False, env=new.client_env())
     errors = [ln for ln in result.err.splitlines() if "ERROR:" in ln
               and not any(e in ln for e in _EXPECTED_RESTORE_ERRORS)]
     if errors or not result.ok:
