@@ -24,7 +24,7 @@ def embedded_bin() -> Path:
 def test_found_when_nothing_else_is(
     embedded_bin: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(pgbin, "_from_pg_config", lambda path: None)
+    monkeypatch.setattr(pgbin, "_from_pg_config", lambda *_: None)
     monkeypatch.setattr(pgbin, "_distro_dirs", lambda: [])
     install = pgbin.find({"PATH": "/nonexistent"})
     assert install.source == "embedded"

@@ -200,3 +200,25 @@ def test_postgresql_older_than_13_is_refused_with_127(tmp_path: Path) -> None:
     r = run_cmd([script("postgres-init"), "--version"], base_env(PG_BIN_DIR=str(fake)))
     assert r.returncode == 127
     assert "too old" in r.stderr and "13" in r.stderr
+
+
+def test_pg_config_answer_is_remembered_until_pg_config_changes(tmp_path: Path) -> None:
+    """Debian's pg_config wrapper costs several processes per hook call: with a memo file it
+    runs once, and again only when the pg_config file changes."""
+    real = pgbin.find().bin_dir
+    calls = tmp_path / "calls"
+    bin_dir = tmp_path / "path"
+    bin_dir.mkdir()
+    pg_config = bin_dir / "pg_config"
+    pg_config.write_text(f"#!/bin/sh\necho x >> {calls}\necho {real}\n")
+    pg_config.chmod(0o755)
+    path = f"{bin_dir}:{os.environ['PATH']}"
+    memo = tmp_path / "pgbin.memo"
+    assert pgbin._from_pg_config(path, memo) == real
+    assert pgbin._from_pg_config(path, memo) == real
+    assert calls.read_text().count("x") == 1
+    pg_config.write_text(pg_config.read_text() + "# upgraded\n")
+    assert pgbin._from_pg_config(path, memo) == real
+    assert calls.read_text().count("x") == 2
+    assert pgbin._from_pg_config(path, None) == real  # no memo: asked every time
+    assert calls.read_text().count("x") == 3

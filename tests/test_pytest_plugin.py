@@ -96,6 +96,36 @@ def test_each_test_gets_a_fresh_copy_of_the_template(tmp_path: Path) -> None:
     assert _builds(project) == 1
 
 
+INIT_FILE_TESTS = """\
+import pytest
+
+from db_tool import pgwire
+
+
+@pytest.mark.parametrize("i", range(3))
+def test_copy_arrives_with_its_relcache_init_file(db_tool_database, i):
+    c = db_tool_database.cluster
+    with pgwire.connect(c.sockdir, c.port, c.superuser, "postgres") as conn:
+        (oid,), = conn.query("SELECT oid::text FROM pg_database WHERE datname = "
+                             + pgwire.quote_literal(db_tool_database.name))
+        sessions = conn.query("SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                              + pgwire.quote_literal(db_tool_database.name))
+    assert sessions == [["0"]], "nobody connects to a copy before its test"
+    assert (c.datadir / "base" / oid / "pg_internal.init").is_file()
+"""
+
+
+def test_copies_carry_the_relcache_init_file_so_the_first_connection_is_cheap(
+    tmp_path: Path,
+) -> None:
+    # The pool does not connect to a copy before handing it out (a rename right after a
+    # session left waits 100 ms); the copy's first session must then not build the relcache
+    # init file itself (~20 ms): the template has one, and the file copy takes it along.
+    project = _project(tmp_path / "app", tests=INIT_FILE_TESTS)
+    (project / "test-data.sql").unlink()  # the last session of the build is then hydrate's
+    assert "3 passed" in _ok(_pytest(project))
+
+
 def test_template_is_reused_when_nothing_changed_and_rebuilt_when_db_src_changes(
     tmp_path: Path,
 ) -> None:

@@ -26,6 +26,8 @@ _BUSY = "55006"  # object_in_use: "source database is being accessed by other us
 
 @dataclass(frozen=True)
 class Clone:
+    """A database copied from another (how long it took)."""
+
     name: str
     source: str
     seconds: float
@@ -37,6 +39,8 @@ class CronInTheWay(Error):
 
 @dataclass(frozen=True)
 class DatabaseInfo:
+    """One database of a cluster, as `database branch list` shows it."""
+
     name: str
     size_bytes: int
     comment: str | None
@@ -142,6 +146,8 @@ def databases(conn: pgwire.Connection) -> list[DatabaseInfo]:
 # ---- branch metadata, kept in the database's own comment (it travels with the data) --------
 @dataclass(frozen=True)
 class BranchMeta:
+    """A branch's parent and creation time, kept in its database comment."""
+
     parent: str
     created: float  # unix time
 

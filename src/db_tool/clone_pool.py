@@ -2,9 +2,9 @@
 
 A test asks for a database and gets one that was copied while earlier tests ran: handing it
 out is `ALTER DATABASE … RENAME` (under a millisecond), not the copy (tens of ms). Used ones
-are dropped by the same thread when the pool is full, so neither the copy nor the drop is on
-a test's path. Names carry the owning process id, so databases of a process that died (a
-killed test run) are recognised and dropped by the next pool on the same cluster.
+are dropped by the same threads when the pool is full (or too many wait), so neither the copy
+nor the drop is on a test's path. Names carry the owning process id, so databases of a process
+that died (a killed test run) are recognised and dropped by the next pool on the same cluster.
 """
 
 from __future__ import annotations
@@ -155,12 +155,11 @@ class Pool:
             if name is not None:
                 made = False
                 try:
+                    # No warm-up session: a file copy carries the template's relcache init
+                    # file (ensure_template makes sure there is one), so the test's first
+                    # connection is as cheap as any, and with nobody connected to the copy
+                    # the hand-out rename never waits for a leaving session.
                     clone.clone(conn, name, self.template, strategy=self.strategy)
-                    # The first session in a new database builds its relcache init file
-                    # (~20 ms); do it here, so the test's own first connection is cheap.
-                    c = self.cluster
-                    # Wait for that session to leave: the rename would sleep 100 ms if not.
-                    pgwire.connect(c.sockdir, c.port, c.superuser, name).close(wait=True)
                     made = True
                 finally:
                     with self._cond:

