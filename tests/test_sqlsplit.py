@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from db_tool import sqlsplit
+from db_tool import sqlscript
 from db_tool.sqlsplit import MAX_CHARS, NotInlinable, OneQuery, neutral_value, one_query
 
 S = "\\;"  # what a statement-ending `;` becomes
@@ -252,7 +252,7 @@ def test_script_pieces_understands_quotes_comments_and_meta_commands() -> None:
         "/* COMMIT; /* nested; */ */ SELECT $f$ ; $f$;\n\\echo ; COMMIT\n"
         "DO $body$ BEGIN COMMIT; END $body$;\nSELECT 1 \\gset\nROLLBACK;\n"
     )
-    pieces = sqlsplit.script_pieces(text)
+    pieces = sqlscript.script_pieces(text)
     kinds = [classify(p.text) if not p.meta else "meta" for p in pieces]
     assert kinds == ["begin", "other", "other", "meta", "other", "other", "meta", "rollback"]
     assert [p.line for p in pieces] == [2, 3, 4, 5, 6, 7, 7, 8]
@@ -265,10 +265,10 @@ def test_script_pieces_follow_psql_where_the_one_query_rewrite_refuses() -> None
     once and the statement goes on; backslashes in '...' are plain; an unterminated string
     runs to the end."""
     text = "SELECT (1;2) /* c */ + 3 \\i other.sql\n;SELECT 'a\\' AS b;\nSELECT 'open"
-    assert [(p.line, p.text) for p in sqlsplit.script_pieces(text)] == [
+    assert [(p.line, p.text) for p in sqlscript.script_pieces(text)] == [
         (1, "\\i other.sql"), (1, "SELECT (1;2)   + 3"), (2, "SELECT 'a\\' AS b"),
         (3, "SELECT 'open"),
     ]
-    assert sqlsplit.script_pieces("") == []
-    assert sqlsplit.script_pieces("-- only\n/* comments */\n") == []
+    assert sqlscript.script_pieces("") == []
+    assert sqlscript.script_pieces("-- only\n/* comments */\n") == []
 

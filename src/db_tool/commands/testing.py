@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TextIO
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from db_tool import output, psql, sqlsplit
+from db_tool import output, psql, sqlscript, sqlsplit
 from db_tool.commands import sqlrun
 from db_tool.errors import Error
 from db_tool.settings import ProjectSettings
@@ -92,7 +92,7 @@ def parse_tap(text: str) -> TapSummary | None:
     return TapSummary(planned, passed, failed, todo, skipped, tuple(failures))
 
 
-# ---------------------------------------------------- reading psql scripts (sqlsplit)
+# ---------------------------------------------------- reading psql scripts (sqlscript)
 
 
 @dataclass(frozen=True)
@@ -146,7 +146,7 @@ def wrapper_hazard(path: Path, cwd: Path) -> str | None:
             text = file.read_text(encoding="utf-8", errors="replace")
         except OSError:
             return
-        for piece in sqlsplit.script_pieces(text):
+        for piece in sqlscript.script_pieces(text):
             stmt = Statement(file, piece.line, piece.text)
             if piece.meta:
                 parts = stmt.text[1:].split(None, 1)
