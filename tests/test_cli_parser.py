@@ -112,6 +112,11 @@ def test_combined_short_flags_are_each_flag() -> None:
     assert (opts["no_patch"], opts["no_hydrate"], opts["mock"], pos) == (True, True, True, [])
     opts, _ = parse(DATABASE.sub("deploy"), ["-Pc", "--reuse"])
     assert opts["no_patch"] and opts["cleanup"] and opts["reuse"] and not opts["no_hydrate"]
+    # a combined letter that is no option is named, not its neighbour
+    with pytest.raises(UsageError, match="argument -Z does not exist"):
+        parse(DATABASE.sub("deploy"), ["-PZ"])
+    with pytest.raises(UsageError, match="-P takes no value"):
+        parse(DATABASE.sub("deploy"), ["-P=x"])
 
 
 def test_double_dash_ends_options(tmp_path: Path) -> None:

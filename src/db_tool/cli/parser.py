@@ -221,5 +221,10 @@ def _translate(cmd: Command, argv: Sequence[str], message: str) -> Exception:
         return MissingError(cmd.missing.format(cmd=label, arg=typed, name=typed))
     if "ignored explicit argument" in why:
         typed = _typed(argv, spellings)
+        explicit = why.partition("ignored explicit argument ")[2].strip("'")
+        if len(typed) == 2 and explicit and not any(a.startswith(typed + "=") for a in argv):
+            # -PZ: a flag combined with a letter that is no option of this command
+            bad = "-" + explicit[0]
+            return UsageError(cmd.unknown.format(cmd=label, arg=bad, name=bad))
         return UsageError(f"{label} argument {typed} takes no value; see {label} --help")
     return UsageError(f"{label}: {message}; see {label} --help")
