@@ -9,7 +9,7 @@ accepted as well.
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from db_tool import output
 from db_tool.cli.common import env_dict, guarded
@@ -80,7 +80,7 @@ def secrets_load(*, url: str, env: Mapping[str, str],
     return bundle.load_secrets(url, content), where
 
 
-def _run(args: list[str], env: dict[str, str]) -> int:
+def _run(args: list[str], environment: Callable[[], dict[str, str]]) -> int:
     from db_tool.cli.parser import parse, wants_help, with_examples
     from db_tool.cli.spec import DB_OPS
 
@@ -99,6 +99,7 @@ def _run(args: list[str], env: dict[str, str]) -> int:
 
         return print_version(PROG)
     glob, _ = parse(DB_OPS, before)
+    env = environment()
     if glob["url"] is not None:
         env["PGURL"] = env["DB_URL"] = glob["url"]
     if not rest:
@@ -135,7 +136,8 @@ def _run(args: list[str], env: dict[str, str]) -> int:
 
 def main(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    return guarded(PROG, lambda: _run(args, env_dict(env)))
+    # the environment (settings, ~10 ms of imports) only once help and --version are answered
+    return guarded(PROG, lambda: _run(args, lambda: env_dict(env)))
 
 
 def entry() -> None:

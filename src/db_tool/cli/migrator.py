@@ -8,7 +8,7 @@ subcommand (`migrator -u URL --force migrate up`), as the original passes them t
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from db_tool import __version__
@@ -339,7 +339,7 @@ def cmd_status(args: Args, settings: MigratorSettings) -> int:
 MIGRATOR_VERSION = "0.0.1"
 
 
-def _dispatch(argv: Sequence[str], env: Mapping[str, str]) -> int:
+def _dispatch(argv: Sequence[str], environment: Callable[[], Mapping[str, str]]) -> int:
     from db_tool.cli.parser import with_examples
     from db_tool.cli.spec import MIGRATOR
 
@@ -363,7 +363,7 @@ def _dispatch(argv: Sequence[str], env: Mapping[str, str]) -> int:
     command = args.command
     from db_tool.settings import MigratorSettings  # not before: --help needs no settings
 
-    settings = MigratorSettings.from_env(env)
+    settings = MigratorSettings.from_env(environment())
     if command == "init":
         return cmd_init(args, settings)
     if command == "migrate":
@@ -379,8 +379,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     from db_tool.cli.common import env_dict, guarded
 
     arguments = list(sys.argv[1:] if argv is None else argv)
-    environ = env_dict(env)
-    return guarded(PROG, lambda: _dispatch(arguments, environ))
+    # the environment (settings, ~10 ms of imports) only once help and --version are answered
+    return guarded(PROG, lambda: _dispatch(arguments, lambda: env_dict(env)))
 
 
 def run(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
