@@ -5,12 +5,14 @@ Reached through the `postgres-init` sh shim (so it can be sourced) as `db-tool p
 
 from __future__ import annotations
 
-import shlex
 import sys
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 from db_tool.cli.common import env_dict, guarded
+
+TYPE_CHECKING = False  # typing (and re) costs a few ms of every --help
+if TYPE_CHECKING:  # --help and --version import neither pathlib nor shlex (re)
+    from pathlib import Path
 
 HELP = """\
 usage: postgres-init [--print-env] [--version] [-h|--help]
@@ -93,6 +95,8 @@ library not installed.
 
 
 def export_lines(values: Mapping[str, str]) -> str:
+    import shlex
+
     return "".join(f"export {k}={shlex.quote(v)}\n" for k, v in values.items())
 
 
