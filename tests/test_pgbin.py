@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -222,3 +223,23 @@ def test_pg_config_answer_is_remembered_until_pg_config_changes(tmp_path: Path) 
     assert calls.read_text().count("x") == 2
     assert pgbin._from_pg_config(path, None) == real  # no memo: asked every time
     assert calls.read_text().count("x") == 3
+
+
+def test_a_killed_memo_writers_temp_file_is_removed_by_the_next_run(tmp_path: Path) -> None:
+    """A writer killed between its write and its rename leaves `pgbin.memo.tmp-<pid>`; the
+    next lookup removes it (its writer is dead) and keeps a live writer's."""
+    memo = tmp_path / "pgbin.memo"
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    writer = subprocess.Popen(["sleep", "30"])  # a writer still at work
+    try:
+        stale = tmp_path / f"pgbin.memo.tmp-{dead.pid}"
+        live = tmp_path / f"pgbin.memo.tmp-{writer.pid}"
+        stale.write_text("half")
+        live.write_text("being written")
+        assert pgbin._from_pg_config(os.environ["PATH"], memo) is not None
+        assert not stale.exists() and live.exists()
+        assert memo.exists()
+    finally:
+        writer.kill()
+        writer.wait()

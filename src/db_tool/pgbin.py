@@ -108,6 +108,7 @@ def _identity(path: str | Path) -> str:
 def _memo_get(memo: Path | None, kind: str, key: str) -> str | None:
     if memo is None:
         return None
+    _sweep_dead_tmps(memo)
     try:
         with open(memo, encoding="utf-8") as fh:
             for line in fh:
@@ -128,6 +129,7 @@ def _memo_put(memo: Path | None, kind: str, key: str, value: str) -> None:
             kept = [ln for ln in fh if not ln.startswith(f"{kind}\t")]
     except (OSError, UnicodeDecodeError):
         kept = []
+    _sweep_dead_tmps(memo)
     tmp = memo.with_name(f"{memo.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "w", encoding="utf-8") as fh:
@@ -139,6 +141,20 @@ def _memo_put(memo: Path | None, kind: str, key: str, value: str) -> None:
 
 
 @cache
+def _sweep_dead_tmps(memo: Path) -> None:
+    """A writer killed between its write and its rename leaves `<memo>.tmp-<pid>`: remove
+    those whose writer is gone."""
+    from db_tool.proc import pid_alive
+
+    prefix = f"{memo.name}.tmp-"
+    with contextlib.suppress(OSError):
+        for name in os.listdir(memo.parent):
+            pid = name[len(prefix):]
+            if name.startswith(prefix) and pid.isdigit() and not pid_alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    os.unlink(memo.parent / name)
+
+
 def _pkglibdir(bin_dir: str, memo: Path | None = None) -> Path:
     pg_config = Path(bin_dir) / "pg_config"
     if os.access(pg_config, os.X_OK):

@@ -472,9 +472,10 @@ ROOT_FILES = ("db", "test-data.sql", "focus", "cache", "tmp")
 
 
 def cache_leftovers(p: Project, named: str) -> list[str]:
-    """The template cache: per key `ready`, `data`, `lock`, `spares/ready-*` — nothing half."""
+    """The template cache: per key `ready`, `data`, `lock`, `spares/ready-*` — nothing half;
+    beside it pgbin's memo of pg_config's answers (replaced in one rename, never half)."""
     bad = unexpected(p.cache, ["db-tool"], named)
-    bad += unexpected(p.cache / "db-tool", ["templates"], named)
+    bad += unexpected(p.cache / "db-tool", ["templates", "pgbin.memo"], named)
     templates = p.cache / "db-tool" / "templates"
     for key in listing(templates):
         tdir = templates / key
