@@ -101,6 +101,8 @@ def clone(
 
 
 def _refuse_if_used(others: list[tuple[str, str, str]], source: str) -> None:
+    # An autovacuum worker is no user: CREATE DATABASE signals it to leave and waits.
+    others = [o for o in others if o[1] != "autovacuum worker"]
     if not others:
         return
     if all(kind == "pg_cron launcher" for _, kind, _ in others):
