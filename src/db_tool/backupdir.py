@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from db_tool import output, privs, proc, progress
+from db_tool import fslock, output, privs, proc, progress
 from db_tool.cluster import Cluster
 from db_tool.errors import Error
 from db_tool.settings import ProjectSettings
@@ -112,23 +112,10 @@ def _dead_run(path: Path) -> bool:
     if match is not None and proc.pid_alive(int(match.group(1))):
         # pid reused, or a live run between mkdtemp and flock: only very old ones are stale
         with contextlib.suppress(OSError):
-            return time.time() - path.stat().st_mtime > 24 * 3600 and _unlocked(path)
+            old = time.time() - path.stat().st_mtime > 24 * 3600
+            return old and fslock.held(path, directory=True) is False
         return False
-    return _unlocked(path)
-
-
-def _unlocked(path: Path) -> bool:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    finally:
-        os.close(fd)
-    return True
+    return fslock.held(path, directory=True) is False
 
 
 def sweep(parent: Path, prefix: str,

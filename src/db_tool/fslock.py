@@ -68,6 +68,24 @@ def shared(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
+def held(path: Path, *, directory: bool = False) -> bool | None:
+    """Whether someone holds a lock on the existing file (or, `directory`, dir) `path`, probed
+    by taking it exclusively for a moment, never through a link; None when it cannot be
+    opened as that."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | (os.O_DIRECTORY if directory else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
 def unused(path: Path) -> bool:
     """True when nobody holds a lock on path (checked by taking it exclusively for a moment)."""
     try:

@@ -4,7 +4,6 @@ the bundle) and removing what is no longer used."""
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import re
 import shutil
@@ -12,7 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from db_tool import cachedir
+from db_tool import cachedir, fslock
 from db_tool.errors import Error
 from db_tool.settings import ProjectSettings, cache_locations_from
 
@@ -84,21 +83,6 @@ def _template(path: Path) -> Entry:
                  _mtime(path, path / "ready", path / "spares"), described, bin_dir)
 
 
-def _busy(template: Path) -> bool:
-    """The background worker holds the template's lock (it is building or refilling)."""
-    try:
-        fd = os.open(template / "lock", os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
-
-
 def _serving(path: Path) -> bool:
     for pidfile in path.rglob("postmaster.pid") if path.is_dir() else []:
         with contextlib.suppress(OSError, ValueError, IndexError):
@@ -132,8 +116,8 @@ def prune(cache: Path, *, everything: bool, older_than_days: float,
         why = why_prune(entry, everything=everything, older_than_days=older_than_days)
         if why is None:
             continue
-        if entry.kind == "template" and _busy(entry.path):
-            continue
+        if entry.kind == "template" and fslock.held(entry.path / "lock") is True:
+            continue  # the background worker is building or refilling it
         if entry.kind == "other" and _serving(entry.path):
             continue  # a test cluster that is running right now
         if not dry_run:
