@@ -58,6 +58,29 @@ def test_no_module_but_settings_reads_the_environment() -> None:
     assert _env_reads(SRC / "settings.py"), "the scan no longer sees settings.py's own reads"
 
 
+def _raw_env_uses(path: Path) -> list[str]:
+    """`x.env` read as a value (settings.env, ctx.settings.env, …): the raw environment a
+    settings object used to carry. A call (psql.env(...)) is a function, not the field."""
+    tree = ast.parse(path.read_text(), str(path))
+    called = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+    return [f"{n.lineno}: {ast.unparse(n)}" for n in ast.walk(tree)
+            if isinstance(n, ast.Attribute) and n.attr == "env" and id(n) not in called]
+
+
+def test_no_settings_object_carries_the_raw_environment() -> None:
+    uses = {str(p.relative_to(SRC)): found for p in sorted(SRC.rglob("*.py"))
+            if (found := _raw_env_uses(p))}
+    assert uses == {}, "give the value a field in settings.py (or pass child_env on)"
+    for cls in (Runtime, ClusterConfig, ProjectSettings, settings.MigratorSettings):
+        assert not hasattr(cls, "env"), cls
+
+
+def test_the_raw_env_scan_tells_a_field_from_a_function(tmp_path: Path) -> None:
+    module = tmp_path / "m.py"
+    module.write_text("f(settings.env)\nx = ctx.settings.env['A']\npsql.env(url=u)\n")
+    assert _raw_env_uses(module) == ["1: settings.env", "2: ctx.settings.env"]
+
+
 def test_the_scan_finds_every_form_of_reading(tmp_path: Path) -> None:
     module = tmp_path / "m.py"
     module.write_text("import os, shutil\nfrom os import environ\nos.environ.get('A')\n"
@@ -276,6 +299,73 @@ def test_project_settings_without_local_dir_use_the_current_directory(
     assert s.hydrate_entrypoint == tmp_path / "db" / "src" / "entrypoint.sql"
     s = ProjectSettings.from_env({"HYDRATE_ENTRYPOINT": "/abs/e.sql"})
     assert s.hydrate_entrypoint == Path("/abs/e.sql")
+
+
+class _Recorder(dict[str, str]):
+    """A dict that notes every variable looked up in it."""
+
+    def __init__(self, values: dict[str, str]) -> None:
+        super().__init__(values)
+        self.asked: set[str] = set()
+
+    def get(self, key: str, default: object = None) -> object:  # type: ignore[override]
+        self.asked.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key: str) -> str:
+        self.asked.add(key)
+        return super().__getitem__(key)
+
+    def __contains__(self, key: object) -> bool:
+        self.asked.add(str(key))
+        return super().__contains__(key)
+
+
+def test_project_settings_keep_every_variable_their_readers_look_up(tmp_path: Path) -> None:
+    """ProjectSettings keeps the cluster's, pull_staging's and the dotenv's variables, not the
+    environment: each reader must find all it asks for among the names kept."""
+    from db_tool.commands.hydrate import find_dotenv
+    from db_tool.commands.staging import StagingConfig
+
+    asked: set[str] = set()
+    for env in ({"LOCAL_DIR": str(tmp_path)},
+                {name: "1" for name in settings.CLUSTER_VARIABLES} | {"PG_WORKING_DIR": "/w",
+                                                                     "PG_URL_VAR": "X"}):
+        rec = _Recorder(env)
+        ClusterConfig.from_env(rec, caller_env=())
+        asked |= rec.asked
+    assert asked <= set(settings.CLUSTER_VARIABLES)
+    rec = _Recorder({name: "x" for name in settings.STAGING_VARIABLES})
+    StagingConfig.from_env(rec)
+    assert rec.asked == set(settings.STAGING_VARIABLES)
+    rec = _Recorder({"LOCAL_DIR": str(tmp_path), "ENVIRONMENT": "dev"})
+    find_dotenv(rec)
+    assert rec.asked == set(settings.DOTENV_VARIABLES)
+
+
+def test_project_settings_build_the_cluster_config_of_their_environment(tmp_path: Path) -> None:
+    env = {"LOCAL_DIR": str(tmp_path), "PG_PORT": "6001", "PG_DATABASE": "app", "OTHER": "o",
+           "STAGING_SSH_HOST": "h", "HECTIC_DOTENV_CONTENT": "A=1", "PAGER": "more",
+           "EDITOR": "ed", "DB_URL": "postgresql:///x", "XDG_CACHE_HOME": "/c"}
+    s = ProjectSettings.from_env(env)
+    config = s.cluster_config()
+    assert config == ClusterConfig.from_env(env)
+    assert dict(config.caller_env) == env == dict(s.child_env)  # children get all of it
+    assert (config.port, config.database, config.working_dir) == (
+        6001, "app", tmp_path / "focus" / "postgresql")
+    assert dict(s.staging_vars) == {"STAGING_SSH_HOST": "h"}
+    assert dict(s.dotenv_vars) == {"HECTIC_DOTENV_CONTENT": "A=1", "LOCAL_DIR": str(tmp_path)}
+    assert (s.pager, s.editor, s.migrator.db_url) == ("more", "ed", "postgresql:///x")
+    assert s.cache_locations.xdg_cache_home == "/c"
+    assert "OTHER" not in s.cluster_vars
+
+
+def test_project_settings_check_the_cluster_variables_only_when_a_cluster_is_needed(
+    tmp_path: Path,
+) -> None:
+    s = ProjectSettings.from_env({"LOCAL_DIR": str(tmp_path), "PG_PORT": "x"})
+    with pytest.raises(MissingError, match="PG_PORT='x' is not a port number"):
+        s.cluster_config()
 
 
 def test_require_url_names_every_place_it_looked(tmp_path: Path) -> None:

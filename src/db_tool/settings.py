@@ -49,11 +49,16 @@ DEFAULT_PAGER = ("less", "-FRX")  # quit if one screen, keep colours, leave it o
 
 def pager_from(env: Mapping[str, str]) -> tuple[str, ...]:
     """PAGER as argv; unset: less -FRX; set but empty (or `cat`): no pager."""
+    return pager_argv(env.get("PAGER"))
+
+
+def pager_argv(pager: str | None) -> tuple[str, ...]:
+    """The value of PAGER (None: unset) as argv, as pager_from."""
     import shlex
 
-    if "PAGER" not in env:
+    if pager is None:
         return DEFAULT_PAGER
-    argv = tuple(shlex.split(env["PAGER"]))
+    argv = tuple(shlex.split(pager))
     return () if argv in ((), ("cat",)) else argv
 
 
@@ -279,9 +284,10 @@ class ClusterConfig:
             keep_previous=env.get("DB_TOOL_KEEP_PREVIOUS", "") not in ("0", "no", "false"),
             pg_bin_dir=env.get("PG_BIN_DIR") or None,
             homes=_homes(env),
-            caller_env=tuple(env.items()),
         )
         values.update(overrides)
+        if "caller_env" not in values:
+            values["caller_env"] = tuple(env.items())
         return cls(**values)  # type: ignore[arg-type]
 
     def preload_list(self) -> list[str]:
@@ -305,11 +311,36 @@ def cache_locations_from(env: Mapping[str, str]) -> CacheLocations:
     )
 
 
+# The variables a ClusterConfig reads (ClusterConfig.from_env): ProjectSettings keeps these,
+# not the whole environment, and validates them when a cluster is asked for (cluster_config).
+CLUSTER_VARIABLES = (
+    "PG_WORKING_DIR", "LOCAL_DIR", "PG_PORT", "PG_DATABASE", "PG_REUSE", "PG_LOG_PATH",
+    "PG_CONF_FILE", "PG_SHARED_PRELOAD_LIBRARIES", "PG_DISABLE_LOGGING", "PG_URL_VAR", "NO_TTY",
+    "PG_OS_USER", "XDG_CACHE_HOME", "HOME", "TMPDIR", "DB_TOOL_NO_SPARE",
+    "DB_TOOL_KEEP_PREVIOUS", "PG_BIN_DIR",
+)
+# What commands.staging.StagingConfig.from_env reads (checked by `database pull_staging` only).
+STAGING_VARIABLES = ("STAGING_SSH_HOST", "STAGING_DB_URL", "STAGING_DUMP_TABLES",
+                     "STAGING_DUMP_FLAGS")
+# What commands.hydrate.find_dotenv (bundle.resolve_dotenv) reads: the secrets' sources.
+DOTENV_VARIABLES = ("HECTIC_DOTENV_CONTENT", "HECTIC_DOTENV_FILE", "LOCAL_DIR", "ENVIRONMENT")
+
+
+def _only(env: Mapping[str, str], names: tuple[str, ...]) -> Mapping[str, str]:
+    from types import MappingProxyType
+
+    return MappingProxyType({k: env[k] for k in names if k in env})
+
+
 @dataclass(frozen=True)
 class ProjectSettings:
-    """What the `database` workflow needs: the seed README's variables with their defaults."""
+    """What the `database` workflow needs: the seed README's variables with their defaults.
 
-    env: Mapping[str, str]
+    No raw environment: each value a command looks up is a field; the groups a later step
+    validates (the cluster's, pull_staging's, the dotenv sources) are kept as just their
+    variables (cluster_vars, staging_vars, dotenv_vars); child_env is what child processes
+    and nested commands (postgres-init, migrator) are given, never looked into."""
+
     local_dir: Path | None
     database_dir: Path | None
     migration_dir: Path | None
@@ -321,16 +352,27 @@ class ProjectSettings:
     url: str | None  # --url, else PGURL, else DB_URL (None: the project's cluster, see below)
     environment: str | None
     pg_log_path: Path | None
+    migrator: MigratorSettings  # MIGRATOR_*, DB_URL/PGURL, PATH, libpq's: what `migrator` reads
+    cache_locations: CacheLocations
     url_source: str | None = None  # which of --url / PGURL / DB_URL gave `url`
     # LOCAL_DIR was unset: local_dir is the current directory, as the original's ${LOCAL_DIR:-$PWD}
     local_dir_is_cwd: bool = False
     # HYDRATE_ENTRYPOINT (default entrypoint.sql), relative to DATABASE_SOURCE unless absolute
     hydrate_entrypoint: Path | None = None
+    pager: str | None = None  # PAGER as given (None: unset; pager_argv makes it argv)
+    editor: str | None = None  # EDITOR as given (None or empty: vi)
+    cluster_vars: Mapping[str, str] = field(default_factory=dict, repr=False)
+    staging_vars: Mapping[str, str] = field(default_factory=dict, repr=False)
+    dotenv_vars: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # The environment of child processes and nested commands: passed on, not read.
+    child_env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_env(
         cls, env: Mapping[str, str] | None = None, url: str | None = None
     ) -> ProjectSettings:
+        from types import MappingProxyType
+
         env = dict(os.environ if env is None else env)
         local_is_cwd = not env.get("LOCAL_DIR")
         if env.get("LOCAL_DIR"):
@@ -360,7 +402,6 @@ class ProjectSettings:
         database_source = path("DATABASE_SOURCE", database_dir / "src" if database_dir else None)
         entry = env.get("HYDRATE_ENTRYPOINT") or "entrypoint.sql"
         return cls(
-            env=env,
             local_dir=local,
             database_dir=database_dir,
             migration_dir=path("MIGRATION_DIR", database_dir / "migration" if database_dir
@@ -377,6 +418,14 @@ class ProjectSettings:
             url_source=url_source,
             local_dir_is_cwd=local_is_cwd,
             hydrate_entrypoint=database_source / entry if database_source else None,
+            pager=env.get("PAGER"),
+            editor=env.get("EDITOR"),
+            migrator=MigratorSettings.from_env(env),
+            cache_locations=cache_locations_from(env),
+            cluster_vars=_only(env, CLUSTER_VARIABLES),
+            staging_vars=_only(env, STAGING_VARIABLES),
+            dotenv_vars=_only(env, DOTENV_VARIABLES),
+            child_env=MappingProxyType(env),
         )
 
     def require_local_dir(self) -> Path:
@@ -402,7 +451,7 @@ class ProjectSettings:
         """A server is listening on the project's socket (its socket file exists)."""
         if self.working_dir is None:
             return False
-        port = _port(self.env)
+        port = _port(self.cluster_vars)
         return (self.working_dir / "sock" / f".s.PGSQL.{port}").is_socket()
 
     def require_url(self) -> str:
@@ -424,9 +473,12 @@ class ProjectSettings:
         )
 
     def cluster_config(self, **overrides: object) -> ClusterConfig:
+        """The project's ClusterConfig (its variables checked now), with overrides."""
         if self.working_dir is not None:
             overrides.setdefault("working_dir", self.working_dir)
-        return ClusterConfig.from_env(self.env, **overrides)
+        overrides.setdefault("caller_env", tuple(self.child_env.items()))
+        return ClusterConfig.from_env(self.cluster_vars, **overrides)
+
 
     @property
     def focus_dir(self) -> Path:

@@ -29,6 +29,6 @@ class Context:
     def pager(self) -> list[str]:
         """$PAGER as argv (default `less -FRX`), for output shown on a terminal; [] for none
         (--no-pager, PAGER= or PAGER=cat)."""
-        from db_tool.settings import pager_from
+        from db_tool.settings import pager_argv
 
-        return [] if self.no_pager else list(pager_from(self.settings.env))
+        return [] if self.no_pager else list(pager_argv(self.settings.pager))

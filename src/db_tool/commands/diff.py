@@ -224,9 +224,7 @@ def _keep_logs(cluster: Cluster, target: Path, since: float) -> None:
 
 
 def _migrator_settings(settings: ProjectSettings) -> MigratorSettings:
-    from db_tool.settings import MigratorSettings
-
-    found = MigratorSettings.from_env(settings.env)
+    found = settings.migrator
     if settings.migration_dir is not None:
         found = found._replace(migration_dir=str(settings.migration_dir))
     return found
