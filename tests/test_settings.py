@@ -40,10 +40,43 @@ def _env_reads(path: Path) -> list[str]:
                       if a.name in _ENV_ATTRS]
         elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
               and node.func.attr == "which" and isinstance(node.func.value, ast.Name)
-              and node.func.value.id == "shutil"
-              and not any(k.arg == "path" for k in node.keywords)):
-            found.append(f"{node.lineno}: shutil.which without path=")
+              and node.func.value.id == "shutil"):
+            path = next((k.value for k in node.keywords if k.arg == "path"),
+                        node.args[2] if len(node.args) > 2 else None)
+            if path is None:
+                found.append(f"{node.lineno}: shutil.which without path=")
+            elif not _never_none(path):
+                found.append(f"{node.lineno}: shutil.which path= may be None")
     return found
+
+
+def _never_none(expr: ast.expr) -> bool:
+    """A path= that cannot be None (shutil.which then reads os.environ's PATH): a string, a
+    non-None constant, os.defpath, `x or <such>`, `<such> if c else <such>` — a bare name or
+    attribute may hold None, so it needs the fallback spelled out."""
+    if isinstance(expr, ast.Constant):
+        return expr.value is not None
+    if isinstance(expr, ast.JoinedStr):
+        return True
+    if isinstance(expr, ast.Attribute):
+        return (expr.attr == "defpath" and isinstance(expr.value, ast.Name)
+                and expr.value.id == "os")
+    if isinstance(expr, ast.BoolOp) and isinstance(expr.op, ast.Or):
+        return _never_none(expr.values[-1])
+    if isinstance(expr, ast.IfExp):
+        return (_never_none(expr.body) or _guarded_by_none_test(expr.test, expr.body)) and (
+            _never_none(expr.orelse) or _guarded_by_none_test(expr.test, expr.orelse, True))
+    return False
+
+
+def _guarded_by_none_test(test: ast.expr, branch: ast.expr, negated: bool = False) -> bool:
+    """`x if x is not None else …` / `… if x is None else x`: the branch is x, known not None."""
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1
+            and isinstance(test.comparators[0], ast.Constant)
+            and test.comparators[0].value is None):
+        return False
+    is_not = isinstance(test.ops[0], ast.IsNot)
+    return (is_not != negated) and ast.dump(test.left) == ast.dump(branch)
 
 
 @pytest.mark.slow
@@ -84,9 +117,16 @@ def test_the_raw_env_scan_tells_a_field_from_a_function(tmp_path: Path) -> None:
 def test_the_scan_finds_every_form_of_reading(tmp_path: Path) -> None:
     module = tmp_path / "m.py"
     module.write_text("import os, shutil\nfrom os import environ\nos.environ.get('A')\n"
-                      "os.getenv('B')\nshutil.which('psql')\nshutil.which('psql', path='/x')\n")
-    assert sorted(_env_reads(module)) == ["2: from os import environ", "3: os.environ",
-                                          "4: os.getenv", "5: shutil.which without path="]
+                      "os.getenv('B')\nshutil.which('psql')\nshutil.which('psql', path='/x')\n"
+                      "shutil.which('psql', path=None)\nshutil.which('psql', path=p)\n"
+                      "shutil.which('psql', path=s.path)\nshutil.which('a', 1, p or os.defpath)\n"
+                      "shutil.which('a', path=os.defpath if p is None else p)\n"
+                      "shutil.which('a', path=p if p is not None else os.defpath)\n"
+                      "shutil.which('a', path=p if p is None else os.defpath)\n")
+    assert sorted(_env_reads(module)) == [
+        "13: shutil.which path= may be None", "2: from os import environ", "3: os.environ",
+        "4: os.getenv", "5: shutil.which without path=", "7: shutil.which path= may be None",
+        "8: shutil.which path= may be None", "9: shutil.which path= may be None"]
 
 
 @pytest.fixture
