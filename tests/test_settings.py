@@ -197,6 +197,53 @@ def test_postgres_init_with_os_environ_swapped_out_starts_the_cluster_of_env(
         os.environ.clear()
 
 
+# ----------------------------------------------------------------------------- import cost
+
+
+def test_importing_settings_loads_no_dataclasses_typing_or_urllib() -> None:
+    """settings, cli.common and cli.context are on every hot path (the postgres-init hook,
+    postgres-cleanup, the migrator): a fresh interpreter importing them, and building the
+    Runtime every main() installs, loads none of the costly modules."""
+    import subprocess
+    import sys
+
+    heavy = ["dataclasses", "inspect", "ast", "typing", "urllib", "urllib.parse", "pathlib",
+             "re", "shlex", "contextlib"]
+    code = ("import sys\nimport db_tool.settings, db_tool.cli.common, db_tool.cli.context\n"
+            "db_tool.settings.use({'HOME': '/h', 'PATH': '/bin'})\n"
+            f"print(sorted(m for m in {heavy!r} if m in sys.modules))\n")
+    run = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True,
+                         env={"PYTHONPATH": str(SRC.parent)}, check=True)
+    assert run.stdout.strip() == "[]", run.stdout + run.stderr
+
+
+def test_settings_values_are_immutable_compared_by_fields_and_copied_with_replace(
+    tmp_path: Path,
+) -> None:
+    import copy
+    import pickle
+
+    c = ClusterConfig(working_dir=tmp_path, port=6000, caller_env=(("A", "1"),))
+    with pytest.raises(AttributeError, match="immutable"):
+        c.port = 1  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        del c.port  # type: ignore[misc]
+    other = c.replace(port=6001)
+    assert (other.port, other.working_dir, other.caller_env, c.port) == (
+        6001, tmp_path, (("A", "1"),), 6000)
+    assert c.replace(caller_env=()) == c  # caller_env is not compared (nor shown)
+    assert hash(c.replace(caller_env=())) == hash(c)
+    assert c != other and c != "x"
+    assert "port=6000" in repr(c) and "caller_env" not in repr(c)
+    with pytest.raises(TypeError, match="no field nope"):
+        c.replace(nope=1)
+    for clone in (pickle.loads(pickle.dumps(c)), copy.copy(c), copy.deepcopy(c)):
+        assert clone == c and clone.caller_env == c.caller_env
+    m = settings.MigratorSettings.from_env({"DB_URL": "postgresql:///a", "PGHOST": "/s"})
+    assert m.replace(migration_dir="/m").migration_dir == "/m"
+    assert (m.db_url, dict(m.libpq)) == ("postgresql:///a", {"PGHOST": "/s"})
+
+
 # ---------------------------------------------------------------------------------- Runtime
 
 
