@@ -12,8 +12,7 @@ from db_tool.sqlsplit import OneQuery, TxControl
 
 
 def step(name: str, direction: str = "up") -> Step:
-    m = Migration(name, DIR, Path("/m") / name, Path("/m") / name / "up.sql",
-                  Path("/m") / name / "down.sql", "ab" * 32)
+    m = Migration(name, DIR, f"/m/{name}", f"/m/{name}/up.sql", f"/m/{name}/down.sql", "ab" * 32)
     return Step(direction, m)
 
 

@@ -14,16 +14,12 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import IO, TYPE_CHECKING
 
 from db_tool.errors import Error
 from db_tool.history import NO_TX, MigrationFailed, StepResult, materialize, outcome
 from db_tool.history import transaction_control as own_transaction_control
-from db_tool.migrations import FILE, Applied, Step
+from db_tool.migrations import FILE, Applied, Step, read_file
 from db_tool.pg_script import (
     LOCK_KEY,
     READ_SQL,
@@ -35,7 +31,11 @@ from db_tool.pg_script import (
 )
 from db_tool.sqlsplit import psql_meta_quote
 
+TYPE_CHECKING = False  # typing is not imported at run time
 if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping, Sequence
+    from typing import IO
+
     from db_tool import history_wire
 
 __all__ = ["LOCK_KEY", "MigrationFailed", "PgHistory", "PgSession"]
@@ -88,9 +88,9 @@ class PgHistory:
 
         # SIGTERM/SIGHUP unwind like Ctrl-C: psql is stopped and the temp dir removed.
         with interrupt_on_signals(), tempfile.TemporaryDirectory(prefix="migrator-") as tmpdir, \
-                open(Path(tmpdir) / "stderr", "w+b") as errfile:
+                open(os.path.join(tmpdir, "stderr"), "w+b") as errfile:
             child = proc.spawn(argv, env=psql.env("migrator", self.url), stderr=errfile)
-            session = PgSession(child, errfile, Path(tmpdir), lock_timeout,
+            session = PgSession(child, errfile, tmpdir, lock_timeout,
                                 inline=self.inline, variables=dict(variables))
             try:
                 session.send_start()
@@ -99,17 +99,20 @@ class PgHistory:
                 session.close(aborted=sys.exc_info()[0] is not None)
 
 
-@dataclass
 class PgSession:
-    child: subprocess.Popen[bytes]
-    errfile: IO[bytes]
-    tmp: Path
-    lock_timeout: float
-    inline: bool = True
-    variables: dict[str, str] = field(default_factory=dict)  # the --set values psql started with
-    read: list[Applied] | None = None  # the history, once start_script's answer is read
-    token: str = field(default_factory=lambda: os.urandom(8).hex())
-    encoding: str = ""  # psql's client encoding (its ENCODING variable) at the start
+    # A plain class, not a dataclass: dataclasses (inspect, ast, …) cost more than a step.
+    def __init__(self, child: subprocess.Popen[bytes], errfile: IO[bytes], tmp: str,
+                 lock_timeout: float, *, inline: bool = True,
+                 variables: dict[str, str] | None = None) -> None:
+        self.child = child
+        self.errfile = errfile
+        self.tmp = tmp
+        self.lock_timeout = lock_timeout
+        self.inline = inline
+        self.variables = variables or {}  # the --set values psql started with
+        self.read: list[Applied] | None = None  # the history, once start_script's answer is read
+        self.token = os.urandom(8).hex()
+        self.encoding = ""  # psql's client encoding (its ENCODING variable) at the start
 
     def _send(self, text: str) -> None:
         assert self.child.stdin is not None
@@ -131,8 +134,9 @@ class PgSession:
         answer, so the caller can read the migration dir while psql connects and locks."""
         from db_tool import bundle, history_wire
 
-        bundle_file = self.tmp / "bundle.sql"
-        bundle_file.write_text(bundle.render(), encoding="utf-8")
+        bundle_file = os.path.join(self.tmp, "bundle.sql")
+        with open(bundle_file, "w", encoding="utf-8") as fh:
+            fh.write(bundle.render())
         self._send(start_script(self.token, self.lock_timeout, bundle_file,
                                 version=bundle.VERSION, comment=history_wire.bundle_comment()))
 
@@ -195,9 +199,10 @@ class PgSession:
         files = [materialize(step, self.tmp, i) if one is None else None
                  for i, (step, one) in enumerate(zip(steps, inlined, strict=True))]
         text, sources = driver_script(steps, inlined, tx, files, self.token)
-        driver = self.tmp / "driver.sql"
-        driver.write_text(text, encoding="utf-8")
-        self._send(f"\\i {psql_meta_quote(os.fspath(driver))}\n")
+        driver = os.path.join(self.tmp, "driver.sql")
+        with open(driver, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        self._send(f"\\i {psql_meta_quote(driver)}\n")
         assert self.child.stdin is not None and self.child.stdout is not None
         self.child.stdin.close()
         out = self.child.stdout.read().decode("utf-8", "replace")
@@ -223,7 +228,7 @@ class PgSession:
             path = m.up if step.direction == "up" else m.down
             assert path is not None
             try:
-                body = path.read_bytes()
+                body = read_file(path)
             except OSError:
                 return None  # `\\i` reports it
             source, first_line = path, 1
@@ -255,7 +260,7 @@ class PgSession:
 
 
 
-def _name_sources(stderr: str, driver: Path, sources: Mapping[int, Path]) -> str:
+def _name_sources(stderr: str, driver: str, sources: Mapping[int, str]) -> str:
     """psql names the driver and the line of an inlined step's final `;`: name the migration's
     file instead (the statement within it is not known; the server's LINE n counts in it)."""
     import re
@@ -264,5 +269,5 @@ def _name_sources(stderr: str, driver: Path, sources: Mapping[int, Path]) -> str
         source = sources.get(int(match.group(1)))
         return match.group(0) if source is None else f"psql:{source}: "
 
-    prefix = re.escape(f"psql:{os.fspath(driver)}:")
+    prefix = re.escape(f"psql:{driver}:")
     return re.sub(rf"^{prefix}(\d+): ", repl, stderr, flags=re.MULTILINE)

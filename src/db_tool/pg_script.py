@@ -14,14 +14,15 @@ tell which step was running if psql stopped.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
 
 from db_tool.history import GUARD
+from db_tool.record import Record
 from db_tool.sqlsplit import psql_meta_quote
 
+TYPE_CHECKING = False  # typing is not imported at run time
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from db_tool.migrations import Step
     from db_tool.sqlsplit import OneQuery, TxControl
 
@@ -51,7 +52,8 @@ def marker(token: str, word: str) -> str:
 
 
 def start_script(
-    token: str, lock_timeout: float, bundle_file: Path, *, version: str, comment: str
+    token: str, lock_timeout: float, bundle_file: str | os.PathLike[str], *, version: str,
+    comment: str,
 ) -> str:
     """Lock, apply the bundle unless ours at `version` (schema comment `comment`) is in
     place, then print the encoding and the history between markers."""
@@ -91,16 +93,19 @@ def start_script(
     ])
 
 
-class Inline(NamedTuple):
-    sql: OneQuery
-    source: Path  # the file to name in psql's messages
-    first_line: int  # the line of source where the migration's text starts
+class Inline(Record):
+    __slots__ = _fields = ("sql", "source", "first_line")
+
+    def __init__(self, sql: OneQuery, source: str, first_line: int) -> None:
+        self.sql = sql
+        self.source = source  # the file to name in psql's messages
+        self.first_line = first_line  # the line of source where the migration's text starts
 
 
 def driver_script(
     steps: Sequence[Step], inlined: Sequence[Inline | None], tx: Sequence[TxControl],
-    files: Sequence[Path | None], token: str,
-) -> tuple[str, dict[int, Path]]:
+    files: Sequence[str | None], token: str,
+) -> tuple[str, dict[int, str]]:
     """The driver for the planned steps and, for each driver line psql names for an inlined
     step, that step's file. files[i]: what `\\i` runs for a step that is not inlined.
 
@@ -112,7 +117,7 @@ def driver_script(
     guarded = [one is None and not t.wrapper for one, t in zip(inlined, tx, strict=True)]
     lines = ["\\set ON_ERROR_STOP 1"]
     lineno = 1  # the driver line of the last entry in lines
-    sources: dict[int, Path] = {}  # driver line psql names for an inlined step → its file
+    sources: dict[int, str] = {}  # driver line psql names for an inlined step → its file
     for i, step in enumerate(steps):
         name_var, hash_var = f"{VAR}name_{i}", f"{VAR}hash_{i}"
         if step.direction == "up":
@@ -170,7 +175,7 @@ def driver_script(
     return "\n".join(lines) + "\n", sources
 
 
-def _file(files: Sequence[Path | None], i: int) -> Path:
+def _file(files: Sequence[str | None], i: int) -> str:
     path = files[i]
     assert path is not None
     return path
