@@ -11,10 +11,10 @@ import contextlib
 import os
 import struct
 import time
-from typing import TYPE_CHECKING
 
+TYPE_CHECKING = False  # typing is not imported at run time (a no-op migrate starts fast)
 if TYPE_CHECKING:
-    import socket
+    import _socket
 
 
 class PgError(Exception):
@@ -32,7 +32,7 @@ def socket_path(sockdir: str | os.PathLike[str], port: int) -> str:
 
 class Connection:
     # A plain class, not a dataclass: importing dataclasses costs more than a no-op migrate.
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: _socket.socket) -> None:
         self.sock = sock
 
     def _read_exact(self, n: int) -> bytes:
@@ -110,9 +110,11 @@ class Connection:
 def connect(
     sockdir: str | os.PathLike[str], port: int, user: str, database: str, timeout: float = 10.0
 ) -> Connection:
-    import socket  # here, not at the top: postgres-cleanup (a trap) never connects
+    # The C module, not `socket` (its enums and selectors cost more than this connection);
+    # here, not at the top: postgres-cleanup (a trap) never connects.
+    import _socket
 
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
         sock.connect(socket_path(sockdir, port))
