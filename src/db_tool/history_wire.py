@@ -108,22 +108,29 @@ def read_state(url: str, env: Mapping[str, str], *, version: str, comment: str) 
     try:
         with pgwire.connect(where.sockdir, where.port, where.user, where.database,
                             timeout=10.0) as conn:
-            (tables,) = conn.query(
+            # One round trip: the reads of tables that may be missing fail on their own
+            # (42P01), and the first answer says which of them exist.
+            tables, have, history = conn.queries([
                 "SELECT to_regclass('hectic.version') IS NOT NULL, "
                 "to_regclass('hectic.migration') IS NOT NULL, "
-                "pg_catalog.obj_description(to_regnamespace('hectic'), 'pg_namespace')"
-            )
-            current = False
-            if tables[0] == "t" and tables[2] == comment:
-                have = conn.query(
-                    "SELECT version FROM hectic.version WHERE name = 'hectic'"
-                )
-                current = have == [[version]]
+                "pg_catalog.obj_description(to_regnamespace('hectic'), 'pg_namespace')",
+                "SELECT version FROM hectic.version WHERE name = 'hectic'",
+                _HISTORY,
+            ])
+            if isinstance(tables, pgwire.PgError):
+                return None
+            (has_version, has_history, schema_comment), = tables
+            if (has_version == "t") == isinstance(have, pgwire.PgError):
+                return None  # changed between the queries, or another error: ask psql
+            if (has_history == "t") == isinstance(history, pgwire.PgError):
+                return None
+            current = (has_version == "t" and schema_comment == comment
+                       and have == [[version]])
             applied = None
-            if tables[1] == "t":
+            if not isinstance(history, pgwire.PgError):
                 applied = [
                     Applied(bytes.fromhex(r[0] or "").decode("utf-8"), r[1] or "", r[2] or "")
-                    for r in conn.query(_HISTORY)
+                    for r in history
                 ]
             return State(current, applied)
     except (pgwire.PgError, OSError, UnicodeError, ValueError, IndexError):

@@ -83,9 +83,23 @@ class Connection:
                 return rows
 
     def query(self, sql: str) -> list[list[str | None]]:
-        payload = sql.encode("utf-8") + b"\0"
-        self.sock.sendall(b"Q" + struct.pack("!I", len(payload) + 4) + payload)
+        self.sock.sendall(_query_message(sql))
         return self._until_ready()
+
+    def queries(self, sqls: list[str]) -> list[list[list[str | None]] | PgError]:
+        """Each query's rows, or its PgError, in one round trip: the queries are sent
+        together and run one after another, each in its own implicit transaction (a failing
+        one does not stop the next)."""
+        self.sock.sendall(b"".join(_query_message(sql) for sql in sqls))
+        answers: list[list[list[str | None]] | PgError] = []
+        for _ in sqls:
+            try:
+                answers.append(self._until_ready())
+            except PgError as exc:
+                if exc.code == "08006":
+                    raise
+                answers.append(exc)
+        return answers
 
     def close(self, wait: bool = False) -> None:
         """Terminate the session. wait=True returns only once the server process has left:
@@ -105,6 +119,11 @@ class Connection:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _query_message(sql: str) -> bytes:
+    payload = sql.encode("utf-8") + b"\0"
+    return b"Q" + struct.pack("!I", len(payload) + 4) + payload
 
 
 def connect(
