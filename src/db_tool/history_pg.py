@@ -37,8 +37,11 @@ if TYPE_CHECKING:
     from typing import IO
 
     from db_tool import history_wire
+    from db_tool.sqlsplit import TxControl
 
 __all__ = ["LOCK_KEY", "MigrationFailed", "PgHistory", "PgSession"]
+
+_FIRST_DRIVER = 4  # steps in the first driver; each next one has 4 times as many
 
 
 class PgHistory:
@@ -189,27 +192,41 @@ class PgSession:
         # Which steps go as one query. Until the first `\\i` step, psql's variables and encoding
         # are the ones it started with; after it (the file may `\\set` or `\\encoding`), only
         # text that depends on neither is inlined.
-        inlined: list[Inline | None] = []
+        # The plan goes as drivers of 4, 16, 64, … steps, each `\\i`-ed as soon as it is
+        # written: psql runs one while the next is prepared (reading and scanning a step costs
+        # a tenth of running it), instead of waiting for the whole plan to be prepared.
+        tx: list[TxControl] = []
+        drivers: list[tuple[str, dict[int, str]]] = []  # each driver, its lines → files
         certain = True
-        for step in steps:
-            inlined.append(self._inline(step, certain))
-            certain = certain and inlined[-1] is not None
-        tx = [own_transaction_control(step) if one is None else NO_TX
-              for step, one in zip(steps, inlined, strict=True)]
-        files = [materialize(step, self.tmp, i) if one is None else None
-                 for i, (step, one) in enumerate(zip(steps, inlined, strict=True))]
-        text, sources = driver_script(steps, inlined, tx, files, self.token)
-        driver = os.path.join(self.tmp, "driver.sql")
-        with open(driver, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        self._send(f"\\i {psql_meta_quote(driver)}\n")
+        start, size = 0, _FIRST_DRIVER
+        while start < len(steps):
+            chunk = steps[start:start + size]
+            inlined: list[Inline | None] = []
+            files: list[str | None] = []
+            for i, step in enumerate(chunk, start):
+                one = self._inline(step, certain)
+                certain = certain and one is not None
+                inlined.append(one)
+                tx.append(own_transaction_control(step) if one is None else NO_TX)
+                files.append(materialize(step, self.tmp, i) if one is None else None)
+            text, sources = driver_script(chunk, inlined, tx[start:], files, self.token,
+                                          start=start)
+            driver = os.path.join(self.tmp, f"driver-{len(drivers)}.sql")
+            with open(driver, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            # psql stops at the first error (ON_ERROR_STOP): the lines after it are not read.
+            self._send(f"\\i {psql_meta_quote(driver)}\n")
+            drivers.append((driver, sources))
+            start, size = start + size, size * 4
         assert self.child.stdin is not None and self.child.stdout is not None
         self.child.stdin.close()
         out = self.child.stdout.read().decode("utf-8", "replace")
         rc = self.child.wait()
+        stderr = self._stderr() if rc else ""
+        for driver, sources in drivers:
+            stderr = _name_sources(stderr, driver, sources)
         return outcome(
-            steps, out, self.token, ok=rc == 0,
-            stderr=_name_sources(self._stderr(), driver, sources) if rc else "",
+            steps, out, self.token, ok=rc == 0, stderr=stderr,
             crashed="psql stopped unexpectedly while applying migrations", tx=tx,
         )
 

@@ -104,10 +104,12 @@ class Inline(Record):
 
 def driver_script(
     steps: Sequence[Step], inlined: Sequence[Inline | None], tx: Sequence[TxControl],
-    files: Sequence[str | None], token: str,
+    files: Sequence[str | None], token: str, *, start: int = 0,
 ) -> tuple[str, dict[int, str]]:
     """The driver for the planned steps and, for each driver line psql names for an inlined
-    step, that step's file. files[i]: what `\\i` runs for a step that is not inlined.
+    step, that step's file. files[i]: what `\\i` runs for a step that is not inlined. start:
+    the plan's index of steps[0] (a plan may be sent as several drivers, one after another;
+    the markers and variables carry the plan's index).
 
     One piece (~70 lines): the three step shapes share the line counting that maps psql's
     error positions back to the migration files."""
@@ -119,7 +121,8 @@ def driver_script(
     lineno = 1  # the driver line of the last entry in lines
     sources: dict[int, str] = {}  # driver line psql names for an inlined step → its file
     for i, step in enumerate(steps):
-        name_var, hash_var = f"{VAR}name_{i}", f"{VAR}hash_{i}"
+        n = start + i
+        name_var, hash_var = f"{VAR}name_{n}", f"{VAR}hash_{n}"
         if step.direction == "up":
             record = (
                 f"INSERT INTO hectic.migration (name, hash, applied_at) "
@@ -130,7 +133,7 @@ def driver_script(
         entries = [
             f"\\set {name_var} {psql_meta_quote(step.migration.name)}",
             f"\\set {hash_var} {psql_meta_quote(step.migration.hash or '')}",
-            f"{echo}begin {i}",
+            f"{echo}begin {n}",
         ]
         one = inlined[i]
         if one is not None:
@@ -160,7 +163,7 @@ def driver_script(
             entries += [
                 f"\\i {path}",
                 "\\set ON_ERROR_STOP 1",
-                f"{echo}guard {i}",
+                f"{echo}guard {n}",
                 f"RELEASE SAVEPOINT {GUARD} \\; " + record
                 + (f" \\; COMMIT \\; {FRESH} \\; BEGIN \\; SAVEPOINT {GUARD};"
                    if next_too else " \\; COMMIT;"),
@@ -169,7 +172,7 @@ def driver_script(
             lineno += entry.count("\n") + 1
         if one is not None:
             sources[lineno] = one.source
-        entries.append(f"{echo}done {i}")
+        entries.append(f"{echo}done {n}")
         lineno += 1
         lines += entries
     return "\n".join(lines) + "\n", sources

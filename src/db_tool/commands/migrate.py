@@ -103,10 +103,12 @@ def migrate(
                 warn(notice)
             return Outcome(early.already, [], None)
     from db_tool import history
-    from db_tool.history_sqlite import SqliteHistory
 
     backend = history.for_url(url, settings)
-    if isinstance(backend, SqliteHistory):
+    if history.sqlite_path(url) is not None:  # (for PostgreSQL, history_sqlite stays unread)
+        from db_tool.history_sqlite import SqliteHistory
+
+        assert isinstance(backend, SqliteHistory)
         backend.cli()  # fail with 127 before touching anything
     # The session holds the migration lock from before the history is read until the last
     # step, so the plan below cannot be invalidated by a concurrent migrator.
