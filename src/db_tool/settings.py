@@ -3,7 +3,7 @@
 Tests build these from plain dicts. This module is imported on every hot path (the
 postgres-init hook, postgres-cleanup, the migrator), so it imports nothing it can do
 without: no dataclasses (inspect, ast), typing, re or pathlib (urllib) at import; its value
-types are plain classes with __slots__, immutable (_Value), and Path is imported by the
+types are plain classes with __slots__, immutable (Frozen), and Path is imported by the
 functions that build paths.
 """
 
@@ -13,12 +13,12 @@ import os
 import pwd
 
 from db_tool.errors import Error, ExitCode, MissingError
+from db_tool.record import Frozen
 
 TYPE_CHECKING = False  # typing costs ~7 ms at start-up
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from pathlib import Path
-    from typing import ClassVar, Self
 
 # Names the sourced shim must never assign: the shell's own variables, what the loader and
 # interpreters read, and libpq's variables (PGHOST=<url> would break every psql after it).
@@ -91,60 +91,7 @@ LOG_LEVELS = {"trace": 0, "debug": 1, "info": 2, "notice": 3, "warn": 4, "warnin
               "error": 5, "panic": 6}
 
 
-class _Value:
-    """Base of the settings' value types: immutable after __init__, compared, hashed and
-    shown by their fields (_fields, less _hidden), copied with changes by replace() — what
-    @dataclass(frozen=True) gave, without its ~10 ms of imports and class generation."""
-
-    __slots__ = ()
-    _fields: ClassVar[tuple[str, ...]] = ()
-    _hidden: ClassVar[frozenset[str]] = frozenset()  # not in ==, hash() or repr()
-
-    def _set(self, **values: object) -> None:
-        for name, value in values.items():
-            object.__setattr__(self, name, value)
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"{type(self).__name__} is immutable: use .replace({name}=...)")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"{type(self).__name__} is immutable")
-
-    def _key(self) -> tuple[object, ...]:
-        return tuple(getattr(self, n) for n in self._fields if n not in self._hidden)
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, _Value)
-        return self._key() == other._key()
-
-    def __hash__(self) -> int:
-        return hash(self._key())
-
-    def __repr__(self) -> str:
-        shown = ", ".join(f"{n}={getattr(self, n)!r}" for n in self._fields
-                          if n not in self._hidden)
-        return f"{type(self).__name__}({shown})"
-
-    def replace(self, **changes: object) -> Self:
-        """A copy with some fields changed (dataclasses.replace)."""
-        unknown = sorted(set(changes) - set(self._fields))
-        if unknown:
-            raise TypeError(f"{type(self).__name__} has no field {', '.join(unknown)}")
-        new = object.__new__(type(self))
-        for n in self._fields:
-            object.__setattr__(new, n, changes[n] if n in changes else getattr(self, n))
-        return new
-
-    def __getstate__(self) -> dict[str, object]:
-        return {n: getattr(self, n) for n in self._fields}
-
-    def __setstate__(self, state: dict[str, object]) -> None:
-        self._set(**state)
-
-
-class CacheLocations(_Value):
+class CacheLocations(Frozen):
     """The environment's say on cache locations (cachedir.py picks one)."""
 
     _fields = ("xdg_cache_home", "home", "tmpdir")
@@ -172,7 +119,7 @@ def cache_locations_from(env: Mapping[str, str]) -> CacheLocations:
     )
 
 
-class Runtime(_Value):
+class Runtime(Frozen):
     """What the process-wide helpers need from the environment: log level and colour
     (output), the progress interval (progress), which psql (psql), and the environment every
     child process gets (proc, psql). Read from the env a command's main(argv, env=...) was
@@ -315,7 +262,7 @@ def _port(env: Mapping[str, str]) -> int:
     return int(raw)
 
 
-class ClusterConfig(_Value):
+class ClusterConfig(Frozen):
     """What a Cluster needs, read once from the environment (from_env)."""
 
     _fields = (
@@ -466,7 +413,7 @@ def _only(env: Mapping[str, str], names: tuple[str, ...]) -> Mapping[str, str]:
     return _read_only({k: env[k] for k in names if k in env})
 
 
-class ProjectSettings(_Value):
+class ProjectSettings(Frozen):
     """What the `database` workflow needs: the seed README's variables with their defaults.
 
     No raw environment: each value a command looks up is a field; the groups a later step
@@ -667,7 +614,7 @@ class ProjectSettings(_Value):
 DEFAULT_MIGRATOR_LOCK_TIMEOUT = 60.0  # seconds to wait for another migrator
 
 
-class MigratorSettings(_Value):
+class MigratorSettings(Frozen):
     """What `migrator` takes from the environment."""
 
     _fields = ("db_url", "migration_dir", "strict", "lock_timeout_text", "inline",
