@@ -124,7 +124,8 @@ class DbToolSession:
     template: str | None = None
 
     def _settings(self) -> Any:
-        from db_tool.settings import ProjectSettings, environ
+        from db_tool.project_settings import ProjectSettings
+        from db_tool.settings import environ
 
         env = environ()
         settings = ProjectSettings.from_env(env)

@@ -348,7 +348,7 @@ def run(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
 
         output.set_quiet()
     from db_tool.cli.context import Context
-    from db_tool.settings import ProjectSettings
+    from db_tool.project_settings import ProjectSettings
 
     settings = ProjectSettings.from_env(env_dict(env), url=url)
     ctx = Context(settings=settings, inherits=[*glob["inherits"], *more["inherits"]],
@@ -367,7 +367,7 @@ def _strip_examples(text: str) -> str:
 
 def _passthrough(sub: str, rest: list[str], glob: Opts, env: Mapping[str, str] | None) -> int:
     """`database migrator|postgres-init|psql ...`: the rest is that command's argv."""
-    from db_tool.settings import ProjectSettings
+    from db_tool.project_settings import ProjectSettings
 
     url = glob["url"]
     if sub == "migrator" and "--url" in rest[:rest.index("--") if "--" in rest else None]:
