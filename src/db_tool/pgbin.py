@@ -19,6 +19,7 @@ from functools import cache
 from pathlib import Path
 
 from db_tool.errors import NotInstalledError
+from db_tool.record import Frozen
 
 TYPE_CHECKING = False  # no typing or dataclasses at run time: find() is on the hook path
 if TYPE_CHECKING:
@@ -33,27 +34,17 @@ _FIX = (
 )
 
 
-class PgInstall:
-    """One PostgreSQL installation: its bin dir and how it was found. Equal when bin dir and
-    source are (the memo file is only where answers are remembered)."""
+class PgInstall(Frozen):
+    """One PostgreSQL installation: its bin dir and how it was found."""
 
-    __slots__ = ("bin_dir", "memo", "source")
+    __slots__ = _fields = ("bin_dir", "source", "memo")
+    _hidden = frozenset({"memo"})  # where answers are remembered (see the module doc)
+    bin_dir: Path
+    source: str  # how it was found: PG_BIN_DIR, pg_config, distro, embedded
+    memo: Path | None
 
     def __init__(self, bin_dir: Path, source: str, memo: Path | None = None) -> None:
-        self.bin_dir = bin_dir
-        self.source = source  # how it was found: PG_BIN_DIR, pg_config, distro, embedded
-        self.memo = memo  # see the module doc
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, PgInstall):
-            return NotImplemented
-        return (self.bin_dir, self.source) == (other.bin_dir, other.source)
-
-    def __hash__(self) -> int:
-        return hash((self.bin_dir, self.source))
-
-    def __repr__(self) -> str:
-        return f"PgInstall(bin_dir={self.bin_dir!r}, source={self.source!r})"
+        self._set(bin_dir=bin_dir, source=source, memo=memo)
 
     def tool(self, name: str) -> str:
         path = self.bin_dir / name

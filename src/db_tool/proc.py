@@ -11,6 +11,7 @@ import os
 import signal
 
 from db_tool.errors import Error, NotInstalledError
+from db_tool.record import Frozen
 
 TYPE_CHECKING = False  # no typing (nor dataclasses) at run time: this is on the hook path
 if TYPE_CHECKING:
@@ -24,68 +25,34 @@ STDOUT = -2
 DEVNULL = -3
 
 
-class _Value:
-    """A small immutable value (what a frozen dataclass gives: equality, hash, repr)
-    without the dataclasses import (inspect, ast) on the hook path. `_FIELDS`: the
-    constructor's arguments, in order."""
-
-    __slots__: tuple[str, ...] = ()
-    _FIELDS: tuple[str, ...] = ()
-
-    def __init__(self, *values: object) -> None:
-        for name, value in zip(self._FIELDS, values, strict=True):
-            object.__setattr__(self, name, value)
-
-    def _values(self) -> tuple[object, ...]:
-        return tuple(getattr(self, name) for name in self._FIELDS)
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"{type(self).__name__} is immutable")
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not type(self):
-            return NotImplemented
-        assert isinstance(other, _Value)
-        return self._values() == other._values()
-
-    def __hash__(self) -> int:
-        return hash(self._values())
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{n}={getattr(self, n)!r}" for n in self._FIELDS)
-        return f"{type(self).__name__}({args})"
-
-
-class Result(_Value):
+class Result(Frozen):
     """A finished child: its argv, exit code and output."""
 
-    __slots__ = ("argv", "err", "out", "returncode")
-    _FIELDS = ("argv", "returncode", "out", "err")
+    __slots__ = _fields = ("argv", "returncode", "out", "err")
     argv: tuple[str, ...]
     returncode: int
     out: str
     err: str
 
     def __init__(self, argv: tuple[str, ...], returncode: int, out: str, err: str) -> None:
-        super().__init__(argv, returncode, out, err)
+        self._set(argv=argv, returncode=returncode, out=out, err=err)
 
     @property
     def ok(self) -> bool:
         return self.returncode == 0
 
 
-class RunAs(_Value):
+class RunAs(Frozen):
     """Drop privileges to this account for the child (used when we are root)."""
 
-    __slots__ = ("gid", "home", "name", "uid")
-    _FIELDS = ("uid", "gid", "name", "home")
+    __slots__ = _fields = ("uid", "gid", "name", "home")
     uid: int
     gid: int
     name: str
     home: str
 
     def __init__(self, uid: int, gid: int, name: str, home: str) -> None:
-        super().__init__(uid, gid, name, home)
+        self._set(uid=uid, gid=gid, name=name, home=home)
 
 
 def child_env(env: Mapping[str, str] | None) -> dict[str, str]:
