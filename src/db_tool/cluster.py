@@ -16,21 +16,21 @@ wait, stop), startfail.py (why a start failed), template_cache.py (fresh data di
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-from dataclasses import dataclass
-from functools import cached_property
-from pathlib import Path
-from typing import TYPE_CHECKING
+from functools import cached_property  # functools: loaded by enum anyway
 
-from db_tool import clusterdir, fslock, output, pgwire, postmaster, proc, workdir
+from db_tool import clusterdir, fslock, output, postmaster, workdir
 from db_tool.clusterdir import LOCKFILE, MARKER, RUNTIME_CONF, SERVER_LOG
 from db_tool.conninfo import build_url
 from db_tool.errors import Error, NotInstalledError
 from db_tool.settings import ClusterConfig
 from db_tool.startfail import BrokenData
 
+TYPE_CHECKING = False  # no typing, dataclasses or pgwire (socket) before the server is spawned
 if TYPE_CHECKING:
-    from db_tool import pgbin, template_cache
+    from collections.abc import Callable, Iterator
+    from pathlib import Path
+
+    from db_tool import pgbin, proc, template_cache
 
 # pgbin, privs, serverconf and cachedir load where a server is started: postgres-cleanup
 # (a shell trap, the hook path) needs none of them.
@@ -42,13 +42,18 @@ START_TIMEOUT = postmaster.START_TIMEOUT
 STOP_TIMEOUT = postmaster.STOP_TIMEOUT
 
 
-@dataclass(frozen=True)
 class InitResult:
     """What init did: the URL and "created", "reused", "already running" or "healed"."""
 
-    url: str
-    action: str  # "created", "reused", "already running", "healed"
-    moved_aside: Path | None = None
+    __slots__ = ("action", "moved_aside", "url")
+
+    def __init__(self, url: str, action: str, moved_aside: Path | None = None) -> None:
+        self.url = url
+        self.action = action  # "created", "reused", "already running", "healed"
+        self.moved_aside = moved_aside
+
+    def __repr__(self) -> str:
+        return f"InitResult({self.url!r}, {self.action!r}, {self.moved_aside!r})"
 
 
 class Cluster:
@@ -56,8 +61,13 @@ class Cluster:
         self.config = config
         self._install = install
         self._provided: template_cache.Provided | None = None  # how the fresh data was made
+        self._refill_due = False  # a fresh data dir was made: the background refill is due
         self._trash: list[Path] = []  # discarded data, deleted by the background worker
         self._seen_database: str | None = None  # connected to it at the last start
+        # Called once right after the next postmaster is spawned, before its readiness is
+        # awaited: work that needs no server (imports, the background refill) overlaps the
+        # ~60 ms the server takes to come up.
+        self._while_starting: Callable[[], None] | None = None
 
     # ---- paths and identity -------------------------------------------------------------
     @property
@@ -162,8 +172,11 @@ class Cluster:
             held.__exit__(None, None, None)
 
     # ---- init -----------------------------------------------------------------------------
-    def init(self) -> InitResult:
-        """Create (fresh) or reuse the cluster, start it and ensure the database."""
+    def init(self, while_starting: Callable[[], None] | None = None) -> InitResult:
+        """Create (fresh) or reuse the cluster, start it and ensure the database.
+        `while_starting`: called once while a server we spawned starts up (or not at all),
+        with the lock held; it must not need the server."""
+        self._while_starting = while_starting
         self.check_socket_path()
         self.check_working_dir()
         with self.locked():
@@ -246,7 +259,7 @@ class Cluster:
         holder = self.socket_holder()
         if holder is not None:
             raise Error(
-                f"socket {pgwire.socket_path(self.sockdir, self.port)} is held by another "
+                f"socket {clusterdir.socket_path(self.sockdir, self.port)} is held by another "
                 f"process (pid {holder}); stop it or choose another PG_PORT — nothing was changed"
             )
         if discard and self.config.keep_previous and not self.config.ephemeral \
@@ -317,14 +330,16 @@ class Cluster:
         self._provided = template_cache.provide(
             self.template_spec(), self.datadir, self.server_process_env()
         )
+        self._refill_due = True
 
     def _refill_spare(self) -> None:
-        if self._provided is not None or self._trash:
+        if self._refill_due or self._trash:
             from db_tool import template_cache
 
             template_cache.refill(self.template_spec(), self._provided,
                                   self.server_process_env(), remove=self._trash)
             self._trash = []
+            self._refill_due = False  # handed on: one worker per fresh data dir
 
     def _drop_template(self) -> None:
         from db_tool import template_cache
@@ -360,7 +375,7 @@ class Cluster:
         holder = self.socket_holder()
         if holder is not None:
             raise Error(
-                f"socket {pgwire.socket_path(self.sockdir, self.port)} is held by another "
+                f"socket {clusterdir.socket_path(self.sockdir, self.port)} is held by another "
                 f"process (pid {holder}); stop it or choose another PG_PORT — the data in "
                 f"{self.datadir} was left as it was"
             )
@@ -375,12 +390,24 @@ class Cluster:
         if self.config.no_tty:
             output.info(f"server output goes to {self.server_log}")
         try:
+            self._starting()
             if postmaster.await_ready(child, log, self.datadir, self.sockdir, self.port,
                                       self.superuser, self.database):
                 self._seen_database = self.database
         except BaseException:
             postmaster.kill(child)
             raise
+
+    def _starting(self) -> None:
+        """The server is spawned: do what needs no server while it comes up."""
+        if self._refill_due and self._provided is not None and self._provided.how == "spare":
+            # A warm fresh init: hand the refill (and discarded data) to the background
+            # worker now rather than after readiness; the finally of _init_locked then has
+            # nothing left to do, unless a failed start makes another fresh data dir.
+            self._refill_spare()
+        hook, self._while_starting = self._while_starting, None
+        if hook is not None:
+            hook()
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> bool:
         """Fast shutdown, waited. Returns False when nothing was running."""

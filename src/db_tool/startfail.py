@@ -9,11 +9,15 @@ Everything takes explicit values (the log window, data dir, socket dir, port, su
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import NamedTuple, NoReturn
-
-from db_tool import pgwire, proc, safefs
+from db_tool import safefs
 from db_tool.errors import Error
+
+TYPE_CHECKING = False  # no typing at run time: a start's StartLog is made on the hook path
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import NoReturn
+
+    from db_tool import pgwire, proc
 
 # Start failures that say the *data* is broken (self-heal moves it aside) ...
 BROKEN_DATA = (
@@ -63,15 +67,19 @@ class BrokenData(Exception):
         self.reason = reason
 
 
-class StartLog(NamedTuple):
+class StartLog:
     """Where one start's messages are: `server_log` from byte `offset`, and the newest file
     of `log_dir` written since `started_at` (after the logging collector took over)."""
 
-    server_log: Path
-    log_dir: Path
-    offset: int
-    started_at: float
-    account: proc.RunAs | None
+    __slots__ = ("account", "log_dir", "offset", "server_log", "started_at")
+
+    def __init__(self, server_log: Path, log_dir: Path, offset: int, started_at: float,
+                 account: proc.RunAs | None) -> None:
+        self.server_log = server_log
+        self.log_dir = log_dir
+        self.offset = offset
+        self.started_at = started_at
+        self.account = account
 
     def tail(self, lines: int = 20) -> str:
         text = ""

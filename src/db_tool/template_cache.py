@@ -29,12 +29,16 @@ import os
 import stat
 import sys
 import time
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
-from db_tool import output, pgbin, pgwire, proc
+from db_tool import output, proc
 from db_tool.errors import Error
+
+TYPE_CHECKING = False  # no typing or dataclasses at run time: a fresh init is the hook path
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
+
+    from db_tool import pgbin
 
 __all__ = ["Template", "discard", "initdb", "provide"]
 
@@ -44,16 +48,20 @@ SCRATCH_PREFIX = "db-tool-template-"  # $TMPDIR/db-tool-template-<pid>-*: a root
 REFILL_WAIT = 2.0  # how long a fresh init waits for a spare that is being copied
 
 
-@dataclass(frozen=True)
 class Template:
     """What a template is made of and where it is cached (cache_dir None: no cache)."""
 
-    install: pgbin.PgInstall
-    account: proc.RunAs | None
-    superuser: str
-    database: str
-    cache_dir: Path | None
-    use_spare: bool = True
+    __slots__ = ("account", "cache_dir", "database", "install", "superuser", "use_spare")
+
+    def __init__(self, *, install: pgbin.PgInstall, account: proc.RunAs | None,
+                 superuser: str, database: str, cache_dir: Path | None,
+                 use_spare: bool = True) -> None:
+        self.install = install
+        self.account = account
+        self.superuser = superuser
+        self.database = database
+        self.cache_dir = cache_dir
+        self.use_spare = use_spare
 
     def key(self) -> str:
         # Two CRC-32s (64 bits) name the few templates of one machine well enough, and zlib
@@ -79,12 +87,14 @@ class Template:
         return self.cache_dir / "templates" / self.key()
 
 
-@dataclass(frozen=True)
 class Provided:
     """How a fresh data dir was made: from `template` (None: plain initdb) by `how`."""
 
-    template: Path | None
-    how: str  # "spare", "copy", "initdb"
+    __slots__ = ("how", "template")
+
+    def __init__(self, template: Path | None, how: str) -> None:
+        self.template = template
+        self.how = how  # "spare", "copy", "initdb"
 
 
 def _rmtree(path: str | Path, ignore_errors: bool = False) -> None:
@@ -117,6 +127,8 @@ def initdb(spec: Template, target: Path, env: Mapping[str, str]) -> None:
 
 
 def create_database_offline(spec: Template, datadir: Path, env: Mapping[str, str]) -> None:
+    from db_tool import pgwire
+
     name = spec.database
     if name in ("postgres", "template0", "template1") or "\n" in name:
         return  # exists already / cannot be fed line-wise: created after start instead

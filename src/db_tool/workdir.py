@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
-from typing import TYPE_CHECKING
 
-from db_tool import clusterdir, output, pgwire, proc, safefs
+from db_tool import clusterdir, output, proc, safefs
 from db_tool.clusterdir import MARKER
 from db_tool.errors import Error, MissingError
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from db_tool import pgbin
 
 SOCKET_PATH_MAX = 107  # sun_path holds 108 bytes on Linux, NUL included
@@ -23,7 +24,7 @@ SOCKET_PATH_MAX = 107  # sun_path holds 108 bytes on Linux, NUL included
 
 def check_socket_path(sockdir: Path, port: int) -> None:
     """PostgreSQL cannot listen on a longer unix socket path; it only says so in its log."""
-    path = pgwire.socket_path(sockdir, port)
+    path = clusterdir.socket_path(sockdir, port)
     size = len(os.fsencode(path))
     if size > SOCKET_PATH_MAX:
         raise Error(

@@ -58,9 +58,13 @@ sys.unraisablehook = _unraisable_quietly
 _release_held_interrupt()
 
 
-def entry() -> None:
-    import importlib
+# The hook commands (shell hooks, traps, `$(postgres-init --print-env)`) end without the
+# interpreter's finalisation (a few ms of tearing down every module): they register no atexit
+# work and leave no thread running; their output is flushed first.
+_EXIT_AT_ONCE = frozenset({"postgres-init", "postgres-cleanup"})
 
+
+def entry() -> None:
     args = sys.argv[1:]
     if not args or args[0] not in PROGS:
         sys.stderr.write(f"db-tool-run: error: the first argument names the command: "
@@ -69,5 +73,20 @@ def entry() -> None:
     from db_tool import output
 
     output.set_prog(args[0])  # info lines are named after the command typed
-    module = importlib.import_module(PROGS[args[0]])
-    raise SystemExit(module.main(args[1:]))
+    # __import__ rather than importlib.import_module: importlib is not loaded otherwise.
+    module = __import__(PROGS[args[0]], fromlist=["main"])
+    rc = module.main(args[1:])
+    if args[0] in _EXIT_AT_ONCE:
+        _exit_at_once(rc)
+    raise SystemExit(rc)
+
+
+def _exit_at_once(rc: int) -> None:
+    import os
+
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        raise SystemExit(rc) from None  # let the interpreter report what it reports
+    os._exit(rc)

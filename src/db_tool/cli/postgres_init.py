@@ -14,6 +14,8 @@ TYPE_CHECKING = False  # typing (and re) costs a few ms of every --help
 if TYPE_CHECKING:  # --help and --version import neither pathlib nor shlex (re)
     from pathlib import Path
 
+    from db_tool.settings import ClusterConfig
+
 HELP = """\
 usage: postgres-init [--print-env] [--version] [-h|--help]
        . postgres-init            (source it to export the variables into your shell)
@@ -145,13 +147,24 @@ def run(
         overrides["working_dir"] = working_dir
     config = ClusterConfig.from_env(environ, **overrides)
     cluster = Cluster(config)
-    result = cluster.init()
-    from db_tool.commands import branch
+    from_git = environ.get("PG_BRANCH_FROM_GIT", "") == "1"
+    branched = from_git or _branch_file(config)
 
-    database = branch.database_for_init(
-        branch.Where(config), from_git=environ.get("PG_BRANCH_FROM_GIT", "") == "1",
-        git_dir=environ.get("LOCAL_DIR") or ".",
-    )
+    def while_starting() -> None:
+        # What the rest of this run imports, loaded while the server comes up.
+        import shlex  # noqa: F401
+
+        if branched:
+            from db_tool.commands import branch  # noqa: F401
+
+    result = cluster.init(while_starting)
+    database = config.database
+    if branched:
+        from db_tool.commands import branch
+
+        database = branch.database_for_init(
+            branch.Where(config), from_git=from_git, git_dir=environ.get("LOCAL_DIR") or ".",
+        )
     url = cluster.url_for(database) if database != config.database else result.url
     values = exported_values(url, config, database)
     verb = {"created": "started a fresh", "reused": "reused the", "healed": "recreated the",
@@ -160,6 +173,16 @@ def run(
     if print_env:
         sys.stdout.write(export_lines(values))
     return 0
+
+
+def _branch_file(config: ClusterConfig) -> bool:
+    """Whether `database branch switch` chose a branch (else the database is PG_DATABASE,
+    and commands/branch.py, its JSON and clone modules need not load)."""
+    import os
+
+    from db_tool.clusterdir import BRANCH_FILE
+
+    return os.path.lexists(config.working_dir / BRANCH_FILE)
 
 
 def _options(argv: Sequence[str], env: Mapping[str, str] | None) -> tuple[int | None, bool]:
