@@ -70,13 +70,18 @@ def _sessions(conn: pgwire.Connection, name: str) -> list[tuple[str, str, str]]:
     return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
 
 
-def clone_sql(name: str, source: str, strategy: str | None = None) -> str:
+def clone_sql(
+    name: str, source: str, strategy: str | None = None, tablespace: str | None = None
+) -> str:
     sql = f"CREATE DATABASE {pgwire.quote_ident(name)} TEMPLATE {pgwire.quote_ident(source)}"
-    return sql + (f" STRATEGY {strategy}" if strategy else "")
+    if strategy:
+        sql += f" STRATEGY {strategy}"
+    return sql + (f" TABLESPACE {pgwire.quote_ident(tablespace)}" if tablespace else "")
 
 
 def clone(
-    conn: pgwire.Connection, name: str, source: str, *, strategy: str | None = None
+    conn: pgwire.Connection, name: str, source: str, *, strategy: str | None = None,
+    tablespace: str | None = None,
 ) -> Clone:
     """CREATE DATABASE name TEMPLATE source; CronInTheWay when only pg_cron is connected."""
     started = time.monotonic()
@@ -84,7 +89,7 @@ def clone(
     _refuse_if_used(_sessions(conn, source), source)
     for _ in range(3):
         try:
-            conn.query(clone_sql(name, source, strategy))
+            conn.query(clone_sql(name, source, strategy, tablespace))
             return Clone(name, source, time.monotonic() - started)
         except pgwire.PgError as exc:
             if exc.code == "42P04":

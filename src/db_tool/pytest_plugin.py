@@ -10,7 +10,7 @@ Nothing happens until a test asks for one of them, so the plugin costs nothing i
 that does not use it (and a conftest.py `db_url` fixture simply takes precedence).
 
 Options (also as ini keys: db_tool_mode, db_tool_source, db_tool_mock, db_tool_pool,
-db_tool_share, db_tool_local_dir, db_tool_keep_failed):
+db_tool_share, db_tool_local_dir, db_tool_keep_failed, db_tool_scratch):
   --db-tool=throwaway|project   which cluster (default: a throw-away one, cached per project)
   --db-tool-source=hydrate|migrations
   --db-tool-mock                hydrate with USE_MOCK=1
@@ -18,6 +18,9 @@ db_tool_share, db_tool_local_dir, db_tool_keep_failed):
   --db-tool-share=function|class|module   default sharing of one database
   --db-tool-keep-failed         keep a failing test's database and print its URL
   --db-tool-local-dir=DIR       the project (default: $LOCAL_DIR, else the rootdir)
+  --db-tool-scratch=auto|data|DIR  where the per-test copies live: auto (default) = a
+                                tablespace on /dev/shm when it is a tmpfs with room and the
+                                cluster is the throw-away one, else the data dir
 Marker: @pytest.mark.db_tool(share="module"|"class") on a module (pytestmark) or class.
 
 Only pytest and the standard library are imported at start-up; the rest when first used.
@@ -58,6 +61,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     default=None, help="keep the database of a failing test and print its URL")
     group.addoption("--db-tool-local-dir", dest="db_tool_local_dir",
                     help="the project directory (default: $LOCAL_DIR, else the rootdir)")
+    group.addoption("--db-tool-scratch", dest="db_tool_scratch", metavar="auto|data|DIR",
+                    help="where the per-test copies live: auto (default: a tablespace on "
+                         "/dev/shm when it is a tmpfs with room and the cluster is the "
+                         "throw-away one), data (the cluster's data dir) or a tablespace in DIR")
     parser.addini("db_tool_mode", "throwaway or project", default="throwaway")
     parser.addini("db_tool_source", "hydrate or migrations", default="hydrate")
     parser.addini("db_tool_mock", "hydrate with USE_MOCK=1", type="bool", default=False)
@@ -67,6 +74,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                   default=False)
     parser.addini("db_tool_local_dir", "the project directory (relative to the rootdir)",
                   default="")
+    parser.addini("db_tool_scratch", "auto, data or a directory for the per-test copies",
+                  default="auto")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -172,7 +181,31 @@ class DbToolSession:
             key = template_db.template_key(settings, recipe, cluster.install.fingerprint())
             self.template = template_db.ensure_template(cluster, settings, recipe, key,
                                                         state=state, run_id=self.run_id)
-        return Pool(cluster, self.template, int(_opt(self.config, "db_tool_pool"))).start()
+        size = int(_opt(self.config, "db_tool_pool"))
+        tablespace = self._scratch(cluster, self.template, size)
+        return Pool(cluster, self.template, size, tablespace=tablespace).start()
+
+    def _scratch(self, cluster: Cluster, template: str, size: int) -> str | None:
+        """The tablespace for the copies (--db-tool-scratch), or None: the data dir."""
+        from db_tool import clone_pool, pgwire
+
+        where = str(_opt(self.config, "db_tool_scratch") or "auto")
+        if where == "data":
+            return None
+        if where == "auto":
+            if str(_opt(self.config, "db_tool_mode")) != "throwaway":
+                return None  # no tablespace in the project's own cluster unless asked for
+            with pgwire.connect(cluster.sockdir, cluster.port, cluster.superuser,
+                                "postgres") as conn:
+                (size_text,), = conn.query(
+                    f"SELECT pg_database_size({pgwire.quote_literal(template)})::text")
+            found = clone_pool.ram_dir(clone_pool.ram_need(int(size_text or 0), size))
+            if found is None:
+                return None
+            where = found
+        name: str | None = self._stack.enter_context(
+            clone_pool.scratch_tablespace(cluster, where))
+        return name
 
     def new_database(self, label: str) -> TestDatabase:
         pool = self.pool()
