@@ -170,3 +170,46 @@ def test_an_autovacuum_worker_on_the_template_does_not_refuse_the_copy() -> None
     with pytest.raises(Error, match=r"pid 43 \(psql\)"):
         clone._refuse_if_used([("42", "autovacuum worker", ""), ("43", "client backend", "psql")],
                               "tpl")
+
+
+def test_connections_opened_ahead_come_with_fresh_copies_and_plain_acquires_get_none(
+    pg: PG, template: str
+) -> None:
+    pool = _pool(pg, template, size=2)
+    opened: list[str] = []
+
+    def connector(name: str) -> pgwire.Connection:
+        opened.append(name)
+        return _connect(pg, name)
+
+    try:
+        pool.connect_with(connector)
+        deadline = time.monotonic() + 30
+        while len(opened) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        seen = set()
+        for i in range(6):
+            handed = pool.acquire(pool.next_name(f"c{i}"), connected=True)
+            if handed.conn is not None:
+                assert handed.name in opened and handed.name.startswith("dbt_p_"), \
+                    "a copy with a session keeps its pool name (it cannot be renamed)"
+                conn = handed.conn
+            else:
+                conn = _connect(pg, handed.name)
+            with conn:
+                assert conn.query("SELECT current_database(), count(*) FROM item") == \
+                    [[handed.name, "0"]]
+                conn.query("INSERT INTO item VALUES (1)")
+            assert handed.name not in seen
+            seen.add(handed.name)
+            pool.release(handed.name)
+        assert any(n in opened for n in seen), "some copies came with their connection"
+        plain = pool.acquire(pool.next_name("plain"))
+        assert plain.conn is None, "a plain acquire never gets a connection opened ahead"
+        pool.release(plain.name)
+    finally:
+        pool.close()
+    with _connect(pg) as conn:
+        left = conn.query("SELECT datname FROM pg_database WHERE datname LIKE 'dbt\\_%\\_"
+                          f"{pool._tag}\\_%'")
+    assert left == [], "close() closes the connections opened ahead and drops their copies"

@@ -23,8 +23,9 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from db_tool import clone, output, pgwire, proc
 from db_tool.cluster import Cluster
@@ -43,6 +44,7 @@ RAM_DIRS = ("/dev/shm",)
 class Handed:
     name: str
     waited: float  # seconds the caller waited for a copy to become ready (0 when one was)
+    conn: Any = None  # a connection opened in the background (acquire(connected=True))
 
 
 class Pool:
@@ -60,7 +62,13 @@ class Pool:
         self._seq = 0
         self._made = 0
         self._creating = 0
-        self._ready: collections.deque[str] = collections.deque()
+        # Ready copies, each with the connection opened to it in the background (or None).
+        self._ready: collections.deque[tuple[str, Any]] = collections.deque()
+        self._connecting = 0
+        # Set (connect_with) once a test asks for a connection: from then on the threads
+        # open one to each ready copy, so such a test waits neither for a copy nor for a
+        # server process to start (a connection costs 5-20 ms, most of what was left).
+        self._connector: Callable[[str], Any] | None = None
         self._drops: collections.deque[str] = collections.deque()
         self._cond = threading.Condition()
         self._stopping = False
@@ -94,8 +102,18 @@ class Pool:
         tail = re.sub(r"[^a-z0-9_]+", "_", label.lower()).strip("_")
         return (head + tail)[: clone.NAME_MAX]
 
-    def acquire(self, name: str) -> Handed:
-        """A fresh copy of the template, renamed to `name`."""
+    def connect_with(self, connector: Callable[[str], Any]) -> None:
+        """Open connections to ready copies in the background: connector(database name)."""
+        with self._cond:
+            if self._connector is None:
+                self._connector = connector
+                self._cond.notify_all()
+
+    def acquire(self, name: str, *, connected: bool = False) -> Handed:
+        """A fresh copy of the template, renamed to `name` — unless it comes with a
+        connection opened in the background (a database with a session cannot be renamed):
+        then it keeps its pool name and Handed.conn is the connection. connected=True
+        prefers such a copy, False one without (a connection it gets anyway is closed)."""
         started = time.monotonic()
         with self._cond:
             while not self._ready:
@@ -104,9 +122,17 @@ class Pool:
                 if not any(t.is_alive() for t in self._threads):
                     raise Error("the test database pool is closed")
                 self._cond.wait(1.0)
-            ready = self._ready.popleft()
+            index = next((i for i, (_, c) in enumerate(self._ready) if (c is None) != connected),
+                         0)
+            ready, conn = self._ready[index]
+            del self._ready[index]
             self._cond.notify_all()
         waited = time.monotonic() - started
+        if conn is not None:
+            if not connected:
+                conn.close()
+                conn = None
+            return Handed(ready, waited, conn)
         clone.rename(self._connection(), ready, name)
         return Handed(name, waited)
 
@@ -150,24 +176,52 @@ class Pool:
     def _loop(self, conn: pgwire.Connection) -> None:
         while True:
             with self._cond:
-                while (not self._stopping and len(self._ready) + self._creating >= self.size
-                       and not self._drops):
+                while (not self._stopping and not self._drops and not self._unconnected()
+                       and len(self._ready) + self._creating + self._connecting >= self.size):
                     self._cond.wait()
                 # …but never both threads dropping while a test may be waiting for a copy.
                 backlog = len(self._drops) > self.size and bool(self._creating or self._ready)
                 if self._stopping:
-                    leftovers = list(self._ready) + list(self._drops)
+                    for _, open_conn in self._ready:
+                        if open_conn is not None:
+                            with contextlib.suppress(Exception):
+                                open_conn.close()
+                    leftovers = [n for n, _ in self._ready] + list(self._drops)
                     self._ready.clear()
                     self._drops.clear()
                     break
-                name = victim = None
-                if len(self._ready) + self._creating < self.size and not backlog:
+                name = victim = to_connect = None
+                connector = self._connector
+                if connector is not None and not backlog:
+                    # A ready copy without its connection: cheaper than a copy, and it is
+                    # what the next test waits for.
+                    i = next((i for i, (_, c) in enumerate(self._ready) if c is None), -1)
+                    if i >= 0:
+                        to_connect = self._ready[i][0]
+                        del self._ready[i]
+                        self._connecting += 1
+                if to_connect is not None:
+                    pass
+                elif (len(self._ready) + self._creating + self._connecting < self.size
+                        and not backlog):
                     self._made += 1
                     self._creating += 1
                     name = f"{POOL_PREFIX}{self._tag}_{self._made}"
                 else:
                     victim = self._drops.popleft()
-            if name is not None:
+            if to_connect is not None and connector is not None:
+                opened: Any = None
+                try:
+                    opened = connector(to_connect)
+                except Exception as exc:  # the test connects itself, as without a connector
+                    output.debug(f"no connection opened ahead to {to_connect}: {exc}")
+                    self._connector = None
+                finally:
+                    with self._cond:
+                        self._connecting -= 1
+                        self._ready.append((to_connect, opened))
+                        self._cond.notify_all()
+            elif name is not None:
                 made = False
                 try:
                     # No warm-up session: a file copy carries the template's relcache init
@@ -181,12 +235,15 @@ class Pool:
                     with self._cond:
                         self._creating -= 1
                         if made:
-                            self._ready.append(name)
+                            self._ready.append((name, None))
                         self._cond.notify_all()
             elif victim is not None:
                 clone.drop(conn, victim)
         for name in leftovers:
             clone.drop(conn, name)
+
+    def _unconnected(self) -> bool:
+        return self._connector is not None and any(c is None for _, c in self._ready)
 
     def _drop_orphans(self, conn: pgwire.Connection) -> None:
         rows = conn.query("SELECT datname FROM pg_database WHERE datname LIKE 'dbt\\_%'")

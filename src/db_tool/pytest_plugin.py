@@ -98,6 +98,7 @@ class TestDatabase:
     cluster: Cluster
     waited: float = 0.0  # seconds spent waiting for a copy to be ready
     kept: bool = False
+    ahead: Any = field(default=None, repr=False)  # the connection db_conn gets, opened ahead
 
     __test__ = False  # not a test class, whatever its name says
 
@@ -207,12 +208,22 @@ class DbToolSession:
             clone_pool.scratch_tablespace(cluster, where))
         return name
 
-    def new_database(self, label: str) -> TestDatabase:
+    def new_database(self, label: str, *, connected: bool = False) -> TestDatabase:
+        """A fresh copy; connected: for db_conn, with a connection opened in the background
+        when the pool has one ready (the copy then keeps its pool name, dbt_p_…)."""
         pool = self.pool()
-        handed = pool.acquire(pool.next_name(label))
-        assert self._cluster is not None
-        return TestDatabase(handed.name, self._cluster.url_for(handed.name), self._cluster,
-                            handed.waited)
+        cluster = self._cluster
+        assert cluster is not None
+        if connected:
+            try:
+                import psycopg
+            except ImportError:
+                connected = False  # db_conn says so
+            else:
+                pool.connect_with(lambda name: psycopg.connect(cluster.url_for(name)))
+        handed = pool.acquire(pool.next_name(label), connected=connected)
+        return TestDatabase(handed.name, cluster.url_for(handed.name), cluster, handed.waited,
+                            ahead=handed.conn)
 
     def finish(self, db: TestDatabase) -> None:
         if db.kept:
@@ -288,7 +299,7 @@ def db_tool_database(
         item.stash[_DB] = db
         yield db
         return
-    db = db_tool_session.new_database(item.name)
+    db = db_tool_session.new_database(item.name, connected="db_conn" in request.fixturenames)
     item.stash[_DB] = db
     try:
         yield db
@@ -308,7 +319,9 @@ def db_conn(db_tool_database: TestDatabase) -> Iterator[Any]:
     except ImportError:
         pytest.fail("db_conn needs psycopg: pip install 'psycopg[binary]' (or use db_url)",
                     pytrace=False)
-    conn = psycopg.connect(db_tool_database.url)
+    conn, db_tool_database.ahead = db_tool_database.ahead, None
+    if conn is None:
+        conn = psycopg.connect(db_tool_database.url)
     try:
         yield conn
     finally:
