@@ -119,6 +119,30 @@ def test_combined_short_flags_are_each_flag() -> None:
         parse(DATABASE.sub("deploy"), ["-P=x"])
 
 
+@pytest.mark.parametrize(("sub", "argv"), [
+    ("migrate", ["-u", "postgresql:///x", "-d", "m", "up", "all"]),
+    ("migrate", ["-u", "u1", "up", "-u", "u2", "-f"]),
+    ("migrate", ["-v", "a=1", "--set", "b=2", "up"]),
+    ("migrate", ["--db-url", "", "up"]),
+    ("status", ["--migration-dir", "a dir", "--json", "--exit-code"]),
+])
+def test_values_as_the_next_word_parse_as_argparse_does(sub: str, argv: list[str]) -> None:
+    from db_tool.cli import parser
+
+    opts = [*MIGRATOR.opts, *MIGRATOR.sub(sub).opts]
+    fast = parser._fast(opts, argv)
+    assert fast is not None  # answered without importing argparse
+    values, positional, unknown = parser._argparse(opts, argv)
+    assert (fast[0], fast[1], unknown) == (values, positional, [])
+
+
+@pytest.mark.parametrize("argv", [["-u"], ["-u", "-f"], ["-u=x"], ["-ux"], ["--db-url=x"]])
+def test_values_that_need_argparse_go_to_it(argv: list[str]) -> None:
+    from db_tool.cli import parser
+
+    assert parser._fast([*MIGRATOR.opts, *MIGRATOR.sub("migrate").opts], argv) is None
+
+
 def test_double_dash_ends_options(tmp_path: Path) -> None:
     r = run_cmd([script("database"), "bundle", "--", "path"], clean_env(tmp_path))
     assert r.returncode == 0 and r.stdout.strip().endswith(".sql"), r.stderr

@@ -219,6 +219,30 @@ def test_failing_inlined_migration_leaves_nothing_behind(
     assert rc == 4 and f"psql:{mdir / t(2) / 'up.sql'}:4: ERROR:  syntax error" in err
 
 
+@pytest.mark.parametrize("inline", [True, False])
+def test_a_failure_past_the_first_driver_is_named_and_keeps_the_steps_before_it(
+    pg: Any, db_url: str, tmp_path: Path, inline: bool,
+) -> None:
+    """The plan goes to psql as drivers of 4, 16, 64 … steps: step 25 runs in the third."""
+    mdir = tmp_path / "migration"
+    for i in range(1, 31):
+        create = f"CREATE TABLE s{i} () INHERITS (hectic.created_at);\n"
+        write(mdir / t(i) / "up.sql", "SELECT 1/0;\n" if i == 25 else create)
+        write(mdir / t(i) / "down.sql", f"DROP TABLE s{i};\n")
+    rc, err = migrate(db_url, mdir, "up", "all", inline=inline)
+    assert rc == 4
+    assert f"migration {t(25)} (up) failed; it was rolled back, 24 steps applied before it" in err
+    assert f"psql:{mdir / t(25) / 'up.sql'}:" + ("" if inline else "1:") in err
+    assert "division by zero" in err
+    assert pg.psql("SELECT count(*), max(name) FROM hectic.migration", db_url) == f"24|{t(24)}"
+    assert pg.psql("SELECT to_regclass('s24') IS NOT NULL, to_regclass('s26') IS NULL",
+                   db_url) == "t|t"
+    write(mdir / t(25) / "up.sql", "CREATE TABLE s25 () INHERITS (hectic.created_at);\n")
+    assert migrate(db_url, mdir, "up", "all", inline=inline)[0] == 0
+    assert migrate(db_url, mdir, "down", "30", inline=inline)[0] == 0
+    assert pg.psql("SELECT count(*) FROM hectic.migration", db_url) == "0"
+
+
 def test_file_layout_error_lines_count_in_the_file(
     pg: Any, db_url: str, tmp_path: Path
 ) -> None:

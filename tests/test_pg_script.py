@@ -12,8 +12,7 @@ from db_tool.sqlsplit import OneQuery, TxControl
 
 
 def step(name: str, direction: str = "up") -> Step:
-    m = Migration(name, DIR, Path("/m") / name, Path("/m") / name / "up.sql",
-                  Path("/m") / name / "down.sql", "ab" * 32)
+    m = Migration(name, DIR, f"/m/{name}", f"/m/{name}/up.sql", f"/m/{name}/down.sql", "ab" * 32)
     return Step(direction, m)
 
 
@@ -59,3 +58,17 @@ def test_a_wrapper_file_commits_itself_and_the_row_follows() -> None:
     i = lines.index("\\i '/m/a/up.sql'")
     assert lines[i - 1] == f"{FRESH};" and lines[i + 2].startswith("INSERT INTO hectic")
     assert GUARD not in text
+
+
+def test_a_later_driver_carries_the_plans_step_numbers_and_opens_its_own_transaction() -> None:
+    steps = [step("20240101000004-e"), step("20240101000005-f")]
+    text, _ = driver_script(steps, [None, None], [TxControl(), TxControl()],
+                            ["/m/e/up.sql", "/m/f/up.sql"], "t", start=4)
+    assert text.startswith("\\set ON_ERROR_STOP 1\n")
+    for word in ("begin 4", "guard 4", "done 4", "begin 5", "done 5"):
+        assert f"\\echo {marker('t', word)}" in text
+    assert "\\set __migrator_name_5 '20240101000005-f'" in text
+    assert "__migrator_name_0" not in text
+    assert text.index(f"{FRESH} \\; BEGIN \\; SAVEPOINT {GUARD};") < text.index("\\i '/m/e/up.sql'")
+    assert text.rstrip().endswith(f"\\echo {marker('t', 'done 5')}")
+    assert text.count("COMMIT;") == 1  # the last step's COMMIT ends this driver's transaction

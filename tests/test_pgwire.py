@@ -41,6 +41,15 @@ def test_server_error_carries_the_sqlstate_and_the_connection_stays_usable(pg: P
         assert conn.query("SELECT 'still here'") == [["still here"]]
 
 
+def test_queries_are_answered_in_order_and_a_failing_one_does_not_stop_the_next(
+        pg: PG) -> None:
+    with connect(pg) as conn:
+        first, failed, last = conn.queries(["SELECT 1, NULL::text", "SELECT 1/0", "SELECT 'x'"])
+        assert first == [["1", None]] and last == [["x"]]
+        assert isinstance(failed, pgwire.PgError) and failed.code == "22012"
+        assert conn.query("SELECT 'still here'") == [["still here"]]
+
+
 def test_connection_identifies_itself_and_close_ends_the_backend(pg: PG) -> None:
     conn = connect(pg)
     (pid,), = conn.query("SELECT pg_backend_pid()::text")

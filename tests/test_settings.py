@@ -40,10 +40,43 @@ def _env_reads(path: Path) -> list[str]:
                       if a.name in _ENV_ATTRS]
         elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
               and node.func.attr == "which" and isinstance(node.func.value, ast.Name)
-              and node.func.value.id == "shutil"
-              and not any(k.arg == "path" for k in node.keywords)):
-            found.append(f"{node.lineno}: shutil.which without path=")
+              and node.func.value.id == "shutil"):
+            path = next((k.value for k in node.keywords if k.arg == "path"),
+                        node.args[2] if len(node.args) > 2 else None)
+            if path is None:
+                found.append(f"{node.lineno}: shutil.which without path=")
+            elif not _never_none(path):
+                found.append(f"{node.lineno}: shutil.which path= may be None")
     return found
+
+
+def _never_none(expr: ast.expr) -> bool:
+    """A path= that cannot be None (shutil.which then reads os.environ's PATH): a string, a
+    non-None constant, os.defpath, `x or <such>`, `<such> if c else <such>` — a bare name or
+    attribute may hold None, so it needs the fallback spelled out."""
+    if isinstance(expr, ast.Constant):
+        return expr.value is not None
+    if isinstance(expr, ast.JoinedStr):
+        return True
+    if isinstance(expr, ast.Attribute):
+        return (expr.attr == "defpath" and isinstance(expr.value, ast.Name)
+                and expr.value.id == "os")
+    if isinstance(expr, ast.BoolOp) and isinstance(expr.op, ast.Or):
+        return _never_none(expr.values[-1])
+    if isinstance(expr, ast.IfExp):
+        return (_never_none(expr.body) or _guarded_by_none_test(expr.test, expr.body)) and (
+            _never_none(expr.orelse) or _guarded_by_none_test(expr.test, expr.orelse, True))
+    return False
+
+
+def _guarded_by_none_test(test: ast.expr, branch: ast.expr, negated: bool = False) -> bool:
+    """`x if x is not None else …` / `… if x is None else x`: the branch is x, known not None."""
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1
+            and isinstance(test.comparators[0], ast.Constant)
+            and test.comparators[0].value is None):
+        return False
+    is_not = isinstance(test.ops[0], ast.IsNot)
+    return (is_not != negated) and ast.dump(test.left) == ast.dump(branch)
 
 
 @pytest.mark.slow
@@ -58,12 +91,42 @@ def test_no_module_but_settings_reads_the_environment() -> None:
     assert _env_reads(SRC / "settings.py"), "the scan no longer sees settings.py's own reads"
 
 
+def _raw_env_uses(path: Path) -> list[str]:
+    """`x.env` read as a value (settings.env, ctx.settings.env, …): the raw environment a
+    settings object used to carry. A call (psql.env(...)) is a function, not the field."""
+    tree = ast.parse(path.read_text(), str(path))
+    called = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+    return [f"{n.lineno}: {ast.unparse(n)}" for n in ast.walk(tree)
+            if isinstance(n, ast.Attribute) and n.attr == "env" and id(n) not in called]
+
+
+def test_no_settings_object_carries_the_raw_environment() -> None:
+    uses = {str(p.relative_to(SRC)): found for p in sorted(SRC.rglob("*.py"))
+            if (found := _raw_env_uses(p))}
+    assert uses == {}, "give the value a field in settings.py (or pass child_env on)"
+    for cls in (Runtime, ClusterConfig, ProjectSettings, settings.MigratorSettings):
+        assert not hasattr(cls, "env"), cls
+
+
+def test_the_raw_env_scan_tells_a_field_from_a_function(tmp_path: Path) -> None:
+    module = tmp_path / "m.py"
+    module.write_text("f(settings.env)\nx = ctx.settings.env['A']\npsql.env(url=u)\n")
+    assert _raw_env_uses(module) == ["1: settings.env", "2: ctx.settings.env"]
+
+
 def test_the_scan_finds_every_form_of_reading(tmp_path: Path) -> None:
     module = tmp_path / "m.py"
     module.write_text("import os, shutil\nfrom os import environ\nos.environ.get('A')\n"
-                      "os.getenv('B')\nshutil.which('psql')\nshutil.which('psql', path='/x')\n")
-    assert sorted(_env_reads(module)) == ["2: from os import environ", "3: os.environ",
-                                          "4: os.getenv", "5: shutil.which without path="]
+                      "os.getenv('B')\nshutil.which('psql')\nshutil.which('psql', path='/x')\n"
+                      "shutil.which('psql', path=None)\nshutil.which('psql', path=p)\n"
+                      "shutil.which('psql', path=s.path)\nshutil.which('a', 1, p or os.defpath)\n"
+                      "shutil.which('a', path=os.defpath if p is None else p)\n"
+                      "shutil.which('a', path=p if p is not None else os.defpath)\n"
+                      "shutil.which('a', path=p if p is None else os.defpath)\n")
+    assert sorted(_env_reads(module)) == [
+        "13: shutil.which path= may be None", "2: from os import environ", "3: os.environ",
+        "4: os.getenv", "5: shutil.which without path=", "7: shutil.which path= may be None",
+        "8: shutil.which path= may be None", "9: shutil.which path= may be None"]
 
 
 @pytest.fixture
@@ -132,6 +195,53 @@ def test_postgres_init_with_os_environ_swapped_out_starts_the_cluster_of_env(
         assert psql(cluster_env, "select current_database()") == "testdb"
     finally:
         os.environ.clear()
+
+
+# ----------------------------------------------------------------------------- import cost
+
+
+def test_importing_settings_loads_no_dataclasses_typing_or_urllib() -> None:
+    """settings, cli.common and cli.context are on every hot path (the postgres-init hook,
+    postgres-cleanup, the migrator): a fresh interpreter importing them, and building the
+    Runtime every main() installs, loads none of the costly modules."""
+    import subprocess
+    import sys
+
+    heavy = ["dataclasses", "inspect", "ast", "typing", "urllib", "urllib.parse", "pathlib",
+             "re", "shlex", "contextlib"]
+    code = ("import sys\nimport db_tool.settings, db_tool.cli.common, db_tool.cli.context\n"
+            "db_tool.settings.use({'HOME': '/h', 'PATH': '/bin'})\n"
+            f"print(sorted(m for m in {heavy!r} if m in sys.modules))\n")
+    run = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True,
+                         env={"PYTHONPATH": str(SRC.parent)}, check=True)
+    assert run.stdout.strip() == "[]", run.stdout + run.stderr
+
+
+def test_settings_values_are_immutable_compared_by_fields_and_copied_with_replace(
+    tmp_path: Path,
+) -> None:
+    import copy
+    import pickle
+
+    c = ClusterConfig(working_dir=tmp_path, port=6000, caller_env=(("A", "1"),))
+    with pytest.raises(AttributeError, match="immutable"):
+        c.port = 1  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        del c.port  # type: ignore[misc]
+    other = c.replace(port=6001)
+    assert (other.port, other.working_dir, other.caller_env, c.port) == (
+        6001, tmp_path, (("A", "1"),), 6000)
+    assert c.replace(caller_env=()) == c  # caller_env is not compared (nor shown)
+    assert hash(c.replace(caller_env=())) == hash(c)
+    assert c != other and c != "x"
+    assert "port=6000" in repr(c) and "caller_env" not in repr(c)
+    with pytest.raises(TypeError, match="no field nope"):
+        c.replace(nope=1)
+    for clone in (pickle.loads(pickle.dumps(c)), copy.copy(c), copy.deepcopy(c)):
+        assert clone == c and clone.caller_env == c.caller_env
+    m = settings.MigratorSettings.from_env({"DB_URL": "postgresql:///a", "PGHOST": "/s"})
+    assert m.replace(migration_dir="/m").migration_dir == "/m"
+    assert (m.db_url, dict(m.libpq)) == ("postgresql:///a", {"PGHOST": "/s"})
 
 
 # ---------------------------------------------------------------------------------- Runtime
@@ -276,6 +386,73 @@ def test_project_settings_without_local_dir_use_the_current_directory(
     assert s.hydrate_entrypoint == tmp_path / "db" / "src" / "entrypoint.sql"
     s = ProjectSettings.from_env({"HYDRATE_ENTRYPOINT": "/abs/e.sql"})
     assert s.hydrate_entrypoint == Path("/abs/e.sql")
+
+
+class _Recorder(dict[str, str]):
+    """A dict that notes every variable looked up in it."""
+
+    def __init__(self, values: dict[str, str]) -> None:
+        super().__init__(values)
+        self.asked: set[str] = set()
+
+    def get(self, key: str, default: object = None) -> object:  # type: ignore[override]
+        self.asked.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key: str) -> str:
+        self.asked.add(key)
+        return super().__getitem__(key)
+
+    def __contains__(self, key: object) -> bool:
+        self.asked.add(str(key))
+        return super().__contains__(key)
+
+
+def test_project_settings_keep_every_variable_their_readers_look_up(tmp_path: Path) -> None:
+    """ProjectSettings keeps the cluster's, pull_staging's and the dotenv's variables, not the
+    environment: each reader must find all it asks for among the names kept."""
+    from db_tool.commands.hydrate import find_dotenv
+    from db_tool.commands.staging import StagingConfig
+
+    asked: set[str] = set()
+    for env in ({"LOCAL_DIR": str(tmp_path)},
+                {name: "1" for name in settings.CLUSTER_VARIABLES} | {"PG_WORKING_DIR": "/w",
+                                                                     "PG_URL_VAR": "X"}):
+        rec = _Recorder(env)
+        ClusterConfig.from_env(rec, caller_env=())
+        asked |= rec.asked
+    assert asked <= set(settings.CLUSTER_VARIABLES)
+    rec = _Recorder({name: "x" for name in settings.STAGING_VARIABLES})
+    StagingConfig.from_env(rec)
+    assert rec.asked == set(settings.STAGING_VARIABLES)
+    rec = _Recorder({"LOCAL_DIR": str(tmp_path), "ENVIRONMENT": "dev"})
+    find_dotenv(rec)
+    assert rec.asked == set(settings.DOTENV_VARIABLES)
+
+
+def test_project_settings_build_the_cluster_config_of_their_environment(tmp_path: Path) -> None:
+    env = {"LOCAL_DIR": str(tmp_path), "PG_PORT": "6001", "PG_DATABASE": "app", "OTHER": "o",
+           "STAGING_SSH_HOST": "h", "HECTIC_DOTENV_CONTENT": "A=1", "PAGER": "more",
+           "EDITOR": "ed", "DB_URL": "postgresql:///x", "XDG_CACHE_HOME": "/c"}
+    s = ProjectSettings.from_env(env)
+    config = s.cluster_config()
+    assert config == ClusterConfig.from_env(env)
+    assert dict(config.caller_env) == env == dict(s.child_env)  # children get all of it
+    assert (config.port, config.database, config.working_dir) == (
+        6001, "app", tmp_path / "focus" / "postgresql")
+    assert dict(s.staging_vars) == {"STAGING_SSH_HOST": "h"}
+    assert dict(s.dotenv_vars) == {"HECTIC_DOTENV_CONTENT": "A=1", "LOCAL_DIR": str(tmp_path)}
+    assert (s.pager, s.editor, s.migrator.db_url) == ("more", "ed", "postgresql:///x")
+    assert s.cache_locations.xdg_cache_home == "/c"
+    assert "OTHER" not in s.cluster_vars
+
+
+def test_project_settings_check_the_cluster_variables_only_when_a_cluster_is_needed(
+    tmp_path: Path,
+) -> None:
+    s = ProjectSettings.from_env({"LOCAL_DIR": str(tmp_path), "PG_PORT": "x"})
+    with pytest.raises(MissingError, match="PG_PORT='x' is not a port number"):
+        s.cluster_config()
 
 
 def test_require_url_names_every_place_it_looked(tmp_path: Path) -> None:

@@ -8,22 +8,32 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
-from pathlib import Path
 
 from db_tool.errors import Error, MissingError
+
+TYPE_CHECKING = False  # pathlib and typing only where used: the no-op `migrate` reads VERSION
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from pathlib import Path
 
 # The one place the bundle version lives; version.sql holds a placeholder for it.
 VERSION = "0.1.0"
 
 PLACEHOLDER = "@HECTIC_VERSION@"
 NAMES = ("version", "secret", "migration", "inheritance")
-_SQL_DIR = Path(__file__).resolve().parent / "sql"
+_SQL_DIR = os.path.join(os.path.dirname(os.path.realpath(__file__)), "sql")
+
+
+def sql_file(name: str) -> str:
+    """The path of one bundle file (`version`: the unrendered template)."""
+    return os.path.join(_SQL_DIR, f"{name}.sql")
 
 
 def files() -> list[Path]:
     """The bundle files in the order they must run (version.sql is the unrendered template)."""
-    return [_SQL_DIR / f"{name}.sql" for name in NAMES]
+    from pathlib import Path
+
+    return [Path(sql_file(name)) for name in NAMES]
 
 
 def _rendered(path: Path) -> str:
@@ -216,7 +226,8 @@ def resolve_dotenv(
 
 def _read(path: str) -> str | None:
     try:
-        data = Path(path).read_bytes()
+        with open(path, "rb") as fh:
+            data = fh.read()
     except OSError:
         return None
     try:

@@ -17,21 +17,12 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-from dataclasses import dataclass
 from pathlib import Path
 
 from db_tool import output
+from db_tool.settings import CacheLocations  # defined there: every main() builds one
 
 __all__ = ["CacheLocations", "candidates", "choose"]
-
-
-@dataclass(frozen=True)
-class CacheLocations:
-    """The environment's say on cache locations (settings.py reads it)."""
-
-    xdg_cache_home: str | None = None
-    home: str | None = None
-    tmpdir: str | None = None
 
 
 def candidates(loc: CacheLocations, near: Path | None) -> list[tuple[Path, Path]]:

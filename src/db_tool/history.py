@@ -15,15 +15,16 @@ _outcome() here turns into the steps that stay applied or MigrationFailed.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
 
 from db_tool.errors import Error, ExitCode
-from db_tool.migrations import FILE, Step
+from db_tool.migrations import FILE, Step, read_file
+from db_tool.record import Record
 from db_tool.sqlsplit import TxControl
 
+TYPE_CHECKING = False  # typing is not imported at run time
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from db_tool.history_pg import PgHistory
     from db_tool.history_sqlite import SqliteHistory
     from db_tool.settings import MigratorSettings
@@ -39,8 +40,11 @@ class MigrationFailed(Error):
         self.completed = list(completed)
 
 
-class StepResult(NamedTuple):
-    step: Step  # a step that was applied and committed
+class StepResult(Record):
+    __slots__ = _fields = ("step",)
+
+    def __init__(self, step: Step) -> None:
+        self.step = step  # a step that was applied and committed
 
 
 def sqlite_path(url: str) -> str | None:
@@ -74,7 +78,7 @@ def for_url(url: str, settings: MigratorSettings) -> PgHistory | SqliteHistory:
 GUARD = "migrator_guard"
 
 
-def materialize(step: Step, tmp: Path, index: int) -> Path:
+def materialize(step: Step, tmp: str | os.PathLike[str], index: int) -> str:
     """The file psql/sqlite3 should run for this step (FILE layout: a temporary copy of the
     section, so an unterminated statement in it cannot swallow our history INSERT)."""
     m = step.migration
@@ -84,8 +88,9 @@ def materialize(step: Step, tmp: Path, index: int) -> Path:
         return path
     body = m.up_sql if step.direction == "up" else m.down_sql
     assert body is not None
-    out = tmp / f"{index:05d}-{step.direction}.sql"
-    out.write_bytes(body)
+    out = os.path.join(tmp, f"{index:05d}-{step.direction}.sql")
+    with open(out, "wb") as fh:
+        fh.write(body)
     return out
 
 
@@ -135,7 +140,7 @@ def transaction_control(step: Step) -> TxControl:
     else:
         path = m.up if step.direction == "up" else m.down
         try:
-            body = path.read_bytes() if path is not None else None
+            body = read_file(path) if path is not None else None
         except OSError:
             body = None
     return sqlsplit.transaction_control(body) if body is not None else NO_TX

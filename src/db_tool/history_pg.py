@@ -14,16 +14,12 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import IO, TYPE_CHECKING
 
 from db_tool.errors import Error
 from db_tool.history import NO_TX, MigrationFailed, StepResult, materialize, outcome
 from db_tool.history import transaction_control as own_transaction_control
-from db_tool.migrations import FILE, Applied, Step
+from db_tool.migrations import FILE, Applied, Step, read_file
 from db_tool.pg_script import (
     LOCK_KEY,
     READ_SQL,
@@ -35,10 +31,17 @@ from db_tool.pg_script import (
 )
 from db_tool.sqlsplit import psql_meta_quote
 
+TYPE_CHECKING = False  # typing is not imported at run time
 if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping, Sequence
+    from typing import IO
+
     from db_tool import history_wire
+    from db_tool.sqlsplit import TxControl
 
 __all__ = ["LOCK_KEY", "MigrationFailed", "PgHistory", "PgSession"]
+
+_FIRST_DRIVER = 4  # steps in the first driver; each next one has 4 times as many
 
 
 class PgHistory:
@@ -88,9 +91,9 @@ class PgHistory:
 
         # SIGTERM/SIGHUP unwind like Ctrl-C: psql is stopped and the temp dir removed.
         with interrupt_on_signals(), tempfile.TemporaryDirectory(prefix="migrator-") as tmpdir, \
-                open(Path(tmpdir) / "stderr", "w+b") as errfile:
+                open(os.path.join(tmpdir, "stderr"), "w+b") as errfile:
             child = proc.spawn(argv, env=psql.env("migrator", self.url), stderr=errfile)
-            session = PgSession(child, errfile, Path(tmpdir), lock_timeout,
+            session = PgSession(child, errfile, tmpdir, lock_timeout,
                                 inline=self.inline, variables=dict(variables))
             try:
                 session.send_start()
@@ -99,17 +102,20 @@ class PgHistory:
                 session.close(aborted=sys.exc_info()[0] is not None)
 
 
-@dataclass
 class PgSession:
-    child: subprocess.Popen[bytes]
-    errfile: IO[bytes]
-    tmp: Path
-    lock_timeout: float
-    inline: bool = True
-    variables: dict[str, str] = field(default_factory=dict)  # the --set values psql started with
-    read: list[Applied] | None = None  # the history, once start_script's answer is read
-    token: str = field(default_factory=lambda: os.urandom(8).hex())
-    encoding: str = ""  # psql's client encoding (its ENCODING variable) at the start
+    # A plain class, not a dataclass: dataclasses (inspect, ast, …) cost more than a step.
+    def __init__(self, child: subprocess.Popen[bytes], errfile: IO[bytes], tmp: str,
+                 lock_timeout: float, *, inline: bool = True,
+                 variables: dict[str, str] | None = None) -> None:
+        self.child = child
+        self.errfile = errfile
+        self.tmp = tmp
+        self.lock_timeout = lock_timeout
+        self.inline = inline
+        self.variables = variables or {}  # the --set values psql started with
+        self.read: list[Applied] | None = None  # the history, once start_script's answer is read
+        self.token = os.urandom(8).hex()
+        self.encoding = ""  # psql's client encoding (its ENCODING variable) at the start
 
     def _send(self, text: str) -> None:
         assert self.child.stdin is not None
@@ -131,8 +137,9 @@ class PgSession:
         answer, so the caller can read the migration dir while psql connects and locks."""
         from db_tool import bundle, history_wire
 
-        bundle_file = self.tmp / "bundle.sql"
-        bundle_file.write_text(bundle.render(), encoding="utf-8")
+        bundle_file = os.path.join(self.tmp, "bundle.sql")
+        with open(bundle_file, "w", encoding="utf-8") as fh:
+            fh.write(bundle.render())
         self._send(start_script(self.token, self.lock_timeout, bundle_file,
                                 version=bundle.VERSION, comment=history_wire.bundle_comment()))
 
@@ -185,26 +192,41 @@ class PgSession:
         # Which steps go as one query. Until the first `\\i` step, psql's variables and encoding
         # are the ones it started with; after it (the file may `\\set` or `\\encoding`), only
         # text that depends on neither is inlined.
-        inlined: list[Inline | None] = []
+        # The plan goes as drivers of 4, 16, 64, … steps, each `\\i`-ed as soon as it is
+        # written: psql runs one while the next is prepared (reading and scanning a step costs
+        # a tenth of running it), instead of waiting for the whole plan to be prepared.
+        tx: list[TxControl] = []
+        drivers: list[tuple[str, dict[int, str]]] = []  # each driver, its lines → files
         certain = True
-        for step in steps:
-            inlined.append(self._inline(step, certain))
-            certain = certain and inlined[-1] is not None
-        tx = [own_transaction_control(step) if one is None else NO_TX
-              for step, one in zip(steps, inlined, strict=True)]
-        files = [materialize(step, self.tmp, i) if one is None else None
-                 for i, (step, one) in enumerate(zip(steps, inlined, strict=True))]
-        text, sources = driver_script(steps, inlined, tx, files, self.token)
-        driver = self.tmp / "driver.sql"
-        driver.write_text(text, encoding="utf-8")
-        self._send(f"\\i {psql_meta_quote(os.fspath(driver))}\n")
+        start, size = 0, _FIRST_DRIVER
+        while start < len(steps):
+            chunk = steps[start:start + size]
+            inlined: list[Inline | None] = []
+            files: list[str | None] = []
+            for i, step in enumerate(chunk, start):
+                one = self._inline(step, certain)
+                certain = certain and one is not None
+                inlined.append(one)
+                tx.append(own_transaction_control(step) if one is None else NO_TX)
+                files.append(materialize(step, self.tmp, i) if one is None else None)
+            text, sources = driver_script(chunk, inlined, tx[start:], files, self.token,
+                                          start=start)
+            driver = os.path.join(self.tmp, f"driver-{len(drivers)}.sql")
+            with open(driver, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            # psql stops at the first error (ON_ERROR_STOP): the lines after it are not read.
+            self._send(f"\\i {psql_meta_quote(driver)}\n")
+            drivers.append((driver, sources))
+            start, size = start + size, size * 4
         assert self.child.stdin is not None and self.child.stdout is not None
         self.child.stdin.close()
         out = self.child.stdout.read().decode("utf-8", "replace")
         rc = self.child.wait()
+        stderr = self._stderr() if rc else ""
+        for driver, sources in drivers:
+            stderr = _name_sources(stderr, driver, sources)
         return outcome(
-            steps, out, self.token, ok=rc == 0,
-            stderr=_name_sources(self._stderr(), driver, sources) if rc else "",
+            steps, out, self.token, ok=rc == 0, stderr=stderr,
             crashed="psql stopped unexpectedly while applying migrations", tx=tx,
         )
 
@@ -223,7 +245,7 @@ class PgSession:
             path = m.up if step.direction == "up" else m.down
             assert path is not None
             try:
-                body = path.read_bytes()
+                body = read_file(path)
             except OSError:
                 return None  # `\\i` reports it
             source, first_line = path, 1
@@ -255,7 +277,7 @@ class PgSession:
 
 
 
-def _name_sources(stderr: str, driver: Path, sources: Mapping[int, Path]) -> str:
+def _name_sources(stderr: str, driver: str, sources: Mapping[int, str]) -> str:
     """psql names the driver and the line of an inlined step's final `;`: name the migration's
     file instead (the statement within it is not known; the server's LINE n counts in it)."""
     import re
@@ -264,5 +286,5 @@ def _name_sources(stderr: str, driver: Path, sources: Mapping[int, Path]) -> str
         source = sources.get(int(match.group(1)))
         return match.group(0) if source is None else f"psql:{source}: "
 
-    prefix = re.escape(f"psql:{os.fspath(driver)}:")
+    prefix = re.escape(f"psql:{driver}:")
     return re.sub(rf"^{prefix}(\d+): ", repl, stderr, flags=re.MULTILINE)

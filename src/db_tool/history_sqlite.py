@@ -34,7 +34,9 @@ def sqlite_dot_quote(text: str) -> str:
 
 
 
-def _sqlite_cli(search_path: str | None = None) -> str:
+def _sqlite_cli(search_path: str | None) -> str:
+    """sqlite3 on search_path: the PATH of settings (MigratorSettings.search_path), always
+    given; None means PATH is unset there, so the default path, as a shell would."""
     found = shutil.which("sqlite3", path=os.defpath if search_path is None else search_path)
     if not found:
         raise NotInstalledError(
@@ -68,7 +70,7 @@ def sqlite_init_sql(version: str) -> str:
 
 
 class SqliteHistory:
-    def __init__(self, path: str, search_path: str | None = None) -> None:
+    def __init__(self, path: str, search_path: str | None) -> None:
         self.path = path
         self.search_path = search_path  # PATH to find sqlite3 in (None: unset, the default path)
 

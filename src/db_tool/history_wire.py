@@ -11,29 +11,38 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
-from typing import NamedTuple
 
 from db_tool.migrations import Applied
+from db_tool.record import Record
+
+TYPE_CHECKING = False  # typing is not imported at run time (a no-op migrate starts fast)
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 # The libpq URL parameters that do not change where or how we connect.
 _HARMLESS = frozenset({"application_name", "connect_timeout", "fallback_application_name"})
 _PCT = re.compile(rb"%([0-9A-Fa-f]{2})")
 
 
-class Address(NamedTuple):
-    sockdir: str
-    port: int
-    user: str
-    database: str
+class Address(Record):
+    __slots__ = _fields = ("sockdir", "port", "user", "database")
+
+    def __init__(self, sockdir: str, port: int, user: str, database: str) -> None:
+        self.sockdir = sockdir
+        self.port = port
+        self.user = user
+        self.database = database
 
 
-class State(NamedTuple):
+class State(Record):
     """What the database holds: whether the bundle is ours at this version, and the history
     (None when there is no hectic.migration table)."""
 
-    bundle_current: bool
-    applied: list[Applied] | None
+    __slots__ = _fields = ("bundle_current", "applied")
+
+    def __init__(self, bundle_current: bool, applied: list[Applied] | None) -> None:
+        self.bundle_current = bundle_current
+        self.applied = applied
 
 
 def _unpct(text: str) -> str:
@@ -99,22 +108,29 @@ def read_state(url: str, env: Mapping[str, str], *, version: str, comment: str) 
     try:
         with pgwire.connect(where.sockdir, where.port, where.user, where.database,
                             timeout=10.0) as conn:
-            (tables,) = conn.query(
+            # One round trip: the reads of tables that may be missing fail on their own
+            # (42P01), and the first answer says which of them exist.
+            tables, have, history = conn.queries([
                 "SELECT to_regclass('hectic.version') IS NOT NULL, "
                 "to_regclass('hectic.migration') IS NOT NULL, "
-                "pg_catalog.obj_description(to_regnamespace('hectic'), 'pg_namespace')"
-            )
-            current = False
-            if tables[0] == "t" and tables[2] == comment:
-                have = conn.query(
-                    "SELECT version FROM hectic.version WHERE name = 'hectic'"
-                )
-                current = have == [[version]]
+                "pg_catalog.obj_description(to_regnamespace('hectic'), 'pg_namespace')",
+                "SELECT version FROM hectic.version WHERE name = 'hectic'",
+                _HISTORY,
+            ])
+            if isinstance(tables, pgwire.PgError):
+                return None
+            (has_version, has_history, schema_comment), = tables
+            if (has_version == "t") == isinstance(have, pgwire.PgError):
+                return None  # changed between the queries, or another error: ask psql
+            if (has_history == "t") == isinstance(history, pgwire.PgError):
+                return None
+            current = (has_version == "t" and schema_comment == comment
+                       and have == [[version]])
             applied = None
-            if tables[1] == "t":
+            if not isinstance(history, pgwire.PgError):
                 applied = [
                     Applied(bytes.fromhex(r[0] or "").decode("utf-8"), r[1] or "", r[2] or "")
-                    for r in conn.query(_HISTORY)
+                    for r in history
                 ]
             return State(current, applied)
     except (pgwire.PgError, OSError, UnicodeError, ValueError, IndexError):
@@ -126,7 +142,8 @@ def bundle_comment() -> str:
     this version, is in place" (the original's bundle sets no comment)."""
     from db_tool import bundle
 
-    text = next(p for p in bundle.files() if p.name == "version.sql").read_text("utf-8")
+    with open(bundle.sql_file("version"), encoding="utf-8") as fh:
+        text = fh.read()
     found = re.search(r"COMMENT ON SCHEMA hectic IS '((?:[^']|'')*)'", text)
     return found.group(1).replace("''", "'") if found else ""
 

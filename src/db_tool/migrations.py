@@ -28,10 +28,9 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
-from typing import NamedTuple
 
 from db_tool.errors import Error, ExitCode, MissingError
+from db_tool.record import Record
 
 # The interpreter's built-in SHA-256: hashlib would load OpenSSL first (~3 ms, a tenth of a
 # `migrate` with nothing to do); the digest is the same.
@@ -49,22 +48,31 @@ DIR, ENTRYPOINT, FILE = "dir", "entrypoint", "file"
 LATEST_WORDS = ("latest", "head", "last")
 
 
-# Value types are NamedTuples, not dataclasses: `migrate` with nothing to do must start fast,
-# and importing dataclasses (inspect, ast, …) plus generating their methods costs more than the
+# Value types are Records (plain classes with __slots__), not NamedTuples or dataclasses, and
+# paths are str, not pathlib: `migrate` with nothing to do must start fast, and importing
+# typing, dataclasses (inspect, ast, …) or pathlib (urllib.parse, …) costs more than the
 # rest of that run.
-class Migration(NamedTuple):
-    name: str
-    layout: str  # DIR, ENTRYPOINT or FILE
-    path: Path  # the directory (dir/entrypoint layouts) or the .sql file (file layout)
-    up: Path | None  # file to run for up; None when missing. FILE layout: the .sql file itself
-    down: Path | None
-    hash: str | None  # None when there is no up
-    # FILE layout only: the section texts (psql runs them from a temporary copy).
-    up_sql: bytes | None = None
-    down_sql: bytes | None = None
-    # FILE layout: the line of the .sql file where each section's text starts.
-    up_line: int = 1
-    down_line: int = 1
+class Migration(Record):
+    __slots__ = _fields = ("name", "layout", "path", "up", "down", "hash", "up_sql", "down_sql",
+                 "up_line", "down_line")
+
+    def __init__(
+        self, name: str, layout: str, path: str, up: str | None, down: str | None,
+        hash: str | None, up_sql: bytes | None = None, down_sql: bytes | None = None,
+        up_line: int = 1, down_line: int = 1,
+    ) -> None:
+        self.name = name
+        self.layout = layout  # DIR, ENTRYPOINT or FILE
+        self.path = path  # the directory (dir/entrypoint layouts) or the .sql file (file layout)
+        self.up = up  # file to run for up; None when missing. FILE layout: the .sql file itself
+        self.down = down
+        self.hash = hash  # None when there is no up
+        # FILE layout only: the section texts (psql runs them from a temporary copy).
+        self.up_sql = up_sql
+        self.down_sql = down_sql
+        # FILE layout: the line of the .sql file where each section's text starts.
+        self.up_line = up_line
+        self.down_line = down_line
 
     @property
     def missing(self) -> list[str]:
@@ -82,12 +90,15 @@ class Migration(NamedTuple):
         return out
 
 
-class Applied(NamedTuple):
+class Applied(Record):
     """One row of the history table, in application order."""
 
-    name: str
-    hash: str
-    applied_at: str = ""
+    __slots__ = _fields = ("name", "hash", "applied_at")
+
+    def __init__(self, name: str, hash: str, applied_at: str = "") -> None:
+        self.name = name
+        self.hash = hash
+        self.applied_at = applied_at
 
 
 # --------------------------------------------------------------------------- discovery
@@ -120,12 +131,17 @@ def section_lines(content: bytes) -> dict[str, int]:
     }
 
 
-def _read(path: Path) -> bytes:
+def read_file(path: str) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read()
+
+
+def _read(path: str) -> bytes:
     """A migration file's bytes, or a one-line Error (exit 1) saying why it cannot be read."""
     try:
-        return path.read_bytes()
+        return read_file(path)
     except OSError as exc:
-        if path.is_symlink() and not path.exists():
+        if os.path.islink(path) and not os.path.exists(path):
             why = f"it is a broken symbolic link to {os.readlink(path)}"
         else:
             why = exc.strerror or str(exc)
@@ -134,7 +150,7 @@ def _read(path: Path) -> bytes:
         ) from None
 
 
-def _from_directory(name: str, path: Path) -> Migration:
+def _from_directory(name: str, path: str) -> Migration:
     # One scandir instead of a stat per candidate: discovery of 500 migrations stays cheap.
     with os.scandir(path) as it:
         kinds = {e.name: e.is_dir() for e in it}
@@ -142,19 +158,20 @@ def _from_directory(name: str, path: Path) -> Migration:
     nested = [d for d in ("up", "down") if kinds.get(d)]
     if flat and nested:
         raise Error(
-            f"migration {name} mixes two layouts: {', '.join(str(path / f) for f in flat)} "
-            f"and {', '.join(str(path / d) + '/' for d in nested)}; keep one",
+            f"migration {name} mixes two layouts: "
+            f"{', '.join(os.path.join(path, f) for f in flat)} "
+            f"and {', '.join(os.path.join(path, d) + '/' for d in nested)}; keep one",
             ExitCode.AMBIGUOUS,
         )
     if nested:
-        up_file = path / "up" / "entrypoint.sql"
-        down_file = path / "down" / "entrypoint.sql"
+        up_file = os.path.join(path, "up", "entrypoint.sql")
+        down_file = os.path.join(path, "down", "entrypoint.sql")
         up = up_file if _present(up_file) else None
         return Migration(
             name, ENTRYPOINT, path, up, down_file if _present(down_file) else None,
             sha256_hex(_read(up_file)) if up else None,
         )
-    up_file, down_file = path / "up.sql", path / "down.sql"
+    up_file, down_file = os.path.join(path, "up.sql"), os.path.join(path, "down.sql")
     up = up_file if kinds.get("up.sql") is False else None
     return Migration(
         name, DIR, path, up, down_file if kinds.get("down.sql") is False else None,
@@ -162,18 +179,18 @@ def _from_directory(name: str, path: Path) -> Migration:
     )
 
 
-def _present(path: Path) -> bool:
+def _present(path: str) -> bool:
     """A file, or a symlink that should be one (a broken link is an error when read, not a
     silently missing direction)."""
-    return path.is_file() or path.is_symlink()
+    return os.path.isfile(path) or os.path.islink(path)
 
 
-def _shown(path: Path | str) -> str:
+def _shown(path: str | os.PathLike[str]) -> str:
     """A path for a message: undecodable bytes as \\x escapes, so the line stays printable."""
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
-def _from_file(name: str, path: Path) -> Migration:
+def _from_file(name: str, path: str) -> Migration:
     content = _read(path)
     try:
         up_sql, down_sql = split_sections(content)
@@ -196,8 +213,8 @@ def discover(
 
     Things that look like migrations but are not (a `<name>.sql` without `-- migrate:up`) are
     skipped; a line saying so is appended to `warnings` when given."""
-    root = Path(directory)
-    if not root.is_dir():
+    root = os.fspath(directory)
+    if not os.path.isdir(root):
         raise MissingError(
             f"migration directory {root} does not exist: create it (migrator create) "
             "or point --migration-dir / MIGRATION_DIR at it"
@@ -217,23 +234,23 @@ def discover(
         name = entry.name[: -len(".sql")] if is_sql and not entry.is_dir() else entry.name
         if not NAME_RE.match(name):
             continue
-        _check_name(name, Path(entry.path))
+        _check_name(name, entry.path)
         if entry.is_dir():
-            migration = _from_directory(name, Path(entry.path))
+            migration = _from_directory(name, entry.path)
         elif is_sql and (entry.is_file() or entry.is_symlink()):
-            migration = _from_file(name, Path(entry.path))
+            migration = _from_file(name, entry.path)
             if migration.up is None:
                 if warnings is not None:
                     warnings.append(
                         f"skipping {_shown(entry.path)}: no '-- migrate:up' line, so it is not "
                         "a migration; add '-- migrate:up' (and '-- migrate:down') sections, or "
-                        f"move it to {_shown(Path(entry.path).with_suffix(''))}/up.sql"
+                        f"move it to {_shown(entry.path[:-len('.sql')])}/up.sql"
                     )
                 continue
         else:
             continue
         if name in found:
-            first, second = sorted([str(found[name].path), str(migration.path)])
+            first, second = sorted([found[name].path, migration.path])
             raise Error(
                 f"migration {name} exists in two layouts: {first} and {second}; keep one",
                 ExitCode.AMBIGUOUS,
@@ -242,7 +259,7 @@ def discover(
     return [found[n] for n in sorted(found)]
 
 
-def _check_name(name: str, path: Path) -> None:
+def _check_name(name: str, path: str) -> None:
     """History names are UTF-8 text: refuse others up front (psql could not send them)."""
     try:
         name.encode("utf-8")
@@ -252,6 +269,9 @@ def _check_name(name: str, path: Path) -> None:
         ) from None
 
 
-class Step(NamedTuple):
-    direction: str  # "up" or "down"
-    migration: Migration
+class Step(Record):
+    __slots__ = _fields = ("direction", "migration")
+
+    def __init__(self, direction: str, migration: Migration) -> None:
+        self.direction = direction  # "up" or "down"
+        self.migration = migration

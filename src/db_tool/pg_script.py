@@ -14,14 +14,15 @@ tell which step was running if psql stopped.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
 
 from db_tool.history import GUARD
+from db_tool.record import Record
 from db_tool.sqlsplit import psql_meta_quote
 
+TYPE_CHECKING = False  # typing is not imported at run time
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from db_tool.migrations import Step
     from db_tool.sqlsplit import OneQuery, TxControl
 
@@ -51,7 +52,8 @@ def marker(token: str, word: str) -> str:
 
 
 def start_script(
-    token: str, lock_timeout: float, bundle_file: Path, *, version: str, comment: str
+    token: str, lock_timeout: float, bundle_file: str | os.PathLike[str], *, version: str,
+    comment: str,
 ) -> str:
     """Lock, apply the bundle unless ours at `version` (schema comment `comment`) is in
     place, then print the encoding and the history between markers."""
@@ -91,18 +93,23 @@ def start_script(
     ])
 
 
-class Inline(NamedTuple):
-    sql: OneQuery
-    source: Path  # the file to name in psql's messages
-    first_line: int  # the line of source where the migration's text starts
+class Inline(Record):
+    __slots__ = _fields = ("sql", "source", "first_line")
+
+    def __init__(self, sql: OneQuery, source: str, first_line: int) -> None:
+        self.sql = sql
+        self.source = source  # the file to name in psql's messages
+        self.first_line = first_line  # the line of source where the migration's text starts
 
 
 def driver_script(
     steps: Sequence[Step], inlined: Sequence[Inline | None], tx: Sequence[TxControl],
-    files: Sequence[Path | None], token: str,
-) -> tuple[str, dict[int, Path]]:
+    files: Sequence[str | None], token: str, *, start: int = 0,
+) -> tuple[str, dict[int, str]]:
     """The driver for the planned steps and, for each driver line psql names for an inlined
-    step, that step's file. files[i]: what `\\i` runs for a step that is not inlined.
+    step, that step's file. files[i]: what `\\i` runs for a step that is not inlined. start:
+    the plan's index of steps[0] (a plan may be sent as several drivers, one after another;
+    the markers and variables carry the plan's index).
 
     One piece (~70 lines): the three step shapes share the line counting that maps psql's
     error positions back to the migration files."""
@@ -112,9 +119,10 @@ def driver_script(
     guarded = [one is None and not t.wrapper for one, t in zip(inlined, tx, strict=True)]
     lines = ["\\set ON_ERROR_STOP 1"]
     lineno = 1  # the driver line of the last entry in lines
-    sources: dict[int, Path] = {}  # driver line psql names for an inlined step → its file
+    sources: dict[int, str] = {}  # driver line psql names for an inlined step → its file
     for i, step in enumerate(steps):
-        name_var, hash_var = f"{VAR}name_{i}", f"{VAR}hash_{i}"
+        n = start + i
+        name_var, hash_var = f"{VAR}name_{n}", f"{VAR}hash_{n}"
         if step.direction == "up":
             record = (
                 f"INSERT INTO hectic.migration (name, hash, applied_at) "
@@ -125,7 +133,7 @@ def driver_script(
         entries = [
             f"\\set {name_var} {psql_meta_quote(step.migration.name)}",
             f"\\set {hash_var} {psql_meta_quote(step.migration.hash or '')}",
-            f"{echo}begin {i}",
+            f"{echo}begin {n}",
         ]
         one = inlined[i]
         if one is not None:
@@ -155,7 +163,7 @@ def driver_script(
             entries += [
                 f"\\i {path}",
                 "\\set ON_ERROR_STOP 1",
-                f"{echo}guard {i}",
+                f"{echo}guard {n}",
                 f"RELEASE SAVEPOINT {GUARD} \\; " + record
                 + (f" \\; COMMIT \\; {FRESH} \\; BEGIN \\; SAVEPOINT {GUARD};"
                    if next_too else " \\; COMMIT;"),
@@ -164,13 +172,13 @@ def driver_script(
             lineno += entry.count("\n") + 1
         if one is not None:
             sources[lineno] = one.source
-        entries.append(f"{echo}done {i}")
+        entries.append(f"{echo}done {n}")
         lineno += 1
         lines += entries
     return "\n".join(lines) + "\n", sources
 
 
-def _file(files: Sequence[Path | None], i: int) -> Path:
+def _file(files: Sequence[str | None], i: int) -> str:
     path = files[i]
     assert path is not None
     return path

@@ -11,10 +11,10 @@ import contextlib
 import os
 import struct
 import time
-from typing import TYPE_CHECKING
 
+TYPE_CHECKING = False  # typing is not imported at run time (a no-op migrate starts fast)
 if TYPE_CHECKING:
-    import socket
+    import _socket
 
 
 class PgError(Exception):
@@ -32,7 +32,7 @@ def socket_path(sockdir: str | os.PathLike[str], port: int) -> str:
 
 class Connection:
     # A plain class, not a dataclass: importing dataclasses costs more than a no-op migrate.
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: _socket.socket) -> None:
         self.sock = sock
 
     def _read_exact(self, n: int) -> bytes:
@@ -83,9 +83,23 @@ class Connection:
                 return rows
 
     def query(self, sql: str) -> list[list[str | None]]:
-        payload = sql.encode("utf-8") + b"\0"
-        self.sock.sendall(b"Q" + struct.pack("!I", len(payload) + 4) + payload)
+        self.sock.sendall(_query_message(sql))
         return self._until_ready()
+
+    def queries(self, sqls: list[str]) -> list[list[list[str | None]] | PgError]:
+        """Each query's rows, or its PgError, in one round trip: the queries are sent
+        together and run one after another, each in its own implicit transaction (a failing
+        one does not stop the next)."""
+        self.sock.sendall(b"".join(_query_message(sql) for sql in sqls))
+        answers: list[list[list[str | None]] | PgError] = []
+        for _ in sqls:
+            try:
+                answers.append(self._until_ready())
+            except PgError as exc:
+                if exc.code == "08006":
+                    raise
+                answers.append(exc)
+        return answers
 
     def close(self, wait: bool = False) -> None:
         """Terminate the session. wait=True returns only once the server process has left:
@@ -107,12 +121,19 @@ class Connection:
         self.close()
 
 
+def _query_message(sql: str) -> bytes:
+    payload = sql.encode("utf-8") + b"\0"
+    return b"Q" + struct.pack("!I", len(payload) + 4) + payload
+
+
 def connect(
     sockdir: str | os.PathLike[str], port: int, user: str, database: str, timeout: float = 10.0
 ) -> Connection:
-    import socket  # here, not at the top: postgres-cleanup (a trap) never connects
+    # The C module, not `socket` (its enums and selectors cost more than this connection);
+    # here, not at the top: postgres-cleanup (a trap) never connects.
+    import _socket
 
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
         sock.connect(socket_path(sockdir, port))

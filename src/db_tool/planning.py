@@ -3,12 +3,13 @@ migration's status. No database, no printing (commands/migrate.py calls these)."
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
-from typing import NamedTuple
 
 from db_tool.errors import Error, ExitCode
 from db_tool.migrations import FILE, LATEST_WORDS, Applied, Migration, Step
+from db_tool.record import Record
 
 
 class HistoryMismatch(Error):
@@ -20,12 +21,15 @@ class HistoryMismatch(Error):
 # --------------------------------------------------------------------------- targets
 
 
-class Target(NamedTuple):
+class Target(Record):
     """What `migrate` was asked for. number None means "all" (up); name for `to`."""
 
-    direction: str  # "up", "down" or "to"
-    number: int | None = None
-    name: str | None = None  # for "to": a migration name or one of LATEST_WORDS
+    __slots__ = _fields = ("direction", "number", "name")
+
+    def __init__(self, direction: str, number: int | None = None, name: str | None = None) -> None:
+        self.direction = direction  # "up", "down" or "to"
+        self.number = number
+        self.name = name  # for "to": a migration name or one of LATEST_WORDS
 
     @classmethod
     def parse(cls, direction: str, arg: str | None) -> Target:
@@ -61,12 +65,15 @@ def _is_count(arg: str) -> bool:
 
 
 
-class Plan(NamedTuple):
-    steps: list[Step]
-    # Non-fatal things the user must see (history mismatch passed with --force).
-    notices: list[str]
-    # Set when there is nothing to do because we are already where asked.
-    already: str | None = None
+class Plan(Record):
+    __slots__ = _fields = ("steps", "notices", "already")
+
+    def __init__(self, steps: list[Step], notices: list[str], already: str | None = None) -> None:
+        self.steps = steps
+        # Non-fatal things the user must see (history mismatch passed with --force).
+        self.notices = notices
+        # Set when there is nothing to do because we are already where asked.
+        self.already = already
 
 
 def check_history(available: Sequence[Migration], applied: Sequence[Applied]) -> str | None:
@@ -88,12 +95,15 @@ def check_history(available: Sequence[Migration], applied: Sequence[Applied]) ->
     return None
 
 
-class Modified(NamedTuple):
+class Modified(Record):
     """An applied migration whose up file no longer has the hash it was applied with."""
 
-    name: str
-    applied_hash: str
-    disk_hash: str
+    __slots__ = _fields = ("name", "applied_hash", "disk_hash")
+
+    def __init__(self, name: str, applied_hash: str, disk_hash: str) -> None:
+        self.name = name
+        self.applied_hash = applied_hash
+        self.disk_hash = disk_hash
 
     def describe(self) -> str:
         return (
@@ -239,7 +249,8 @@ def _not_found(m: Migration, direction: str) -> Error:
     if m.layout == FILE:
         expected = f"a '-- migrate:{direction}' section in {m.path}"
     else:
-        single, multi = m.path / f"{direction}.sql", m.path / direction / "entrypoint.sql"
+        single = os.path.join(m.path, f"{direction}.sql")
+        multi = os.path.join(m.path, direction, "entrypoint.sql")
         expected = f"either {single} or {multi}"
     return Error(f"migration {direction} not found for {m.name}; expected {expected}")
 
@@ -266,12 +277,16 @@ def _downs(rows: Sequence[Applied], by_name: dict[str, Migration]) -> list[Step]
 # --------------------------------------------------------------------------- status
 
 
-class StatusRow(NamedTuple):
-    name: str
-    state: str  # "applied", "pending", "missing" (applied, not on disk), "modified"
-    applied_at: str | None
-    disk_hash: str | None
-    db_hash: str | None
+class StatusRow(Record):
+    __slots__ = _fields = ("name", "state", "applied_at", "disk_hash", "db_hash")
+
+    def __init__(self, name: str, state: str, applied_at: str | None, disk_hash: str | None,
+                 db_hash: str | None) -> None:
+        self.name = name
+        self.state = state  # "applied", "pending", "missing" (applied, not on disk), "modified"
+        self.applied_at = applied_at
+        self.disk_hash = disk_hash
+        self.db_hash = db_hash
 
 
 def status(available: Sequence[Migration], applied: Sequence[Applied]) -> list[StatusRow]:

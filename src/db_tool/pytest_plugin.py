@@ -134,9 +134,10 @@ class DbToolSession:
     template: str | None = None
 
     def _settings(self) -> Any:
-        from db_tool.settings import ProjectSettings
+        from db_tool.settings import ProjectSettings, environ
 
-        settings = ProjectSettings.from_env()
+        env = environ()
+        settings = ProjectSettings.from_env(env)
         local = _opt(self.config, "db_tool_local_dir")
         if local:
             root = Path(str(self.config.rootpath), local)
@@ -144,7 +145,7 @@ class DbToolSession:
             root = Path(str(self.config.rootpath))
         else:
             return settings
-        return ProjectSettings.from_env({**settings.env, "LOCAL_DIR": str(root.absolute())})
+        return ProjectSettings.from_env({**env, "LOCAL_DIR": str(root.absolute())})
 
     def pool(self) -> Pool:
         if self._pool is not None:

@@ -1,26 +1,25 @@
 """Settings built once from the environment — the only place environment variables are read.
 
-Tests build these from plain dicts.
+Tests build these from plain dicts. This module is imported on every hot path (the
+postgres-init hook, postgres-cleanup, the migrator), so it imports nothing it can do
+without: no dataclasses (inspect, ast), typing, re or pathlib (urllib) at import; its value
+types are plain classes with __slots__, immutable (Frozen), and Path is imported by the
+functions that build paths.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pwd
-import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
 
 from db_tool.errors import Error, ExitCode, MissingError
+from db_tool.record import Frozen
 
+TYPE_CHECKING = False  # typing costs ~7 ms at start-up
 if TYPE_CHECKING:
-    # Imported where used: cachedir brings output, which the migrator's start-up skips.
-    from db_tool.cachedir import CacheLocations
+    from collections.abc import Mapping
+    from pathlib import Path
 
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Names the sourced shim must never assign: the shell's own variables, what the loader and
 # interpreters read, and libpq's variables (PGHOST=<url> would break every psql after it).
 _SHELL_OWNED = frozenset({
@@ -49,11 +48,16 @@ DEFAULT_PAGER = ("less", "-FRX")  # quit if one screen, keep colours, leave it o
 
 def pager_from(env: Mapping[str, str]) -> tuple[str, ...]:
     """PAGER as argv; unset: less -FRX; set but empty (or `cat`): no pager."""
+    return pager_argv(env.get("PAGER"))
+
+
+def pager_argv(pager: str | None) -> tuple[str, ...]:
+    """The value of PAGER (None: unset) as argv, as pager_from."""
     import shlex
 
-    if "PAGER" not in env:
+    if pager is None:
         return DEFAULT_PAGER
-    argv = tuple(shlex.split(env["PAGER"]))
+    argv = tuple(shlex.split(pager))
     return () if argv in ((), ("cat",)) else argv
 
 
@@ -87,28 +91,70 @@ LOG_LEVELS = {"trace": 0, "debug": 1, "info": 2, "notice": 3, "warn": 4, "warnin
               "error": 5, "panic": 6}
 
 
-@dataclass(frozen=True)
-class Runtime:
+class CacheLocations(Frozen):
+    """The environment's say on cache locations (cachedir.py picks one)."""
+
+    _fields = ("xdg_cache_home", "home", "tmpdir")
+    __slots__ = _fields
+    xdg_cache_home: str | None
+    home: str | None
+    tmpdir: str | None
+
+    def __init__(self, xdg_cache_home: str | None = None, home: str | None = None,
+                 tmpdir: str | None = None) -> None:
+        self._set(xdg_cache_home=xdg_cache_home, home=home, tmpdir=tmpdir)
+
+
+def _read_only(values: dict[str, str]) -> Mapping[str, str]:
+    from types import MappingProxyType
+
+    return MappingProxyType(values)
+
+
+def cache_locations_from(env: Mapping[str, str]) -> CacheLocations:
+    return CacheLocations(
+        xdg_cache_home=env.get("XDG_CACHE_HOME") or None,
+        home=env.get("HOME") or None,
+        tmpdir=env.get("TMPDIR") or None,
+    )
+
+
+class Runtime(Frozen):
     """What the process-wide helpers need from the environment: log level and colour
     (output), the progress interval (progress), which psql (psql), and the environment every
     child process gets (proc, psql). Read from the env a command's main(argv, env=...) was
     given (use()), so that env, not os.environ, is honoured end to end."""
 
+    _fields = ("child_env", "log_level", "color", "pg_bin_dir", "path",
+                 "progress_interval_raw", "cache_locations")
+    __slots__ = _fields
     child_env: Mapping[str, str]
-    log_level: int = LOG_LEVELS["info"]
-    color: bool | None = None
-    pg_bin_dir: str | None = None
-    path: str | None = None  # PATH, to find programs (psql, pg_config) the way a child would
-    progress_interval_raw: str = ""
-    cache_locations: CacheLocations = field(default_factory=lambda: CacheLocations(None, None,
-                                                                                   None))
+    log_level: int
+    color: bool | None
+    pg_bin_dir: str | None
+    path: str | None  # PATH, to find programs (psql, pg_config) the way a child would
+    progress_interval_raw: str
+    cache_locations: CacheLocations
+
+    def __init__(
+        self,
+        child_env: Mapping[str, str],
+        log_level: int = LOG_LEVELS["info"],
+        color: bool | None = None,
+        pg_bin_dir: str | None = None,
+        path: str | None = None,
+        progress_interval_raw: str = "",
+        cache_locations: CacheLocations | None = None,
+    ) -> None:
+        self._set(child_env=child_env, log_level=log_level, color=color, pg_bin_dir=pg_bin_dir,
+                  path=path, progress_interval_raw=progress_interval_raw,
+                  cache_locations=CacheLocations() if cache_locations is None
+                  else cache_locations)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Runtime:
-        from types import MappingProxyType
-
         return cls(
-            child_env=MappingProxyType(dict(env)),
+            child_env=_read_only(dict(env)),
             log_level=LOG_LEVELS.get(env.get("HECTIC_LOG", "").strip().lower(),
                                      LOG_LEVELS["info"]),
             color=color_from(env),
@@ -170,6 +216,8 @@ def _no_line_breaks(var: str, value: str) -> str:
 
 
 def working_dir_from(env: Mapping[str, str]) -> Path | None:
+    from pathlib import Path
+
     if env.get("PG_WORKING_DIR"):
         return Path(_no_line_breaks("PG_WORKING_DIR", env["PG_WORKING_DIR"]))
     if env.get("LOCAL_DIR"):
@@ -182,6 +230,8 @@ def current_dir(env: Mapping[str, str]) -> Path | None:
 
     os.getcwd() rather than $PWD: PWD is only kept up to date by shells, and a program started
     by anything else may carry a stale one."""
+    from pathlib import Path
+
     try:
         return Path(os.getcwd())
     except OSError:
@@ -192,7 +242,7 @@ def current_dir(env: Mapping[str, str]) -> Path | None:
 def check_url_var(url_var: str) -> str:
     """PG_URL_VAR is pasted into `export NAME=...` by the sourced shim: it must be a plain
     identifier (the whole value: no trailing newline) that does not clobber the shell."""
-    if not _IDENT.fullmatch(url_var):
+    if not (url_var.isascii() and url_var.isidentifier()):  # [A-Za-z_][A-Za-z0-9_]*
         raise MissingError(
             f"PG_URL_VAR={url_var!r} is not a valid shell variable name: use letters, "
             "digits and _ (not starting with a digit), e.g. PG_URL_VAR=MYAPP_PGURL"
@@ -212,42 +262,84 @@ def _port(env: Mapping[str, str]) -> int:
     return int(raw)
 
 
-@dataclass(frozen=True)
-class ClusterConfig:
+class ClusterConfig(Frozen):
     """What a Cluster needs, read once from the environment (from_env)."""
 
-    working_dir: Path
-    port: int = DEFAULT_PORT
-    database: str = DEFAULT_DATABASE
-    reuse: bool = False
-    log_path: Path | None = None
-    conf_file: Path | None = None
-    preload: str = DEFAULT_PRELOAD
-    preload_explicit: bool = False
-    disable_logging: bool = False
-    url_var: str = "PGURL"
-    no_tty: bool = False
-    os_user: str | None = None  # PG_OS_USER: who runs the server when we are root
-    superuser: str = field(default_factory=login_name)
-    # Throw-away clusters (check, diff) may trade crash safety for speed: fsync off.
-    ephemeral: bool = False
-    # Where the template cache may live (cachedir.py picks one); None: no cache, plain initdb.
-    cache_locations: CacheLocations | None = None
-    # Keep a spare copy of the template ready (DB_TOOL_NO_SPARE=1 disables).
-    use_spare: bool = True
-    # A fresh init keeps a cluster holding data as data.previous (DB_TOOL_KEEP_PREVIOUS=0: no).
-    keep_previous: bool = True
-    pg_bin_dir: str | None = None  # PG_BIN_DIR: which PostgreSQL (else pgbin's search)
-    # Home directories never used as a working dir ($HOME and the login's home).
-    homes: tuple[Path, ...] = ()
-    # The caller's environment, for the processes a cluster starts (cluster.server_env,
-    # cluster.server_process_env pick from it); from_env takes it from its env.
-    caller_env: tuple[tuple[str, str], ...] = field(
-        default_factory=lambda: tuple(runtime().child_env.items()), repr=False, compare=False
+    _fields = (
+        "working_dir", "port", "database", "reuse", "log_path", "conf_file", "preload",
+        "preload_explicit", "disable_logging", "url_var", "no_tty", "os_user", "superuser",
+        "ephemeral", "cache_locations", "use_spare", "keep_previous", "pg_bin_dir", "homes",
+        "caller_env",
     )
+    __slots__ = _fields
+    _hidden = frozenset({"caller_env"})
+    working_dir: Path
+    port: int
+    database: str
+    reuse: bool
+    log_path: Path | None
+    conf_file: Path | None
+    preload: str
+    preload_explicit: bool
+    disable_logging: bool
+    url_var: str
+    no_tty: bool
+    os_user: str | None  # PG_OS_USER: who runs the server when we are root
+    superuser: str
+    # Throw-away clusters (check, diff) may trade crash safety for speed: fsync off.
+    ephemeral: bool
+    # Where the template cache may live (cachedir.py picks one); None: no cache, plain initdb.
+    cache_locations: CacheLocations | None
+    # Keep a spare copy of the template ready (DB_TOOL_NO_SPARE=1 disables).
+    use_spare: bool
+    # A fresh init keeps a cluster holding data as data.previous (DB_TOOL_KEEP_PREVIOUS=0: no).
+    keep_previous: bool
+    pg_bin_dir: str | None  # PG_BIN_DIR: which PostgreSQL (else pgbin's search)
+    # Home directories never used as a working dir ($HOME and the login's home).
+    homes: tuple[Path, ...]
+    # The caller's environment, for the processes a cluster starts (cluster.server_env,
+    # cluster.server_process_env pick from it); from_env takes it from its env, else the
+    # installed Runtime's. Not compared, not shown.
+    caller_env: tuple[tuple[str, str], ...]
+
+    def __init__(
+        self,
+        working_dir: Path,
+        port: int = DEFAULT_PORT,
+        database: str = DEFAULT_DATABASE,
+        reuse: bool = False,
+        log_path: Path | None = None,
+        conf_file: Path | None = None,
+        preload: str = DEFAULT_PRELOAD,
+        preload_explicit: bool = False,
+        disable_logging: bool = False,
+        url_var: str = "PGURL",
+        no_tty: bool = False,
+        os_user: str | None = None,
+        superuser: str | None = None,
+        ephemeral: bool = False,
+        cache_locations: CacheLocations | None = None,
+        use_spare: bool = True,
+        keep_previous: bool = True,
+        pg_bin_dir: str | None = None,
+        homes: tuple[Path, ...] = (),
+        caller_env: tuple[tuple[str, str], ...] | None = None,
+    ) -> None:
+        self._set(
+            working_dir=working_dir, port=port, database=database, reuse=reuse,
+            log_path=log_path, conf_file=conf_file, preload=preload,
+            preload_explicit=preload_explicit, disable_logging=disable_logging, url_var=url_var,
+            no_tty=no_tty, os_user=os_user,
+            superuser=login_name() if superuser is None else superuser, ephemeral=ephemeral,
+            cache_locations=cache_locations, use_spare=use_spare, keep_previous=keep_previous,
+            pg_bin_dir=pg_bin_dir, homes=homes,
+            caller_env=tuple(runtime().child_env.items()) if caller_env is None else caller_env,
+        )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> ClusterConfig:
+        from pathlib import Path
+
         env = os.environ if env is None else env
         wd_override = overrides.get("working_dir")
         wd = wd_override if isinstance(wd_override, Path) else working_dir_from(env)
@@ -279,9 +371,10 @@ class ClusterConfig:
             keep_previous=env.get("DB_TOOL_KEEP_PREVIOUS", "") not in ("0", "no", "false"),
             pg_bin_dir=env.get("PG_BIN_DIR") or None,
             homes=_homes(env),
-            caller_env=tuple(env.items()),
         )
         values.update(overrides)
+        if "caller_env" not in values:
+            values["caller_env"] = tuple(env.items())
         return cls(**values)  # type: ignore[arg-type]
 
     def preload_list(self) -> list[str]:
@@ -289,27 +382,53 @@ class ClusterConfig:
 
 
 def _homes(env: Mapping[str, str]) -> tuple[Path, ...]:
+    from pathlib import Path
+
     homes = [Path(env["HOME"])] if env.get("HOME") else []
-    with contextlib.suppress(KeyError):
-        homes.append(Path(pwd.getpwuid(os.getuid()).pw_dir))
+    try:
+        login_home: str | None = pwd.getpwuid(os.getuid()).pw_dir
+    except KeyError:
+        login_home = None
+    if login_home is not None:
+        homes.append(Path(login_home))
     return tuple(h for h in homes if h.is_absolute() and h != Path("/"))
 
 
-def cache_locations_from(env: Mapping[str, str]) -> CacheLocations:
-    from db_tool.cachedir import CacheLocations
+# The variables a ClusterConfig reads (ClusterConfig.from_env): ProjectSettings keeps these,
+# not the whole environment, and validates them when a cluster is asked for (cluster_config).
+CLUSTER_VARIABLES = (
+    "PG_WORKING_DIR", "LOCAL_DIR", "PG_PORT", "PG_DATABASE", "PG_REUSE", "PG_LOG_PATH",
+    "PG_CONF_FILE", "PG_SHARED_PRELOAD_LIBRARIES", "PG_DISABLE_LOGGING", "PG_URL_VAR", "NO_TTY",
+    "PG_OS_USER", "XDG_CACHE_HOME", "HOME", "TMPDIR", "DB_TOOL_NO_SPARE",
+    "DB_TOOL_KEEP_PREVIOUS", "PG_BIN_DIR",
+)
+# What commands.staging.StagingConfig.from_env reads (checked by `database pull_staging` only).
+STAGING_VARIABLES = ("STAGING_SSH_HOST", "STAGING_DB_URL", "STAGING_DUMP_TABLES",
+                     "STAGING_DUMP_FLAGS")
+# What commands.hydrate.find_dotenv (bundle.resolve_dotenv) reads: the secrets' sources.
+DOTENV_VARIABLES = ("HECTIC_DOTENV_CONTENT", "HECTIC_DOTENV_FILE", "LOCAL_DIR", "ENVIRONMENT")
 
-    return CacheLocations(
-        xdg_cache_home=env.get("XDG_CACHE_HOME") or None,
-        home=env.get("HOME") or None,
-        tmpdir=env.get("TMPDIR") or None,
+
+def _only(env: Mapping[str, str], names: tuple[str, ...]) -> Mapping[str, str]:
+    return _read_only({k: env[k] for k in names if k in env})
+
+
+class ProjectSettings(Frozen):
+    """What the `database` workflow needs: the seed README's variables with their defaults.
+
+    No raw environment: each value a command looks up is a field; the groups a later step
+    validates (the cluster's, pull_staging's, the dotenv sources) are kept as just their
+    variables (cluster_vars, staging_vars, dotenv_vars); child_env is what child processes
+    and nested commands (postgres-init, migrator) are given, never looked into."""
+
+    _fields = (
+        "local_dir", "database_dir", "migration_dir", "database_source", "working_dir",
+        "patch_file", "hydrate_log", "patch_log", "url", "environment", "pg_log_path",
+        "migrator", "cache_locations", "url_source", "local_dir_is_cwd", "hydrate_entrypoint",
+        "pager", "editor", "cluster_vars", "staging_vars", "dotenv_vars", "child_env",
     )
-
-
-@dataclass(frozen=True)
-class ProjectSettings:
-    """What the `database` workflow needs: the seed README's variables with their defaults."""
-
-    env: Mapping[str, str]
+    __slots__ = _fields
+    _hidden = frozenset({"cluster_vars", "staging_vars", "dotenv_vars", "child_env"})
     local_dir: Path | None
     database_dir: Path | None
     migration_dir: Path | None
@@ -321,16 +440,65 @@ class ProjectSettings:
     url: str | None  # --url, else PGURL, else DB_URL (None: the project's cluster, see below)
     environment: str | None
     pg_log_path: Path | None
-    url_source: str | None = None  # which of --url / PGURL / DB_URL gave `url`
+    migrator: MigratorSettings  # MIGRATOR_*, DB_URL/PGURL, PATH, libpq's: what `migrator` reads
+    cache_locations: CacheLocations
+    url_source: str | None  # which of --url / PGURL / DB_URL gave `url`
     # LOCAL_DIR was unset: local_dir is the current directory, as the original's ${LOCAL_DIR:-$PWD}
-    local_dir_is_cwd: bool = False
+    local_dir_is_cwd: bool
     # HYDRATE_ENTRYPOINT (default entrypoint.sql), relative to DATABASE_SOURCE unless absolute
-    hydrate_entrypoint: Path | None = None
+    hydrate_entrypoint: Path | None
+    pager: str | None  # PAGER as given (None: unset; pager_argv makes it argv)
+    editor: str | None  # EDITOR as given (None or empty: vi)
+    cluster_vars: Mapping[str, str]
+    staging_vars: Mapping[str, str]
+    dotenv_vars: Mapping[str, str]
+    # The environment of child processes and nested commands: passed on, not read.
+    child_env: Mapping[str, str]
+
+    def __init__(
+        self,
+        local_dir: Path | None,
+        database_dir: Path | None,
+        migration_dir: Path | None,
+        database_source: Path | None,
+        working_dir: Path | None,
+        patch_file: Path | None,
+        hydrate_log: Path | None,
+        patch_log: Path | None,
+        url: str | None,
+        environment: str | None,
+        pg_log_path: Path | None,
+        migrator: MigratorSettings,
+        cache_locations: CacheLocations,
+        url_source: str | None = None,
+        local_dir_is_cwd: bool = False,
+        hydrate_entrypoint: Path | None = None,
+        pager: str | None = None,
+        editor: str | None = None,
+        cluster_vars: Mapping[str, str] | None = None,
+        staging_vars: Mapping[str, str] | None = None,
+        dotenv_vars: Mapping[str, str] | None = None,
+        child_env: Mapping[str, str] | None = None,
+    ) -> None:
+        self._set(
+            local_dir=local_dir, database_dir=database_dir, migration_dir=migration_dir,
+            database_source=database_source, working_dir=working_dir, patch_file=patch_file,
+            hydrate_log=hydrate_log, patch_log=patch_log, url=url, environment=environment,
+            pg_log_path=pg_log_path, migrator=migrator, cache_locations=cache_locations,
+            url_source=url_source, local_dir_is_cwd=local_dir_is_cwd,
+            hydrate_entrypoint=hydrate_entrypoint, pager=pager, editor=editor,
+            cluster_vars={} if cluster_vars is None else cluster_vars,
+            staging_vars={} if staging_vars is None else staging_vars,
+            dotenv_vars={} if dotenv_vars is None else dotenv_vars,
+            child_env={} if child_env is None else child_env,
+        )
 
     @classmethod
     def from_env(
         cls, env: Mapping[str, str] | None = None, url: str | None = None
     ) -> ProjectSettings:
+        from pathlib import Path
+
         env = dict(os.environ if env is None else env)
         local_is_cwd = not env.get("LOCAL_DIR")
         if env.get("LOCAL_DIR"):
@@ -360,7 +528,6 @@ class ProjectSettings:
         database_source = path("DATABASE_SOURCE", database_dir / "src" if database_dir else None)
         entry = env.get("HYDRATE_ENTRYPOINT") or "entrypoint.sql"
         return cls(
-            env=env,
             local_dir=local,
             database_dir=database_dir,
             migration_dir=path("MIGRATION_DIR", database_dir / "migration" if database_dir
@@ -377,6 +544,14 @@ class ProjectSettings:
             url_source=url_source,
             local_dir_is_cwd=local_is_cwd,
             hydrate_entrypoint=database_source / entry if database_source else None,
+            pager=env.get("PAGER"),
+            editor=env.get("EDITOR"),
+            migrator=MigratorSettings.from_env(env),
+            cache_locations=cache_locations_from(env),
+            cluster_vars=_only(env, CLUSTER_VARIABLES),
+            staging_vars=_only(env, STAGING_VARIABLES),
+            dotenv_vars=_only(env, DOTENV_VARIABLES),
+            child_env=_read_only(env),
         )
 
     def require_local_dir(self) -> Path:
@@ -402,7 +577,7 @@ class ProjectSettings:
         """A server is listening on the project's socket (its socket file exists)."""
         if self.working_dir is None:
             return False
-        port = _port(self.env)
+        port = _port(self.cluster_vars)
         return (self.working_dir / "sock" / f".s.PGSQL.{port}").is_socket()
 
     def require_url(self) -> str:
@@ -424,9 +599,12 @@ class ProjectSettings:
         )
 
     def cluster_config(self, **overrides: object) -> ClusterConfig:
+        """The project's ClusterConfig (its variables checked now), with overrides."""
         if self.working_dir is not None:
             overrides.setdefault("working_dir", self.working_dir)
-        return ClusterConfig.from_env(self.env, **overrides)
+        overrides.setdefault("caller_env", tuple(self.child_env.items()))
+        return ClusterConfig.from_env(self.cluster_vars, **overrides)
+
 
     @property
     def focus_dir(self) -> Path:
@@ -436,10 +614,12 @@ class ProjectSettings:
 DEFAULT_MIGRATOR_LOCK_TIMEOUT = 60.0  # seconds to wait for another migrator
 
 
-class MigratorSettings(NamedTuple):
-    """What `migrator` takes from the environment (a NamedTuple: the no-op `migrate` must not
-    pay for importing more than it needs)."""
+class MigratorSettings(Frozen):
+    """What `migrator` takes from the environment."""
 
+    _fields = ("db_url", "migration_dir", "strict", "lock_timeout_text", "inline",
+                 "search_path", "libpq")
+    __slots__ = _fields
     db_url: str | None  # DB_URL, else PGURL (what `. postgres-init` exports)
     migration_dir: str  # MIGRATION_DIR, else ./migration
     strict: bool  # MIGRATOR_STRICT set and not 0
@@ -447,7 +627,14 @@ class MigratorSettings(NamedTuple):
     inline: bool  # MIGRATOR_INLINE=0: every migration through `\i` (psql names the line)
     search_path: str | None  # PATH, where sqlite3 is looked up
     # libpq's defaults the wire client must honour as psql would (PGHOST, PGPORT, PGUSER).
-    libpq: Mapping[str, str] = {}
+    libpq: Mapping[str, str]
+
+    def __init__(self, db_url: str | None, migration_dir: str, strict: bool,
+                 lock_timeout_text: str, inline: bool, search_path: str | None,
+                 libpq: Mapping[str, str] | None = None) -> None:
+        self._set(db_url=db_url, migration_dir=migration_dir, strict=strict,
+                  lock_timeout_text=lock_timeout_text, inline=inline, search_path=search_path,
+                  libpq={} if libpq is None else libpq)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> MigratorSettings:

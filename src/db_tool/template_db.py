@@ -75,7 +75,7 @@ def template_key(settings: ProjectSettings, recipe: Recipe, install_fingerprint:
     h.update(b"\0patch\0")
     if patch is not None and patch.is_file():
         h.update(patch.read_bytes())
-    found = find_dotenv(settings.env)
+    found = find_dotenv(settings.dotenv_vars)
     h.update(b"\0secrets\0" + (found[0].encode() if found else b"none"))
     return h.hexdigest()[:16]
 

@@ -126,7 +126,7 @@ def _init(ctx: Context, opts: Opts) -> int:
 
     passthrough = ["--print-env"] if opts["print_env"] else []
     # Without PG_WORKING_DIR and LOCAL_DIR, the cluster goes under the current directory.
-    return postgres_init.run(passthrough, ctx.settings.env, reuse=bool(opts["reuse"]),
+    return postgres_init.run(passthrough, ctx.settings.child_env, reuse=bool(opts["reuse"]),
                              working_dir=ctx.settings.working_dir)
 
 
@@ -154,7 +154,7 @@ def _bundle(ctx: Context, pos: list[str]) -> int:
         ctx.stdout.write(sub_help("bundle"))
         return int(ExitCode.GENERIC)
     if pos[0] == "path":
-        for p in bundle.materialized_paths(ctx.settings.env):
+        for p in bundle.materialized_paths(ctx.settings.child_env):
             ctx.stdout.write(f"{p}\n")
         return 0
     if pos[0] == "sql":
@@ -176,7 +176,7 @@ def _migrator(ctx: Context, argv: list[str]) -> int:
     if url:
         pre += ["--db-url", url]
     # Bare `database migrator` shows the migrator's help, as the original's bare `migrator`.
-    return migrator.run(pre + argv if argv else [], s.env)
+    return migrator.run(pre + argv if argv else [], s.child_env)
 
 
 def dispatch(ctx: Context, sub: str, opts: Opts, pos: list[str]) -> int:
@@ -398,7 +398,7 @@ def _passthrough(sub: str, rest: list[str], glob: Opts, env: Mapping[str, str] |
     if sub == "postgres-init":
         from db_tool.cli import postgres_init
 
-        return postgres_init.run(rest, settings.env)
+        return postgres_init.run(rest, settings.child_env)
     if sub == "psql":
         from db_tool.cli import db_pg
 

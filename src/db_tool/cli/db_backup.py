@@ -216,7 +216,7 @@ def _show(ctx: Context, text: str) -> None:
             ctx.stdout.flush()
             try:
                 proc.run(pager, input=text, stdout=None, stderr=None, check=False,
-                         env=ctx.settings.env)
+                         env=ctx.settings.child_env)
                 return
             except Error:
                 pass  # pager missing: print instead

@@ -66,8 +66,9 @@ def psql(ctx: Context, argv: list[str]) -> int:
 
     s = ctx.settings
     url = s.require_url()
-    install = pgbin.find(dict(s.env))
-    return proc.run_interactive([install.tool("psql"), f"--dbname={url}", *argv], env=s.env)
+    install = pgbin.find(dict(s.child_env))
+    return proc.run_interactive([install.tool("psql"), f"--dbname={url}", *argv],
+                                env=s.child_env)
 
 
 def upgrade(ctx: Context, opts: dict[str, Any]) -> int:

@@ -192,7 +192,7 @@ def _patch(ctx: Context, opts: dict[str, object]) -> int:
     s = ctx.settings
     s.require_local_dir()
     if opts["edit"]:
-        result = edit(s, s.env)
+        result = edit(s)
         output.ok(f"edited {result.path} (not applied; run `database patch`)")
         return 0
     result = apply_patch(s, _url(ctx), out=ctx.stdout)
@@ -301,7 +301,7 @@ def _log(ctx: Context, selector: str | None) -> int:
         return 0
     chosen = files if selector is None else [select(files, selector)]
     if ctx.is_tty and ctx.pager():
-        return proc.run_interactive([*ctx.pager(), *map(str, chosen)], env=ctx.settings.env)
+        return proc.run_interactive([*ctx.pager(), *map(str, chosen)], env=ctx.settings.child_env)
     for path in chosen:
         with open(path, encoding="utf-8", errors="replace") as fh:
             for chunk in iter(lambda: fh.read(65536), ""):
@@ -316,9 +316,9 @@ def _pull_staging(ctx: Context) -> int:
     from db_tool.commands.staging import StagingConfig, pull
 
     s = ctx.settings
-    cfg = StagingConfig.from_env(s.env)  # before anything else, LOCAL_DIR included
+    cfg = StagingConfig.from_env(s.staging_vars)  # before anything else, LOCAL_DIR included
     s.require_local_dir()
-    result = pull(cfg, patch_file_of(s), s.env)
+    result = pull(cfg, patch_file_of(s), s.child_env)
     output.ok(f"pull_staging: wrote {result.path} ({result.size} bytes, "
               f"{len(result.tables)} table(s)); apply it with `database patch`")
     return 0

@@ -8,13 +8,15 @@ subcommand (`migrator -u URL --force migrate up`), as the original passes them t
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
 
 from db_tool import __version__
 from db_tool.errors import Error, ExitCode, MissingError, UsageError
 
+TYPE_CHECKING = False  # typing is not imported at run time (a no-op migrate starts fast)
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+    from typing import Any
+
     from db_tool.settings import MigratorSettings
 
 PROG = "migrator"

@@ -7,9 +7,10 @@ option or an extra word is exit 9, an option without its value exit 3 (messages 
 typed). The help, the examples and the shell completion come from the same tree.
 
 argparse costs ~10 ms to import, and `postgres-init`/`postgres-cleanup` run in shell hooks
-where that counts: an argv made only of exact flag names (no values, no `--`) and plain words
-is answered without it. That covers the hook paths (no argument, `--print-env`); anything with
-a value, a combined flag, `=` or an unknown option goes through argparse.
+where that counts: an argv made only of exact option names (no `--`) and plain words
+is answered without it, and so is `--opt value` (`migrator -u URL migrate`, whose no-op run
+costs less than argparse's import). That covers the hook paths (no argument, `--print-env`);
+a combined flag, `=`, a value starting with `-` or an unknown option goes through argparse.
 """
 
 from __future__ import annotations
@@ -109,17 +110,30 @@ def with_examples(text: str, cmd: Command) -> str:
 
 
 def _fast(opts: Sequence[Opt], argv: Sequence[str]) -> tuple[dict[str, Any], list[str]] | None:
-    """argv of exact flag names and plain words only: the result argparse would give."""
-    flags = {n: o for o in opts if not o.takes_value for n in o.names}
+    """argv of exact option names (a value as the next word, one not starting with `-`) and
+    plain words only: the result argparse would give. None: let argparse decide."""
+    by_name = {n: o for o in opts for n in o.names}
     values: dict[str, Any] = {o.dest: ([] if o.repeat else (None if o.takes_value else False))
                               for o in opts}
     positional: list[str] = []
-    for a in argv:
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        i += 1
         if a.startswith("-") and a != "-":
-            opt = flags.get(a)
+            opt = by_name.get(a)
             if opt is None:
                 return None
-            values[opt.dest] = True
+            if not opt.takes_value:
+                values[opt.dest] = True
+                continue
+            if i == len(argv) or argv[i].startswith("-"):
+                return None  # a missing value (argparse words the error), or `-u -x`
+            if opt.repeat:
+                values[opt.dest].append(argv[i])
+            else:
+                values[opt.dest] = argv[i]
+            i += 1
         else:
             positional.append(a)
     return values, positional

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from db_tool import cachedir, fslock
 from db_tool.errors import Error
-from db_tool.settings import ProjectSettings, cache_locations_from
+from db_tool.settings import ProjectSettings
 
 DAY = 86400.0
 
@@ -56,7 +56,7 @@ def _mtime(*paths: Path) -> float:
 def location(settings: ProjectSettings) -> Path | None:
     """The cache dir db-tool uses here (the cluster's choice: see cachedir.py)."""
     near = settings.working_dir.parent if settings.working_dir is not None else None
-    return cachedir.choose(cache_locations_from(settings.env), near)
+    return cachedir.choose(settings.cache_locations, near)
 
 
 def entries(cache: Path) -> list[Entry]:

@@ -10,7 +10,6 @@ $LOCAL_DIR/focus/postgresql-diff-log/{db1,db2}/ — that is what `diff log` show
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import difflib
 import re
 import shutil
@@ -224,11 +223,9 @@ def _keep_logs(cluster: Cluster, target: Path, since: float) -> None:
 
 
 def _migrator_settings(settings: ProjectSettings) -> MigratorSettings:
-    from db_tool.settings import MigratorSettings
-
-    found = MigratorSettings.from_env(settings.env)
+    found = settings.migrator
     if settings.migration_dir is not None:
-        found = found._replace(migration_dir=str(settings.migration_dir))
+        found = found.replace(migration_dir=str(settings.migration_dir))
     return found
 
 
@@ -292,7 +289,7 @@ def _hydrate(settings: ProjectSettings, url: str, *, mock: bool, log: Path) -> N
     """`database hydrate` against db2, its psql output into the diff log."""
     from db_tool.commands.hydrate import hydrate
 
-    hydrate(dataclasses.replace(settings, hydrate_log=log), url, mock=mock)
+    hydrate(settings.replace(hydrate_log=log), url, mock=mock)
 
 
 # ---- comparing ------------------------------------------------------------------------------

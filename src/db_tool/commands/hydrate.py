@@ -76,7 +76,7 @@ def hydrate(
 
         with output.step("apply the hectic bundle"):
             bundle.apply(url)
-        found = find_dotenv(settings.env)
+        found = find_dotenv(settings.dotenv_vars)
         if found is not None:
             content, secrets_from = found
             if not bundle.dotenv_is_empty(content):  # as the original: empty loads nothing

@@ -9,27 +9,33 @@ warning shows before a long wait for the migration lock, not after it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, NamedTuple
-
 from db_tool.errors import Error, ExitCode
+from db_tool.record import Record
 
+TYPE_CHECKING = False  # typing is not imported at run time (a no-op migrate starts fast)
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+
     from db_tool.history import StepResult
     from db_tool.migrations import Applied, Migration
     from db_tool.planning import StatusRow, Target
     from db_tool.settings import MigratorSettings
 
-Warn = Callable[[str], None]
+if TYPE_CHECKING:
+    Warn = Callable[[str], None]
 STATES = ("applied", "pending", "missing", "modified")
 
 
-class Outcome(NamedTuple):
+class Outcome(Record):
     """What a `migrate` run did."""
 
-    already: str | None  # nothing to do: why (e.g. "already at 2024…-x"); else None
-    results: list[StepResult]  # the steps applied and committed, in order
-    summary: str | None  # "successfully migrated to …" when steps ran
+    __slots__ = _fields = ("already", "results", "summary")
+
+    def __init__(self, already: str | None, results: list[StepResult], summary: str | None
+                 ) -> None:
+        self.already = already  # nothing to do: why (e.g. "already at 2024…-x"); else None
+        self.results = results  # the steps applied and committed, in order
+        self.summary = summary  # "successfully migrated to …" when steps ran
 
 
 def discover(migration_dir: str, warn: Warn) -> list[Migration]:
@@ -97,10 +103,12 @@ def migrate(
                 warn(notice)
             return Outcome(early.already, [], None)
     from db_tool import history
-    from db_tool.history_sqlite import SqliteHistory
 
     backend = history.for_url(url, settings)
-    if isinstance(backend, SqliteHistory):
+    if history.sqlite_path(url) is not None:  # (for PostgreSQL, history_sqlite stays unread)
+        from db_tool.history_sqlite import SqliteHistory
+
+        assert isinstance(backend, SqliteHistory)
         backend.cli()  # fail with 127 before touching anything
     # The session holds the migration lock from before the history is read until the last
     # step, so the plan below cannot be invalidated by a concurrent migrator.
@@ -176,15 +184,14 @@ def create(directory: str, name: str | None, now: float | None = None) -> str:
     import fcntl
     import os
     import time
-    from pathlib import Path
 
     from db_tool.migrations import NAME_RE
 
     name = (name if name is not None else "").strip() or random_word()
     if "/" in name or "\0" in name or name in (".", ".."):
         raise Error(f"migration name {name!r} may not contain '/' or NUL")
-    root = Path(directory)
-    root.mkdir(parents=True, exist_ok=True)
+    root = directory
+    os.makedirs(root, exist_ok=True)
     stamp = int(time.time() if now is None else now)
     content = "-- migrate:up\n\n\n-- migrate:down\n\n"
     dir_fd = os.open(root, os.O_RDONLY)
@@ -194,7 +201,7 @@ def create(directory: str, name: str | None, now: float | None = None) -> str:
         while True:
             prefix = time.strftime("%Y%m%d%H%M%S", time.localtime(stamp))
             if prefix not in taken:
-                path = root / f"{prefix}-{name}.sql"
+                path = os.path.join(root, f"{prefix}-{name}.sql")
                 try:
                     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
                 except FileExistsError:
@@ -202,7 +209,7 @@ def create(directory: str, name: str | None, now: float | None = None) -> str:
                     continue
                 with os.fdopen(fd, "w", encoding="utf-8") as fh:
                     fh.write(content)
-                return str(path)
+                return path
             stamp += 1
     finally:
         os.close(dir_fd)
@@ -222,9 +229,12 @@ def listing(available: Sequence[Migration], *, raw: bool) -> list[str]:
     return lines
 
 
-class Status(NamedTuple):
-    rows: list[StatusRow]
-    counts: dict[str, int]  # per state in STATES, in that order
+class Status(Record):
+    __slots__ = _fields = ("rows", "counts")
+
+    def __init__(self, rows: list[StatusRow], counts: dict[str, int]) -> None:
+        self.rows = rows
+        self.counts = counts  # per state in STATES, in that order
 
 
 def status(url: str, available: Sequence[Migration], settings: MigratorSettings) -> Status:

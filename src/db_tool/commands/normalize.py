@@ -13,7 +13,6 @@ The input is only read. Work happens in a temporary cluster next to the output:
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import shutil
 import tarfile
@@ -140,7 +139,7 @@ def _normalize_in(settings: ProjectSettings, work: Path, source: Path, target: P
         with output.step("replay the WAL (single-user session)"):
             bootstrap, databases = _inspect(cluster)
         admin = admin_role or bootstrap
-        cluster = Cluster(dataclasses.replace(cluster.config, superuser=admin))
+        cluster = Cluster(cluster.config.replace(superuser=admin))
         chosen = database or next(
             (d for d in databases if d not in SYSTEM_DATABASES), DEFAULT_DATABASE
         )

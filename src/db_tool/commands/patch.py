@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shlex
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -45,14 +44,14 @@ def ensure_patch_file(path: Path) -> bool:
     return True
 
 
-def edit(settings: ProjectSettings, env: Mapping[str, str]) -> PatchResult:
+def edit(settings: ProjectSettings) -> PatchResult:
     """Open the patch file in $EDITOR (default vi) and stop; nothing is applied."""
     path = patch_file_of(settings)
     created = ensure_patch_file(path)
-    editor = shlex.split(env.get("EDITOR") or "vi")
+    editor = shlex.split(settings.editor or "vi")
     if not editor:
         editor = ["vi"]
-    rc = proc.run_interactive([*editor, str(path)], env=env)
+    rc = proc.run_interactive([*editor, str(path)], env=settings.child_env)
     if rc != 0:  # the original exits with the editor's code
         raise Error(f"{shlex.join(editor)} exited with {rc}; {path} was not applied", rc)
     return PatchResult(path, created, None)

@@ -68,10 +68,8 @@ def status(settings: ProjectSettings, url: str | None = None) -> Status:
         note = "the cluster is not running"
     else:
         from db_tool import history
-        from db_tool.settings import MigratorSettings
-
         try:
-            pending = history.pending_count(target, mdir, MigratorSettings.from_env(settings.env))
+            pending = history.pending_count(target, mdir, settings.migrator)
         except Error as exc:
             note = exc.message
     from db_tool.commands import branch
