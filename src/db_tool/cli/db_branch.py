@@ -68,9 +68,9 @@ def dispatch(ctx: Context, action: str | None, opts: dict[str, Any], pos: list[s
         rows = branch.list_branches(cluster)
         if opts["json"]:
             import json
-            from dataclasses import asdict
 
-            ctx.stdout.write(json.dumps([asdict(r) for r in rows], indent=2) + "\n")
+            ctx.stdout.write(json.dumps([{n: getattr(r, n) for n in r._fields} for r in rows],
+                                        indent=2) + "\n")
             return 0
         width = max([len(r.name) for r in rows] + [6])
         ctx.stdout.write(f"  {'BRANCH':<{width}}  {'SIZE':>9}  {'CREATED':<16}  PARENT\n")
