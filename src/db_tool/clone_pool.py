@@ -179,49 +179,13 @@ class Pool:
                 while (not self._stopping and not self._drops and not self._unconnected()
                        and len(self._ready) + self._creating + self._connecting >= self.size):
                     self._cond.wait()
-                # …but never both threads dropping while a test may be waiting for a copy.
-                backlog = len(self._drops) > self.size and bool(self._creating or self._ready)
                 if self._stopping:
-                    for _, open_conn in self._ready:
-                        if open_conn is not None:
-                            with contextlib.suppress(Exception):
-                                open_conn.close()
-                    leftovers = [n for n, _ in self._ready] + list(self._drops)
-                    self._ready.clear()
-                    self._drops.clear()
+                    leftovers = self._take_all()
                     break
-                name = victim = to_connect = None
-                connector = self._connector
-                if connector is not None and not backlog:
-                    # A ready copy without its connection: cheaper than a copy, and it is
-                    # what the next test waits for.
-                    i = next((i for i, (_, c) in enumerate(self._ready) if c is None), -1)
-                    if i >= 0:
-                        to_connect = self._ready[i][0]
-                        del self._ready[i]
-                        self._connecting += 1
-                if to_connect is not None:
-                    pass
-                elif (len(self._ready) + self._creating + self._connecting < self.size
-                        and not backlog):
-                    self._made += 1
-                    self._creating += 1
-                    name = f"{POOL_PREFIX}{self._tag}_{self._made}"
-                else:
-                    victim = self._drops.popleft()
-            if to_connect is not None and connector is not None:
-                opened: Any = None
-                try:
-                    opened = connector(to_connect)
-                except Exception as exc:  # the test connects itself, as without a connector
-                    output.debug(f"no connection opened ahead to {to_connect}: {exc}")
-                    self._connector = None
-                finally:
-                    with self._cond:
-                        self._connecting -= 1
-                        self._ready.append((to_connect, opened))
-                        self._cond.notify_all()
-            elif name is not None:
+                task, name = self._next_task()
+            if task == "connect":
+                self._open_connection(name)
+            elif task == "copy":
                 made = False
                 try:
                     # No warm-up session: a file copy carries the template's relcache init
@@ -237,10 +201,55 @@ class Pool:
                         if made:
                             self._ready.append((name, None))
                         self._cond.notify_all()
-            elif victim is not None:
-                clone.drop(conn, victim)
+            else:
+                clone.drop(conn, name)
         for name in leftovers:
             clone.drop(conn, name)
+
+    def _next_task(self) -> tuple[str, str]:
+        """("connect" | "copy" | "drop", database), taken under the lock."""
+        # …but never both threads dropping while a test may be waiting for a copy.
+        backlog = len(self._drops) > self.size and bool(self._creating or self._ready)
+        if self._connector is not None and not backlog:
+            # A ready copy without its connection: cheaper than a copy, and it is what the
+            # next test waits for.
+            i = next((i for i, (_, c) in enumerate(self._ready) if c is None), -1)
+            if i >= 0:
+                name = self._ready[i][0]
+                del self._ready[i]
+                self._connecting += 1
+                return "connect", name
+        if len(self._ready) + self._creating + self._connecting < self.size and not backlog:
+            self._made += 1
+            self._creating += 1
+            return "copy", f"{POOL_PREFIX}{self._tag}_{self._made}"
+        return "drop", self._drops.popleft()
+
+    def _open_connection(self, name: str) -> None:
+        opened: Any = None
+        connector = self._connector
+        try:
+            if connector is not None:
+                opened = connector(name)
+        except Exception as exc:  # the test connects itself, as without a connector
+            output.debug(f"no connection opened ahead to {name}: {exc}")
+            self._connector = None
+        finally:
+            with self._cond:
+                self._connecting -= 1
+                self._ready.append((name, opened))
+                self._cond.notify_all()
+
+    def _take_all(self) -> list[str]:
+        """At close: what is ready (its connections closed) and what was released."""
+        for _, open_conn in self._ready:
+            if open_conn is not None:
+                with contextlib.suppress(Exception):
+                    open_conn.close()
+        leftovers = [n for n, _ in self._ready] + list(self._drops)
+        self._ready.clear()
+        self._drops.clear()
+        return leftovers
 
     def _unconnected(self) -> bool:
         return self._connector is not None and any(c is None for _, c in self._ready)
