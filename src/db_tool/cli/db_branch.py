@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
 
 from db_tool.errors import MissingError, UsageError
 
+TYPE_CHECKING = False  # no typing at run time: `branch create` is a hot path
 if TYPE_CHECKING:  # --help imports this module for its text only
+    from typing import Any
+
     from db_tool.cli.context import Context
 
 HELP = """\
