@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
 
 from db_tool.cli.common import env_dict, guarded
 from db_tool.cli.parser import parse, wants_help, with_examples
 from db_tool.cli.spec import DATABASE, DB_GLOBALS
 from db_tool.errors import Error, ExitCode, MissingError, UsageError
 
+TYPE_CHECKING = False  # no typing at run time (`database branch create` is a hot path)
 if TYPE_CHECKING:  # imported where used: it costs db_tool.settings, which --help needs not
+    from typing import Any
+
     from db_tool.cli.context import Context
 
-Opts = dict[str, Any]
+    Opts = dict[str, Any]
 
 HELP = """\
 usage: database [-u|--url URL] [-i|--inherits TABLE]... <subcommand> [options]
