@@ -192,8 +192,7 @@ class Pool:
                     # file (ensure_template makes sure there is one), so the test's first
                     # connection is as cheap as any, and with nobody connected to the copy
                     # the hand-out rename never waits for a leaving session.
-                    clone.clone(conn, name, self.template, strategy=self.strategy,
-                                tablespace=self.tablespace)
+                    self._copy(conn, name)
                     made = True
                 finally:
                     with self._cond:
@@ -205,6 +204,21 @@ class Pool:
                 clone.drop(conn, name)
         for name in leftovers:
             clone.drop(conn, name)
+
+    def _copy(self, conn: pgwire.Connection, name: str) -> None:
+        tablespace = self.tablespace
+        try:
+            clone.clone(conn, name, self.template, strategy=self.strategy,
+                        tablespace=tablespace)
+        except clone.DiskFull as exc:
+            if tablespace is None:
+                raise
+            # The RAM disk is shared with the whole machine and may fill up mid-run: the
+            # copies from now on go to the data dir instead of failing every test after it.
+            if self.tablespace is not None:  # once, not once per thread
+                self.tablespace = None
+                output.warn(f"test databases go to the data dir from now on: {exc.message}")
+            clone.clone(conn, name, self.template, strategy=self.strategy)
 
     def _next_task(self) -> tuple[str, str]:
         """("connect" | "copy" | "drop", database), taken under the lock."""
