@@ -241,3 +241,28 @@ def test_a_full_scratch_tablespace_makes_the_copies_go_to_the_data_dir_not_fail(
                 pool.close()
     finally:
         subprocess.run(["umount", "-l", str(parent)], check=False)
+
+
+def test_the_scratch_dir_is_not_chowned_through_a_link_swapped_in_for_it(
+    pg: PG, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # --db-tool-scratch=DIR may be a directory another account controls: between mkdtemp and
+    # the chown it can put a link to root's files in place of ours.
+    account = privs.server_account(None)
+    if account is None:
+        pytest.skip("only root hands the directory to a server account")
+    parent = _scratch_parent(tmp_path)
+    victim = tmp_path / "roots"
+    victim.mkdir()
+    made = clone_pool.tempfile.mkdtemp
+
+    def swapped(prefix: str, dir: str) -> str:
+        location = made(prefix=prefix, dir=dir)
+        os.rename(location, location + ".moved")
+        os.symlink(victim, location)
+        return location
+
+    monkeypatch.setattr(clone_pool.tempfile, "mkdtemp", swapped)
+    with clone_pool.scratch_tablespace(_address(pg), str(parent)) as tablespace:
+        assert tablespace is None, "falls back to the data dir"
+    assert victim.stat().st_uid == 0, "root's directory was handed to the server account"

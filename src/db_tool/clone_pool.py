@@ -332,7 +332,7 @@ def scratch_tablespace(cluster: Cluster, parent: str) -> Iterator[str | None]:
         location = tempfile.mkdtemp(prefix=_LOCATION_PREFIX, dir=parent)
         account = cluster.run_as
         if account is not None:
-            os.chown(location, account.uid, account.gid)
+            _give(location, account.uid, account.gid)
         with pgwire.connect(cluster.sockdir, cluster.port, cluster.superuser, "postgres") as c:
             c.query(f"CREATE TABLESPACE {pgwire.quote_ident(name)} "
                     f"LOCATION {pgwire.quote_literal(location)}")
@@ -349,6 +349,20 @@ def scratch_tablespace(cluster: Cluster, parent: str) -> Iterator[str | None]:
             cluster.sockdir, cluster.port, cluster.superuser, "postgres"
         ) as c:
             _drop_tablespace(c, name, location)
+
+
+def _give(location: str, uid: int, gid: int) -> None:
+    """chown the directory mkdtemp just made, never through what replaced it: the parent
+    (--db-tool-scratch=DIR) may be another account's, who can swap our directory for a link
+    to something of root's before we chown it."""
+    fd = os.open(location, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != os.geteuid() or st.st_mode & 0o7777 != 0o700:
+            raise OSError(f"{location} is no longer the directory made for the copies")
+        os.fchown(fd, uid, gid)
+    finally:
+        os.close(fd)
 
 
 def _drop_tablespace(conn: pgwire.Connection, name: str, location: str) -> None:
