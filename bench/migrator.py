@@ -12,6 +12,10 @@ and prints the ratios and the cost per migration at 50 vs 500 (linearity). Targe
 one psql query (37 vs 30 ms), so without dbmate the bound is 1.5 * 1.23 = 1.85x one query.
 Both sides run on databases that have the hectic bundle (so its event triggers fire alike) and
 a table `t` created beforehand; the migrator's time includes its Python start-up and `init`.
+The bound runs the psql binary the migrator runs (on Debian not /usr/bin/psql, the pg_wrapper
+Perl script both would otherwise pay ~50 ms for); dbmate is looked up on PATH, then in
+/tmp/*/node_modules (`npm install dbmate` in a dir under /tmp), its native binary timed; the
+output says which psql and which dbmate ran, or that dbmate was skipped.
 
     python bench/migrator.py [--keep] [--port 5498] [--repeat 3]
 """
@@ -45,6 +49,43 @@ _SCRIPT = Path(sys.executable).parent / "migrator"
 MIGRATOR = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "db_tool.cli.migrator"]
 
 
+def find_dbmate() -> str | None:
+    """dbmate on PATH, else `npm install dbmate` under the work dir's parent or /tmp/*/
+    (DBMATE=path wins). npm's `dbmate` is a node shim (~250 ms of node start-up per run):
+    its native binary (@dbmate/<platform>/bin/dbmate beside it) is what is timed."""
+    import glob
+
+    found = os.environ.get("DBMATE") or shutil.which("dbmate")
+    if not found:
+        shims = sorted(glob.glob("/tmp/*/node_modules/.bin/dbmate"))
+        found = shims[0] if shims else None
+    if not found:
+        return None
+    real = os.path.realpath(found)
+    with open(real, "rb") as fh:
+        is_script = fh.read(2) == b"#!"
+    if is_script:
+        modules = real
+        while os.path.basename(modules) != "node_modules" and modules != "/":
+            modules = os.path.dirname(modules)
+        native = sorted(glob.glob(os.path.join(modules, "@dbmate", "*", "bin", "dbmate")))
+        if native:
+            return native[0]
+    return found
+
+
+def bound_psql() -> tuple[str, str]:
+    """(the psql the bound runs, how it was chosen): the binary the migrator itself runs, so
+    Debian's pg_wrapper (a Perl script, ~50 ms) is in neither or both."""
+    from db_tool import psql
+
+    on_path = shutil.which("psql") or "psql"
+    direct = psql.direct_psql(on_path, "postgresql://u@/d?host=/s&port=1", {})
+    if direct:
+        return direct, f"{direct} (PATH's psql is pg_wrapper, which the migrator steps over)"
+    return on_path, on_path
+
+
 def spread(values: list[float]) -> tuple[float, float, float]:
     """(median, min, max)"""
     ordered = sorted(values)
@@ -70,9 +111,9 @@ def bench_noop(
     cases = {
         "migrate": [*migrator, "migrate", "up", "all"],
         "status": [*migrator, "status"],
-        "one query": ["psql", "-X", "-q", "-At", "-d", url, "-c", "SELECT 1"],
+        "one query": [bound_psql()[0], "-X", "-q", "-At", "-d", url, "-c", "SELECT 1"],
     }
-    dbmate = shutil.which("dbmate")
+    dbmate = find_dbmate()
     denv = env
     if dbmate:
         ddir = work / "dbmate"
@@ -135,7 +176,7 @@ def bench(
     down_file.write_text("".join(f"ALTER TABLE t DROP COLUMN c{i};\n" for i in range(n, 0, -1)))
 
     migrator = [*MIGRATOR, "-u", mig_url, "-d", str(mdir)]
-    base = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", base_url, "-f"]
+    base = [bound_psql()[0], "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", base_url, "-f"]
     # Each round returns both databases to where they started; the best round counts
     # (the machine is shared, so the minimum is the least noisy estimate).
     rounds: list[dict[str, float]] = []
@@ -178,6 +219,11 @@ def main() -> int:
         if not opts.keep:
             shutil.rmtree(work, ignore_errors=True)
 
+    print(f"bound: {bound_psql()[1]}")
+    dbmate = find_dbmate()
+    print(f"dbmate: {dbmate}" if dbmate else
+          "dbmate: SKIPPED (not on PATH, no /tmp/*/node_modules; `npm install dbmate` in a dir "
+          "under /tmp, or DBMATE=path)")
     print(f"{'N':>4}  {'step':<6} {'migrator':>9} {'psql -f':>9} {'ratio':>6}  per migration")
     for n, r in results.items():
         for step in ("up", "down"):

@@ -15,7 +15,8 @@ import pytest
 
 from db_tool.cli import migrator
 from db_tool.conninfo import build_url
-from db_tool.settings import ProjectSettings, login_name
+from db_tool.project_settings import ProjectSettings
+from db_tool.settings import login_name
 from tests.helpers import base_env, next_port, stop_quietly
 
 

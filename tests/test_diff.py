@@ -18,7 +18,7 @@ import pytest
 from db_tool.cli import db_backup
 from db_tool.cli.context import Context
 from db_tool.commands import diff as d
-from db_tool.settings import ProjectSettings
+from db_tool.project_settings import ProjectSettings
 from tests.dbproject import ENTRYPOINT, TABLES, Project, project
 from tests.helpers import run_cmd, script, tree_snapshot
 

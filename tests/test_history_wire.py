@@ -94,3 +94,32 @@ def test_bundle_is_not_reapplied_at_the_same_version_and_init_restores_it(
     assert pg.psql(missing, db_url) == "t"
     assert run("init")[0] == 0
     assert pg.psql(missing, db_url) == "f"
+
+
+# What a no-op `migrate` and `status` must not import: each costs more than their one query.
+HEAVY = ("dataclasses", "inspect", "typing", "argparse", "pathlib", "urllib.parse", "socket",
+         "subprocess", "db_tool.psql", "db_tool.history_pg")
+
+
+@pytest.mark.slow
+def test_noop_migrate_and_status_import_nothing_heavy(db_url: str, tmp_path: Path) -> None:
+    mdir = tmp_path / "migration"
+    flat(mdir, "20240101000001-m1", "SELECT 1;\n", "SELECT 1;\n")
+    env = {**os.environ, "DB_URL": db_url, "MIGRATION_DIR": str(mdir)}
+    # as the launchers run it (db-tool-run migrator ...)
+    probe = ("import atexit, sys\n"
+             f"atexit.register(lambda: print([m for m in {HEAVY!r} if m in sys.modules], "
+             "file=sys.stderr))\n"
+             "sys.argv = ['db-tool-run', 'migrator', *sys.argv[1:]]\n"
+             "from db_tool.cli.launch import entry\nentry()\n")
+    applied = subprocess.run([sys.executable, "-m", "db_tool.cli.migrator", "migrate", "up", "all"],
+                             env=env, capture_output=True, text=True, check=False)
+    assert applied.returncode == 0, applied.stderr
+    for argv in (["migrate", "up", "all"], ["-u", db_url, "-d", str(mdir), "migrate", "up", "all"],
+                 ["status"], ["-d", str(mdir), "status", "--json"]):
+        out = subprocess.run([sys.executable, "-c", probe, *argv], env=env, capture_output=True,
+                             text=True, check=False)
+        assert out.returncode == 0, out.stderr
+        if argv[-1] == "all":
+            assert out.stdout == "database already at 20240101000001-m1\n", out.stderr
+        assert out.stderr.strip().splitlines()[-1] == "[]", (argv, out.stderr)

@@ -97,6 +97,8 @@ def test_each_test_gets_a_fresh_copy_of_the_template(tmp_path: Path) -> None:
 
 
 INIT_FILE_TESTS = """\
+from pathlib import Path
+
 import pytest
 
 from db_tool import pgwire
@@ -106,12 +108,15 @@ from db_tool import pgwire
 def test_copy_arrives_with_its_relcache_init_file(db_tool_database, i):
     c = db_tool_database.cluster
     with pgwire.connect(c.sockdir, c.port, c.superuser, "postgres") as conn:
-        (oid,), = conn.query("SELECT oid::text FROM pg_database WHERE datname = "
-                             + pgwire.quote_literal(db_tool_database.name))
+        (oid, location), = conn.query(
+            "SELECT d.oid::text, pg_tablespace_location(d.dattablespace) FROM pg_database d "
+            "WHERE datname = " + pgwire.quote_literal(db_tool_database.name))
         sessions = conn.query("SELECT count(*) FROM pg_stat_activity WHERE datname = "
                               + pgwire.quote_literal(db_tool_database.name))
     assert sessions == [["0"]], "nobody connects to a copy before its test"
-    assert (c.datadir / "base" / oid / "pg_internal.init").is_file()
+    # In the data dir, or in the tablespace on a RAM disk (location/PG_<version>_<catalog>/)
+    where = [c.datadir / "base" / oid] if not location else list(Path(location).glob("PG_*/" + oid))
+    assert len(where) == 1 and (where[0] / "pg_internal.init").is_file()
 """
 
 

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from db_tool import settings
+from db_tool import project_settings, settings
 from db_tool.errors import Error, MissingError
-from db_tool.settings import ClusterConfig, ProjectSettings, Runtime
+from db_tool.project_settings import ProjectSettings
+from db_tool.settings import ClusterConfig, Runtime
 from tests.conftest import Cli
 from tests.migrator_support import flat
 
@@ -202,14 +203,16 @@ def test_postgres_init_with_os_environ_swapped_out_starts_the_cluster_of_env(
 
 def test_importing_settings_loads_no_dataclasses_typing_or_urllib() -> None:
     """settings, cli.common and cli.context are on every hot path (the postgres-init hook,
-    postgres-cleanup, the migrator): a fresh interpreter importing them, and building the
-    Runtime every main() installs, loads none of the costly modules."""
+    postgres-cleanup, the migrator), project_settings on every `database` command: a fresh
+    interpreter importing them, and building the Runtime every main() installs, loads none of
+    the costly modules."""
     import subprocess
     import sys
 
     heavy = ["dataclasses", "inspect", "ast", "typing", "urllib", "urllib.parse", "pathlib",
              "re", "shlex", "contextlib"]
     code = ("import sys\nimport db_tool.settings, db_tool.cli.common, db_tool.cli.context\n"
+            "import db_tool.project_settings\n"
             "db_tool.settings.use({'HOME': '/h', 'PATH': '/bin'})\n"
             f"print(sorted(m for m in {heavy!r} if m in sys.modules))\n")
     run = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True,
@@ -422,12 +425,12 @@ def test_project_settings_keep_every_variable_their_readers_look_up(tmp_path: Pa
         ClusterConfig.from_env(rec, caller_env=())
         asked |= rec.asked
     assert asked <= set(settings.CLUSTER_VARIABLES)
-    rec = _Recorder({name: "x" for name in settings.STAGING_VARIABLES})
+    rec = _Recorder({name: "x" for name in project_settings.STAGING_VARIABLES})
     StagingConfig.from_env(rec)
-    assert rec.asked == set(settings.STAGING_VARIABLES)
+    assert rec.asked == set(project_settings.STAGING_VARIABLES)
     rec = _Recorder({"LOCAL_DIR": str(tmp_path), "ENVIRONMENT": "dev"})
     find_dotenv(rec)
-    assert rec.asked == set(settings.DOTENV_VARIABLES)
+    assert rec.asked == set(project_settings.DOTENV_VARIABLES)
 
 
 def test_project_settings_build_the_cluster_config_of_their_environment(tmp_path: Path) -> None:

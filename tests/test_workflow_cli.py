@@ -18,7 +18,7 @@ from db_tool.cli.context import Context
 from db_tool.cli.database import main
 from db_tool.commands import logs, staging, testing
 from db_tool.errors import Error
-from db_tool.settings import ProjectSettings
+from db_tool.project_settings import ProjectSettings
 from tests.conftest import PG, Cli
 
 REPO = Path(__file__).resolve().parent.parent

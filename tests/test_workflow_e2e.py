@@ -22,7 +22,8 @@ import pytest
 
 from db_tool import psql as p
 from db_tool.cluster import Cluster
-from db_tool.settings import ClusterConfig, ProjectSettings, login_name
+from db_tool.project_settings import ProjectSettings
+from db_tool.settings import ClusterConfig, login_name
 from tests.conftest import Cli
 from tests.dbproject import short_dir
 from tests.helpers import next_port, run_cmd, script, stop_quietly

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from db_tool import fslock, output, privs, proc, progress
 from db_tool.cluster import Cluster
 from db_tool.errors import Error
-from db_tool.settings import ProjectSettings
+from db_tool.project_settings import ProjectSettings
 
 if TYPE_CHECKING:
     import tarfile

@@ -14,36 +14,42 @@ statement, which is what makes a clone cost little more than the copy itself.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 from db_tool import pgwire
 from db_tool.errors import Error
+from db_tool.record import Frozen
 
 NAME_MAX = 63  # NAMEDATALEN - 1 bytes
 COMMENT_TAG = "db-tool branch "
 _BUSY = "55006"  # object_in_use: "source database is being accessed by other users"
 
 
-@dataclass(frozen=True)
-class Clone:
+class Clone(Frozen):
     """A database copied from another (how long it took)."""
 
+    __slots__ = _fields = ("name", "source", "seconds")
     name: str
     source: str
     seconds: float
+
+    def __init__(self, name: str, source: str, seconds: float) -> None:
+        self._set(name=name, source=source, seconds=seconds)
 
 
 class CronInTheWay(Error):
     """The only session on the source is pg_cron's scheduler: copy with the server stopped."""
 
 
-@dataclass(frozen=True)
-class DatabaseInfo:
+class DatabaseInfo(Frozen):
     """One database of a cluster, as `database branch list` shows it."""
 
+    __slots__ = _fields = ("name", "size_bytes", "comment")
     name: str
     size_bytes: int
     comment: str | None
+
+    def __init__(self, name: str, size_bytes: int, comment: str | None) -> None:
+        self._set(name=name, size_bytes=size_bytes, comment=comment)
 
 
 def check_name(name: str, what: str = "database") -> str:
@@ -70,13 +76,18 @@ def _sessions(conn: pgwire.Connection, name: str) -> list[tuple[str, str, str]]:
     return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
 
 
-def clone_sql(name: str, source: str, strategy: str | None = None) -> str:
+def clone_sql(
+    name: str, source: str, strategy: str | None = None, tablespace: str | None = None
+) -> str:
     sql = f"CREATE DATABASE {pgwire.quote_ident(name)} TEMPLATE {pgwire.quote_ident(source)}"
-    return sql + (f" STRATEGY {strategy}" if strategy else "")
+    if strategy:
+        sql += f" STRATEGY {strategy}"
+    return sql + (f" TABLESPACE {pgwire.quote_ident(tablespace)}" if tablespace else "")
 
 
 def clone(
-    conn: pgwire.Connection, name: str, source: str, *, strategy: str | None = None
+    conn: pgwire.Connection, name: str, source: str, *, strategy: str | None = None,
+    tablespace: str | None = None,
 ) -> Clone:
     """CREATE DATABASE name TEMPLATE source; CronInTheWay when only pg_cron is connected."""
     started = time.monotonic()
@@ -84,7 +95,7 @@ def clone(
     _refuse_if_used(_sessions(conn, source), source)
     for _ in range(3):
         try:
-            conn.query(clone_sql(name, source, strategy))
+            conn.query(clone_sql(name, source, strategy, tablespace))
             return Clone(name, source, time.monotonic() - started)
         except pgwire.PgError as exc:
             if exc.code == "42P04":
@@ -146,12 +157,15 @@ def databases(conn: pgwire.Connection) -> list[DatabaseInfo]:
 
 
 # ---- branch metadata, kept in the database's own comment (it travels with the data) --------
-@dataclass(frozen=True)
-class BranchMeta:
+class BranchMeta(Frozen):
     """A branch's parent and creation time, kept in its database comment."""
 
+    __slots__ = _fields = ("parent", "created")
     parent: str
     created: float  # unix time
+
+    def __init__(self, parent: str, created: float) -> None:
+        self._set(parent=parent, created=created)
 
     def to_comment(self) -> str:
         # JSON written by hand: `branch create` would otherwise import json for this alone.

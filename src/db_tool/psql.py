@@ -41,12 +41,75 @@ def _psql_for(pg_bin_dir: str | None, path: str | None) -> str:
         ) from None
 
 
-def psql_path() -> str:
-    """PG_BIN_DIR's psql, else the one on PATH, else the found installation's (settings)."""
+def psql_path(url: str | None = None) -> str:
+    """PG_BIN_DIR's psql, else the one on PATH, else the found installation's (settings).
+    Debian's pg_wrapper on PATH is stepped over for a url it cannot redirect (direct_psql)."""
     from db_tool.settings import runtime
 
     rt = runtime()
-    return _psql_for(rt.pg_bin_dir, rt.path)
+    found = _psql_for(rt.pg_bin_dir, rt.path)
+    if url is not None and not rt.pg_bin_dir:
+        return direct_psql(found, url, rt.child_env) or found
+    return found
+
+
+PG_WRAPPER = "/usr/share/postgresql-common/pg_wrapper"
+PG_BINROOT = "/usr/lib/postgresql"
+
+
+def direct_psql(
+    found: str, url: str, env: Mapping[str, str], *, wrapper: str = PG_WRAPPER,
+    binroot: str = PG_BINROOT,
+) -> str | None:
+    """The psql binary Debian's pg_wrapper would exec, when `found` is that wrapper and url
+    leaves it nothing else to decide; None: run `found` as it is.
+
+    pg_wrapper is a Perl script (~50 ms per psql run, more than a whole no-op migrate). For
+    psql it always runs the newest <binroot>/<version>/bin/psql; its other work is picking a
+    cluster (PGCLUSTER, --cluster, user_clusters, the default cluster) and exporting that
+    cluster's PGHOST/PGPORT/PGDATABASE, and PGSYSCONFDIR (where pg_service.conf is read).
+    A postgresql:// URL naming one host, its port and a database overrides the first three;
+    without PGCLUSTER/PGSERVICE/service= nothing reads the last."""
+    try:
+        if os.path.realpath(found) != wrapper:
+            return None
+    except OSError:
+        return None
+    if env.get("PGCLUSTER") or env.get("PGSERVICE") or not _names_host_port_db(url):
+        return None
+    newest: tuple[tuple[int, ...], str] | None = None
+    try:
+        versions = os.listdir(binroot)
+    except OSError:
+        return None
+    for version in versions:
+        candidate = os.path.join(binroot, version, "bin", "psql")
+        try:
+            key = tuple(int(part) for part in version.split("."))
+        except ValueError:
+            continue
+        if os.access(candidate, os.X_OK) and (newest is None or key > newest[0]):
+            newest = (key, candidate)
+    return newest[1] if newest else None
+
+
+def _names_host_port_db(url: str) -> bool:
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("postgresql", "postgres"):
+        return False
+    rest, _, query = rest.partition("?")
+    netloc, _, path = rest.partition("/")
+    hostport = netloc.rpartition("@")[2]
+    params = dict(pair.partition("=")[::2] for pair in query.split("&") if pair)
+    if "service" in params or "," in hostport or "," in params.get("host", ""):
+        return False
+    if hostport.startswith("["):
+        host, _, port = hostport[1:].partition("]")
+        port = port.removeprefix(":")
+    else:
+        host, _, port = hostport.partition(":")
+    return (bool(params.get("host") or host) and bool(params.get("port") or port)
+            and bool(params.get("dbname") or path))
 
 
 def base_argv(
@@ -59,7 +122,7 @@ def base_argv(
     # A password in the URL would be visible in `ps` to every local user: it goes to the
     # child's environment instead (env(url=...)).
     safe_url, _ = without_password(url)
-    argv = [psql_path(), "-X", "--no-psqlrc", "-d", safe_url]
+    argv = [psql_path(url), "-X", "--no-psqlrc", "-d", safe_url]
     if quiet:
         argv.append("-q")
     if on_error_stop:

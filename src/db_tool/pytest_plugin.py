@@ -10,7 +10,7 @@ Nothing happens until a test asks for one of them, so the plugin costs nothing i
 that does not use it (and a conftest.py `db_url` fixture simply takes precedence).
 
 Options (also as ini keys: db_tool_mode, db_tool_source, db_tool_mock, db_tool_pool,
-db_tool_share, db_tool_local_dir, db_tool_keep_failed):
+db_tool_share, db_tool_local_dir, db_tool_keep_failed, db_tool_scratch):
   --db-tool=throwaway|project   which cluster (default: a throw-away one, cached per project)
   --db-tool-source=hydrate|migrations
   --db-tool-mock                hydrate with USE_MOCK=1
@@ -18,6 +18,9 @@ db_tool_share, db_tool_local_dir, db_tool_keep_failed):
   --db-tool-share=function|class|module   default sharing of one database
   --db-tool-keep-failed         keep a failing test's database and print its URL
   --db-tool-local-dir=DIR       the project (default: $LOCAL_DIR, else the rootdir)
+  --db-tool-scratch=auto|data|DIR  where the per-test copies live: auto (default) = a
+                                tablespace on /dev/shm when it is a tmpfs with room and the
+                                cluster is the throw-away one, else the data dir
 Marker: @pytest.mark.db_tool(share="module"|"class") on a module (pytestmark) or class.
 
 Only pytest and the standard library are imported at start-up; the rest when first used.
@@ -58,6 +61,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     default=None, help="keep the database of a failing test and print its URL")
     group.addoption("--db-tool-local-dir", dest="db_tool_local_dir",
                     help="the project directory (default: $LOCAL_DIR, else the rootdir)")
+    group.addoption("--db-tool-scratch", dest="db_tool_scratch", metavar="auto|data|DIR",
+                    help="where the per-test copies live: auto (default: a tablespace on "
+                         "/dev/shm when it is a tmpfs with room and the cluster is the "
+                         "throw-away one), data (the cluster's data dir) or a tablespace in DIR")
     parser.addini("db_tool_mode", "throwaway or project", default="throwaway")
     parser.addini("db_tool_source", "hydrate or migrations", default="hydrate")
     parser.addini("db_tool_mock", "hydrate with USE_MOCK=1", type="bool", default=False)
@@ -67,6 +74,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                   default=False)
     parser.addini("db_tool_local_dir", "the project directory (relative to the rootdir)",
                   default="")
+    parser.addini("db_tool_scratch", "auto, data or a directory for the per-test copies",
+                  default="auto")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -89,6 +98,7 @@ class TestDatabase:
     cluster: Cluster
     waited: float = 0.0  # seconds spent waiting for a copy to be ready
     kept: bool = False
+    ahead: Any = field(default=None, repr=False)  # the connection db_conn gets, opened ahead
 
     __test__ = False  # not a test class, whatever its name says
 
@@ -124,7 +134,8 @@ class DbToolSession:
     template: str | None = None
 
     def _settings(self) -> Any:
-        from db_tool.settings import ProjectSettings, environ
+        from db_tool.project_settings import ProjectSettings
+        from db_tool.settings import environ
 
         env = environ()
         settings = ProjectSettings.from_env(env)
@@ -173,14 +184,48 @@ class DbToolSession:
             key = template_db.template_key(settings, recipe, cluster.install.fingerprint())
             self.template = template_db.ensure_template(cluster, settings, recipe, key,
                                                         state=state, run_id=self.run_id)
-        return Pool(cluster, self.template, int(_opt(self.config, "db_tool_pool"))).start()
+        size = int(_opt(self.config, "db_tool_pool"))
+        tablespace = self._scratch(cluster, self.template, size)
+        return Pool(cluster, self.template, size, tablespace=tablespace).start()
 
-    def new_database(self, label: str) -> TestDatabase:
+    def _scratch(self, cluster: Cluster, template: str, size: int) -> str | None:
+        """The tablespace for the copies (--db-tool-scratch), or None: the data dir."""
+        from db_tool import clone_pool, pgwire
+
+        where = str(_opt(self.config, "db_tool_scratch") or "auto")
+        if where == "data":
+            return None
+        if where == "auto":
+            if str(_opt(self.config, "db_tool_mode")) != "throwaway":
+                return None  # no tablespace in the project's own cluster unless asked for
+            with pgwire.connect(cluster.sockdir, cluster.port, cluster.superuser,
+                                "postgres") as conn:
+                (size_text,), = conn.query(
+                    f"SELECT pg_database_size({pgwire.quote_literal(template)})::text")
+            found = clone_pool.ram_dir(clone_pool.ram_need(int(size_text or 0), size))
+            if found is None:
+                return None
+            where = found
+        name: str | None = self._stack.enter_context(
+            clone_pool.scratch_tablespace(cluster, where))
+        return name
+
+    def new_database(self, label: str, *, connected: bool = False) -> TestDatabase:
+        """A fresh copy; connected: for db_conn, with a connection opened in the background
+        when the pool has one ready (the copy then keeps its pool name, dbt_p_…)."""
         pool = self.pool()
-        handed = pool.acquire(pool.next_name(label))
-        assert self._cluster is not None
-        return TestDatabase(handed.name, self._cluster.url_for(handed.name), self._cluster,
-                            handed.waited)
+        cluster = self._cluster
+        assert cluster is not None
+        if connected:
+            try:
+                import psycopg
+            except ImportError:
+                connected = False  # db_conn says so
+            else:
+                pool.connect_with(lambda name: psycopg.connect(cluster.url_for(name)))
+        handed = pool.acquire(pool.next_name(label), connected=connected)
+        return TestDatabase(handed.name, cluster.url_for(handed.name), cluster, handed.waited,
+                            ahead=handed.conn)
 
     def finish(self, db: TestDatabase) -> None:
         if db.kept:
@@ -256,7 +301,7 @@ def db_tool_database(
         item.stash[_DB] = db
         yield db
         return
-    db = db_tool_session.new_database(item.name)
+    db = db_tool_session.new_database(item.name, connected="db_conn" in request.fixturenames)
     item.stash[_DB] = db
     try:
         yield db
@@ -276,7 +321,9 @@ def db_conn(db_tool_database: TestDatabase) -> Iterator[Any]:
     except ImportError:
         pytest.fail("db_conn needs psycopg: pip install 'psycopg[binary]' (or use db_url)",
                     pytrace=False)
-    conn = psycopg.connect(db_tool_database.url)
+    conn, db_tool_database.ahead = db_tool_database.ahead, None
+    if conn is None:
+        conn = psycopg.connect(db_tool_database.url)
     try:
         yield conn
     finally:

@@ -25,7 +25,7 @@ from pathlib import Path
 from db_tool import clone, fslock, output, pgwire
 from db_tool.cluster import Cluster
 from db_tool.errors import Error
-from db_tool.settings import ProjectSettings
+from db_tool.project_settings import ProjectSettings
 
 PREFIX = "dbt_"
 TEMPLATE_PREFIX = "dbt_tpl_"

@@ -8,7 +8,7 @@ TYPE_CHECKING = False  # typing and dataclasses cost more to import than this mo
 if TYPE_CHECKING:
     from typing import TextIO
 
-    from db_tool.settings import ProjectSettings
+    from db_tool.project_settings import ProjectSettings
 
 
 class Context:

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
 
 from db_tool.cli.common import env_dict, guarded
 from db_tool.cli.parser import parse, wants_help, with_examples
 from db_tool.cli.spec import DATABASE, DB_GLOBALS
 from db_tool.errors import Error, ExitCode, MissingError, UsageError
 
+TYPE_CHECKING = False  # no typing at run time (`database branch create` is a hot path)
 if TYPE_CHECKING:  # imported where used: it costs db_tool.settings, which --help needs not
+    from typing import Any
+
     from db_tool.cli.context import Context
 
-Opts = dict[str, Any]
+    Opts = dict[str, Any]
 
 HELP = """\
 usage: database [-u|--url URL] [-i|--inherits TABLE]... <subcommand> [options]
@@ -348,7 +350,7 @@ def run(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
 
         output.set_quiet()
     from db_tool.cli.context import Context
-    from db_tool.settings import ProjectSettings
+    from db_tool.project_settings import ProjectSettings
 
     settings = ProjectSettings.from_env(env_dict(env), url=url)
     ctx = Context(settings=settings, inherits=[*glob["inherits"], *more["inherits"]],
@@ -367,7 +369,7 @@ def _strip_examples(text: str) -> str:
 
 def _passthrough(sub: str, rest: list[str], glob: Opts, env: Mapping[str, str] | None) -> int:
     """`database migrator|postgres-init|psql ...`: the rest is that command's argv."""
-    from db_tool.settings import ProjectSettings
+    from db_tool.project_settings import ProjectSettings
 
     url = glob["url"]
     if sub == "migrator" and "--url" in rest[:rest.index("--") if "--" in rest else None]:

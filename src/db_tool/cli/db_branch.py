@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
 
 from db_tool.errors import MissingError, UsageError
 
+TYPE_CHECKING = False  # no typing at run time: `branch create` is a hot path
 if TYPE_CHECKING:  # --help imports this module for its text only
+    from typing import Any
+
     from db_tool.cli.context import Context
 
 HELP = """\
@@ -68,9 +70,9 @@ def dispatch(ctx: Context, action: str | None, opts: dict[str, Any], pos: list[s
         rows = branch.list_branches(cluster)
         if opts["json"]:
             import json
-            from dataclasses import asdict
 
-            ctx.stdout.write(json.dumps([asdict(r) for r in rows], indent=2) + "\n")
+            ctx.stdout.write(json.dumps([{n: getattr(r, n) for n in r._fields} for r in rows],
+                                        indent=2) + "\n")
             return 0
         width = max([len(r.name) for r in rows] + [6])
         ctx.stdout.write(f"  {'BRANCH':<{width}}  {'SIZE':>9}  {'CREATED':<16}  PARENT\n")

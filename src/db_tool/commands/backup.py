@@ -22,8 +22,8 @@ from db_tool.backupdir import (
 from db_tool.cluster import Cluster
 from db_tool.conninfo import without_password
 from db_tool.errors import Error
+from db_tool.project_settings import ProjectSettings
 from db_tool.scratch import interrupt_on_signals
-from db_tool.settings import ProjectSettings
 
 
 @dataclass(frozen=True)

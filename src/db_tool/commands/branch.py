@@ -11,28 +11,32 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 from db_tool import clone, output, pgwire
 from db_tool.clusterdir import BRANCH_FILE as STATE_FILE
 from db_tool.conninfo import build_url
 from db_tool.errors import Error
-from db_tool.settings import ClusterConfig
+from db_tool.record import Frozen
 
+TYPE_CHECKING = False  # no typing at run time: `branch create` is a hot path
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
     from db_tool.cluster import Cluster
+    from db_tool.settings import ClusterConfig
 
 
-@dataclass(frozen=True)
-class Where:
+class Where(Frozen):
     """The cluster as the branch commands see it: an address. Starting or stopping it (rare)
     imports the Cluster machinery; a branch command on a running cluster never does, which
     keeps `branch create` close to the cost of the copy itself."""
 
+    __slots__ = _fields = ("config",)
     config: ClusterConfig
+
+    def __init__(self, config: ClusterConfig) -> None:
+        self._set(config=config)
 
     @property
     def working_dir(self) -> Path:
@@ -58,16 +62,21 @@ class Where:
         return Cluster(self.config)
 
 
-@dataclass(frozen=True)
-class Branch:
+class Branch(Frozen):
     """One branch (database) of the cluster."""
 
+    __slots__ = _fields = ("name", "size_bytes", "created", "parent", "current", "main")
     name: str
     size_bytes: int
     created: float | None  # None for the main database and databases made by hand
     parent: str | None
     current: bool
     main: bool
+
+    def __init__(self, name: str, size_bytes: int, created: float | None, parent: str | None,
+                 current: bool, main: bool) -> None:
+        self._set(name=name, size_bytes=size_bytes, created=created, parent=parent,
+                  current=current, main=main)
 
 
 def state_path(cluster: Where) -> Path:
@@ -229,6 +238,8 @@ def database_for_init(cluster: Where, *, from_git: bool = False, git_dir: str = 
     name = current(cluster)
     git_branch = None
     if from_git:
+        from pathlib import Path
+
         git_branch = git_branch_of(Path(git_dir))
         if git_branch is None:
             output.warn(f"PG_BRANCH_FROM_GIT=1 but {git_dir} is not a git checkout; using "

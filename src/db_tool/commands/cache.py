@@ -13,7 +13,7 @@ from pathlib import Path
 
 from db_tool import cachedir, fslock
 from db_tool.errors import Error
-from db_tool.settings import ProjectSettings
+from db_tool.project_settings import ProjectSettings
 
 DAY = 86400.0
 

@@ -18,8 +18,8 @@ from typing import TextIO
 from db_tool import fslock, output, progress
 from db_tool.cluster import Cluster
 from db_tool.commands.deploy import hydrate_and_patch, preflight
+from db_tool.project_settings import ProjectSettings
 from db_tool.scratch import interrupt_on_signals, tear_down
-from db_tool.settings import ProjectSettings
 
 CHECK_DIR = "postgresql-check-tmp"
 

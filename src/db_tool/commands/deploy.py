@@ -10,7 +10,7 @@ from db_tool import output
 from db_tool.cluster import Cluster
 from db_tool.commands.hydrate import HydrateResult, hydrate, require_entrypoint
 from db_tool.commands.patch import PatchResult, apply_patch, patch_file_of
-from db_tool.settings import ProjectSettings
+from db_tool.project_settings import ProjectSettings
 
 
 @dataclass(frozen=True)

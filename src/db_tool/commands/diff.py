@@ -29,8 +29,8 @@ from db_tool.backupdir import (
 from db_tool.cluster import Cluster
 from db_tool.commands.restore import restore_into
 from db_tool.errors import Error, ExitCode
+from db_tool.project_settings import ProjectSettings
 from db_tool.scratch import interrupt_on_signals, tear_down, teardown
-from db_tool.settings import ProjectSettings
 
 if TYPE_CHECKING:
     from db_tool.settings import MigratorSettings

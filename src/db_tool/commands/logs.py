@@ -10,7 +10,7 @@ from typing import TextIO
 
 from db_tool.cluster import Cluster
 from db_tool.errors import Error
-from db_tool.settings import ProjectSettings
+from db_tool.project_settings import ProjectSettings
 
 
 def log_dir(settings: ProjectSettings) -> Path:

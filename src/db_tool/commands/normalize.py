@@ -33,9 +33,10 @@ from db_tool.backupdir import (
 )
 from db_tool.cluster import Cluster
 from db_tool.errors import Error, MissingError
+from db_tool.project_settings import ProjectSettings
 from db_tool.scratch import interrupt_on_signals, tear_down, teardown
 from db_tool.serverconf import DEV_CONF, HBA_CONF
-from db_tool.settings import DEFAULT_DATABASE, ProjectSettings, login_name
+from db_tool.settings import DEFAULT_DATABASE, login_name
 
 NORMALIZED_DIR = "postgresql-backup-normalized"
 NORM_PREFIX = ".norm-"  # the temporary cluster's dir, next to the output

@@ -10,7 +10,7 @@ from typing import TextIO
 from db_tool import output, proc
 from db_tool.commands import sqlrun
 from db_tool.errors import Error
-from db_tool.settings import ProjectSettings
+from db_tool.project_settings import ProjectSettings
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from typing import Any
 
 from db_tool.cluster import Cluster
 from db_tool.errors import Error, NotInstalledError
-from db_tool.settings import ProjectSettings
+from db_tool.project_settings import ProjectSettings
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from db_tool import output, psql, sqlscript, sqlsplit
 from db_tool.commands import sqlrun
 from db_tool.errors import Error
-from db_tool.settings import ProjectSettings
+from db_tool.project_settings import ProjectSettings
 
 # ------------------------------------------------------------------------------------ TAP
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from db_tool import output, pgbin, proc, serverconf, template_cache, workdir
 from db_tool.cluster import Cluster
 from db_tool.errors import Error, NotInstalledError
-from db_tool.settings import ProjectSettings
+from db_tool.project_settings import ProjectSettings
 
 # What restoring a pg_dumpall into a fresh cluster always says: its superuser exists already.
 _EXPECTED_RESTORE_ERRORS = ("already exists", "current user cannot be dropped")
