@@ -115,6 +115,10 @@ def test_a_ram_dir_is_a_tmpfs_mount_with_room(tmp_path: Path) -> None:
         pytest.skip("/dev/shm is no tmpfs here")
     assert clone_pool.ram_dir(1, ("/nonexistent", "/dev/shm")) == "/dev/shm"
     assert clone_pool.ram_dir(1 << 62, ("/dev/shm",)) is None, "not when it lacks the room"
+    mib = 1 << 20
+    assert clone_pool.ram_need(8 * mib, 8, 4) == 2 * clone_pool.ram_need(8 * mib, 8, 2) - 64 * mib
+    assert clone_pool.ram_need(8 * mib, 8, 1) == clone_pool.ram_need(8 * mib, 8, 2), \
+        "room for a second pool even without xdist"
 
 
 def test_close_with_wait_returns_once_the_session_left_so_a_rename_does_not_wait(

@@ -314,10 +314,11 @@ def ram_dir(need_bytes: int, candidates: tuple[str, ...] = RAM_DIRS) -> str | No
     return None
 
 
-def ram_need(template_bytes: int, size: int) -> int:
+def ram_need(template_bytes: int, size: int, processes: int = 1) -> int:
     """Room to ask of a RAM disk for a pool of `size`: the ready copies, as many released ones
-    waiting to be dropped, a few in use — twice, for a second worker — and 64 MiB to spare."""
-    return 2 * template_bytes * (2 * size + 4) + (64 << 20)
+    waiting to be dropped, a few in use — for each of `processes` pools (xdist workers, at
+    least two: another run may share the machine) — and 64 MiB to spare."""
+    return max(2, processes) * template_bytes * (2 * size + 4) + (64 << 20)
 
 
 @contextlib.contextmanager
