@@ -1227,3 +1227,13 @@ def test_hook_paths_load_no_dataclasses_inspect_typing_or_argparse(
     assert r.returncode == 0, r.stderr
     assert "started a fresh" in r.stderr and "reused the" in r.stderr
     assert r.stdout.strip().splitlines()[-1] == "loaded: []", r.stdout + r.stderr
+
+
+def test_print_env_to_a_full_disk_is_an_error_in_one_line_not_a_bug(
+    cluster_env: dict[str, str]
+) -> None:
+    r = run_cmd(["sh", "-c", 'exec "$0" --print-env >/dev/full', script("postgres-init")],
+                cluster_env)
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr and "bug" not in r.stderr
+    assert "postgres-init: error: cannot write the exports to stdout" in r.stderr

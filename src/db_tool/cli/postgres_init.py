@@ -171,8 +171,24 @@ def run(
             "already running": "reusing the running"}[result.action]
     output.info(f"{verb} cluster in {config.working_dir}: {url}")
     if print_env:
-        sys.stdout.write(export_lines(values))
+        _write_exports(export_lines(values))
     return 0
+
+
+def _write_exports(text: str) -> None:
+    """stdout is a full disk or a reader that left: a one-line error (exit 1), not a bug."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except OSError as exc:
+        import os
+
+        from db_tool.errors import Error
+
+        # What could not be written stays buffered and would fail again at exit.
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+        raise Error(f"cannot write the exports to stdout: {exc.strerror or exc}; the cluster "
+                    "is running (postgres-cleanup stops it)") from None
 
 
 def _branch_file(config: ClusterConfig) -> bool:
