@@ -202,7 +202,9 @@ class DbToolSession:
                                 "postgres") as conn:
                 (size_text,), = conn.query(
                     f"SELECT pg_database_size({pgwire.quote_literal(template)})::text")
-            found = clone_pool.ram_dir(clone_pool.ram_need(int(size_text or 0), size))
+            workers = int((getattr(self.config, "workerinput", None) or {}).get("workercount")
+                          or 1)
+            found = clone_pool.ram_dir(clone_pool.ram_need(int(size_text or 0), size, workers))
             if found is None:
                 return None
             where = found
