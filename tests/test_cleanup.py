@@ -304,3 +304,17 @@ def test_database_cleanup_of_an_original_layout_with_logs_and_broken_data(
     r = run_cmd([script("database"), "cleanup"], cluster_env)
     assert r.returncode == 0, r.stderr
     assert not wd.exists()
+
+
+@pytest.mark.parametrize("closed", [">&-", "2>&-", ">&- 2>&-"])
+def test_cleanup_with_stdout_or_stderr_closed_stops_and_exits_0(
+    cluster_env: dict[str, str], closed: str
+) -> None:
+    # A trap or a supervisor may run it with a descriptor closed: Python then has no
+    # sys.stdout/sys.stderr at all. The original (dash) still stops and returns 0.
+    assert run_cmd([script("postgres-init")], cluster_env).returncode == 0
+    pid = postmaster_pid(wd_of(cluster_env))
+    r = run_cmd(["sh", "-c", f'exec "$0" {closed}', script("postgres-cleanup")], cluster_env)
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    assert not alive(pid)

@@ -222,3 +222,56 @@ def test_connections_opened_ahead_come_with_fresh_copies_and_plain_acquires_get_
         left = conn.query("SELECT datname FROM pg_database WHERE datname LIKE 'dbt\\_%\\_"
                           f"{pool._tag}\\_%'")
     assert left == [], "close() closes the connections opened ahead and drops their copies"
+
+
+def test_a_full_scratch_tablespace_makes_the_copies_go_to_the_data_dir_not_fail(
+    pg: PG, template: str, tmp_path: Path
+) -> None:
+    # /dev/shm is shared with every process on the machine: it can fill up mid-run (other
+    # users, more xdist workers than ram_need counted). A copy that does not fit must still be
+    # made, in the data dir, instead of failing every test after it.
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    parent = _scratch_parent(tmp_path)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0711", "tmpfs",
+                              str(parent)], capture_output=True, text=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        with clone_pool.scratch_tablespace(_address(pg), str(parent)) as tablespace:
+            assert tablespace is not None
+            pool = _pool(pg, template, size=1, tablespace=tablespace)
+            try:
+                name = pool.acquire(pool.next_name("full")).name
+                with _connect(pg, name) as db:
+                    assert db.query("SELECT count(*) FROM item") == [["0"]]
+                pool.release(name)
+            finally:
+                pool.close()
+    finally:
+        subprocess.run(["umount", "-l", str(parent)], check=False)
+
+
+def test_the_scratch_dir_is_not_chowned_through_a_link_swapped_in_for_it(
+    pg: PG, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # --db-tool-scratch=DIR may be a directory another account controls: between mkdtemp and
+    # the chown it can put a link to root's files in place of ours.
+    account = privs.server_account(None)
+    if account is None:
+        pytest.skip("only root hands the directory to a server account")
+    parent = _scratch_parent(tmp_path)
+    victim = tmp_path / "roots"
+    victim.mkdir()
+    made = clone_pool.tempfile.mkdtemp
+
+    def swapped(prefix: str, dir: str) -> str:
+        location = made(prefix=prefix, dir=dir)
+        os.rename(location, location + ".moved")
+        os.symlink(victim, location)
+        return location
+
+    monkeypatch.setattr(clone_pool.tempfile, "mkdtemp", swapped)
+    with clone_pool.scratch_tablespace(_address(pg), str(parent)) as tablespace:
+        assert tablespace is None, "falls back to the data dir"
+    assert victim.stat().st_uid == 0, "root's directory was handed to the server account"

@@ -26,6 +26,8 @@ from tests.migrator_support import flat
     ("postgresql://me:secret@/app?host=/s", {}, None),  # a password: psql's business
     ("postgresql://me@/app?host=/s&password=x", {}, None),
     ("postgresql://me@/app?host=/s&sslmode=require", {}, None),
+    ("postgresql://me@/app?host=/s&sslmode=disable", {}, Address("/s", 5432, "me", "app")),
+    ("postgresql://me@/app?sslmode=prefer&host=/s", {}, Address("/s", 5432, "me", "app")),
     ("postgresql://me@localhost/app", {}, None),  # TCP
     ("postgresql://me@/app", {}, None),  # libpq's compiled-in socket dir: not guessed
     ("postgresql://me@h1,h2/app", {}, None),

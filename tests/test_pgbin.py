@@ -185,7 +185,9 @@ def test_newest_distro_installation_first(monkeypatch: pytest.MonkeyPatch) -> No
     """Numeric, not lexical: 15 before 13 before 9."""
     dirs = ["/usr/lib/postgresql/9/bin", "/usr/lib/postgresql/15/bin",
             "/usr/lib/postgresql/13/bin"]
-    monkeypatch.setattr(pgbin.glob, "glob", lambda pattern: list(dirs))
+    import glob
+
+    monkeypatch.setattr(glob, "glob", lambda pattern: list(dirs))
     assert [str(d) for d in pgbin._distro_dirs()] == [dirs[1], dirs[2], dirs[0]]
 
 

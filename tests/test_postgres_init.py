@@ -1191,3 +1191,39 @@ def test_concurrent_run_waits_for_the_lock(cluster_env: dict[str, str]) -> None:
         os.close(fd)  # releases the lock
     assert proc.wait(timeout=120) == 0, errlog.read_text()
     assert (wd / "data" / "PG_VERSION").is_file()
+
+
+@pytest.mark.slow
+def test_hook_paths_load_no_dataclasses_inspect_typing_or_argparse(
+    cluster_env: dict[str, str], tmp_path: Path,
+) -> None:
+    """`postgres-init --print-env` (a warm fresh cluster, then PG_REUSE) and
+    `postgres-cleanup` never load the modules that cost more than their work. (pathlib, and
+    with it urllib.parse and re, still load: ClusterConfig's paths are Paths; json only for
+    the background refill's job, while the server starts.)"""
+    import sys
+
+    cluster_env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    assert init(cluster_env).returncode == 0  # cold: initdb, the template built behind
+    stop_quietly(wd_of(cluster_env))
+    deadline = time.monotonic() + 120
+    spares = tmp_path / "cache" / "db-tool" / "templates"
+    while not (list(spares.glob("*/spares/ready-*")) and not list(spares.glob("*/spares/tmp-*"))):
+        assert time.monotonic() < deadline, "no spare within 120 s"
+        time.sleep(0.05)
+    heavy = ["dataclasses", "inspect", "ast", "typing", "argparse", "socket",
+             "db_tool.commands.branch", "db_tool.progress"]
+    code = ("import os, sys\n"
+            "import db_tool.cli.launch\n"
+            "from db_tool.cli import postgres_cleanup, postgres_init\n"
+            "assert postgres_init.main(['--print-env']) == 0\n"
+            "os.environ['PG_REUSE'] = '1'\n"
+            "assert postgres_cleanup.main([]) == 0\n"
+            "assert postgres_init.main(['--print-env']) == 0\n"
+            "assert postgres_cleanup.main([]) == 0\n"
+            f"print('loaded:', sorted(m for m in {heavy!r} if m in sys.modules))\n")
+    r = subprocess.run([sys.executable, "-c", code], env=cluster_env, capture_output=True,
+                       text=True, timeout=120, check=False)
+    assert r.returncode == 0, r.stderr
+    assert "started a fresh" in r.stderr and "reused the" in r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "loaded: []", r.stdout + r.stderr

@@ -338,3 +338,38 @@ def test_cluster_layout_names_match_the_modules_that_make_them() -> None:
 
     assert in_layout(previous.PREVIOUS)
     assert in_layout(template_cache.BUILD_PREFIX + "1234")
+
+
+@pytest.mark.parametrize("removed", ["template dir", "lock file"])
+def test_worker_stops_at_once_when_its_template_dir_is_removed(tmp_path: Path,
+                                                               removed: str) -> None:
+    """A test or sandbox removing the tree the background worker works in: the worker exits
+    (quietly, status 0) instead of racing the removal with its writes."""
+    import subprocess
+    import sys
+
+    template = tmp_path / "templates" / "key"
+    template.mkdir(parents=True)
+    lock = template / "lock"
+    code = ("import os, sys, time\n"
+            "from pathlib import Path\n"
+            "from db_tool import template_worker\n"
+            f"t = Path({str(template)!r})\n"
+            "fd = os.open(t / 'lock', os.O_RDWR | os.O_CREAT, 0o600)\n"
+            "template_worker._Vanishing(fd).add(t)\n"
+            "print('watching', flush=True)\n"
+            "time.sleep(30)\n"
+            "sys.exit(3)\n")
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout is not None and p.stdout.readline().strip() == "watching"
+        time.sleep(0.2)
+        assert p.poll() is None  # nothing removed: it keeps working
+        if removed == "lock file":
+            lock.unlink()
+        else:
+            shutil.rmtree(template)
+        assert p.wait(timeout=5) == 0
+    finally:
+        p.kill()
+        p.wait()

@@ -36,11 +36,12 @@ def files() -> list[Path]:
     return [Path(sql_file(name)) for name in NAMES]
 
 
-def _rendered(path: Path) -> str:
-    text = path.read_text(encoding="utf-8")
-    if path.name == "version.sql":
+def _rendered(path: str | os.PathLike[str]) -> str:
+    with open(path, encoding="utf-8") as fh:
+        text = fh.read()
+    if os.path.basename(path) == "version.sql":
         if PLACEHOLDER not in text:
-            raise Error(f"{path} lacks the {PLACEHOLDER} placeholder", exit_code=13)
+            raise Error(f"{os.fspath(path)} lacks the {PLACEHOLDER} placeholder", exit_code=13)
         text = text.replace(PLACEHOLDER, VERSION)
     return text
 
@@ -48,9 +49,9 @@ def _rendered(path: Path) -> str:
 def render() -> str:
     """The whole bundle as one SQL script with the version filled in (for psql -f or \\i)."""
     parts = []
-    for path in files():
-        text = _rendered(path)
-        parts.append(f"-- ==== hectic bundle {VERSION}: {path.name} ====\n{text.rstrip()}\n")
+    for name in NAMES:
+        text = _rendered(sql_file(name))
+        parts.append(f"-- ==== hectic bundle {VERSION}: {name}.sql ====\n{text.rstrip()}\n")
     return "\n".join(parts)
 
 

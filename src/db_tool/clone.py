@@ -22,6 +22,7 @@ from db_tool.record import Frozen
 NAME_MAX = 63  # NAMEDATALEN - 1 bytes
 COMMENT_TAG = "db-tool branch "
 _BUSY = "55006"  # object_in_use: "source database is being accessed by other users"
+_DISK_FULL = "53100"  # disk_full: ENOSPC while writing the copy
 
 
 class Clone(Frozen):
@@ -38,6 +39,10 @@ class Clone(Frozen):
 
 class CronInTheWay(Error):
     """The only session on the source is pg_cron's scheduler: copy with the server stopped."""
+
+
+class DiskFull(Error):
+    """The copy did not fit where it was to go (PostgreSQL removed what it had written)."""
 
 
 class DatabaseInfo(Frozen):
@@ -103,6 +108,9 @@ def clone(
                             "it first") from None
             if exc.code == "3D000":
                 raise Error(f"database {source} does not exist: nothing to copy") from None
+            if exc.code == _DISK_FULL:
+                raise DiskFull(f"copying database {source} to {name} failed: {exc.message}") \
+                    from None
             if exc.code != _BUSY:
                 raise Error(f"copying database {source} to {name} failed: {exc.message}") \
                     from None

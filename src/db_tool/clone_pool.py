@@ -192,8 +192,7 @@ class Pool:
                     # file (ensure_template makes sure there is one), so the test's first
                     # connection is as cheap as any, and with nobody connected to the copy
                     # the hand-out rename never waits for a leaving session.
-                    clone.clone(conn, name, self.template, strategy=self.strategy,
-                                tablespace=self.tablespace)
+                    self._copy(conn, name)
                     made = True
                 finally:
                     with self._cond:
@@ -205,6 +204,21 @@ class Pool:
                 clone.drop(conn, name)
         for name in leftovers:
             clone.drop(conn, name)
+
+    def _copy(self, conn: pgwire.Connection, name: str) -> None:
+        tablespace = self.tablespace
+        try:
+            clone.clone(conn, name, self.template, strategy=self.strategy,
+                        tablespace=tablespace)
+        except clone.DiskFull as exc:
+            if tablespace is None:
+                raise
+            # The RAM disk is shared with the whole machine and may fill up mid-run: the
+            # copies from now on go to the data dir instead of failing every test after it.
+            if self.tablespace is not None:  # once, not once per thread
+                self.tablespace = None
+                output.warn(f"test databases go to the data dir from now on: {exc.message}")
+            clone.clone(conn, name, self.template, strategy=self.strategy)
 
     def _next_task(self) -> tuple[str, str]:
         """("connect" | "copy" | "drop", database), taken under the lock."""
@@ -319,7 +333,7 @@ def scratch_tablespace(cluster: Cluster, parent: str) -> Iterator[str | None]:
         location = tempfile.mkdtemp(prefix=_LOCATION_PREFIX, dir=parent)
         account = cluster.run_as
         if account is not None:
-            os.chown(location, account.uid, account.gid)
+            _give(location, account.uid, account.gid)
         with pgwire.connect(cluster.sockdir, cluster.port, cluster.superuser, "postgres") as c:
             c.query(f"CREATE TABLESPACE {pgwire.quote_ident(name)} "
                     f"LOCATION {pgwire.quote_literal(location)}")
@@ -336,6 +350,20 @@ def scratch_tablespace(cluster: Cluster, parent: str) -> Iterator[str | None]:
             cluster.sockdir, cluster.port, cluster.superuser, "postgres"
         ) as c:
             _drop_tablespace(c, name, location)
+
+
+def _give(location: str, uid: int, gid: int) -> None:
+    """chown the directory mkdtemp just made, never through what replaced it: the parent
+    (--db-tool-scratch=DIR) may be another account's, who can swap our directory for a link
+    to something of root's before we chown it."""
+    fd = os.open(location, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != os.geteuid() or st.st_mode & 0o7777 != 0o700:
+            raise OSError(f"{location} is no longer the directory made for the copies")
+        os.fchown(fd, uid, gid)
+    finally:
+        os.close(fd)
 
 
 def _drop_tablespace(conn: pgwire.Connection, name: str, location: str) -> None:

@@ -10,7 +10,10 @@ by the same account and root).
 from __future__ import annotations
 
 import re
-from pathlib import Path
+
+TYPE_CHECKING = False  # pathlib only for the annotation (psql imports this on every migrate)
+if TYPE_CHECKING:
+    from pathlib import Path
 
 _URL_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
 
@@ -28,6 +31,8 @@ def build_url(user: str, database: str, sockdir: Path | str, port: int) -> str:
 
 
 def _unpct(text: str) -> str:
+    if "%" not in text:
+        return text  # urllib (imported on every `migrate` with work) only when there is a %
     from urllib.parse import unquote
 
     return unquote(text)

@@ -63,11 +63,12 @@ class PgHistory:
 
         return history_wire.quick_state(self.url, self.libpq)
 
-    def read_applied(self) -> list[Applied]:
-        """Read-only (status): an uninitialised database has an empty history."""
+    def read_applied(self, *, wire: bool = True) -> list[Applied]:
+        """Read-only (status): an uninitialised database has an empty history. wire=False:
+        through psql only (the caller's wire attempt could not tell)."""
         from db_tool import psql
 
-        quick = self.quick_state()
+        quick = self.quick_state() if wire else None
         if quick is not None:
             return quick.applied or []
 

@@ -75,6 +75,9 @@ def address(url: str, env: Mapping[str, str]) -> Address | None:
         port = params.pop("port", port) or env.get("PGPORT", "") or "5432"
         user = params.pop("user", _unpct(userinfo) if at else "") or env.get("PGUSER", "")
         database = params.pop("dbname", _unpct(path)) or user
+        # Over a unix socket libpq never tries SSL: these modes connect as we do.
+        if params.get("sslmode") in ("disable", "allow", "prefer"):
+            del params["sslmode"]
         if set(params) - _HARMLESS or "password" in params:
             return None
         if not user:

@@ -109,6 +109,8 @@ def _emit(level: str, message: str, stream: TextIO | None = None) -> None:
     if not _shown(level) or (_quiet and level in ("info", "ok", "debug")):
         return
     stream = stream if stream is not None else sys.stderr
+    if stream is None:
+        return  # stderr was closed when we started (a trap, a supervisor): nowhere to say it
     if stream is sys.stderr:
         clear_status()
     label = {"info": prog(), "warn": "warning", "error": "error", "ok": prog(),

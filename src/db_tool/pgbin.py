@@ -208,11 +208,13 @@ def _from_pg_config(path: str | None, memo: Path | None = None) -> Path | None:
 
 
 def _distro_dirs() -> list[Path]:
+    import glob  # only when pg_config on PATH does not answer (see _candidates)
+
     found = []
-    with contextlib.suppress(OSError):
-        for name in os.listdir("/usr/lib/postgresql"):
-            if name.isdigit() and os.path.isdir(f"/usr/lib/postgresql/{name}/bin"):
-                found.append((int(name), Path(f"/usr/lib/postgresql/{name}/bin")))
+    for d in glob.glob("/usr/lib/postgresql/*/bin"):
+        m = re.search(r"/postgresql/(\d+)/bin$", d)
+        if m:
+            found.append((int(m.group(1)), Path(d)))
     return [d for _, d in sorted(found, reverse=True)]
 
 

@@ -11,7 +11,6 @@ import re
 import shutil
 from collections.abc import Mapping, Sequence
 from functools import cache
-from pathlib import Path
 
 from db_tool import proc
 from db_tool.conninfo import without_password
@@ -24,9 +23,9 @@ RECORD_SEP = "\x1e"
 @cache
 def _psql_for(pg_bin_dir: str | None, path: str | None) -> str:
     if pg_bin_dir:
-        candidate = Path(pg_bin_dir) / "psql"
+        candidate = os.path.join(pg_bin_dir, "psql")
         if os.access(candidate, os.X_OK):
-            return str(candidate)
+            return candidate
     found = shutil.which("psql", path=path or os.defpath)
     if found:
         return found

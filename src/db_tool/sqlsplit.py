@@ -35,7 +35,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+
+from db_tool.record import Frozen
 
 # A migration bigger than this keeps `\i`: the server parses a whole message before running
 # it, and one round trip does not matter next to a megabyte of SQL.
@@ -69,21 +70,28 @@ _NEUTRAL_VALUE = re.compile(r"[\w .,+=<>!@#%^&|~?{}\[\]]*")
 _PSQL_OWNED = re.compile(r"[A-Z][A-Z0-9_]*")
 
 
-@dataclass(frozen=True)
-class OneQuery:
+# Frozen (record.py), not dataclasses: sqlsplit is on every `migrate` that has work.
+class OneQuery(Frozen):
     """The SQL with every statement-ending `;` written as `\\;` (and a space on each empty
     line outside quotes and comments, which psql would drop)."""
 
+    __slots__ = _fields = ("text", "terminated", "statements")
     text: str
     # False when the last statement has no `;` (psql sends it at the end of the file with `\i`;
     # the caller must put a `\;` after it before its own statements).
     terminated: bool
     statements: int
 
+    def __init__(self, text: str, terminated: bool, statements: int) -> None:
+        self._set(text=text, terminated=terminated, statements=statements)
 
-@dataclass(frozen=True)
-class NotInlinable:
+
+class NotInlinable(Frozen):
+    __slots__ = _fields = ("reason",)
     reason: str
+
+    def __init__(self, reason: str) -> None:
+        self._set(reason=reason)
 
 
 def neutral_value(value: str) -> bool:
@@ -347,15 +355,18 @@ _STARTS = ("BEGIN", "START")
 _COMMITS = ("COMMIT", "END")
 
 
-@dataclass(frozen=True)
-class TxControl:
+class TxControl(Frozen):
     """A file's own transaction control (see transaction_control)."""
 
+    __slots__ = _fields = ("ends", "wrapper")
     # COMMIT, END, ROLLBACK, ABORT, PREPARE TRANSACTION and \\c / \\connect, in order.
-    ends: tuple[str, ...] = ()
+    ends: tuple[str, ...]
     # The whole file is one BEGIN/START … COMMIT/END block: its first statement opens the
     # transaction, its last commits it, and nothing else ends a transaction.
-    wrapper: bool = False
+    wrapper: bool
+
+    def __init__(self, ends: tuple[str, ...] = (), wrapper: bool = False) -> None:
+        self._set(ends=ends, wrapper=wrapper)
 
 
 def transaction_control(sql: str | bytes) -> TxControl:

@@ -73,23 +73,72 @@ def _write_marker(template: Path, text: str) -> None:
         os.close(fd)
 
 
+class _Vanishing:
+    """Stops the worker, quietly and at once, when a directory it works in is removed or
+    replaced (a test or sandbox removing its temp tree, `rm -rf ~/.cache`): going on would
+    race that removal ("Directory not empty") and re-create what it removes. Its children
+    (initdb, cp) are tied to it (die_with_parent) and go with it."""
+
+    def __init__(self, lock_fd: int) -> None:
+        self._lock_fd = lock_fd
+        self._dirs: dict[str, tuple[int, int]] = {}
+        self._on = True
+
+    def forget(self, path: Path) -> None:
+        """Before the worker removes a directory of its own."""
+        self._dirs.pop(str(path), None)
+
+    def stop(self) -> None:
+        """Before the lock file is closed: from here on nothing is watched."""
+        self._on = False
+
+    def add(self, path: Path) -> None:
+        st = os.stat(path)
+        self._dirs[str(path)] = (st.st_dev, st.st_ino)
+        if len(self._dirs) == 1:
+            import threading
+
+            threading.Thread(target=self._watch, name="db-tool-vanishing", daemon=True).start()
+
+    def gone(self) -> bool:
+        try:
+            if os.fstat(self._lock_fd).st_nlink == 0:
+                return True  # our lock file was unlinked: the template dir is being removed
+            for path, ident in list(self._dirs.items()):
+                st = os.stat(path)
+                if (st.st_dev, st.st_ino) != ident:
+                    return True
+        except OSError:
+            return True
+        return False
+
+    def _watch(self) -> None:
+        while self._on:
+            if self.gone() and self._on:
+                os._exit(0)
+            time.sleep(0.05)
+
+
 def _worker(spec: tc.Template, template: Path, env: dict[str, str]) -> None:
     templates = template.parent
     if templates.is_symlink() or (templates.exists() and not templates.is_dir()):
         templates.unlink()
     template.mkdir(parents=True, exist_ok=True)
     fd = os.open(template / "lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    vanishing: _Vanishing | None = None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return  # another worker is at it: never two at once
+        vanishing = _Vanishing(fd)
+        vanishing.add(template)
         for entry in os.scandir(templates):
             if entry.name.startswith(".stale-"):
                 shutil.rmtree(entry.path, ignore_errors=True)
         if tc.usable(template, spec.owner) is not None:
             try:
-                _build_template(spec, template, env)
+                _build_template(spec, template, env, vanishing)
             except BaseException:
                 # Nothing half-made stays (a full disk, a kill): the next init starts over.
                 shutil.rmtree(template, ignore_errors=True)
@@ -97,6 +146,8 @@ def _worker(spec: tc.Template, template: Path, env: dict[str, str]) -> None:
         if spec.use_spare:
             _make_spare(spec, template)
     finally:
+        if vanishing is not None:
+            vanishing.stop()
         os.close(fd)
 
 
@@ -110,7 +161,8 @@ def _remove_dead_scratch(tmp: Path) -> None:
                     shutil.rmtree(entry.path, ignore_errors=True)
 
 
-def _build_template(spec: tc.Template, template: Path, env: dict[str, str]) -> None:
+def _build_template(spec: tc.Template, template: Path, env: dict[str, str],
+                    vanishing: _Vanishing | None = None) -> None:
     (template / "ready").unlink(missing_ok=True)
     for name in ("data", "spares"):
         if (template / name).exists() or (template / name).is_symlink():
@@ -134,6 +186,8 @@ def _build_template(spec: tc.Template, template: Path, env: dict[str, str]) -> N
         scratch = Path(tempfile.mkdtemp(prefix=f"{tc.SCRATCH_PREFIX}{os.getpid()}-"))
         os.chmod(scratch, 0o711)
         parent = scratch
+        if vanishing is not None:
+            vanishing.add(scratch)
     tc.remove_dead_builds(parent)
     build = tc.build_dir(parent)
     try:
@@ -149,6 +203,8 @@ def _build_template(spec: tc.Template, template: Path, env: dict[str, str]) -> N
     finally:
         shutil.rmtree(build, ignore_errors=True)
         if scratch is not None:
+            if vanishing is not None:
+                vanishing.forget(scratch)
             shutil.rmtree(scratch, ignore_errors=True)
     text = f"{tc.MAGIC}\n{spec.install.describe()}\n{manifest(template / 'data')}\nend\n"
     _write_marker(template, text)

@@ -85,8 +85,9 @@ def _exit_at_once(rc: int) -> None:
     import os
 
     try:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:  # None: the descriptor was closed when we started
+                stream.flush()
     except (OSError, ValueError):
         raise SystemExit(rc) from None  # let the interpreter report what it reports
     os._exit(rc)

@@ -247,7 +247,14 @@ def status(url: str, available: Sequence[Migration], settings: MigratorSettings)
     else:
         from db_tool import history
 
-        applied = history.for_url(url, settings).read_applied()
+        backend = history.for_url(url, settings)
+        if history.sqlite_path(url) is None:
+            from db_tool.history_pg import PgHistory
+
+            assert isinstance(backend, PgHistory)
+            applied = backend.read_applied(wire=False)  # not a second wire attempt
+        else:
+            applied = backend.read_applied()
     rows = planning.status(available, applied)
     return Status(rows, {s: sum(1 for r in rows if r.state == s) for s in STATES})
 
