@@ -253,3 +253,22 @@ def test_file_layout_error_lines_count_in_the_file(
     assert rc == 4
     assert f"psql:{mdir / t(1)}.sql: ERROR:  column \"nope\" does not exist" in err
     assert "LINE 6: SELECT nope;" in err
+
+
+@pytest.mark.parametrize("inline", [True, False])
+def test_a_failure_in_the_first_driver_while_the_next_is_prepared_is_psqls_error(
+    pg: Any, db_url: str, tmp_path: Path, inline: bool,
+) -> None:
+    """psql quits at the first step's error while the next driver (large files: slow to read
+    and scan) is still being written: the migrator must not trip over the closed pipe."""
+    mdir = tmp_path / "migration"
+    filler = "-- filler; with a semicolon\n" * 40_000  # ~1 MB a file
+    for i in range(1, 21):
+        body = "SELECT 1/0;\n" if i == 1 else f"CREATE TABLE s{i} ();\n{filler}"
+        write(mdir / t(i) / "up.sql", body)
+        write(mdir / t(i) / "down.sql", f"DROP TABLE s{i};\n")
+    rc, err = migrate(db_url, mdir, "up", "all", inline=inline)
+    assert rc == 4, err
+    assert f"migration {t(1)} (up) failed" in err
+    assert "division by zero" in err
+    assert pg.psql("SELECT count(*) FROM hectic.migration", db_url) == "0"

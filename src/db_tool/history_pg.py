@@ -220,7 +220,8 @@ class PgSession:
             drivers.append((driver, sources))
             start, size = start + size, size * 4
         assert self.child.stdin is not None and self.child.stdout is not None
-        self.child.stdin.close()
+        with suppress(BrokenPipeError):  # psql quit at an error: a `\\i` line was left unsent
+            self.child.stdin.close()
         out = self.child.stdout.read().decode("utf-8", "replace")
         rc = self.child.wait()
         stderr = self._stderr() if rc else ""
