@@ -82,7 +82,7 @@ def test_copies_go_to_the_scratch_tablespace_which_close_drops_with_its_dir(
     assert list(parent.iterdir()) == [], "the tablespace's directory is removed with it"
 
 
-def test_a_dead_runs_tablespace_and_copies_are_dropped_by_the_next_pool(
+def test_a_dead_runs_tablespace_and_copies_and_stray_files_are_dropped_by_the_next_pool(
     pg: PG, template: str, tmp_path: Path
 ) -> None:
     parent = _scratch_parent(tmp_path)
@@ -98,6 +98,11 @@ def test_a_dead_runs_tablespace_and_copies_are_dropped_by_the_next_pool(
     with _connect(pg) as conn:
         conn.query(f"CREATE TABLESPACE {orphan_ts} LOCATION '{location}'")
         conn.query(clone.clone_sql(orphan_db, template, tablespace=orphan_ts))
+    # …and the files of a copy whose CREATE DATABASE never committed (the server stopped in
+    # the middle): no database owns them, and DROP TABLESPACE refuses a non-empty one.
+    (version,) = list(location.glob("PG_*"))
+    (version / "4000000000").mkdir()
+    (version / "4000000000" / "1259").write_bytes(b"\0" * 8192)
     pool = _pool(pg, template, size=1)
     try:
         pool.release(pool.acquire(pool.next_name("after")).name)

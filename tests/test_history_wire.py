@@ -109,9 +109,12 @@ def test_noop_migrate_and_status_import_nothing_heavy(db_url: str, tmp_path: Pat
     flat(mdir, "20240101000001-m1", "SELECT 1;\n", "SELECT 1;\n")
     env = {**os.environ, "DB_URL": db_url, "MIGRATION_DIR": str(mdir)}
     # as the launchers run it (db-tool-run migrator ...)
-    probe = ("import atexit, sys\n"
-             f"atexit.register(lambda: print([m for m in {HEAVY!r} if m in sys.modules], "
-             "file=sys.stderr))\n"
+    probe = ("import os, sys\n"
+             "def report(rc, real=os._exit):\n"  # the launcher ends the migrator with os._exit
+             f"    print([m for m in {HEAVY!r} if m in sys.modules], file=sys.stderr)\n"
+             "    sys.stderr.flush()\n"
+             "    real(rc)\n"
+             "os._exit = report\n"
              "sys.argv = ['db-tool-run', 'migrator', *sys.argv[1:]]\n"
              "from db_tool.cli.launch import entry\nentry()\n")
     applied = subprocess.run([sys.executable, "-m", "db_tool.cli.migrator", "migrate", "up", "all"],

@@ -50,6 +50,20 @@ def test_queries_are_answered_in_order_and_a_failing_one_does_not_stop_the_next(
         assert conn.query("SELECT 'still here'") == [["still here"]]
 
 
+def test_queries_sent_with_the_startup_packet_are_answered_later(pg: PG) -> None:
+    pending = pgwire.start(pg.sockdir, pg.port, pg.user, "postgres",
+                           ["SELECT current_user", "SELEKT", "SELECT repeat('x', 100000)"])
+    time.sleep(0.01)  # the caller's own work meanwhile
+    user, failed, big = pending.answers()
+    assert user == [[pg.user]] and big == [["x" * 100000]]
+    assert isinstance(failed, pgwire.PgError) and failed.code == "42601"
+    missing = pgwire.start(pg.sockdir, pg.port, pg.user, "no_such_db_" + uuid.uuid4().hex[:8],
+                           ["SELECT 1"])
+    with pytest.raises(pgwire.PgError) as refused:
+        missing.answers()
+    assert refused.value.code == "3D000"
+
+
 def test_connection_identifies_itself_and_close_ends_the_backend(pg: PG) -> None:
     conn = connect(pg)
     (pid,), = conn.query("SELECT pg_backend_pid()::text")

@@ -367,9 +367,32 @@ def _give(location: str, uid: int, gid: int) -> None:
 
 
 def _drop_tablespace(conn: pgwire.Connection, name: str, location: str) -> None:
-    try:
-        conn.query(f"DROP TABLESPACE IF EXISTS {pgwire.quote_ident(name)}")
-    except pgwire.PgError:
-        return  # not empty: a kept database is in it
-    if os.path.basename(location).startswith(_LOCATION_PREFIX):
+    ours = os.path.basename(location).startswith(_LOCATION_PREFIX)
+    for attempt in range(2):
+        try:
+            conn.query(f"DROP TABLESPACE IF EXISTS {pgwire.quote_ident(name)}")
+            break
+        except pgwire.PgError:
+            if attempt or not ours or not _remove_stale_dirs(conn, location):
+                return  # not empty: a kept database is in it
+    if ours:
         shutil.rmtree(location, ignore_errors=True)
+
+
+def _remove_stale_dirs(conn: pgwire.Connection, location: str) -> bool:
+    """Remove the directories of databases that do not exist (a server that stopped in the
+    middle of a CREATE DATABASE leaves the copied files without a catalog entry, and DROP
+    TABLESPACE refuses a non-empty one); True when there were any."""
+    oids = {str(r[0]) for r in conn.query("SELECT oid::text FROM pg_database")}
+    removed = False
+    try:
+        versions = [os.path.join(location, v) for v in os.listdir(location)
+                    if v.startswith("PG_")]
+        for version in versions:
+            for entry in os.listdir(version):
+                if entry.isdigit() and entry not in oids:
+                    shutil.rmtree(os.path.join(version, entry), ignore_errors=True)
+                    removed = True
+    except OSError:
+        return removed
+    return removed

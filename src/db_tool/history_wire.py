@@ -19,6 +19,8 @@ TYPE_CHECKING = False  # typing is not imported at run time (a no-op migrate sta
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from db_tool import pgwire
+
 # The libpq URL parameters that do not change where or how we connect.
 _HARMLESS = frozenset({"application_name", "connect_timeout", "fallback_application_name"})
 _PCT = re.compile(rb"%([0-9A-Fa-f]{2})")
@@ -98,28 +100,39 @@ _HISTORY = (
 )
 
 
-def read_state(url: str, env: Mapping[str, str], *, version: str, comment: str) -> State | None:
-    """The database's State, or None when the wire client cannot tell (use psql then).
+_READS = [
+    "SELECT to_regclass('hectic.version') IS NOT NULL, "
+    "to_regclass('hectic.migration') IS NOT NULL, "
+    "pg_catalog.obj_description(to_regnamespace('hectic'), 'pg_namespace')",
+    "SELECT version FROM hectic.version WHERE name = 'hectic'",
+    _HISTORY,
+]
 
-    bundle_current: hectic.version says `version` and the hectic schema carries `comment`
-    (which only our bundle sets: a database the original's bundle made still gets ours once)."""
-    where = address(url, env)
-    if where is None:
-        return None
-    from db_tool import pgwire
 
-    try:
-        with pgwire.connect(where.sockdir, where.port, where.user, where.database,
-                            timeout=10.0) as conn:
+class PendingState:
+    """The reads of read_state, sent and not yet answered (start_state)."""
+
+    def __init__(self, pending: pgwire.Pending | None, version: str, comment: str) -> None:
+        self.pending = pending
+        self.version = version
+        self.comment = comment
+
+    def close(self) -> None:
+        """Not waiting for the answers after all."""
+        if self.pending is not None:
+            self.pending.conn.close()
+            self.pending = None
+
+    def result(self) -> State | None:
+        """The database's State, or None when the wire client cannot tell (use psql then)."""
+        if self.pending is None:
+            return None
+        from db_tool import pgwire
+
+        try:
             # One round trip: the reads of tables that may be missing fail on their own
             # (42P01), and the first answer says which of them exist.
-            tables, have, history = conn.queries([
-                "SELECT to_regclass('hectic.version') IS NOT NULL, "
-                "to_regclass('hectic.migration') IS NOT NULL, "
-                "pg_catalog.obj_description(to_regnamespace('hectic'), 'pg_namespace')",
-                "SELECT version FROM hectic.version WHERE name = 'hectic'",
-                _HISTORY,
-            ])
+            tables, have, history = self.pending.answers()
             if isinstance(tables, pgwire.PgError):
                 return None
             (has_version, has_history, schema_comment), = tables
@@ -127,8 +140,8 @@ def read_state(url: str, env: Mapping[str, str], *, version: str, comment: str) 
                 return None  # changed between the queries, or another error: ask psql
             if (has_history == "t") == isinstance(history, pgwire.PgError):
                 return None
-            current = (has_version == "t" and schema_comment == comment
-                       and have == [[version]])
+            current = (has_version == "t" and schema_comment == self.comment
+                       and have == [[self.version]])
             applied = None
             if not isinstance(history, pgwire.PgError):
                 applied = [
@@ -136,8 +149,32 @@ def read_state(url: str, env: Mapping[str, str], *, version: str, comment: str) 
                     for r in history
                 ]
             return State(current, applied)
-    except (pgwire.PgError, OSError, UnicodeError, ValueError, IndexError):
-        return None
+        except (pgwire.PgError, OSError, UnicodeError, ValueError, IndexError):
+            return None
+
+
+def start_state(url: str, env: Mapping[str, str], *, version: str, comment: str
+                ) -> PendingState:
+    """read_state's reads sent at once; .result() answers (the caller works meanwhile)."""
+    where = address(url, env)
+    if where is None:
+        return PendingState(None, version, comment)
+    from db_tool import pgwire
+
+    try:
+        pending = pgwire.start(where.sockdir, where.port, where.user, where.database, _READS,
+                               timeout=10.0)
+    except (pgwire.PgError, OSError):
+        return PendingState(None, version, comment)
+    return PendingState(pending, version, comment)
+
+
+def read_state(url: str, env: Mapping[str, str], *, version: str, comment: str) -> State | None:
+    """The database's State, or None when the wire client cannot tell (use psql then).
+
+    bundle_current: hectic.version says `version` and the hectic schema carries `comment`
+    (which only our bundle sets: a database the original's bundle made still gets ours once)."""
+    return start_state(url, env, version=version, comment=comment).result()
 
 
 def bundle_comment() -> str:
@@ -153,8 +190,13 @@ def bundle_comment() -> str:
 
 def quick_state(url: str, env: Mapping[str, str]) -> State | None:
     """read_state for our bundle at its version."""
+    return start_quick(url, env).result()
+
+
+def start_quick(url: str, env: Mapping[str, str]) -> PendingState:
+    """start_state for our bundle at its version."""
     if address(url, env) is None:
-        return None
+        return PendingState(None, "", "")
     from db_tool import bundle
 
-    return read_state(url, env, version=bundle.VERSION, comment=bundle_comment())
+    return start_state(url, env, version=bundle.VERSION, comment=bundle_comment())

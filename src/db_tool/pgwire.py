@@ -34,15 +34,20 @@ class Connection:
     # A plain class, not a dataclass: importing dataclasses costs more than a no-op migrate.
     def __init__(self, sock: _socket.socket) -> None:
         self.sock = sock
+        # What the server sent and was not read yet: one recv serves many messages (a
+        # history of 500 rows is 500 DataRows, 1000 recv calls when read message by message).
+        self._buf = bytearray()
 
     def _read_exact(self, n: int) -> bytes:
-        buf = bytearray()
+        buf = self._buf
         while len(buf) < n:
-            chunk = self.sock.recv(n - len(buf))
+            chunk = self.sock.recv(max(65536, n - len(buf)))
             if not chunk:
                 raise PgError("08006", "server closed the connection")
             buf += chunk
-        return bytes(buf)
+        out = bytes(buf[:n])
+        del buf[:n]  # from the front of a bytearray: no copy of the rest
+        return out
 
     def _read_message(self) -> tuple[bytes, bytes]:
         header = self._read_exact(5)
@@ -82,6 +87,19 @@ class Connection:
                     raise error
                 return rows
 
+    def _await_ready(self) -> None:
+        """The server's answer to the startup packet, up to its first ReadyForQuery."""
+        while True:
+            kind, body = self._read_message()
+            if kind == b"E":
+                raise self._error(body)
+            if kind == b"R":
+                (code,) = struct.unpack("!I", body[:4])
+                if code != 0:
+                    raise PgError("28000", "server asks for a password; db-tool needs trust auth")
+            elif kind == b"Z":
+                return
+
     def query(self, sql: str) -> list[list[str | None]]:
         self.sock.sendall(_query_message(sql))
         return self._until_ready()
@@ -91,8 +109,11 @@ class Connection:
         together and run one after another, each in its own implicit transaction (a failing
         one does not stop the next)."""
         self.sock.sendall(b"".join(_query_message(sql) for sql in sqls))
+        return self._answers(len(sqls))
+
+    def _answers(self, count: int) -> list[list[list[str | None]] | PgError]:
         answers: list[list[list[str | None]] | PgError] = []
-        for _ in sqls:
+        for _ in range(count):
             try:
                 answers.append(self._until_ready())
             except PgError as exc:
@@ -129,6 +150,48 @@ def _query_message(sql: str) -> bytes:
 def connect(
     sockdir: str | os.PathLike[str], port: int, user: str, database: str, timeout: float = 10.0
 ) -> Connection:
+    conn = _open(sockdir, port, user, database, timeout, b"")
+    try:
+        conn._await_ready()
+    except BaseException:
+        conn.sock.close()
+        raise
+    return conn
+
+
+class Pending:
+    """Queries sent with the startup packet (start()): their answers, read when asked for."""
+
+    def __init__(self, conn: Connection, count: int) -> None:
+        self.conn = conn
+        self.count = count
+
+    def answers(self) -> list[list[list[str | None]] | PgError]:
+        """Each query's rows or PgError (as Connection.queries); the connection is closed
+        after. Raises PgError when the connection itself failed (auth, missing database)."""
+        try:
+            self.conn._await_ready()
+            return self.conn._answers(self.count)
+        finally:
+            self.conn.close()
+
+
+def start(
+    sockdir: str | os.PathLike[str], port: int, user: str, database: str, sqls: list[str],
+    timeout: float = 10.0,
+) -> Pending:
+    """Connect and send the queries at once, without waiting: the server starts a backend
+    and runs them while the caller does other work, then Pending.answers() reads them. Trust
+    auth only: a server that asks for a password reads the first query as the password
+    message and refuses it (answers() raises PgError 28000 then)."""
+    early = b"".join(_query_message(sql) for sql in sqls)
+    return Pending(_open(sockdir, port, user, database, timeout, early), len(sqls))
+
+
+def _open(
+    sockdir: str | os.PathLike[str], port: int, user: str, database: str, timeout: float,
+    early: bytes,
+) -> Connection:
     # The C module, not `socket` (its enums and selectors cost more than this connection);
     # here, not at the top: postgres-cleanup (a trap) never connects.
     import _socket
@@ -140,26 +203,16 @@ def connect(
     except OSError as exc:
         sock.close()
         raise PgError("08006", f"cannot connect to {socket_path(sockdir, port)}: {exc}") from exc
-    conn = Connection(sock)
     params = b"".join(
         k.encode() + b"\0" + v.encode() + b"\0"
         for k, v in (("user", user), ("database", database), ("application_name", "db-tool"))
     ) + b"\0"
     try:
-        sock.sendall(struct.pack("!II", len(params) + 8, 196608) + params)
-        while True:
-            kind, body = conn._read_message()
-            if kind == b"E":
-                raise conn._error(body)
-            if kind == b"R":
-                (code,) = struct.unpack("!I", body[:4])
-                if code != 0:
-                    raise PgError("28000", "server asks for a password; db-tool needs trust auth")
-            elif kind == b"Z":
-                return conn
+        sock.sendall(struct.pack("!II", len(params) + 8, 196608) + params + early)
     except BaseException:
         sock.close()
         raise
+    return Connection(sock)
 
 
 def wait_ready(

@@ -58,10 +58,12 @@ sys.unraisablehook = _unraisable_quietly
 _release_held_interrupt()
 
 
-# The hook commands (shell hooks, traps, `$(postgres-init --print-env)`) end without the
-# interpreter's finalisation (a few ms of tearing down every module): they register no atexit
-# work and leave no thread running; their output is flushed first.
-_EXIT_AT_ONCE = frozenset({"postgres-init", "postgres-cleanup"})
+# The hook commands (shell hooks, traps, `$(postgres-init --print-env)`) and the migrator (a
+# no-op `migrate`/`status` in a loop or a hook: the finalisation is a tenth of it) end without
+# the interpreter's finalisation (a few ms of tearing down every module): they register no
+# atexit work and leave no thread running (the migrator has waited for its psql and removed
+# its temporary dir before main returns); their output is flushed first.
+_EXIT_AT_ONCE = frozenset({"postgres-init", "postgres-cleanup", "migrator"})
 
 
 def entry() -> None:

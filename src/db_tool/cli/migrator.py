@@ -314,8 +314,7 @@ def cmd_status(args: Args, settings: MigratorSettings) -> int:
     from db_tool.commands import migrate
 
     url = _url(args, settings)
-    available = migrate.discover(_migration_dir(args, settings), _warn)
-    report = migrate.status(url, available, settings)
+    report = migrate.status_of_dir(url, _migration_dir(args, settings), settings, _warn)
     if args.options.get("json"):
         import json
 

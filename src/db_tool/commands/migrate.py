@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
 
     from db_tool.history import StepResult
+    from db_tool.history_wire import PendingState
     from db_tool.migrations import Applied, Migration
     from db_tool.planning import StatusRow, Target
     from db_tool.settings import MigratorSettings
@@ -237,11 +238,28 @@ class Status(Record):
         self.counts = counts  # per state in STATES, in that order
 
 
-def status(url: str, available: Sequence[Migration], settings: MigratorSettings) -> Status:
-    """Each migration's state; read-only (an uninitialised database has an empty history)."""
+def status_of_dir(url: str, migration_dir: str, settings: MigratorSettings, warn: Warn
+                  ) -> Status:
+    """status() of the migrations in migration_dir: the wire client's reads are sent first,
+    and the server answers them while the directory is read."""
+    from db_tool import history_wire
+
+    state = history_wire.start_quick(url, settings.libpq)
+    try:
+        available = discover(migration_dir, warn)
+    except BaseException:
+        state.close()
+        raise
+    return status(url, available, settings, state=state)
+
+
+def status(url: str, available: Sequence[Migration], settings: MigratorSettings, *,
+           state: PendingState | None = None) -> Status:
+    """Each migration's state; read-only (an uninitialised database has an empty history).
+    state: the wire client's reads, already sent (status_of_dir)."""
     from db_tool import history_wire, planning
 
-    quick = history_wire.quick_state(url, settings.libpq)
+    quick = (state or history_wire.start_quick(url, settings.libpq)).result()
     if quick is not None:
         applied = quick.applied or []
     else:
