@@ -22,6 +22,7 @@ from db_tool import clusterdir, fslock, output, postmaster, workdir
 from db_tool.clusterdir import LOCKFILE, MARKER, RUNTIME_CONF, SERVER_LOG
 from db_tool.conninfo import build_url
 from db_tool.errors import Error, NotInstalledError
+from db_tool.record import Record
 from db_tool.settings import ClusterConfig
 from db_tool.startfail import BrokenData
 
@@ -36,24 +37,22 @@ if TYPE_CHECKING:
 # (a shell trap, the hook path) needs none of them.
 
 __all__ = ["LOCKFILE", "MARKER", "RUNTIME_CONF", "Cluster",
-           "ClusterConfig", "InitResult", "build_url", "server_env", "server_process_env"]
+           "ClusterConfig", "InitResult", "build_url"]
 
 START_TIMEOUT = postmaster.START_TIMEOUT
 STOP_TIMEOUT = postmaster.STOP_TIMEOUT
 
 
-class InitResult:
-    """What init did: the URL and "created", "reused", "already running" or "healed"."""
+class InitResult(Record):
+    """What init did: the URL, the action ("created", "reused", "already running" or
+    "healed") and where a broken data dir was moved aside."""
 
-    __slots__ = ("action", "moved_aside", "url")
+    __slots__ = _fields = ("url", "action", "moved_aside")
 
     def __init__(self, url: str, action: str, moved_aside: Path | None = None) -> None:
         self.url = url
-        self.action = action  # "created", "reused", "already running", "healed"
+        self.action = action
         self.moved_aside = moved_aside
-
-    def __repr__(self) -> str:
-        return f"InitResult({self.url!r}, {self.action!r}, {self.moved_aside!r})"
 
 
 class Cluster:
@@ -251,7 +250,10 @@ class Cluster:
         return InitResult(self.url, "reused")
 
     def _fresh(self, failed_copy: bool = False) -> None:
-        conf_text = self._read_conf_file()  # before anything changes (a running server too)
+        from db_tool import serverconf
+
+        # Read before anything changes (a running server too).
+        conf_text = serverconf.read_conf_file(self.config.conf_file)
         data = self.datadir
         discard = workdir.fresh_data_verdict(self.working_dir, data, self.sockdir)
         if self.is_running():
@@ -277,21 +279,7 @@ class Cluster:
         workdir.remove_stale_socket(self.sockdir, self.port)
         self._prepare_dirs()
         self._copy_template()
-        from db_tool import serverconf
-
         serverconf.write_base_conf(self.datadir, conf_text, self.run_as)
-
-    def _read_conf_file(self) -> str | None:
-        path = self.config.conf_file
-        if path is None:
-            return None
-        try:
-            return path.read_text()
-        except OSError as exc:
-            raise Error(
-                f"PG_CONF_FILE={path} is not readable ({exc.strerror}): fix the path or unset "
-                "PG_CONF_FILE"
-            ) from exc
 
     def _discard(self, path: Path) -> None:
         from db_tool import template_cache
@@ -435,11 +423,12 @@ class Cluster:
     # ---- environments of the processes we start --------------------------------------------
     def client_env(self) -> dict[str, str]:
         """Environment for client tools (pg_dump, pg_basebackup) run as the caller."""
-        return server_env(self.config)
+        return postmaster.client_env(self.config.caller_env)
 
     def server_process_env(self) -> dict[str, str]:
-        """Environment for the server's processes (postgres, initdb) run as run_as."""
-        return server_process_env(self.run_as, self.config)
+        """Environment for the server's processes (postgres, initdb) run as run_as; nothing
+        secret in it."""
+        return postmaster.server_process_env(self.config.caller_env, self.run_as)
 
     # ---- databases ------------------------------------------------------------------------
     def ensure_database(self, name: str) -> bool:
@@ -450,18 +439,10 @@ class Cluster:
         return postmaster.ensure_database(self.sockdir, self.port, self.superuser, name)
 
     # ---- removal --------------------------------------------------------------------------
-    def removable(self) -> tuple[bool, str]:
-        why = clusterdir.removal_refused(self.working_dir)
-        if why is not None:
-            return False, why
-        if (self.working_dir / MARKER).is_file():
-            return True, "created by db-tool"
-        return True, "holds only the postgres-init layout"
-
     def destroy(self) -> None:
         """Stop and remove the working dir — only one the tool created or a bare layout."""
-        ok, why = self.removable()
-        if not ok:
+        why = clusterdir.removal_refused(self.working_dir)
+        if why is not None:
             raise Error(
                 f"refusing to remove {self.working_dir}: {why}; remove it by hand if you "
                 "are sure"
@@ -479,13 +460,3 @@ class Cluster:
 
 class _NoLock(Error):
     """The working dir's lock file cannot be created (a read-only working dir)."""
-
-
-def server_env(config: ClusterConfig) -> dict[str, str]:
-    """Environment for client tools (pg_dump, pg_basebackup) run as the caller."""
-    return postmaster.client_env(config.caller_env)
-
-
-def server_process_env(account: proc.RunAs | None, config: ClusterConfig) -> dict[str, str]:
-    """Environment for the server's processes (postgres, initdb), nothing secret in it."""
-    return postmaster.server_process_env(config.caller_env, account)

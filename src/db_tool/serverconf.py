@@ -17,7 +17,7 @@ from pathlib import Path
 
 from db_tool import output, pgbin, proc, safefs
 from db_tool.clusterdir import RUNTIME_CONF
-from db_tool.errors import NotInstalledError
+from db_tool.errors import Error, NotInstalledError
 from db_tool.settings import ClusterConfig
 
 INCLUDE_LINE = f"include_if_exists = '{RUNTIME_CONF}'"
@@ -44,6 +44,19 @@ DEV_CONF = """
 synchronous_commit = off
 # Throw-away clusters additionally get fsync = off / full_page_writes = off (see runtime conf).
 """
+
+
+def read_conf_file(path: Path | None) -> str | None:
+    """PG_CONF_FILE's text (None when unset); unreadable is the user's error to fix."""
+    if path is None:
+        return None
+    try:
+        return path.read_text()
+    except OSError as exc:
+        raise Error(
+            f"PG_CONF_FILE={path} is not readable ({exc.strerror}): fix the path or unset "
+            "PG_CONF_FILE"
+        ) from exc
 
 
 def conf_key(line: str) -> str:

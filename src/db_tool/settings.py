@@ -297,8 +297,8 @@ class ClusterConfig(Frozen):
     pg_bin_dir: str | None  # PG_BIN_DIR: which PostgreSQL (else pgbin's search)
     # Home directories never used as a working dir ($HOME and the login's home).
     homes: tuple[Path, ...]
-    # The caller's environment, for the processes a cluster starts (cluster.server_env,
-    # cluster.server_process_env pick from it); from_env takes it from its env, else the
+    # The caller's environment, for the processes a cluster starts (Cluster.client_env,
+    # Cluster.server_process_env pick from it); from_env takes it from its env, else the
     # installed Runtime's. Not compared, not shown.
     caller_env: tuple[tuple[str, str], ...]
 

@@ -152,7 +152,8 @@ def _with_pg_upgrade(old: Cluster, new: Cluster) -> Path:
     kept = _aside_name(wd, old.install.major)
     old.datadir.rename(kept)
     staging.rename(new.datadir)
-    serverconf.write_base_conf(new.datadir, new._read_conf_file(), new.run_as)
+    serverconf.write_base_conf(new.datadir, serverconf.read_conf_file(new.config.conf_file),
+                               new.run_as)
     _start_or_put_back(new, kept)
     return kept
 
