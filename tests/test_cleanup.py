@@ -318,3 +318,29 @@ def test_cleanup_with_stdout_or_stderr_closed_stops_and_exits_0(
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr
     assert not alive(pid)
+
+
+def test_cleanup_lets_the_worker_of_a_cache_inside_the_tree_finish_so_the_tree_can_go(
+    cluster_env: dict[str, str],
+) -> None:
+    """HOME unusable (a build sandbox): the cache falls back to beside the working dir, where
+    the background worker builds the template and copies a spare after a cold init. A
+    sandbox removes the whole tree right after postgres-cleanup; cleanup waits for that
+    worker, so the removal does not race files still being written ("Directory not empty")."""
+    from db_tool import fslock
+
+    env = {k: v for k, v in cluster_env.items() if k != "XDG_CACHE_HOME"}
+    env["HOME"] = "/homeless-shelter"
+    wd = wd_of(env)
+    cache = wd.parent / f".db-tool-cache-{os.geteuid()}"
+    r = run_cmd([script("postgres-init")], env)
+    assert r.returncode == 0, r.stderr
+    assert cache.is_dir()
+    r = run_cmd([script("postgres-cleanup")], env)
+    assert r.returncode == 0, r.stderr
+    locks = list(cache.glob("templates/*/lock"))
+    assert locks, sorted(p.name for p in cache.rglob("*"))[:20]
+    assert not any(fslock.held(lock) for lock in locks)
+    assert any((lock.parent / "ready").is_file() for lock in locks)  # it finished, not died
+    shutil.rmtree(wd)
+    shutil.rmtree(cache)  # what the sandbox does next: nothing is still being written

@@ -46,6 +46,7 @@ MAGIC = "db-tool template v3"
 BUILD_PREFIX = ".db-tool-build-"  # <wd>/.db-tool-build-<pid>-...: a data dir being made
 SCRATCH_PREFIX = "db-tool-template-"  # $TMPDIR/db-tool-template-<pid>-*: a root build
 REFILL_WAIT = 2.0  # how long a fresh init waits for a spare that is being copied
+SETTLE_WAIT = 10.0  # how long postgres-cleanup waits for a worker in a cache inside the tree
 
 
 class Template:
@@ -409,6 +410,38 @@ def remove_tree(path: Path, wait: bool = False) -> None:
             _rmtree(victim, ignore_errors=True)
         return
     proc.spawn_detached(["rm", "-rf", "--", str(trash), *stale], low_priority=True)
+
+
+def settle_near(working_dir: Path, tmpdir: str | None, timeout: float = SETTLE_WAIT) -> bool:
+    """Wait up to `timeout` for the background worker of a fallback cache — the one beside the
+    working dir, or in $TMPDIR — to finish; True when none is at work (any more).
+
+    Those caches are taken when HOME is unusable (build sandboxes, CI, containers), so they
+    sit inside a tree that is thrown away right after `postgres-cleanup` (a trap, then
+    `rm -rf`): a spare still being copied into it would make that `rm` fail ("Directory not
+    empty"). The cache under HOME or XDG_CACHE_HOME is never waited for."""
+    uid = os.geteuid()
+    caches = [working_dir.parent / f".db-tool-cache-{uid}"]
+    if tmpdir and os.path.isabs(tmpdir):
+        caches.append(Path(tmpdir) / f"db-tool-cache-{uid}")
+    locks: list[Path] = []
+    for cache in caches:
+        try:
+            names = os.listdir(cache / "templates")
+        except OSError:
+            continue
+        locks += [cache / "templates" / name / "lock" for name in names]
+    if not locks:
+        return True
+    from db_tool import fslock
+
+    deadline = time.monotonic() + timeout
+    for lock in locks:
+        while fslock.held(lock):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+    return True
 
 
 def main(argv: list[str]) -> int:
