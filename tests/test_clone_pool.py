@@ -24,6 +24,13 @@ def _connect(pg: PG, database: str = "postgres") -> pgwire.Connection:
     return pgwire.connect(pg.sockdir, pg.port, pg.user, database)
 
 
+def _databases_of(pg: PG, pool: Pool) -> list[list[str]]:
+    """The databases the pool's process still has in the cluster (pool copies and handed out)."""
+    with _connect(pg) as conn:
+        return conn.query("SELECT datname FROM pg_database WHERE datname LIKE 'dbt\\_%\\_"
+                          f"{pool._tag}\\_%'")
+
+
 @pytest.fixture
 def template(pg: PG) -> Iterator[str]:
     name = "tpl_" + uuid.uuid4().hex[:10]
@@ -164,10 +171,7 @@ def test_pool_hands_out_each_copy_once_and_never_a_used_one(pg: PG, template: st
             pool.release(handed.name)  # dropped later, in the background
     finally:
         pool.close()
-    with _connect(pg) as conn:
-        left = conn.query("SELECT datname FROM pg_database WHERE datname LIKE 'dbt\\_%\\_"
-                          f"{pool._tag}\\_%'")
-    assert left == [], "close() drops what is ready and what was released"
+    assert _databases_of(pg, pool) == [], "close() drops what is ready and what was released"
 
 
 def test_an_autovacuum_worker_on_the_template_does_not_refuse_the_copy() -> None:
@@ -218,10 +222,8 @@ def test_connections_opened_ahead_come_with_fresh_copies_and_plain_acquires_get_
         pool.release(plain.name)
     finally:
         pool.close()
-    with _connect(pg) as conn:
-        left = conn.query("SELECT datname FROM pg_database WHERE datname LIKE 'dbt\\_%\\_"
-                          f"{pool._tag}\\_%'")
-    assert left == [], "close() closes the connections opened ahead and drops their copies"
+    assert _databases_of(pg, pool) == [], \
+        "close() closes the connections opened ahead and drops their copies"
 
 
 def test_a_full_scratch_tablespace_makes_the_copies_go_to_the_data_dir_not_fail(
