@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from db_tool import psql
+from db_tool import conninfo, psql
 from db_tool.conninfo import build_url, without_password
 from db_tool.settings import login_name
 from tests.conftest import PG
@@ -127,3 +127,17 @@ def test_no_password_in_any_psql_argv_of_database_and_migrator(
     assert "-X --no-psqlrc -d postgresql://" in test_out
     assert quote(SECRET, safe="") not in test_out
     assert SECRET in test_out  # printenv PGPASSWORD: the password travelled by environment
+
+
+@pytest.mark.parametrize(
+    "text", ["a%20b", "%zz", "%E2%82%AC", "%ff", "x%2", "%41%42", "é%C3%A9", ""]
+)
+def test_unpct_decodes_as_urllib_unquote_without_importing_it(text: str) -> None:
+    from urllib.parse import unquote
+
+    assert conninfo.unpct(text) == unquote(text)
+
+
+def test_unpct_strict_refuses_bytes_that_are_no_utf8() -> None:
+    with pytest.raises(UnicodeDecodeError):
+        conninfo.unpct("%ff", errors="strict")

@@ -30,12 +30,16 @@ def build_url(user: str, database: str, sockdir: Path | str, port: int) -> str:
     return f"postgresql://{_pct(user)}@/{_pct(database)}?host={host}&port={port}"
 
 
-def _unpct(text: str) -> str:
-    if "%" not in text:
-        return text  # urllib (imported on every `migrate` with work) only when there is a %
-    from urllib.parse import unquote
+_PCT = re.compile(rb"%([0-9A-Fa-f]{2})")
 
-    return unquote(text)
+
+def unpct(text: str, errors: str = "replace") -> str:
+    """A URL part %-decoded (urllib.parse.unquote, without importing urllib: start-up cost);
+    errors="strict" raises UnicodeDecodeError for bytes that are no UTF-8."""
+    if "%" not in text:
+        return text
+    raw = _PCT.sub(lambda m: bytes([int(m.group(1), 16)]), text.encode("utf-8"))
+    return raw.decode("utf-8", errors)
 
 
 # key = value pairs of a libpq conninfo string; the value is 'quoted' (\' and \\ escapes) or bare.
@@ -68,15 +72,15 @@ def without_password(url: str) -> tuple[str, str | None]:
     if at != -1:
         user, colon, secret = authority[:at].partition(":")
         if colon:
-            password = _unpct(secret)
+            password = unpct(secret)
             authority = user + authority[at:]
     path, qmark, query = tail.partition("?")
     if qmark:
         kept = []
         for item in query.split("&"):
             key, _, value = item.partition("=")
-            if _unpct(key) == "password":
-                password = _unpct(value)
+            if unpct(key) == "password":
+                password = unpct(value)
             else:
                 kept.append(item)
         tail = path + ("?" + "&".join(kept) if kept else "")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 
+from db_tool.conninfo import unpct
 from db_tool.migrations import Applied
 from db_tool.record import Record
 
@@ -23,7 +24,6 @@ if TYPE_CHECKING:
 
 # The libpq URL parameters that do not change where or how we connect.
 _HARMLESS = frozenset({"application_name", "connect_timeout", "fallback_application_name"})
-_PCT = re.compile(rb"%([0-9A-Fa-f]{2})")
 
 
 class Address(Record):
@@ -48,9 +48,7 @@ class State(Record):
 
 
 def _unpct(text: str) -> str:
-    if "%" not in text:
-        return text
-    return _PCT.sub(lambda m: bytes([int(m.group(1), 16)]), text.encode("utf-8")).decode("utf-8")
+    return unpct(text, errors="strict")  # bytes that are no UTF-8: leave it to psql
 
 
 def address(url: str, env: Mapping[str, str]) -> Address | None:
