@@ -22,6 +22,7 @@ import pytest
 
 from db_tool import psql as p
 from db_tool.cluster import Cluster
+from db_tool.errors import Error
 from db_tool.project_settings import ProjectSettings
 from db_tool.settings import ClusterConfig, login_name
 from tests.conftest import Cli
@@ -225,6 +226,16 @@ def test_check_failure_is_exit_1_and_torn_down(dev: tuple[Project, int, str],
     _dev_untouched(project, pid, url)
 
 
+def _sleeping(url: str) -> bool:
+    """Whether the entrypoint's pg_sleep(60) runs; False too while the server that wrote its
+    pid file does not take connections yet (starting up, or the database not made yet)."""
+    try:
+        return q(url, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE "
+                 "'%pg_sleep(60)%' AND pid <> pg_backend_pid()") == "1"
+    except Error:
+        return False
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_check_interrupted_is_torn_down(sig: signal.Signals,
                                         dev: tuple[Project, int, str]) -> None:
@@ -239,9 +250,7 @@ def test_check_interrupted_is_torn_down(sig: signal.Signals,
         server = None
         while time.monotonic() < deadline:
             server = check_cluster.running_pid()
-            if server is not None and q(check_cluster.url, "SELECT count(*) FROM "
-                                        "pg_stat_activity WHERE query LIKE '%pg_sleep(60)%' "
-                                        "AND pid <> pg_backend_pid()") == "1":
+            if server is not None and _sleeping(check_cluster.url):
                 break
             time.sleep(0.05)
         else:
