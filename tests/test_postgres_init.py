@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import pwd
@@ -454,8 +455,22 @@ def test_command_substitution_does_not_hang(cluster_env: dict[str, str]) -> None
     server = [q for q in os.listdir("/proc") if q.isdigit() and _in_tree(int(q), pid)]
     assert server
     for q in server:
-        held = {os.readlink(f"/proc/{q}/fd/{fd}") for fd in os.listdir(f"/proc/{q}/fd")}
+        held = _fd_targets(int(q))
         assert not held & ours, (q, held)
+
+
+def _fd_targets(pid: int) -> set[str]:
+    """What pid's open fds point at; empty for a process that has exited meanwhile (a
+    backend of the server's own connection ending while we look)."""
+    targets = set()
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except FileNotFoundError:
+        return set()
+    for fd in fds:
+        with contextlib.suppress(FileNotFoundError):
+            targets.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+    return targets
 
 
 def _in_tree(pid: int, root: int) -> bool:
