@@ -38,7 +38,10 @@ def _guarded(prog: str, body: Callable[[], int]) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return int(ExitCode.GENERIC)
-    except Exception:
+    except Exception as exc:
+        if _caused_by_interrupt(exc):
+            sys.stderr.write(f"{prog}: interrupted\n")
+            return int(ExitCode.INTERRUPTED)
         import traceback
 
         traceback.print_exc()
@@ -47,6 +50,18 @@ def _guarded(prog: str, body: Callable[[], int]) -> int:
             "with the traceback above\n"
         )
         return int(ExitCode.BUG)
+
+
+def _caused_by_interrupt(exc: BaseException) -> bool:
+    """Whether a Ctrl-C is what raised exc: Python 3.11 wraps a KeyboardInterrupt that lands
+    in a class's __set_name__ (a module defining its classes while it is imported, e.g. a
+    cached_property) in RuntimeError("Error calling __set_name__ ...")."""
+    cause, hops = exc.__cause__, 0
+    while cause is not None and hops < 8:
+        if isinstance(cause, KeyboardInterrupt):
+            return True
+        cause, hops = cause.__cause__, hops + 1
+    return False
 
 
 def env_dict(env: Mapping[str, str] | None) -> dict[str, str]:
