@@ -414,18 +414,19 @@ def remove_tree(path: Path, wait: bool = False) -> None:
 
 def settle_near(working_dir: Path, tmpdir: str | None, timeout: float = SETTLE_WAIT) -> bool:
     """Wait up to `timeout` for the background worker of a fallback cache — the one beside the
-    working dir, or in $TMPDIR — to finish; True when none is at work (any more).
+    working dir, or in $TMPDIR (/tmp without it) — to finish; True when none is at work.
 
     Those caches are taken when HOME is unusable (build sandboxes, CI, containers), so they
     sit inside a tree that is thrown away right after `postgres-cleanup` (a trap, then
     `rm -rf`): a spare still being copied into it would make that `rm` fail ("Directory not
     empty"). The cache under HOME or XDG_CACHE_HOME is never waited for."""
-    uid = os.geteuid()
-    caches = [working_dir.parent / f".db-tool-cache-{uid}"]
-    if tmpdir and os.path.isabs(tmpdir):
-        caches.append(Path(tmpdir) / f"db-tool-cache-{uid}")
+    from db_tool import cachedir
+    from db_tool.settings import CacheLocations
+
+    # With no HOME and no XDG_CACHE_HOME, the candidates are exactly the fallbacks.
+    fallbacks = cachedir.candidates(CacheLocations(tmpdir=tmpdir), working_dir.parent)
     locks: list[Path] = []
-    for cache in caches:
+    for _, cache in fallbacks:
         try:
             names = os.listdir(cache / "templates")
         except OSError:

@@ -61,15 +61,15 @@ def _stop(environ: Mapping[str, str]) -> str:
     if not (wd / "data").is_dir():
         return f"no cluster in {wd}; nothing to stop"
     cluster = Cluster(ClusterConfig(working_dir=wd.absolute()))
-    try:
-        if cluster.running_pid() is not None and cluster.stop():
-            return f"stopped the cluster in {wd}"
-        return f"no server running in {wd}; nothing to stop"
-    finally:
-        from db_tool import template_cache
-        from db_tool.settings import runtime
+    stopped = cluster.running_pid() is not None and cluster.stop()
+    # Not in a finally: an interrupted or failed stop does not wait for the background worker.
+    from db_tool import template_cache
+    from db_tool.settings import runtime
 
-        template_cache.settle_near(wd.absolute(), runtime().cache_locations.tmpdir)
+    template_cache.settle_near(wd.absolute(), runtime().cache_locations.tmpdir)
+    if stopped:
+        return f"stopped the cluster in {wd}"
+    return f"no server running in {wd}; nothing to stop"
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
