@@ -330,6 +330,49 @@ def test_kill_9_during_cold_init_leaves_no_writer_and_the_rerun_succeeds(
     assert not list(wd.glob("data.broken-*")), list(wd.iterdir())
 
 
+@pytest.mark.slow
+def test_removing_a_dead_build_stops_the_server_initdb_left_running_in_it(
+        tmp_path: Path) -> None:
+    """kill -9 of an init in initdb kills initdb (it dies with us) but not the bootstrap or
+    single-user postgres initdb started: that one runs on in the build dir. Removing the dead
+    build stops it first, so nothing writes into the dir while it goes (a rerun right after
+    the kill used to leave the dir behind)."""
+    from db_tool import pgbin, template_cache
+    from tests.helpers import as_server_account, reachable_by_server, server_account
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    parent = tmp_path / "wd"
+    parent.mkdir()
+    account = server_account()
+    if account is not None:
+        os.chown(parent, *account)
+    reachable_by_server(parent)
+    build = parent / f"{template_cache.BUILD_PREFIX}{dead.pid}-1"
+    install = pgbin.find()
+    subprocess.run(as_server_account([install.tool("initdb"), "-D", str(build), "--no-sync",
+                                      "-A", "trust", "-U", "postgres"]),
+                   check=True, stdout=subprocess.DEVNULL, cwd="/")
+    single = subprocess.Popen(
+        as_server_account([install.tool("postgres"), "--single", "-D", str(build), "template1"]),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd="/")
+    try:
+        assert single.stdin is not None and single.stdout is not None
+        single.stdin.write(b"select 4711\n")
+        single.stdin.flush()
+        seen = b""
+        while b'"4711"' not in seen:  # up and answering: a server at work, not one starting
+            chunk = os.read(single.stdout.fileno(), 4096)
+            assert chunk, f"the single-user server ended: {seen!r}"
+            seen += chunk
+        template_cache.remove_dead_builds(parent)
+        assert single.wait(timeout=5) != 0  # killed, not ended by an EOF we never sent
+        assert not build.exists(), list(build.iterdir())
+    finally:
+        single.kill()
+        single.wait()
+
+
 def test_cluster_layout_names_match_the_modules_that_make_them() -> None:
     from db_tool import clusterdir, previous, template_cache
 

@@ -369,3 +369,36 @@ def pid_alive(pid: int) -> bool:
             return fh.read().split(") ")[-1][:1] != "Z"
     except OSError:
         return True
+
+
+def kill_servers_left_in(path: str) -> None:
+    """SIGKILL the PostgreSQL processes whose working directory is inside `path`, and wait
+    (≤ 2 s) until they are gone.
+
+    For a build dir whose maker was killed: initdb dies with us (die_with_parent), but the
+    bootstrap or single-user `postgres` it had started is its child, not ours. It runs on in
+    the dir (it chdirs into its data dir) until it reads EOF and checkpoints, racing the
+    removal of the dir. Only processes named postgres/initdb are touched; what we may not
+    look at (another account's) is left alone."""
+    inside = os.path.realpath(path)
+    pids = []
+    with contextlib.suppress(OSError):
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                cwd = os.readlink(f"/proc/{name}/cwd")
+                with open(f"/proc/{name}/comm", encoding="ascii", errors="replace") as fh:
+                    comm = fh.read().strip()
+            except OSError:
+                continue
+            if comm in ("postgres", "initdb") and (
+                    cwd == inside or cwd.startswith(inside + "/")):
+                with contextlib.suppress(OSError):
+                    os.kill(int(name), signal.SIGKILL)
+                    pids.append(int(name))
+    import time
+
+    deadline = time.monotonic() + 2
+    while any(pid_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.01)

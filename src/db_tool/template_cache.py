@@ -165,6 +165,7 @@ def remove_dead_builds(parent: Path) -> None:
         if entry.name.startswith(BUILD_PREFIX):
             pid = _pid_of_build(entry.name)
             if pid is None or not proc.pid_alive(pid):
+                proc.kill_servers_left_in(entry.path)
                 _rmtree(entry.path, ignore_errors=True)
 
 

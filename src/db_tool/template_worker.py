@@ -158,6 +158,7 @@ def _remove_dead_scratch(tmp: Path) -> None:
                 head = entry.name[len(tc.SCRATCH_PREFIX):].split("-", 1)[0]
                 if head.isdigit() and not proc.pid_alive(int(head)) and entry.is_dir(
                         follow_symlinks=False) and entry.stat().st_uid == os.geteuid():
+                    proc.kill_servers_left_in(entry.path)
                     shutil.rmtree(entry.path, ignore_errors=True)
 
 
