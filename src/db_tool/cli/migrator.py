@@ -292,8 +292,8 @@ def cmd_migrate(args: Args, settings: MigratorSettings) -> int:
 
 
 def _print_lines(lines: Sequence[str]) -> None:
-    for line in lines:
-        print(line)
+    # One write for all of them (500 migrations: not 1000 system calls when unbuffered).
+    sys.stdout.write("".join(f"{line}\n" for line in lines))
 
 
 def cmd_create(args: Args, settings: MigratorSettings) -> int:
@@ -328,9 +328,8 @@ def cmd_status(args: Args, settings: MigratorSettings) -> int:
             "summary": report.counts,
         }))
     else:
-        for r in report.rows:
-            print(f"{r.state:<8}  {r.applied_at or '-':<20}  {r.name}")
-        print(", ".join(f"{n} {s}" for s, n in report.counts.items()))
+        _print_lines([*(f"{r.state:<8}  {r.applied_at or '-':<20}  {r.name}" for r in report.rows),
+                      ", ".join(f"{n} {s}" for s, n in report.counts.items())])
     migrate.refuse_modified(report, settings, strict=bool(args.options.get("strict")))
     if args.options.get("exit_code") and report.counts["pending"]:
         return 1
