@@ -812,3 +812,19 @@ def test_psql_starts_before_the_driver_modules_are_imported(db_url: str, mdir: P
     assert out.returncode == 0, out.stderr
     assert out.stdout == f"applied {t(1)}\n"
     assert "loaded at spawn: []" in out.stderr.splitlines()
+
+
+@pytest.mark.slow
+def test_without_memfd_psqls_stderr_goes_to_a_temporary_file(
+    run: Run, mdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refused(*args: object) -> int:
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr(os, "memfd_create", refused)
+    flat(mdir, t(1), "CREATE TABLE a () INHERITS (hectic.created_at);\n", "DROP TABLE a;\n")
+    flat(mdir, t(2), "SELECT * FROM no_such_table;\n", "SELECT 1;\n")
+    rc, out, err = run("migrate", "up", "all")
+    assert rc == 4
+    assert out == f"applied {t(1)}\n"
+    assert 'relation "no_such_table" does not exist' in err  # psql's stderr, read back
