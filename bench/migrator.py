@@ -160,8 +160,7 @@ def driver_file(mdir: Path, target: Path) -> None:
     """The driver `migrate up all` sends for mdir's migrations (db_tool.pg_script), as one
     file for `psql -f`: the SQL half of the migrator, without Python or its start script."""
     from db_tool import migrations, pg_script
-    from db_tool.history import no_tx
-    from db_tool.sqlsplit import OneQuery, one_query
+    from db_tool.sqlsplit import OneQuery, TxControl, one_query
 
     steps = [migrations.Step("up", m) for m in migrations.discover(mdir)]
     inlined: list[pg_script.Inline | None] = []
@@ -171,7 +170,7 @@ def driver_file(mdir: Path, target: Path) -> None:
         sql = one_query(migrations.read_file(path))
         assert isinstance(sql, OneQuery), f"{path} is not sent as one query"
         inlined.append(pg_script.Inline(sql, path, 1))
-    text, _ = pg_script.driver_script(steps, inlined, [no_tx() for _ in steps],
+    text, _ = pg_script.driver_script(steps, inlined, [TxControl() for _ in steps],
                                       [None for _ in steps], "bench")
     target.write_text(text)
 
