@@ -166,3 +166,14 @@ def test_every_launcher_carries_the_same_boot_code() -> None:
     boots = {name.name: (name.read_text().split("__dbt_boot='", 1) + [""])[1].split("'\n")[0]
              for name in (_REPO / "scripts").iterdir()}
     assert len(set(boots.values())) == 1 and "" not in boots.values(), sorted(boots)
+
+
+def test_the_launch_module_releases_sigint_without_importing_signal_or_enum() -> None:
+    code = ("import sys, db_tool.cli.launch\n"
+            "import _signal\n"
+            "print(sorted(m for m in ('signal', 'enum') if m in sys.modules),\n"
+            "      _signal.SIGINT in _signal.pthread_sigmask(_signal.SIG_BLOCK, []))\n")
+    r = subprocess.run(["env", "--block-signal=INT", sys.executable, "-S", "-c", code],
+                       env={"PYTHONPATH": str(_REPO / "src")}, capture_output=True,
+                       text=True, timeout=60, check=False)
+    assert r.stdout.strip() == "[] False", r.stderr

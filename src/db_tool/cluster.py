@@ -397,8 +397,10 @@ class Cluster:
         if hook is not None:
             hook()
 
-    def stop(self, timeout: float = STOP_TIMEOUT) -> bool:
-        """Fast shutdown, waited. Returns False when nothing was running."""
+    def stop(self, timeout: float = STOP_TIMEOUT,
+             while_stopping: Callable[[], None] | None = None) -> bool:
+        """Fast shutdown, waited. Returns False when nothing was running. `while_stopping`:
+        called once the server was told to stop (postmaster.stop), not at all otherwise."""
         if not self.working_dir.is_dir():
             return False
         if self.running_pid() is not None and clusterdir.cluster_maker(self.working_dir) is None:
@@ -408,16 +410,17 @@ class Cluster:
             )
         try:
             with self.locked():
-                return self.stop_locked(timeout)
+                return self.stop_locked(timeout, while_stopping)
         except _NoLock:
             # A read-only working dir: no init can run there to race with; stop unlocked.
-            return self.stop_locked(timeout)
+            return self.stop_locked(timeout, while_stopping)
 
-    def stop_locked(self, timeout: float = STOP_TIMEOUT) -> bool:
+    def stop_locked(self, timeout: float = STOP_TIMEOUT,
+                    while_stopping: Callable[[], None] | None = None) -> bool:
         pid = self.running_pid()
         if pid is None:
             return False
-        postmaster.stop(pid, timeout, self.log_dir)
+        postmaster.stop(pid, timeout, self.log_dir, while_stopping)
         return True
 
     # ---- environments of the processes we start --------------------------------------------
