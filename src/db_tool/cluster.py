@@ -397,10 +397,8 @@ class Cluster:
         if hook is not None:
             hook()
 
-    def stop(self, timeout: float = STOP_TIMEOUT,
-             while_stopping: Callable[[], None] | None = None) -> bool:
-        """Fast shutdown, waited. Returns False when nothing was running. `while_stopping`:
-        called once the server was told to stop (postmaster.stop), not at all otherwise."""
+    def stop(self, timeout: float = STOP_TIMEOUT) -> bool:
+        """Fast shutdown, waited. Returns False when nothing was running."""
         if not self.working_dir.is_dir():
             return False
         if self.running_pid() is not None and clusterdir.cluster_maker(self.working_dir) is None:
@@ -410,17 +408,16 @@ class Cluster:
             )
         try:
             with self.locked():
-                return self.stop_locked(timeout, while_stopping)
+                return self.stop_locked(timeout)
         except _NoLock:
             # A read-only working dir: no init can run there to race with; stop unlocked.
-            return self.stop_locked(timeout, while_stopping)
+            return self.stop_locked(timeout)
 
-    def stop_locked(self, timeout: float = STOP_TIMEOUT,
-                    while_stopping: Callable[[], None] | None = None) -> bool:
+    def stop_locked(self, timeout: float = STOP_TIMEOUT) -> bool:
         pid = self.running_pid()
         if pid is None:
             return False
-        postmaster.stop(pid, timeout, self.log_dir, while_stopping)
+        postmaster.stop(pid, timeout, self.log_dir)
         return True
 
     # ---- environments of the processes we start --------------------------------------------

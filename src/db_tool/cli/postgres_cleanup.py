@@ -60,12 +60,8 @@ def _stop(environ: Mapping[str, str]) -> str:
         return "neither PG_WORKING_DIR nor LOCAL_DIR is set; nothing to stop"
     if not (wd / "data").is_dir():
         return f"no cluster in {wd}; nothing to stop"
-    def while_stopping() -> None:
-        # What the rest of this run imports, loaded while the server shuts down.
-        from db_tool import cachedir, template_cache  # noqa: F401
-
     cluster = Cluster(ClusterConfig(working_dir=wd.absolute()))
-    stopped = cluster.running_pid() is not None and cluster.stop(while_stopping=while_stopping)
+    stopped = cluster.running_pid() is not None and cluster.stop()
     # Not in a finally: an interrupted or failed stop does not wait for the background worker.
     from db_tool import template_cache
     from db_tool.settings import runtime
