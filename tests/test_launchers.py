@@ -162,10 +162,25 @@ def test_launchers_fast_start_keeps_pythonpath_first_and_runs_sitecustomize(
     assert "site" not in top and r.stderr.startswith("custom\npostgres-cleanup: "), r.stderr
 
 
-def test_every_launcher_carries_the_same_boot_code() -> None:
-    boots = {name.name: (name.read_text().split("__dbt_boot='", 1) + [""])[1].split("'\n")[0]
-             for name in (_REPO / "scripts").iterdir()}
-    assert len(set(boots.values())) == 1 and "" not in boots.values(), sorted(boots)
+def test_every_launcher_starts_through_the_one_boot_file_and_every_script_is_installed(
+        ) -> None:
+    import tomllib
+
+    launchers = [p for p in (_REPO / "scripts").iterdir() if p.name != "db-tool-boot"]
+    for launcher in launchers:
+        text = launcher.read_text()
+        assert "/db-tool-boot" in text and "import " not in text, launcher.name
+    listed = tomllib.loads((_REPO / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "script-files"]
+    assert sorted(listed) == sorted(f"scripts/{p.name}" for p in (_REPO / "scripts").iterdir())
+
+
+def test_launchers_without_the_boot_file_run_db_tool_run_as_usual(tmp_path: Path) -> None:
+    bindir = _venv(tmp_path)
+    (bindir / "db-tool-boot").unlink()
+    r, top = _run(bindir, "migrator", "--no-such-option")
+    assert "site" in top, "db-tool-run ran without site: the boot file was not needed?"
+    assert r.returncode == 1 and r.stderr.startswith("migrator: "), r.stderr
 
 
 def test_the_launch_module_releases_sigint_without_importing_signal_or_enum() -> None:
