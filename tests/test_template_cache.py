@@ -416,3 +416,100 @@ def test_worker_stops_at_once_when_its_template_dir_is_removed(tmp_path: Path,
     finally:
         p.kill()
         p.wait()
+
+
+# ---- the no-spare copy: a build dir spread away from churned block groups -----------------------
+def _fs_type(path: Path) -> str:
+    """The type of the file system holding path (the longest mount point above it)."""
+    best, kind = "", ""
+    real = os.path.realpath(path)
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        fields = line.split()
+        point = fields[1].replace("\\040", " ")
+        if (real == point or real.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
+            best, kind = point, fields[2]
+    return kind
+
+
+def test_spread_dir_carries_the_topdir_hint_on_ext4_and_passes_it_to_no_child(
+        tmp_path: Path) -> None:
+    from db_tool import spreaddir
+
+    took = spreaddir.make(tmp_path / "build")
+    flags = spreaddir.flags(tmp_path / "build")
+    assert took == (flags is not None and bool(flags & spreaddir.TOPDIR))
+    if _fs_type(tmp_path) in ("ext2", "ext3", "ext4"):
+        assert took  # the file systems whose inode allocation the hint is for
+    assert os.stat(tmp_path / "build").st_mode & 0o777 == 0o700
+    (tmp_path / "build" / "data").mkdir()
+    child = spreaddir.flags(tmp_path / "build" / "data")
+    assert child is None or not child & spreaddir.TOPDIR  # the data dir is a plain dir
+    with pytest.raises(FileExistsError):
+        spreaddir.make(tmp_path / "build")
+
+
+def test_no_spare_init_copies_through_a_build_dir_it_removes(
+    tmp_path: Path, pristine_cache: Path, cluster_env: dict[str, str]
+) -> None:
+    from db_tool import spreaddir
+
+    env = _fresh_env(tmp_path, pristine_cache, cluster_env)
+    wd = Path(env["PG_WORKING_DIR"])
+    for _ in range(2):  # the second replaces the first's data dir
+        r = run_cmd([script("postgres-init")], env)
+        assert r.returncode == 0, r.stderr
+        _select_one(env)
+        assert not list(wd.glob(".db-tool-build-*")), sorted(os.listdir(wd))
+        for path in (wd, wd / "data"):
+            flags = spreaddir.flags(path)
+            assert flags is None or not flags & spreaddir.TOPDIR, path
+    (template,) = (pristine_cache / "db-tool" / "templates").iterdir()
+    assert not (template / "spares").exists()  # no spare was made
+
+
+def _tree(path: Path) -> set[str]:
+    return {os.path.relpath(os.path.join(d, n), path)
+            for d, dirs, files in os.walk(path) for n in dirs + files}
+
+
+@pytest.mark.parametrize("moment", ["build dir made", "copying", "data renamed"])
+def test_kill_9_during_a_no_spare_copy_leaves_no_half_made_data_dir(
+    moment: str, tmp_path: Path, pristine_cache: Path, cluster_env: dict[str, str]
+) -> None:
+    """kill -9 of a DB_TOOL_NO_SPARE init at each step of its copy: `data` is either absent
+    or a whole copy of the template, no cp goes on writing, and the rerun cleans up and
+    starts."""
+    env = _fresh_env(tmp_path, pristine_cache, cluster_env)
+    wd = Path(env["PG_WORKING_DIR"])
+    (template,) = (pristine_cache / "db-tool" / "templates").iterdir()
+    whole = _tree(template / "data")
+
+    def reached() -> bool:
+        builds = list(wd.glob(".db-tool-build-*"))
+        if moment == "build dir made":
+            return bool(builds)
+        if moment == "copying":
+            return any(b.glob("data-*/base") for b in builds)
+        return (wd / "data").is_dir()
+
+    child = subprocess.Popen([script("postgres-init")], env=env, stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not reached():
+            assert child.poll() is None, "the init ended before the moment to kill it"
+            assert time.monotonic() < deadline
+            time.sleep(0.0005)
+    finally:
+        child.kill()
+        child.wait()
+    deadline = time.monotonic() + 5
+    while _processes_touching(wd / ".db-tool-build-") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not _processes_touching(wd / ".db-tool-build-")
+    if (wd / "data").exists():
+        assert _tree(wd / "data") >= whole  # the copy was complete before it got its name
+    r = run_cmd([script("postgres-init")], env)
+    assert r.returncode == 0, r.stderr
+    _select_one(env)
+    assert not list(wd.glob(".db-tool-build-*")), sorted(os.listdir(wd))

@@ -173,6 +173,23 @@ def build_dir(parent: Path) -> Path:
     return parent / f"{BUILD_PREFIX}{os.getpid()}-{time.monotonic_ns()}"
 
 
+def _remove_empty(build: Path) -> None:
+    # Its data dir is in place: what is left is an empty dir (or, if this fails, one the
+    # next run removes as a dead build).
+    with contextlib.suppress(OSError):
+        build.rmdir()
+
+
+def spread_build(build: Path) -> Path:
+    """Make `build` (spreaddir: its subdirectories go to quiet block groups) and return the
+    path inside it where a data dir is to be made, then renamed into place. Its name differs
+    run to run: ext4 starts its search for a quiet group at the hash of that name."""
+    from db_tool import spreaddir
+
+    spreaddir.make(build)
+    return build / f"data-{time.monotonic_ns():x}"
+
+
 # ---- trust: the manifest ------------------------------------------------------------------------
 def walk(data: Path) -> Iterator[tuple[str, os.stat_result]]:
     """(relative path, lstat) of everything below data, directories included."""
@@ -241,31 +258,41 @@ def provide(spec: Template, datadir: Path, env: Mapping[str, str]) -> Provided:
         if why is None:
             build = build_dir(parent)
             try:
+                made = spread_build(build)
                 # cp -a keeps ownership (root → PG_OS_USER) and modes (0700) in one pass.
-                proc.run(["cp", "-a", "--", str(template / "data"), str(build)],
+                proc.run(["cp", "-a", "--", str(template / "data"), str(made)],
                          what="copy template", tied=True)
-                build.rename(datadir)
-                return Provided(template, "copy")
+                made.rename(datadir)
             except Error as exc:
                 _rmtree(build, ignore_errors=True)
                 why = f"copying it failed: {exc.message}"
+            except BaseException:
+                _rmtree(build, ignore_errors=True)
+                raise
+            else:
+                _remove_empty(build)
+                return Provided(template, "copy")
         if why != "not built yet":
             output.warn(f"the template cache {template} is unusable ({why}); rebuilding it "
                         "(this run makes its cluster with initdb)")
             drop(spec)
     build = build_dir(parent)
     try:
+        made = spread_build(build)
+        if spec.account is not None:  # initdb runs as the server account: it must enter
+            os.chown(build, spec.account.uid, spec.account.gid)
         # Cold: seconds of initdb (the template for the next runs is built afterwards).
         from db_tool import progress
 
         with progress.watch(f"initdb for {spec.install.describe()} (no template yet)",
-                            lambda: progress.tree_size(build)):
-            initdb(spec, build, env)
-        create_database_offline(spec, build, env)
-        build.rename(datadir)
+                            lambda: progress.tree_size(made)):
+            initdb(spec, made, env)
+        create_database_offline(spec, made, env)
+        made.rename(datadir)
     except BaseException:
         _rmtree(build, ignore_errors=True)
         raise
+    _remove_empty(build)
     return Provided(template, "initdb")
 
 
