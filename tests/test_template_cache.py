@@ -472,25 +472,38 @@ def _tree(path: Path) -> set[str]:
             for d, dirs, files in os.walk(path) for n in dirs + files}
 
 
+@pytest.mark.parametrize("replacing", [False, True], ids=["first init", "replacing data"])
 @pytest.mark.parametrize("moment", ["build dir made", "copying", "data renamed"])
 def test_kill_9_during_a_no_spare_copy_leaves_no_half_made_data_dir(
-    moment: str, tmp_path: Path, pristine_cache: Path, cluster_env: dict[str, str]
+    moment: str, replacing: bool, tmp_path: Path, pristine_cache: Path,
+    cluster_env: dict[str, str]
 ) -> None:
-    """kill -9 of a DB_TOOL_NO_SPARE init at each step of its copy: `data` is either absent
-    or a whole copy of the template, no cp goes on writing, and the rerun cleans up and
-    starts."""
+    """kill -9 of a DB_TOOL_NO_SPARE init at each step of its copy (a fresh copy, or the
+    discarded data rewritten): `data` is either absent or a whole copy of the template, no
+    cp goes on writing, and the rerun cleans up and starts."""
+    from tests.helpers import stop_quietly
+
     env = _fresh_env(tmp_path, pristine_cache, cluster_env)
     wd = Path(env["PG_WORKING_DIR"])
     (template,) = (pristine_cache / "db-tool" / "templates").iterdir()
     whole = _tree(template / "data")
+    if replacing:
+        r = run_cmd([script("postgres-init")], env)
+        assert r.returncode == 0, r.stderr
+        stop_quietly(wd)
+
+    gone = [not replacing]  # the old data dir has been moved away
 
     def reached() -> bool:
         builds = list(wd.glob(".db-tool-build-*"))
         if moment == "build dir made":
             return bool(builds)
         if moment == "copying":
-            return any(b.glob("data-*/base") for b in builds)
-        return (wd / "data").is_dir()
+            return any(b.glob("data*/base") for b in builds)
+        if not (wd / "data").is_dir():
+            gone[0] = True
+            return False
+        return gone[0]
 
     child = subprocess.Popen([script("postgres-init")], env=env, stdin=subprocess.DEVNULL,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -513,3 +526,86 @@ def test_kill_9_during_a_no_spare_copy_leaves_no_half_made_data_dir(
     assert r.returncode == 0, r.stderr
     _select_one(env)
     assert not list(wd.glob(".db-tool-build-*")), sorted(os.listdir(wd))
+
+
+# ---- the discarded data rewritten into the fresh copy (recycle.py) ------------------------------
+def test_rewrite_makes_a_tree_hold_exactly_the_template_and_writes_through_no_link(
+        tmp_path: Path) -> None:
+    from db_tool import recycle
+
+    src, dst, outside = tmp_path / "src", tmp_path / "dst", tmp_path / "outside"
+    for d in (src / "base" / "1", src / "pg_wal", src / "was_file", dst / "base" / "1",
+              dst / "base" / "99", dst / "pg_tblspc", outside):
+        d.mkdir(parents=True)
+    (src / "PG_VERSION").write_text("15\n")
+    (src / "base" / "1" / "1259").write_bytes(b"x" * 8192)
+    (src / "base" / "1" / "2600").write_bytes(b"y" * 100)
+    (src / "base" / "1" / "empty").write_bytes(b"")
+    (src / "pg_wal" / "seg").write_bytes(b"w" * 5000)
+    (src / "was_dir").write_text("now a file")
+    (src / "pg_tblspc").mkdir()
+    os.chmod(src / "base" / "1" / "2600", 0o640)
+    # the discarded tree: longer and shorter files, extra files and dirs, kinds swapped, a
+    # tablespace link and a WAL dir link pointing outside, a file with a second hard link
+    (dst / "PG_VERSION").write_text("14 and a much longer text\n")
+    (dst / "base" / "1" / "1259").write_bytes(b"old" * 10000)
+    (dst / "base" / "1" / "2600").write_bytes(b"o")
+    (dst / "base" / "1" / "16384").write_bytes(b"user table")
+    (dst / "base" / "99" / "1").write_bytes(b"a user database")
+    (dst / "was_file").write_text("a file where a dir belongs")
+    (dst / "was_dir").mkdir()
+    (dst / "was_dir" / "x").write_text("a dir where a file belongs")
+    (outside / "16385").mkdir()
+    (outside / "16385" / "keep").write_text("tablespace data")
+    os.symlink(outside / "16385", dst / "pg_tblspc" / "16385")
+    os.symlink(outside, dst / "pg_wal")
+    (outside / "seg").write_text("not ours to write")
+    os.link(dst / "base" / "1" / "2600", outside / "linked")
+    recycle.rewrite(src, dst)
+
+    def snapshot(root: Path) -> dict[str, tuple[int, bytes | None]]:
+        out: dict[str, tuple[int, bytes | None]] = {}
+        for d, dirs, files in os.walk(root):
+            for n in dirs + files:
+                p = Path(d) / n
+                st = p.lstat()
+                out[str(p.relative_to(root))] = (st.st_mode, p.read_bytes() if n in files
+                                                 else None)
+        return out
+
+    assert snapshot(dst) == snapshot(src)
+    assert (outside / "16385" / "keep").read_text() == "tablespace data"
+    assert (outside / "seg").read_text() == "not ours to write"
+    assert (outside / "linked").read_bytes() == b"o"  # the other cluster's file is untouched
+
+
+def test_no_spare_init_rewrites_the_data_it_replaces_into_the_fresh_copy(
+    tmp_path: Path, pristine_cache: Path, cluster_env: dict[str, str]
+) -> None:
+    from tests.helpers import psql, stop_quietly
+
+    env = {**_fresh_env(tmp_path, pristine_cache, cluster_env), "DB_TOOL_KEEP_PREVIOUS": "no"}
+    wd = Path(env["PG_WORKING_DIR"])
+    (template,) = (pristine_cache / "db-tool" / "templates").iterdir()
+    r = run_cmd([script("postgres-init")], env)
+    assert r.returncode == 0, r.stderr
+    psql(env, "CREATE TABLE old_rows AS SELECT g FROM generate_series(1, 50000) g")
+    stop_quietly(wd)
+    first = (wd / "data").stat().st_ino
+    r = run_cmd([script("postgres-init")], env)
+    assert r.returncode == 0, r.stderr
+    from tests.helpers import server_account
+
+    recycled = server_account() is None
+    if recycled:  # the old tree, rewritten: nothing left to delete in the background
+        assert (wd / "data").stat().st_ino == first
+        assert not list(wd.glob(".trash-*")), sorted(os.listdir(wd))
+    else:  # as root the copy is cp -a: never a rewrite of what the server account owns
+        assert (wd / "data").stat().st_ino != first
+    assert psql(env, "SELECT count(*) FROM pg_class WHERE relname = 'old_rows'").strip() == "0"
+    _select_one(env)
+    assert not list(wd.glob(".db-tool-build-*")), sorted(os.listdir(wd))
+    stop_quietly(wd)
+    # what the server wrote at start and stop aside, the copy holds what the template holds
+    made = _tree(wd / "data")
+    assert made >= _tree(template / "data")

@@ -246,8 +246,11 @@ def problem(template: Path, owner: tuple[int, int]) -> str | None:
 
 
 # ---- the foreground: a fresh data dir ------------------------------------------------------------
-def provide(spec: Template, datadir: Path, env: Mapping[str, str]) -> Provided:
-    """Make `datadir` (absent) a fresh cluster. Never leaves a half-made datadir."""
+def provide(spec: Template, datadir: Path, env: Mapping[str, str],
+            recyclable: list[Path] | None = None) -> Provided:
+    """Make `datadir` (absent) a fresh cluster. Never leaves a half-made datadir.
+    `recyclable`: discarded data dirs (to be deleted); a copy of the template may be made
+    out of one of them (recycle.py), which is then taken off the list."""
     parent = datadir.parent
     remove_dead_builds(parent)
     template = spec.path
@@ -255,6 +258,8 @@ def provide(spec: Template, datadir: Path, env: Mapping[str, str]) -> Provided:
         if spec.use_spare and _claim_spare(template, datadir):
             return Provided(template, "spare")
         why = usable(template, spec.owner)
+        if why is None and _recycled(spec, template, datadir, recyclable):
+            return Provided(template, "copy")
         if why is None:
             build = build_dir(parent)
             try:
@@ -294,6 +299,42 @@ def provide(spec: Template, datadir: Path, env: Mapping[str, str]) -> Provided:
         raise
     _remove_empty(build)
     return Provided(template, "initdb")
+
+
+def _recycled(spec: Template, template: Path, datadir: Path,
+              recyclable: list[Path] | None) -> bool:
+    """Rewrite a discarded data dir of ours into a copy of the template (recycle.py) and
+    rename it into place; False (nothing changed but the discarded dir, now gone) when there
+    is none or it cannot be done."""
+    if not recyclable or spec.account is not None:
+        return False  # as root the copy is cp -a: never rewrite what the server account owns
+    parent = datadir.parent
+    old = next((p for p in recyclable if p.parent == parent and p.name.startswith(".trash-")
+                and p.is_dir() and not p.is_symlink()), None)
+    if old is None:
+        return False
+    from db_tool import recycle
+
+    recyclable.remove(old)
+    build = build_dir(parent)
+    try:
+        build.mkdir(0o700)
+        made = build / "data"
+        old.rename(made)
+        recycle.rewrite(template / "data", made)
+        made.rename(datadir)
+    except OSError as exc:
+        output.debug(f"copying the template over discarded data failed ({exc}); copying it "
+                     "afresh")
+        _rmtree(build, ignore_errors=True)
+        if old.exists():
+            recyclable.append(old)
+        return False
+    except BaseException:
+        _rmtree(build, ignore_errors=True)
+        raise
+    _remove_empty(build)
+    return True
 
 
 def usable(template: Path, owner: tuple[int, int]) -> str | None:
