@@ -561,7 +561,7 @@ def test_rewrite_makes_a_tree_hold_exactly_the_template_and_writes_through_no_li
     os.symlink(outside, dst / "pg_wal")
     (outside / "seg").write_text("not ours to write")
     os.link(dst / "base" / "1" / "2600", outside / "linked")
-    recycle.rewrite(src, dst)
+    recycle.rewrite(src, dst, tmp_path / "aside")
 
     def snapshot(root: Path) -> dict[str, tuple[int, bytes | None]]:
         out: dict[str, tuple[int, bytes | None]] = {}
@@ -577,6 +577,14 @@ def test_rewrite_makes_a_tree_hold_exactly_the_template_and_writes_through_no_li
     assert (outside / "16385" / "keep").read_text() == "tablespace data"
     assert (outside / "seg").read_text() == "not ours to write"
     assert (outside / "linked").read_bytes() == b"o"  # the other cluster's file is untouched
+    # what the template lacks went aside whole (deleted later, in the background): a user
+    # table, a database dir, two swapped kinds, two links
+    moved = {p.name if not p.is_symlink() else f"link to {os.readlink(p)}"
+             for p in (tmp_path / "aside").iterdir()}
+    assert len(moved) == 6 and f"link to {outside / '16385'}" in moved, moved
+    assert f"link to {outside}" in moved
+    recycle.rewrite(src, dst, tmp_path / "aside-2")
+    assert snapshot(dst) == snapshot(src) and not (tmp_path / "aside-2").exists()
 
 
 def test_no_spare_init_rewrites_the_data_it_replaces_into_the_fresh_copy(
@@ -597,14 +605,17 @@ def test_no_spare_init_rewrites_the_data_it_replaces_into_the_fresh_copy(
     from tests.helpers import server_account
 
     recycled = server_account() is None
-    if recycled:  # the old tree, rewritten: nothing left to delete in the background
+    if recycled:  # the old tree, rewritten; what the template lacks went aside
         assert (wd / "data").stat().st_ino == first
-        assert not list(wd.glob(".trash-*")), sorted(os.listdir(wd))
     else:  # as root the copy is cp -a: never a rewrite of what the server account owns
         assert (wd / "data").stat().st_ino != first
     assert psql(env, "SELECT count(*) FROM pg_class WHERE relname = 'old_rows'").strip() == "0"
     _select_one(env)
     assert not list(wd.glob(".db-tool-build-*")), sorted(os.listdir(wd))
+    deadline = time.monotonic() + 20  # and is deleted in the background
+    while list(wd.glob(".trash-*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not list(wd.glob(".trash-*")), sorted(os.listdir(wd))
     stop_quietly(wd)
     # what the server wrote at start and stop aside, the copy holds what the template holds
     made = _tree(wd / "data")

@@ -4,7 +4,8 @@ A fresh init that replaces a cluster would otherwise create the template's ~1300
 and then delete the old ones: on a journal-less ext4 both halves hurt, because every file
 created skips the inodes freed in the last minutes (spreaddir.py). Rewriting the discarded
 tree in place creates and frees almost no inode: each file of the template overwrites the
-old file of the same name (truncated first), what the template lacks is removed, what the
+old file of the same name, what the template lacks is moved aside (deleted in the
+background, as the discarded data was before), what the
 old tree lacks is created. The result holds exactly the template's entries, contents and
 modes; it is built under a build dir and renamed into place only when complete, so a kill
 at any moment leaves a build dir the next run removes, never a half-made data dir.
@@ -27,13 +28,20 @@ __all__ = ["rewrite"]
 _CHUNK = 1 << 30
 
 
-def _remove(path: str, st: os.stat_result) -> None:
-    if stat.S_ISDIR(st.st_mode):
-        import shutil
+class _Aside:
+    """Where what the template lacks goes: renamed into one directory (made on first use)
+    that the caller deletes in the background — a user's gigabytes are not unlinked while
+    the user waits."""
 
-        shutil.rmtree(path)
-    else:
-        os.unlink(path)
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.used = 0
+
+    def take(self, path: str) -> None:
+        if not self.used:
+            os.mkdir(self.path, 0o700)
+        self.used += 1
+        os.rename(path, os.path.join(self.path, str(self.used)))
 
 
 def _copy_file(src: str, dst: str, mode: int) -> None:
@@ -67,7 +75,7 @@ def _copy_file(src: str, dst: str, mode: int) -> None:
         os.close(fin)
 
 
-def _rewrite_dir(src: str, dst: str) -> None:
+def _rewrite_dir(src: str, dst: str, aside: _Aside) -> None:
     with os.scandir(src) as it:
         want = {e.name: e.stat(follow_symlinks=False) for e in it}
     kept: dict[str, os.stat_result] = {}
@@ -77,7 +85,7 @@ def _rewrite_dir(src: str, dst: str) -> None:
         w = want.get(name)
         if w is None or stat.S_IFMT(w.st_mode) != stat.S_IFMT(st.st_mode) or (
                 stat.S_ISDIR(st.st_mode) and st.st_uid != os.geteuid()):
-            _remove(os.path.join(dst, name), st)
+            aside.take(os.path.join(dst, name))
         else:
             kept[name] = st
     for name, w in want.items():
@@ -87,7 +95,7 @@ def _rewrite_dir(src: str, dst: str) -> None:
             old = kept.get(name)
             if old is None:
                 os.mkdir(d, 0o700)
-            _rewrite_dir(s, d)
+            _rewrite_dir(s, d, aside)
             if old is None or stat.S_IMODE(old.st_mode) != mode:
                 os.chmod(d, mode)
         elif stat.S_ISREG(w.st_mode):
@@ -96,12 +104,15 @@ def _rewrite_dir(src: str, dst: str) -> None:
             raise OSError(f"{s} is neither a file nor a directory")
 
 
-def rewrite(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
-    """Make the directory tree dst (ours, not a symlink) hold exactly what src holds."""
+def rewrite(src: str | os.PathLike[str], dst: str | os.PathLike[str],
+            aside: str | os.PathLike[str]) -> None:
+    """Make the directory tree dst (ours, not a symlink) hold exactly what src holds; what
+    it held besides is renamed into the directory `aside` (same file system), made only when
+    needed: the caller deletes it whenever it exists, also after a failure."""
     st = os.lstat(dst)
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
         raise OSError(f"{dst} is not a directory of ours")
-    _rewrite_dir(os.fspath(src), os.fspath(dst))
+    _rewrite_dir(os.fspath(src), os.fspath(dst), _Aside(os.fspath(aside)))
     want = stat.S_IMODE(os.lstat(src).st_mode)
     if stat.S_IMODE(st.st_mode) != want:
         os.chmod(dst, want)

@@ -310,18 +310,19 @@ def _recycled(spec: Template, template: Path, datadir: Path,
         return False  # as root the copy is cp -a: never rewrite what the server account owns
     parent = datadir.parent
     old = next((p for p in recyclable if p.parent == parent and p.name.startswith(".trash-")
-                and p.is_dir() and not p.is_symlink()), None)
+                and p.is_dir() and not p.is_symlink() and (p / "PG_VERSION").is_file()), None)
     if old is None:
         return False
     from db_tool import recycle
 
     recyclable.remove(old)
     build = build_dir(parent)
+    aside = parent / f".trash-{os.getpid()}-{time.monotonic_ns()}"
     try:
         build.mkdir(0o700)
         made = build / "data"
         old.rename(made)
-        recycle.rewrite(template / "data", made)
+        recycle.rewrite(template / "data", made, aside)
         made.rename(datadir)
     except OSError as exc:
         output.debug(f"copying the template over discarded data failed ({exc}); copying it "
@@ -333,6 +334,9 @@ def _recycled(spec: Template, template: Path, datadir: Path,
     except BaseException:
         _rmtree(build, ignore_errors=True)
         raise
+    finally:
+        if aside.is_dir():  # what the template lacks: deleted in the background
+            recyclable.append(aside)
     _remove_empty(build)
     return True
 
