@@ -10,9 +10,11 @@ Fixture API (stable, used by every test module):
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -61,8 +63,16 @@ def pytest_configure(config: pytest.Config) -> None:
     if not config.option.basetemp and not hasattr(config, "workerinput"):
         import tempfile
 
-        config.option.basetemp = tempfile.mkdtemp(prefix="db-tool-tests-")
-        config.stash[_OWN_BASETEMP] = Path(config.option.basetemp)
+        base = Path(tempfile.mkdtemp(prefix="db-tool-tests-"))
+        # Held (flock) for the whole session: a kept failed run whose lock is free has ended.
+        # Beside the dir, not in it: pytest empties a given basetemp when it first uses it.
+        config.stash[_SESSION_LOCK] = os.open(f"{base}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        import fcntl
+
+        fcntl.flock(config.stash[_SESSION_LOCK], fcntl.LOCK_EX)
+        config.option.basetemp = str(base)
+        config.stash[_OWN_BASETEMP] = base
+        _prune_kept_runs(base.parent)
 
 
 # Fixtures that start a cluster of the test's own (or a whole project deployment): a test
@@ -89,20 +99,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 _OWN_BASETEMP = pytest.StashKey[Path]()
 _SESSION_FAILED = pytest.StashKey[bool]()
+_SESSION_LOCK = pytest.StashKey[int]()
+KEPT_MARK = ".kept-failed-run"  # in the base temp dir of a failed run kept for inspection
+KEEP_FAILED_RUNS = 2  # the newest ones; older kept runs (gigabytes each) go at the next start
 
 
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    session.config.stash[_SESSION_FAILED] = exitstatus not in (0, 5)
-
-
-def pytest_unconfigure(config: pytest.Config) -> None:
-    """Remove the session's base temp dir (clusters, caches: gigabytes over a whole run) once
-    the run passed; a failed run keeps it for inspection. Servers still running in it (a test
-    that leaked one) are stopped first."""
-    base = config.stash.get(_OWN_BASETEMP, None)
-    if base is None or config.stash.get(_SESSION_FAILED, True):
-        return
-    import shutil
+def _stop_servers_in(base: Path) -> None:
     import signal
 
     for pidfile in base.glob("**/postmaster.pid"):
@@ -112,7 +114,63 @@ def pytest_unconfigure(config: pytest.Config) -> None:
                 os.kill(pid, signal.SIGQUIT)
         except (OSError, ValueError, IndexError):
             continue
+
+
+def _prune_kept_runs(tmp: Path) -> None:
+    """Failed runs keep their base temp dir; without a limit, a day of -x runs filled the
+    disk. Only dirs this suite marked as kept, owned by us, whose session has ended (its lock
+    is free) are removed, all but the newest KEEP_FAILED_RUNS."""
+    import fcntl
+    import shutil
+
+    ended = []
+    for base in tmp.glob("db-tool-tests-*"):
+        try:
+            if base.stat().st_uid != os.geteuid() or not (base / KEPT_MARK).is_file():
+                continue
+            fd = os.open(f"{base}.lock", os.O_RDWR)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue  # a session still running
+        ended.append(((base / KEPT_MARK).stat().st_mtime, base, fd))
+    ended.sort(reverse=True)
+    for _, base, _fd in ended[KEEP_FAILED_RUNS:]:
+        _stop_servers_in(base)
+        shutil.rmtree(base, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            os.unlink(f"{base}.lock")
+    for _, _, fd in ended:
+        os.close(fd)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    session.config.stash[_SESSION_FAILED] = exitstatus not in (0, 5)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove the session's base temp dir (clusters, caches: gigabytes over a whole run) once
+    the run passed; a failed run keeps it for inspection (marked, so that a later run prunes
+    it: _prune_kept_runs). Servers still running in it (a test that leaked one) are stopped
+    first."""
+    base = config.stash.get(_OWN_BASETEMP, None)
+    if base is None:
+        return
+    if config.stash.get(_SESSION_FAILED, True):
+        with contextlib.suppress(OSError):
+            (base / KEPT_MARK).touch()
+        print(f"db-tool tests: this failed run's files are kept in {base} (the newest "
+              f"{KEEP_FAILED_RUNS} failed runs are kept)", file=sys.stderr)
+        return
+    import shutil
+
+    _stop_servers_in(base)
     shutil.rmtree(base, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        os.unlink(f"{base}.lock")
 
 
 @pytest.fixture(autouse=True)

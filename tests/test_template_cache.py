@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -330,31 +332,24 @@ def test_kill_9_during_cold_init_leaves_no_writer_and_the_rerun_succeeds(
     assert not list(wd.glob("data.broken-*")), list(wd.iterdir())
 
 
-@pytest.mark.slow
-def test_removing_a_dead_build_stops_the_server_initdb_left_running_in_it(
-        tmp_path: Path) -> None:
-    """kill -9 of an init in initdb kills initdb (it dies with us) but not the bootstrap or
-    single-user postgres initdb started: that one runs on in the build dir. Removing the dead
-    build stops it first, so nothing writes into the dir while it goes (a rerun right after
-    the kill used to leave the dir behind)."""
-    from db_tool import pgbin, template_cache
+@contextlib.contextmanager
+def _single_user_server(parent: Path, name: str) -> Iterator[subprocess.Popen[bytes]]:
+    """A cluster initdb'd in parent/name with a single-user postgres at work in it, as initdb
+    leaves one behind when it is killed (its stdin is held open here)."""
+    from db_tool import pgbin
     from tests.helpers import as_server_account, reachable_by_server, server_account
 
-    dead = subprocess.Popen(["true"])
-    dead.wait()
-    parent = tmp_path / "wd"
-    parent.mkdir()
     account = server_account()
     if account is not None:
         os.chown(parent, *account)
     reachable_by_server(parent)
-    build = parent / f"{template_cache.BUILD_PREFIX}{dead.pid}-1"
+    data = parent / name
     install = pgbin.find()
-    subprocess.run(as_server_account([install.tool("initdb"), "-D", str(build), "--no-sync",
+    subprocess.run(as_server_account([install.tool("initdb"), "-D", str(data), "--no-sync",
                                       "-A", "trust", "-U", "postgres"]),
                    check=True, stdout=subprocess.DEVNULL, cwd="/")
     single = subprocess.Popen(
-        as_server_account([install.tool("postgres"), "--single", "-D", str(build), "template1"]),
+        as_server_account([install.tool("postgres"), "--single", "-D", str(data), "template1"]),
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd="/")
     try:
         assert single.stdin is not None and single.stdout is not None
@@ -365,12 +360,55 @@ def test_removing_a_dead_build_stops_the_server_initdb_left_running_in_it(
             chunk = os.read(single.stdout.fileno(), 4096)
             assert chunk, f"the single-user server ended: {seen!r}"
             seen += chunk
-        template_cache.remove_dead_builds(parent)
-        assert single.wait(timeout=5) != 0  # killed, not ended by an EOF we never sent
-        assert not build.exists(), list(build.iterdir())
+        yield single
     finally:
         single.kill()
         single.wait()
+
+
+def _dead_pid() -> int:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    return dead.pid
+
+
+@pytest.mark.slow
+def test_removing_a_dead_build_stops_the_server_initdb_left_running_in_it(
+        tmp_path: Path) -> None:
+    """kill -9 of an init in initdb kills initdb (it dies with us) but not the bootstrap or
+    single-user postgres initdb started: that one runs on in the build dir. Removing the dead
+    build stops it first, so nothing writes into the dir while it goes (a rerun right after
+    the kill used to leave the dir behind)."""
+    from db_tool import template_cache
+
+    parent = tmp_path / "wd"
+    parent.mkdir()
+    build = parent / f"{template_cache.BUILD_PREFIX}{_dead_pid()}-1"
+    with _single_user_server(parent, build.name) as single:
+        template_cache.remove_dead_builds(parent)
+        assert single.wait(timeout=5) != 0  # killed, not ended by an EOF we never sent
+        assert not build.exists(), list(build.iterdir())
+
+
+@pytest.mark.slow
+def test_a_link_named_like_a_dead_build_never_gets_the_server_it_points_to_killed(
+        tmp_path: Path) -> None:
+    """Whoever can write in the working dir (another account, when root runs the tool there)
+    may plant `.db-tool-build-<dead pid>-…` as a link to some cluster's data dir: that server
+    is not ours to stop, and the dir it points to is not ours to remove."""
+    from db_tool import template_cache
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    parent = tmp_path / "wd"
+    parent.mkdir()
+    with _single_user_server(elsewhere, "data") as single:
+        link = parent / f"{template_cache.BUILD_PREFIX}{_dead_pid()}-1"
+        link.symlink_to(elsewhere / "data")
+        template_cache.remove_dead_builds(parent)
+        time.sleep(0.3)
+        assert single.poll() is None, "a server the link pointed to was stopped"
+        assert (elsewhere / "data" / "PG_VERSION").is_file()
 
 
 def test_cluster_layout_names_match_the_modules_that_make_them() -> None:

@@ -380,7 +380,12 @@ def kill_servers_left_in(path: str) -> None:
     the dir (it chdirs into its data dir) until it reads EOF and checkpoints, racing the
     removal of the dir. Only processes named postgres/initdb are touched; what we may not
     look at (another account's) is left alone."""
-    inside = os.path.realpath(path)
+    # The dir itself as named, never what a link of that name points to: a link planted in a
+    # directory another account controls must not make root kill a server elsewhere.
+    head, tail = os.path.split(os.path.abspath(path))
+    inside = os.path.join(os.path.realpath(head), tail)
+    if not os.path.isdir(inside) or os.path.islink(inside):
+        return
     pids = []
     with contextlib.suppress(OSError):
         for name in os.listdir("/proc"):

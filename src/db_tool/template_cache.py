@@ -165,7 +165,8 @@ def remove_dead_builds(parent: Path) -> None:
         if entry.name.startswith(BUILD_PREFIX):
             pid = _pid_of_build(entry.name)
             if pid is None or not proc.pid_alive(pid):
-                proc.kill_servers_left_in(entry.path)
+                if entry.is_dir(follow_symlinks=False):
+                    proc.kill_servers_left_in(entry.path)
                 _rmtree(entry.path, ignore_errors=True)
 
 
