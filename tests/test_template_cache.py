@@ -658,3 +658,28 @@ def test_no_spare_init_rewrites_the_data_it_replaces_into_the_fresh_copy(
     # what the server wrote at start and stop aside, the copy holds what the template holds
     made = _tree(wd / "data")
     assert made >= _tree(template / "data")
+
+
+def test_a_rewrite_that_fails_gives_the_discarded_data_back_for_background_removal(
+        tmp_path: Path) -> None:
+    from db_tool import recycle
+
+    template = tmp_path / "template"
+    (template / "base").mkdir(parents=True)
+    (template / "PG_VERSION").write_text("15\n")
+    os.symlink("/etc", template / "base" / "odd")  # a template never holds one: refused
+    wd = tmp_path / "wd"
+    trash = wd / ".trash-1-1"
+    (trash / "base" / "5").mkdir(parents=True)
+    (trash / "PG_VERSION").write_text("15\n")
+    (trash / "base" / "5" / "16384").write_bytes(b"user data" * 1000)
+    recyclable = [trash]
+    assert not recycle.into_place(template, wd / "data", recyclable)
+    assert not (wd / "data").exists() and not list(wd.glob(".db-tool-build-*"))
+    # everything taken is on the list again, to be deleted in the background, nothing lost
+    # on the way: the taken tree renamed back, what it held besides moved aside
+    assert sorted(os.listdir(wd)) == sorted(p.name for p in recyclable), recyclable
+    assert all(p.name.startswith(".trash-") and p.parent == wd for p in recyclable)
+    assert [f.read_bytes() for p in recyclable for f in p.rglob("16384")] == [
+        b"user data" * 1000]
+    assert recycle.into_place(template, wd / "data", []) is False

@@ -20,10 +20,16 @@ is replaced by a new one.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
+import time
 
-__all__ = ["rewrite"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
+
+__all__ = ["into_place", "rewrite"]
 
 _CHUNK = 1 << 30
 
@@ -116,3 +122,48 @@ def rewrite(src: str | os.PathLike[str], dst: str | os.PathLike[str],
     want = stat.S_IMODE(os.lstat(src).st_mode)
     if stat.S_IMODE(st.st_mode) != want:
         os.chmod(dst, want)
+
+
+def into_place(template_data: Path, datadir: Path, recyclable: list[Path]) -> bool:
+    """Rewrite one of `recyclable` (discarded data dirs of ours, .trash-* beside datadir,
+    to be deleted) into a copy of template_data, in a build dir, and rename it to datadir
+    (absent). True when done; the one taken is off the list and what it held besides is on
+    it. False: nothing changed (what was taken, if anything, is back on the list under a new
+    name), copy afresh."""
+    from db_tool import output
+    from db_tool import template_cache as tc
+
+    parent = datadir.parent
+    old = next((p for p in recyclable if p.parent == parent and p.name.startswith(".trash-")
+                and p.is_dir() and not p.is_symlink() and (p / "PG_VERSION").is_file()), None)
+    if old is None:
+        return False
+    build = tc.build_dir(parent)
+    aside = parent / f".trash-{os.getpid()}-{time.monotonic_ns()}"
+    made = build / "data"
+    taken = False
+    try:
+        os.mkdir(build, 0o700)
+        old.rename(made)
+        recyclable.remove(old)
+        taken = True
+        rewrite(template_data, made, aside)
+        made.rename(datadir)
+    except BaseException as exc:
+        if taken:  # a user's data may be large: deleted in the background, not here
+            back = parent / f".trash-{os.getpid()}-{time.monotonic_ns()}"
+            with contextlib.suppress(OSError):
+                made.rename(back)
+                recyclable.append(back)
+        tc._rmtree(build, ignore_errors=True)
+        if not isinstance(exc, OSError):
+            raise
+        output.debug(f"copying the template over discarded data failed ({exc}); copying it "
+                     "afresh")
+        return False
+    finally:
+        if aside.is_dir():  # what the template lacks: deleted in the background
+            recyclable.append(aside)
+    with contextlib.suppress(OSError):
+        os.rmdir(build)
+    return True

@@ -10,6 +10,11 @@ present, of the recorded size, owned by the right account); anything else is reb
 which cache it was. A spare carries the boot it was made in: it is never fsynced, so one from
 before a crash is thrown away rather than trusted.
 
+No spare (DB_TOOL_NO_SPARE=1, or none ready): the data dir the init discards, when it is
+ours, is rewritten into the copy (recycle.py: no file created or freed); otherwise the
+template is copied (`cp -a`) into a build dir that spreads its content to quiet block
+groups (spreaddir.py) and renamed into place.
+
 Cold path (no usable template): initdb runs in the foreground into a build dir beside
 `data/` and is renamed into place — the user's cluster is never copied — and the template is
 built by a detached, low-priority worker (`python -m db_tool.template_cache`, whose code is
@@ -304,42 +309,11 @@ def provide(spec: Template, datadir: Path, env: Mapping[str, str],
 
 def _recycled(spec: Template, template: Path, datadir: Path,
               recyclable: list[Path] | None) -> bool:
-    """Rewrite a discarded data dir of ours into a copy of the template (recycle.py) and
-    rename it into place; False (nothing changed but the discarded dir, now gone) when there
-    is none or it cannot be done."""
     if not recyclable or spec.account is not None:
         return False  # as root the copy is cp -a: never rewrite what the server account owns
-    parent = datadir.parent
-    old = next((p for p in recyclable if p.parent == parent and p.name.startswith(".trash-")
-                and p.is_dir() and not p.is_symlink() and (p / "PG_VERSION").is_file()), None)
-    if old is None:
-        return False
     from db_tool import recycle
 
-    recyclable.remove(old)
-    build = build_dir(parent)
-    aside = parent / f".trash-{os.getpid()}-{time.monotonic_ns()}"
-    try:
-        build.mkdir(0o700)
-        made = build / "data"
-        old.rename(made)
-        recycle.rewrite(template / "data", made, aside)
-        made.rename(datadir)
-    except OSError as exc:
-        output.debug(f"copying the template over discarded data failed ({exc}); copying it "
-                     "afresh")
-        _rmtree(build, ignore_errors=True)
-        if old.exists():
-            recyclable.append(old)
-        return False
-    except BaseException:
-        _rmtree(build, ignore_errors=True)
-        raise
-    finally:
-        if aside.is_dir():  # what the template lacks: deleted in the background
-            recyclable.append(aside)
-    _remove_empty(build)
-    return True
+    return recycle.into_place(template / "data", datadir, recyclable)
 
 
 def usable(template: Path, owner: tuple[int, int]) -> str | None:
