@@ -683,3 +683,26 @@ def test_a_rewrite_that_fails_gives_the_discarded_data_back_for_background_remov
     assert [f.read_bytes() for p in recyclable for f in p.rglob("16384")] == [
         b"user data" * 1000]
     assert recycle.into_place(template, wd / "data", []) is False
+
+
+def test_no_spare_init_loads_no_dataclasses_inspect_typing_or_argparse(
+    tmp_path: Path, pristine_cache: Path, cluster_env: dict[str, str]
+) -> None:
+    """A DB_TOOL_NO_SPARE fresh init — the copy, then the rewrite of the data it replaces —
+    is a hook path too: nothing it does needs the modules that cost more than its work."""
+    import sys
+
+    env = {**_fresh_env(tmp_path, pristine_cache, cluster_env), "DB_TOOL_KEEP_PREVIOUS": "no"}
+    heavy = ["dataclasses", "inspect", "ast", "typing", "argparse", "shutil",
+             "db_tool.commands.branch", "db_tool.progress"]
+    code = ("import sys\n"
+            "from db_tool.cli import postgres_cleanup, postgres_init\n"
+            "for _ in range(2):\n"
+            "    assert postgres_init.main(['--print-env']) == 0\n"
+            "    assert postgres_cleanup.main([]) == 0\n"
+            f"print('loaded:', sorted(m for m in {heavy!r} if m in sys.modules))\n")
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                       timeout=120, check=False)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("started a fresh") == 2, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "loaded: []", r.stdout + r.stderr
