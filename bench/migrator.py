@@ -2,7 +2,10 @@
 
 One run starts its own throw-away cluster (db_tool.cluster), then for N in 50 and 500 trivial
 migrations (`ALTER TABLE t ADD COLUMN cN int`):
-  - `migrator migrate up all`     vs  the N ALTERs concatenated in one file, one `psql -f`
+  - `migrator migrate up all`     vs  the N ALTERs concatenated in one file, one `psql -f`,
+    and vs the migrator's own SQL for them (the driver it sends: each ALTER with its session
+    reset, transaction and history row) run by one `psql -f`: what the SQL costs over the
+    bound, and what Python, the second connection and the start script cost on top
   - `migrator migrate down N`     vs  the N DROP COLUMNs the same way
   - no-op `migrator migrate up all` and `migrator status` vs one `psql -c 'SELECT 1'` (the
     "one query" bound) and, when installed, `dbmate migrate` / `dbmate status` on the same
@@ -153,6 +156,25 @@ def write_migrations(directory: Path, n: int) -> None:
         (d / "down.sql").write_text(f"ALTER TABLE t DROP COLUMN c{i};\n")
 
 
+def driver_file(mdir: Path, target: Path) -> None:
+    """The driver `migrate up all` sends for mdir's migrations (db_tool.pg_script), as one
+    file for `psql -f`: the SQL half of the migrator, without Python or its start script."""
+    from db_tool import migrations, pg_script
+    from db_tool.sqlsplit import OneQuery, TxControl, one_query
+
+    steps = [migrations.Step("up", m) for m in migrations.discover(mdir)]
+    inlined: list[pg_script.Inline | None] = []
+    for step in steps:
+        path = step.migration.up
+        assert path is not None
+        sql = one_query(migrations.read_file(path))
+        assert isinstance(sql, OneQuery), f"{path} is not sent as one query"
+        inlined.append(pg_script.Inline(sql, path, 1))
+    text, _ = pg_script.driver_script(steps, inlined, [TxControl() for _ in steps],
+                                      [None for _ in steps], "bench")
+    target.write_text(text)
+
+
 def bench(
     cluster_url_for: object, work: Path, n: int, env: dict[str, str], repeat: int
 ) -> dict[str, float]:
@@ -161,11 +183,12 @@ def bench(
     url_for = cluster_url_for  # Callable[[str], str]
     mig_url = url_for(f"mig_{n}")  # type: ignore[operator]
     base_url = url_for(f"base_{n}")  # type: ignore[operator]
+    sql_url = url_for(f"sql_{n}")  # type: ignore[operator]
     admin = url_for("postgres")  # type: ignore[operator]
-    for db in (f"mig_{n}", f"base_{n}"):
+    for db in (f"mig_{n}", f"base_{n}", f"sql_{n}"):
         psql(admin, f'DROP DATABASE IF EXISTS "{db}"')
         psql(admin, f'CREATE DATABASE "{db}"')
-    for url in (mig_url, base_url):
+    for url in (mig_url, base_url, sql_url):
         bundle.apply(url)
         psql(url, "CREATE TABLE t () INHERITS (hectic.created_at)")
 
@@ -174,22 +197,28 @@ def bench(
     up_file, down_file = work / f"up-{n}.sql", work / f"down-{n}.sql"
     up_file.write_text("".join(f"ALTER TABLE t ADD COLUMN c{i} int;\n" for i in range(1, n + 1)))
     down_file.write_text("".join(f"ALTER TABLE t DROP COLUMN c{i};\n" for i in range(n, 0, -1)))
+    sql_file = work / f"driver-{n}.sql"
+    driver_file(mdir, sql_file)
 
     migrator = [*MIGRATOR, "-u", mig_url, "-d", str(mdir)]
     base = [bound_psql()[0], "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", base_url, "-f"]
+    sql = [bound_psql()[0], "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", sql_url, "-f",
+           str(sql_file)]
     # Each round returns both databases to where they started; the best round counts
     # (the machine is shared, so the minimum is the least noisy estimate).
     rounds: list[dict[str, float]] = []
     for _ in range(repeat):
         rounds.append({
             "base_up": timed([*base, str(up_file)], env),
+            "sql_up": timed(sql, env),
             "up": timed([*migrator, "migrate", "up", "all"], env),
             "noop": timed([*migrator, "migrate", "up", "all"], env),
             "base_down": timed([*base, str(down_file)], env),
             "down": timed([*migrator, "migrate", "down", str(n)], env),
         })
+        psql(sql_url, down_file.read_text() + "DELETE FROM hectic.migration;")
     result = {key: min(r[key] for r in rounds) for key in rounds[0]}
-    for db in (f"mig_{n}", f"base_{n}"):
+    for db in (f"mig_{n}", f"base_{n}", f"sql_{n}"):
         psql(admin, f'DROP DATABASE IF EXISTS "{db}"')
     return result
 
@@ -242,6 +271,13 @@ def main() -> int:
     print()
     print(f"up all at 500: {up_ratio:.2f}x the psql -f bound "
           f"(target <= {TARGET_UP_RATIO}x): {'ok' if up_ratio <= TARGET_UP_RATIO else 'MISSED'}")
+    sql_ratio = r500["sql_up"] / r500["base_up"]
+    print(f"  of which the migrator's SQL (its driver through one psql -f): "
+          f"{r500['sql_up']:.3f}s = {sql_ratio:.2f}x the bound "
+          f"({(r500['sql_up'] - r500['base_up']) / 500 * 1000:.2f} ms per migration for the "
+          f"session reset, transaction and history row); the rest, "
+          f"{r500['up'] - r500['sql_up']:.3f}s, is Python, the wire read, the start script "
+          f"and waiting for the plan")
     print()
     print(f"{'no-op case':<15} {'median':>8} {'min':>8} {'max':>8}  ratio to one query")
     one = spread(noop_times["one query"])[0]

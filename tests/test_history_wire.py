@@ -100,7 +100,8 @@ def test_bundle_is_not_reapplied_at_the_same_version_and_init_restores_it(
 
 # What a no-op `migrate` and `status` must not import: each costs more than their one query.
 HEAVY = ("dataclasses", "inspect", "typing", "argparse", "pathlib", "urllib.parse", "socket",
-         "subprocess", "db_tool.psql", "db_tool.history_pg")
+         "subprocess", "db_tool.psql", "db_tool.history_pg", "re", "shutil", "tempfile",
+         "hashlib", "json", "db_tool.sqlsplit", "contextlib")
 
 
 @pytest.mark.slow

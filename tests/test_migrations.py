@@ -9,7 +9,15 @@ from pathlib import Path
 import pytest
 
 from db_tool.errors import Error
-from db_tool.migrations import DIR, Applied, Migration, discover, split_sections
+from db_tool.migrations import (
+    DIR,
+    Applied,
+    Migration,
+    discover,
+    is_migration_name,
+    section_lines,
+    split_sections,
+)
 from db_tool.planning import HistoryMismatch, Target, plan, status
 from tests.migrator_support import write
 
@@ -231,11 +239,44 @@ def test_status_rows() -> None:
     ("-- migrate:up\nA;", "A;", None),
     ("select 1;\n", None, None),
     ("-- migrate:upgrade\n", None, None),
+    ("-- migrate:up_x\nA;\n", None, None),  # `_` is a word character: no marker
+    ("-- migrate:up-x\nA;\n", "A;\n", None),
+    ("\t--\t migrate:up\nA;\n", None, None),  # the marker starts its line
+    ("--\t migrate:up\nA;\n", "A;\n", None),
+    ("-- x migrate:up\nA;\n-- migrate:up\nB;\n", "B;\n", None),
+    ("-- migrate:xx migrate:up\nA;\n", None, None),
+    ("-- migrate:up\r\nA;\n", "A;\n", None),
+    ("A; -- migrate:up\nB;\n", None, None),
+    ("-- migrate:up", b"", None),
+    ("-- migrate:down\n\n-- migrate:up\nA;\n", "A;\n", "\n"),
 ])
-def test_split_sections(text: str, up: str | None, down: str | None) -> None:
+def test_split_sections(text: str, up: str | bytes | None, down: str | None) -> None:
     got = split_sections(text.encode())
-    assert got == (up.encode() if up is not None else None,
+    assert got == (up.encode() if isinstance(up, str) else up,
                    down.encode() if down is not None else None)
+
+
+@pytest.mark.parametrize(("text", "lines"), [
+    ("-- migrate:up\nA;\n-- migrate:down\nB;\n", {"up": 2, "down": 4}),
+    ("\n\n-- migrate:down\n-- migrate:up", {"down": 4, "up": 4}),
+    ("x\n-- migrate:up transaction:false\n\nA;\n", {"up": 3}),
+    ("no markers\n", {}),
+])
+def test_section_lines(text: str, lines: dict[str, int]) -> None:
+    assert section_lines(text.encode()) == lines
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("20240101000001-x", True),
+    ("20240101000001-", True),  # the original's regex: any description, also none
+    ("20240101000001", False),
+    ("2024010100000-x", False),
+    ("20240101000001x", False),
+    ("2024010100000١-x", False),  # a non-ASCII digit is no [0-9]
+    ("", False),
+])
+def test_is_migration_name(name: str, expected: bool) -> None:
+    assert is_migration_name(name) is expected
 
 
 def test_split_sections_rejects_duplicate_marker() -> None:

@@ -315,3 +315,18 @@ def test_list_prints_the_originals_missing_words_for_both_layouts(
         "line, so it is not a migration; add '-- migrate:up' (and '-- migrate:down') sections, "
         f"or move it to {tmp_path}/20240101000003-created/up.sql\n"
     )
+
+
+@pytest.mark.parametrize("value", [
+    {"migrations": [], "summary": {}},
+    {"migrations": [{"name": "20240101000001-é \"x\"\n", "state": "applied", "applied_at": None,
+                     "hash": "ab", "applied_hash": None}],
+     "summary": {"applied": 1, "pending": 0}},
+    [True, False, None, -3, "\u2028\x00\\", [], {}, [[{"k": [1]}]]],
+])
+def test_status_json_is_what_json_dumps_writes(value: object) -> None:
+    import json
+
+    from db_tool.cli.migrator import json_text
+
+    assert json_text(value) == json.dumps(value, indent=2)

@@ -789,3 +789,42 @@ def _timed(run: Run) -> float:
     rc, out, _ = run("migrate", "up", "all")
     assert rc == 0 and "database already at" in out
     return time.perf_counter() - started
+
+
+@pytest.mark.slow
+def test_psql_starts_before_the_driver_modules_are_imported(db_url: str, mdir: Path) -> None:
+    """pg_script, sqlsplit and tempfile load while psql connects, not before it starts."""
+    flat(mdir, t(1), "CREATE TABLE a () INHERITS (hectic.created_at);\n", "DROP TABLE a;\n")
+    probe = (
+        "import sys\n"
+        "from db_tool import proc\n"
+        "real = proc.spawn\n"
+        "def spawn(*a, **k):\n"
+        "    late = ('db_tool.pg_script', 'db_tool.sqlsplit', 'tempfile', 'shutil')\n"
+        "    print('loaded at spawn:', [m for m in late if m in sys.modules], file=sys.stderr)\n"
+        "    return real(*a, **k)\n"
+        "proc.spawn = spawn\n"
+        "from db_tool.cli import migrator\n"
+        "raise SystemExit(migrator.main(sys.argv[1:]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe, "-u", db_url, "-d", str(mdir), "migrate",
+                          "up", "all"], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == f"applied {t(1)}\n"
+    assert "loaded at spawn: []" in out.stderr.splitlines()
+
+
+@pytest.mark.slow
+def test_without_memfd_psqls_stderr_goes_to_a_temporary_file(
+    run: Run, mdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refused(*args: object) -> int:
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr(os, "memfd_create", refused)
+    flat(mdir, t(1), "CREATE TABLE a () INHERITS (hectic.created_at);\n", "DROP TABLE a;\n")
+    flat(mdir, t(2), "SELECT * FROM no_such_table;\n", "SELECT 1;\n")
+    rc, out, err = run("migrate", "up", "all")
+    assert rc == 4
+    assert out == f"applied {t(1)}\n"
+    assert 'relation "no_such_table" does not exist' in err  # psql's stderr, read back

@@ -179,3 +179,58 @@ def test_run_as_another_account_gets_its_home_and_no_groups() -> None:
     assert int(uid) == account.pw_uid
     assert groups.split() == [str(account.pw_gid)]
     assert names == f"{account.pw_dir} {account.pw_name} {account.pw_name}"
+
+
+@pytest.mark.parametrize("by_popen", [False, True])
+def test_start_server_detaches_with_only_the_log_and_default_signals(
+    tmp_path: Path, by_popen: bool
+) -> None:
+    """What the server gets, started by posix_spawn (no account to switch to) or by
+    subprocess (a relative data dir here stands in for the cases posix_spawn does not take):
+    its own session, stdin /dev/null, stdout and stderr on the log, none of the caller's
+    inheritable descriptors, SIGPIPE not ignored; poll() says when it exited and how."""
+    probe = tmp_path / "probe"
+    probe.write_text("#!/bin/sh\n"
+                     "echo \"sid=$(cut -d' ' -f6 /proc/$$/stat) pid=$$\"\n"
+                     "ls /proc/$$/fd | tr '\\n' ' '; echo\n"
+                     "grep SigIgn /proc/$$/status\n"
+                     "read line && echo \"read: $line\"\n"
+                     "echo to-stderr >&2\n"
+                     "exec sleep 0.3\n")
+    probe.chmod(0o755)
+    log = tmp_path / "log"
+    log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    r, w = os.pipe()
+    os.dup2(w, 47)  # inheritable, as a shell's extra descriptor would be
+    old_pipe = signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # as Python starts
+    try:
+        argv = [str(probe), "-D", "relative/data" if by_popen else str(tmp_path)]
+        server = proc.start_server(argv, log_fd=log_fd, env={"PATH": "/usr/bin:/bin"})
+        assert (server.popen is None) != by_popen
+        assert server.poll() is None
+        deadline = time.monotonic() + 20
+        while server.poll() is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert server.poll() == 0
+    finally:
+        signal.signal(signal.SIGPIPE, old_pipe)
+        os.close(47)
+        for fd in (r, w, log_fd):
+            os.close(fd)
+    lines = log.read_text().splitlines()
+    sid, pid = (int(x.split("=")[1]) for x in lines[0].split())
+    assert sid == pid == server.pid
+    fds = {int(fd) for fd in lines[1].split()}  # and the shell's own, for the script
+    assert {0, 1, 2} <= fds and 47 not in fds
+    assert int(lines[2].split()[1], 16) & (1 << (signal.SIGPIPE - 1)) == 0
+    assert lines[3:] == ["to-stderr"]  # stdin at EOF: nothing read
+
+
+def test_start_server_poll_gives_the_exit_code() -> None:
+    server = proc.start_server(["/bin/sh", "-c", "exit 3"], log_fd=2, env={})
+    deadline = time.monotonic() + 20
+    while server.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert server.poll() == 3

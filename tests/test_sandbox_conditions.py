@@ -45,6 +45,14 @@ STEPS: list[tuple[str, str, tuple[int, ...], str]] = [
     ("postgres-init without working dir", "env -u LOCAL_DIR postgres-init", (1,),
      "PG_WORKING_DIR or LOCAL_DIR is required"),
     ("postgres-cleanup", 'PG_WORKING_DIR="$W/pi" postgres-cleanup', (0,), "stopped"),
+    # Unprivileged, the server is a posix_spawn: a reuse never imports subprocess (as root,
+    # switching to the server account needs subprocess.Popen).
+    ("postgres-init reuse without subprocess",
+     'export PG_WORKING_DIR="$W/pi"; PG_REUSE=1 PYTHONPROFILEIMPORTTIME=1 postgres-init '
+     '--print-env 2>"$W/imports" >/dev/null; grep -q "reused the" "$W/imports" && '
+     '{ [ "$(id -u)" = 0 ] || ! grep -q "| *subprocess$" "$W/imports"; } && '
+     'echo "no subprocess"; postgres-cleanup',
+     (0,), "no subprocess"),
     ("database init", "database init", (0,), "cluster"),
     ("database migrator init", "database migrator init", (0,), "bundle"),
     ("database hydrate", "database hydrate", (0,), "hydrate"),

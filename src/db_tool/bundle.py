@@ -7,7 +7,6 @@ only version.sql is a template, rendered with VERSION.
 from __future__ import annotations
 
 import os
-import re
 
 from db_tool.errors import Error, MissingError
 
@@ -134,12 +133,12 @@ def normalize_dotenv(content: str) -> str:
     """What the SQL loader should see: without a leading UTF-8 BOM, and `export KEY=v` lines
     as `KEY=v` (shell-style dotenv files). Line numbers stay the same, so the loader's errors
     still point at the right line; nothing else changes."""
+    import re  # here: `migrate` and `status` import this module but load no secrets
+
     content = content.removeprefix("\ufeff")
-    return _EXPORT.sub(r"\1", content)
-
-
-# `export` then blanks then a key and "=": drop the `export` word (the key keeps its place).
-_EXPORT = re.compile(r"^([ \t]*)export[ \t]+(?=[^=\n]*\S[^=\n]*=)", re.MULTILINE)
+    # `export` then blanks then a key and "=": drop the `export` word (the key keeps its place).
+    return re.sub(r"^([ \t]*)export[ \t]+(?=[^=\n]*\S[^=\n]*=)", r"\1", content,
+                  flags=re.MULTILINE)
 
 
 def dotenv_is_empty(content: str) -> bool:

@@ -9,8 +9,6 @@ by the same account and root).
 
 from __future__ import annotations
 
-import re
-
 TYPE_CHECKING = False  # pathlib only for the annotation (psql imports this on every migrate)
 if TYPE_CHECKING:
     from pathlib import Path
@@ -30,23 +28,25 @@ def build_url(user: str, database: str, sockdir: Path | str, port: int) -> str:
     return f"postgresql://{_pct(user)}@/{_pct(database)}?host={host}&port={port}"
 
 
-_PCT = re.compile(rb"%([0-9A-Fa-f]{2})")
-
-
 def unpct(text: str, errors: str = "replace") -> str:
     """A URL part %-decoded (urllib.parse.unquote, without importing urllib: start-up cost);
     errors="strict" raises UnicodeDecodeError for bytes that are no UTF-8."""
     if "%" not in text:
         return text
-    raw = _PCT.sub(lambda m: bytes([int(m.group(1), 16)]), text.encode("utf-8"))
+    import re  # only here: a no-op `migrate`/`status` with a plain URL does without it
+
+    raw = re.sub(rb"%([0-9A-Fa-f]{2})", lambda m: bytes([int(m.group(1), 16)]),
+                 text.encode("utf-8"))
     return raw.decode("utf-8", errors)
 
 
 # key = value pairs of a libpq conninfo string; the value is 'quoted' (\' and \\ escapes) or bare.
-_KV_PASSWORD = re.compile(r"(?:^|(?<=\s))password\s*=\s*('(?:[^'\\]|\\.)*'|\S*)\s*")
+_KV_PASSWORD = r"(?:^|(?<=\s))password\s*=\s*('(?:[^'\\]|\\.)*'|\S*)\s*"
 
 
 def _kv_unquote(value: str) -> str:
+    import re
+
     if value.startswith("'") and value.endswith("'") and len(value) >= 2:
         return re.sub(r"\\(.)", r"\1", value[1:-1])
     return value
@@ -56,7 +56,9 @@ def without_password(url: str) -> tuple[str, str | None]:
     """(the URL with every password removed, the password or None)."""
     scheme, sep, rest = url.partition("://")
     if not sep or scheme not in ("postgresql", "postgres"):
-        match = _KV_PASSWORD.search(url)
+        import re
+
+        match = re.search(_KV_PASSWORD, url)
         if match is None or "://" in url:
             return url, None
         cleaned = (url[: match.start()] + url[match.end() :]).strip()

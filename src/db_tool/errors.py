@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from enum import IntEnum
 
+class ExitCode:
+    """The exit codes by name: plain ints (an IntEnum would import enum, functools and
+    collections, a tenth of a no-op `migrate`, on every command)."""
 
-class ExitCode(IntEnum):
     OK = 0
     GENERIC = 1  # generic error
     AMBIGUOUS = 2  # ambiguous arguments or state (e.g. migration history mismatch)

@@ -19,15 +19,15 @@ import os
 from db_tool.errors import Error, ExitCode
 from db_tool.migrations import FILE, Step, read_file
 from db_tool.record import Record
-from db_tool.sqlsplit import TxControl
 
 TYPE_CHECKING = False  # typing is not imported at run time
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # nor sqlsplit (and the re it compiles) before psql is started
     from collections.abc import Sequence
 
     from db_tool.history_pg import PgHistory
     from db_tool.history_sqlite import SqliteHistory
     from db_tool.settings import MigratorSettings
+    from db_tool.sqlsplit import TxControl
 
 SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 
@@ -126,7 +126,11 @@ def _results(
     return done, running, guard
 
 
-NO_TX = TxControl()
+def no_tx() -> TxControl:
+    """No transaction control of its own (a step sent as one query, or an unreadable file)."""
+    from db_tool.sqlsplit import TxControl
+
+    return TxControl()
 
 
 def transaction_control(step: Step) -> TxControl:
@@ -143,7 +147,7 @@ def transaction_control(step: Step) -> TxControl:
             body = read_file(path) if path is not None else None
         except OSError:
             body = None
-    return sqlsplit.transaction_control(body) if body is not None else NO_TX
+    return sqlsplit.transaction_control(body) if body is not None else no_tx()
 
 
 def outcome(
@@ -162,7 +166,7 @@ def outcome(
     if running is not None:
         step = steps[running]
         what = f"migration {step.migration.name} ({step.direction})"
-        own = tx[running] if running < len(tx) else NO_TX
+        own = tx[running] if running < len(tx) else no_tx()
         # A failing BEGIN … COMMIT file failed inside its own transaction: rolled back.
         ends = () if own.wrapper else own.ends
         named = " and ".join(dict.fromkeys(ends)) or "COMMIT, ROLLBACK or \\c"

@@ -13,33 +13,25 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 from contextlib import contextmanager, suppress
 
 from db_tool.errors import Error
-from db_tool.history import NO_TX, MigrationFailed, StepResult, materialize, outcome
+from db_tool.history import MigrationFailed, StepResult, materialize, no_tx, outcome
 from db_tool.history import transaction_control as own_transaction_control
 from db_tool.migrations import FILE, Applied, Step, read_file
-from db_tool.pg_script import (
-    LOCK_KEY,
-    READ_SQL,
-    UNSAFE_ENCODINGS,
-    Inline,
-    driver_script,
-    marker,
-    start_script,
-)
-from db_tool.sqlsplit import psql_meta_quote
 
+# pg_script, sqlsplit (and the re it compiles) and tempfile are imported once psql is started:
+# they load while it connects, not before it starts.
 TYPE_CHECKING = False  # typing is not imported at run time
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping, Sequence
     from typing import IO
 
     from db_tool import history_wire
+    from db_tool.pg_script import Inline
     from db_tool.sqlsplit import TxControl
 
-__all__ = ["LOCK_KEY", "MigrationFailed", "PgHistory", "PgSession"]
+__all__ = ["MigrationFailed", "PgHistory", "PgSession"]
 
 _FIRST_DRIVER = 4  # steps in the first driver; each next one has 4 times as many
 
@@ -67,6 +59,7 @@ class PgHistory:
         """Read-only (status): an uninitialised database has an empty history. wire=False:
         through psql only (the caller's wire attempt could not tell)."""
         from db_tool import psql
+        from db_tool.pg_script import READ_SQL
 
         quick = self.quick_state() if wire else None
         if quick is not None:
@@ -91,16 +84,24 @@ class PgHistory:
         from db_tool.signals import interrupt_on_signals
 
         # SIGTERM/SIGHUP unwind like Ctrl-C: psql is stopped and the temp dir removed.
-        with interrupt_on_signals(), tempfile.TemporaryDirectory(prefix="migrator-") as tmpdir, \
-                open(os.path.join(tmpdir, "stderr"), "w+b") as errfile:
+        # psql starts first (its stderr an anonymous file, which needs no directory); the temp
+        # dir for the bundle and the drivers is made while it connects.
+        with interrupt_on_signals(), _anonymous_file() as errfile:
             child = proc.spawn(argv, env=psql.env("migrator", self.url), stderr=errfile)
-            session = PgSession(child, errfile, tmpdir, lock_timeout,
+            session = PgSession(child, errfile, "", lock_timeout,
                                 inline=self.inline, variables=dict(variables))
             try:
-                session.send_start()
-                yield session
+                import tempfile
+
+                with tempfile.TemporaryDirectory(prefix="migrator-") as tmpdir:
+                    session.tmp = tmpdir
+                    try:
+                        session.send_start()
+                        yield session
+                    finally:
+                        session.close(aborted=sys.exc_info()[0] is not None)
             finally:
-                session.close(aborted=sys.exc_info()[0] is not None)
+                session.close(aborted=True)  # (a no-op once closed above)
 
 
 class PgSession:
@@ -131,12 +132,15 @@ class PgSession:
         return self.errfile.read().decode("utf-8", "replace").strip()
 
     def _mark(self, word: str) -> str:
+        from db_tool.pg_script import marker
+
         return marker(self.token, word)
 
     def send_start(self) -> None:
         """Ask psql to lock, apply the bundle and print the history; `applied` waits for the
         answer, so the caller can read the migration dir while psql connects and locks."""
         from db_tool import bundle, history_wire
+        from db_tool.pg_script import start_script
 
         bundle_file = os.path.join(self.tmp, "bundle.sql")
         with open(bundle_file, "w", encoding="utf-8") as fh:
@@ -174,6 +178,8 @@ class PgSession:
         self.child.wait()
         err = self._stderr()
         if "lock" in seen and "lock timeout" in err:
+            from db_tool.pg_script import LOCK_KEY
+
             raise Error(
                 f"timed out after {self.lock_timeout:g}s waiting for the migration lock: "
                 f"another migrator is working on this database (pg_advisory_lock({LOCK_KEY})); "
@@ -189,6 +195,10 @@ class PgSession:
     def apply(self, steps: Sequence[Step]) -> list[StepResult]:
         if not steps:
             return []
+        from db_tool.pg_script import driver_script
+        from db_tool.sqlsplit import psql_meta_quote
+
+        none = no_tx()
         self.applied  # noqa: B018 -- psql's answer to the start script (sets self.encoding)
         # Which steps go as one query. Until the first `\\i` step, psql's variables and encoding
         # are the ones it started with; after it (the file may `\\set` or `\\encoding`), only
@@ -208,7 +218,7 @@ class PgSession:
                 one = self._inline(step, certain)
                 certain = certain and one is not None
                 inlined.append(one)
-                tx.append(own_transaction_control(step) if one is None else NO_TX)
+                tx.append(own_transaction_control(step) if one is None else none)
                 files.append(materialize(step, self.tmp, i) if one is None else None)
             text, sources = driver_script(chunk, inlined, tx[start:], files, self.token,
                                           start=start)
@@ -235,6 +245,7 @@ class PgSession:
     def _inline(self, step: Step, certain: bool) -> Inline | None:
         """The step as one query, or None for `\\i`. certain: psql's variables and encoding
         are still the ones it started with."""
+        from db_tool.pg_script import UNSAFE_ENCODINGS, Inline
         from db_tool.sqlsplit import OneQuery, one_query
 
         if not self.inline:
@@ -277,6 +288,21 @@ class PgSession:
             self.child.kill()
             self.child.wait()
 
+
+@contextmanager
+def _anonymous_file() -> Iterator[IO[bytes]]:
+    """A file without a name for psql's stderr, read back once psql is done: a memfd, so it
+    needs no directory before psql starts; an unlinked temporary file where there is none."""
+    try:
+        fd = os.memfd_create("migrator-psql-stderr", os.MFD_CLOEXEC)
+    except (AttributeError, OSError):
+        import tempfile
+
+        with tempfile.TemporaryFile() as fh:
+            yield fh
+        return
+    with open(fd, "w+b") as fh:
+        yield fh
 
 
 def _name_sources(stderr: str, driver: str, sources: Mapping[int, str]) -> str:

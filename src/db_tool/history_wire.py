@@ -10,10 +10,8 @@ returns None and the caller takes the psql path, which then reports real errors 
 from __future__ import annotations
 
 import os
-import re
 
 from db_tool.conninfo import unpct
-from db_tool.migrations import Applied
 from db_tool.record import Record
 
 TYPE_CHECKING = False  # typing is not imported at run time (a no-op migrate starts fast)
@@ -21,6 +19,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from db_tool import pgwire
+    from db_tool.migrations import Applied
 
 # The libpq URL parameters that do not change where or how we connect.
 _HARMLESS = frozenset({"application_name", "connect_timeout", "fallback_application_name"})
@@ -126,6 +125,7 @@ class PendingState:
         if self.pending is None:
             return None
         from db_tool import pgwire
+        from db_tool.migrations import Applied
 
         try:
             # One round trip: the reads of tables that may be missing fail on their own
@@ -182,8 +182,21 @@ def bundle_comment() -> str:
 
     with open(bundle.sql_file("version"), encoding="utf-8") as fh:
         text = fh.read()
-    found = re.search(r"COMMENT ON SCHEMA hectic IS '((?:[^']|'')*)'", text)
-    return found.group(1).replace("''", "'") if found else ""
+    # The literal after the first `COMMENT ON SCHEMA hectic IS '` ('' stands for ') — without
+    # `re`, which the no-op paths do not import.
+    lead = "COMMENT ON SCHEMA hectic IS '"
+    at = text.find(lead)
+    if at < 0:
+        return ""
+    start = end = at + len(lead)
+    while True:
+        end = text.find("'", end)
+        if end < 0:
+            return ""
+        if text.startswith("''", end):
+            end += 2
+            continue
+        return text[start:end].replace("''", "'")
 
 
 def quick_state(url: str, env: Mapping[str, str]) -> State | None:
@@ -192,9 +205,16 @@ def quick_state(url: str, env: Mapping[str, str]) -> State | None:
 
 
 def start_quick(url: str, env: Mapping[str, str]) -> PendingState:
-    """start_state for our bundle at its version."""
+    """start_state for our bundle at its version. The reads go out first: the server starts
+    the backend while the bundle's version and comment are looked up here."""
     if address(url, env) is None:
         return PendingState(None, "", "")
-    from db_tool import bundle
+    state = start_state(url, env, version="", comment="")
+    try:
+        from db_tool import bundle
 
-    return start_state(url, env, version=bundle.VERSION, comment=bundle_comment())
+        state.version, state.comment = bundle.VERSION, bundle_comment()
+    except BaseException:
+        state.close()
+        raise
+    return state

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+
+TYPE_CHECKING = False  # typing is not imported at run time
+if TYPE_CHECKING:
+    from types import TracebackType
 
 TYPE_CHECKING = False  # typing costs a few ms at start-up, and re with it
 if TYPE_CHECKING:
@@ -152,23 +154,37 @@ class Step:
         self.failed = why
 
 
-@contextmanager
-def step(what: str) -> Iterator[Step]:
+class _Running:
+    """The context manager step() returns (a class, not @contextmanager: contextlib is not
+    imported by the commands that print no step, e.g. a no-op `migrate`)."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.handle = Step()
+        self.started = 0.0
+
+    def __enter__(self) -> Step:
+        info(f"{self.what} ...")
+        self.started = time.monotonic()
+        return self.handle
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        elapsed = time.monotonic() - self.started
+        if kind is not None:
+            info(f"{self.what}: stopped after {elapsed:.2f}s")
+            return
+        if self.handle.failed is not None:
+            warn(f"{self.what}: failed ({self.handle.failed}) after {elapsed:.2f}s")
+            return
+        ok(f"{self.what}: done in {elapsed:.2f}s")
+
+
+def step(what: str) -> _Running:
     """Say what a step does, then how long it took. A step that raises or is marked failed
     says "failed" and never "done"; that line is not an error line: the one error line is the
     command's own (`<command>: error: ...`)."""
-    info(f"{what} ...")
-    started = time.monotonic()
-    handle = Step()
-    try:
-        yield handle
-    except BaseException:
-        info(f"{what}: stopped after {time.monotonic() - started:.2f}s")
-        raise
-    if handle.failed is not None:
-        warn(f"{what}: failed ({handle.failed}) after {time.monotonic() - started:.2f}s")
-        return
-    ok(f"{what}: done in {time.monotonic() - started:.2f}s")
+    return _Running(what)
 
 
 def human_size(n: int) -> str:

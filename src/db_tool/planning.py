@@ -4,12 +4,14 @@ migration's status. No database, no printing (commands/migrate.py calls these)."
 from __future__ import annotations
 
 import os
-import re
-from collections.abc import Sequence
 
 from db_tool.errors import Error, ExitCode
 from db_tool.migrations import FILE, LATEST_WORDS, Applied, Migration, Step
 from db_tool.record import Record
+
+TYPE_CHECKING = False  # typing and collections.abc are not imported at run time
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 
 class HistoryMismatch(Error):
@@ -57,7 +59,10 @@ class Target(Record):
 
 
 def _is_count(arg: str) -> bool:
-    return re.fullmatch(r"[0-9]+", arg) is not None
+    return arg != "" and _DIGITS.issuperset(arg)  # r"[0-9]+" without importing re
+
+
+_DIGITS = frozenset("0123456789")
 
 
 # --------------------------------------------------------------------------- planning

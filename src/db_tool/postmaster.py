@@ -11,10 +11,12 @@ Everything takes explicit values (data dir, socket dir, port, installation, acco
 
 from __future__ import annotations
 
+# _signal, not signal: postgres-cleanup needs three numbers, not the IntEnum of every signal
+# (signal imports enum, milliseconds of its start-up).
+import _signal  # type: ignore[import-not-found]
 import contextlib
 import itertools
 import os
-import signal
 import time
 
 from db_tool import proc
@@ -25,7 +27,6 @@ from db_tool.startfail import StartLog, connect_failed, start_failed
 # pgwire (and with it socket) loads once the server is spawned, while it starts up.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import subprocess
     from collections.abc import Iterable
     from pathlib import Path
 
@@ -127,7 +128,7 @@ def clear_dead_pidfile(datadir: Path, sockdir: Path, port: int) -> None:
 
 def spawn(postgres: str, datadir: Path, server_log: Path, log_dir: Path,
           account: proc.RunAs | None, env: dict[str, str]
-          ) -> tuple[subprocess.Popen[bytes], StartLog]:
+          ) -> tuple[proc.Server, StartLog]:
     """Start `postgres -D datadir` detached, its output appended to server_log."""
     log_fd = os.open(server_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)
     try:
@@ -139,7 +140,7 @@ def spawn(postgres: str, datadir: Path, server_log: Path, log_dir: Path,
     return child, log
 
 
-def await_ready(child: subprocess.Popen[bytes], log: StartLog, datadir: Path, sockdir: Path,
+def await_ready(child: proc.Server, log: StartLog, datadir: Path, sockdir: Path,
                 port: int, superuser: str, database: str = "postgres") -> bool:
     """Wait for the server *we spawned*: a postmaster.pid left by a killed server says
     "ready" too, so only a pid file naming our child counts, and a child that exits is
@@ -209,9 +210,9 @@ def verify_listening(lines: list[str], datadir: Path, sockdir: Path, port: int) 
         )
 
 
-def kill(child: subprocess.Popen[bytes]) -> None:
+def kill(child: proc.Server) -> None:
     """Stop a server we just started and must not keep: fast shutdown, then immediate."""
-    for sig, wait in ((signal.SIGINT, 20.0), (signal.SIGQUIT, 10.0), (signal.SIGKILL, 10.0)):
+    for sig, wait in ((_signal.SIGINT, 20.0), (_signal.SIGQUIT, 10.0), (_signal.SIGKILL, 10.0)):
         if child.poll() is not None:
             return
         with contextlib.suppress(ProcessLookupError):
@@ -225,7 +226,7 @@ def stop(pid: int, timeout: float, log_dir: Path) -> None:
     """Fast shutdown of the postmaster `pid` (sessions rolled back, a checkpoint written),
     waited for with fine polling."""
     with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGINT)
+        os.kill(pid, _signal.SIGINT)
     deadline = time.monotonic() + timeout
     pause = 0.0005
     while proc.pid_alive(pid):

@@ -192,31 +192,93 @@ def spawn_detached(
         ) from exc
 
 
+class Server:
+    """A server we started: its pid, and poll() — its exit code once it has exited (reaped
+    then), else None. The Popen of a child started through subprocess, if any."""
+
+    def __init__(self, pid: int, popen: subprocess.Popen[bytes] | None = None) -> None:
+        self.pid = pid
+        self.popen = popen
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.popen is not None:
+            return self.popen.poll()
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped elsewhere (a SIGCHLD handler): gone
+                self.returncode = -1
+            else:
+                if pid:
+                    self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+
 def start_server(
     argv: Sequence[str],
     *,
     log_fd: int,
     env: Mapping[str, str],
     user: RunAs | None = None,
-    cwd: str = "/",
-) -> subprocess.Popen[bytes]:
+) -> Server:
     """Start a long-running server (postgres) in its own session: stdin on /dev/null,
-    stdout and stderr appended to log_fd, run as `user` (no supplementary groups). Not tied
-    to us: it outlives the caller (a shell hook); the caller owns the Popen (poll/kill)."""
-    import subprocess
+    stdout and stderr appended to log_fd, no descriptor of ours beyond those, the signals
+    Python ignores (SIGPIPE, SIGXFSZ) back to their default, run as `user` (no supplementary
+    groups). Not tied to us: it outlives the caller (a shell hook); the caller owns the
+    Server (poll/kill).
 
+    Without an account to switch to, it is a posix_spawn (a vfork and an exec, without
+    importing subprocess — threading, selectors, locale: milliseconds of a reuse before the
+    server is even started). Its cwd is ours until the server enters its data dir, the first
+    thing it does, so argv[0] and the data dir (-D) must be absolute. With an account, or
+    without /proc/self/fd to list the descriptors to close, it is subprocess.Popen with
+    cwd="/"."""
     argv = [os.fspath(a) for a in argv]
     try:
-        return subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd, close_fds=True,
-            start_new_session=True, cwd=cwd, env=dict(env),
-            user=user.uid if user else None, group=user.gid if user else None,
-            extra_groups=[] if user else None,
-        )
+        if user is None and os.path.isabs(argv[0]) and os.path.isdir("/proc/self/fd") and \
+                all(os.path.isabs(argv[i + 1]) for i in range(len(argv) - 1) if argv[i] == "-D"):
+            return Server(_spawn_detached(argv, log_fd, env))
+        import subprocess
+
+        return _popen_server(subprocess, argv, log_fd, env, user)
     except FileNotFoundError as exc:
         raise NotInstalledError(
             f"{argv[0]} not found: install it or put it on PATH ({exc.strerror})"
         ) from exc
+
+
+def _spawn_detached(argv: list[str], log_fd: int, env: Mapping[str, str]) -> int:
+    actions: list[tuple[int, ...] | tuple[int, int, str, int, int]] = [
+        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_DUP2, log_fd, 1),
+        (os.POSIX_SPAWN_DUP2, log_fd, 2),
+    ]
+    # close_fds: what the caller's shell passed us without close-on-exec (a pipe on fd 3+
+    # held open by the server would make `x=$(postgres-init ...)` hang); ours are all
+    # close-on-exec.
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2 and fd != log_fd:
+            try:
+                inheritable = os.get_inheritable(fd)
+            except OSError:  # the listing's own descriptor, closed by now
+                continue
+            if inheritable:
+                actions.append((os.POSIX_SPAWN_CLOSE, fd))
+    return os.posix_spawn(argv[0], argv, dict(env), file_actions=actions, setsid=True,
+                          setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))
+
+
+def _popen_server(subprocess: Any, argv: list[str], log_fd: int, env: Mapping[str, str],
+                  user: RunAs | None) -> Server:
+    child = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd, close_fds=True,
+        start_new_session=True, cwd="/", env=dict(env),
+        user=user.uid if user else None, group=user.gid if user else None,
+        extra_groups=[] if user else None,
+    )
+    return Server(child.pid, child)
 
 
 def run_interactive(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from collections.abc import Mapping, Sequence
 from functools import cache
 
@@ -26,7 +25,7 @@ def _psql_for(pg_bin_dir: str | None, path: str | None) -> str:
         candidate = os.path.join(pg_bin_dir, "psql")
         if os.access(candidate, os.X_OK):
             return candidate
-    found = shutil.which("psql", path=path or os.defpath)
+    found = _which("psql", path or os.defpath)
     if found:
         return found
     from db_tool import pgbin
@@ -38,6 +37,21 @@ def _psql_for(pg_bin_dir: str | None, path: str | None) -> str:
             "psql not found: install the PostgreSQL client (apt-get install postgresql-client) "
             "or set PG_BIN_DIR"
         ) from None
+
+
+def _which(name: str, path: str) -> str | None:
+    """shutil.which(name, path=path) for a bare name, without importing shutil (it loads bz2
+    and lzma before `migrate` can start psql)."""
+    seen = set()
+    for directory in path.split(os.pathsep):
+        if directory in seen:
+            continue
+        seen.add(directory)
+        candidate = os.path.join(directory, name)
+        if (os.path.exists(candidate) and os.access(candidate, os.X_OK)
+                and not os.path.isdir(candidate)):
+            return candidate
+    return None
 
 
 def psql_path(url: str | None = None) -> str:

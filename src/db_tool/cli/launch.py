@@ -47,10 +47,11 @@ def _unraisable_quietly(unraisable: sys.UnraisableHookArgs) -> None:
 
 
 def _release_held_interrupt() -> None:
-    import signal
+    # _signal, not signal: signal builds an IntEnum of every signal (enum costs milliseconds).
+    import _signal  # type: ignore[import-not-found]
 
-    if hasattr(signal, "pthread_sigmask"):
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+    if hasattr(_signal, "pthread_sigmask"):
+        _signal.pthread_sigmask(_signal.SIG_UNBLOCK, [_signal.SIGINT])
 
 
 sys.excepthook = _interrupted_quietly

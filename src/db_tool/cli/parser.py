@@ -15,12 +15,11 @@ a combined flag, `=`, a value starting with `-` or an unknown option goes throug
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from db_tool.errors import MissingError, UsageError
 
-TYPE_CHECKING = False  # typing (and the re it imports) is not needed at run time
-if TYPE_CHECKING:
+TYPE_CHECKING = False  # typing (and the re it imports) is not needed at run time, nor
+if TYPE_CHECKING:  # collections.abc (it imports the collections package)
+    from collections.abc import Sequence
     from typing import Any
 
 HELP_FLAGS = ("-h", "--help")

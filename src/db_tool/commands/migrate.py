@@ -133,7 +133,7 @@ def _work_likely(migration_dir: str, applied: Sequence[Applied], target: Target)
     plan made under the lock decides."""
     import os
 
-    from db_tool.migrations import NAME_RE
+    from db_tool.migrations import is_migration_name
 
     if target.direction == "down":
         return target.number != 0 and bool(applied)
@@ -141,7 +141,7 @@ def _work_likely(migration_dir: str, applied: Sequence[Applied], target: Target)
         return False
     try:
         names = {e[:-4] if e.endswith(".sql") else e
-                 for e in os.listdir(migration_dir) if NAME_RE.match(e)}
+                 for e in os.listdir(migration_dir) if is_migration_name(e)}
     except OSError:
         return False  # discovery says what is wrong, before any database work
     return bool(names - {a.name for a in applied})
@@ -186,7 +186,7 @@ def create(directory: str, name: str | None, now: float | None = None) -> str:
     import os
     import time
 
-    from db_tool.migrations import NAME_RE
+    from db_tool.migrations import is_migration_name
 
     name = (name if name is not None else "").strip() or random_word()
     if "/" in name or "\0" in name or name in (".", ".."):
@@ -198,7 +198,7 @@ def create(directory: str, name: str | None, now: float | None = None) -> str:
     dir_fd = os.open(root, os.O_RDONLY)
     try:
         fcntl.flock(dir_fd, fcntl.LOCK_EX)
-        taken = {e[:14] for e in os.listdir(root) if NAME_RE.match(e)}
+        taken = {e[:14] for e in os.listdir(root) if is_migration_name(e)}
         while True:
             prefix = time.strftime("%Y%m%d%H%M%S", time.localtime(stamp))
             if prefix not in taken:
