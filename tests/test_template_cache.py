@@ -454,3 +454,255 @@ def test_worker_stops_at_once_when_its_template_dir_is_removed(tmp_path: Path,
     finally:
         p.kill()
         p.wait()
+
+
+# ---- the no-spare copy: a build dir spread away from churned block groups -----------------------
+def _fs_type(path: Path) -> str:
+    """The type of the file system holding path (the longest mount point above it)."""
+    best, kind = "", ""
+    real = os.path.realpath(path)
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        fields = line.split()
+        point = fields[1].replace("\\040", " ")
+        if (real == point or real.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
+            best, kind = point, fields[2]
+    return kind
+
+
+def test_spread_dir_carries_the_topdir_hint_on_ext4_and_passes_it_to_no_child(
+        tmp_path: Path) -> None:
+    from db_tool import spreaddir
+
+    took = spreaddir.make(tmp_path / "build")
+    flags = spreaddir.flags(tmp_path / "build")
+    assert took == (flags is not None and bool(flags & spreaddir.TOPDIR))
+    if _fs_type(tmp_path) in ("ext2", "ext3", "ext4"):
+        assert took  # the file systems whose inode allocation the hint is for
+    assert os.stat(tmp_path / "build").st_mode & 0o777 == 0o700
+    (tmp_path / "build" / "data").mkdir()
+    child = spreaddir.flags(tmp_path / "build" / "data")
+    assert child is None or not child & spreaddir.TOPDIR  # the data dir is a plain dir
+    with pytest.raises(FileExistsError):
+        spreaddir.make(tmp_path / "build")
+
+
+def test_no_spare_init_copies_through_a_build_dir_it_removes(
+    tmp_path: Path, pristine_cache: Path, cluster_env: dict[str, str]
+) -> None:
+    from db_tool import spreaddir
+
+    env = _fresh_env(tmp_path, pristine_cache, cluster_env)
+    wd = Path(env["PG_WORKING_DIR"])
+    for _ in range(2):  # the second replaces the first's data dir
+        r = run_cmd([script("postgres-init")], env)
+        assert r.returncode == 0, r.stderr
+        _select_one(env)
+        assert not list(wd.glob(".db-tool-build-*")), sorted(os.listdir(wd))
+        for path in (wd, wd / "data"):
+            flags = spreaddir.flags(path)
+            assert flags is None or not flags & spreaddir.TOPDIR, path
+    (template,) = (pristine_cache / "db-tool" / "templates").iterdir()
+    assert not (template / "spares").exists()  # no spare was made
+
+
+def _tree(path: Path) -> set[str]:
+    return {os.path.relpath(os.path.join(d, n), path)
+            for d, dirs, files in os.walk(path) for n in dirs + files}
+
+
+@pytest.mark.parametrize("replacing", [False, True], ids=["first init", "replacing data"])
+@pytest.mark.parametrize("moment", ["build dir made", "copying", "data renamed"])
+def test_kill_9_during_a_no_spare_copy_leaves_no_half_made_data_dir(
+    moment: str, replacing: bool, tmp_path: Path, pristine_cache: Path,
+    cluster_env: dict[str, str]
+) -> None:
+    """kill -9 of a DB_TOOL_NO_SPARE init at each step of its copy (a fresh copy, or the
+    discarded data rewritten): `data` is either absent or a whole copy of the template, no
+    cp goes on writing, and the rerun cleans up and starts."""
+    from tests.helpers import stop_quietly
+
+    env = _fresh_env(tmp_path, pristine_cache, cluster_env)
+    wd = Path(env["PG_WORKING_DIR"])
+    (template,) = (pristine_cache / "db-tool" / "templates").iterdir()
+    whole = _tree(template / "data")
+    if replacing:
+        r = run_cmd([script("postgres-init")], env)
+        assert r.returncode == 0, r.stderr
+        stop_quietly(wd)
+
+    gone = [not replacing]  # the old data dir has been moved away
+
+    def reached() -> bool:
+        builds = list(wd.glob(".db-tool-build-*"))
+        if moment == "build dir made":
+            return bool(builds)
+        if moment == "copying":
+            return any(b.glob("data*/base") for b in builds)
+        if not (wd / "data").is_dir():
+            gone[0] = True
+            return False
+        return gone[0]
+
+    child = subprocess.Popen([script("postgres-init")], env=env, stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not reached():
+            assert child.poll() is None, "the init ended before the moment to kill it"
+            assert time.monotonic() < deadline
+            time.sleep(0.0005)
+    finally:
+        child.kill()
+        child.wait()
+    deadline = time.monotonic() + 5
+    while _processes_touching(wd / ".db-tool-build-") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not _processes_touching(wd / ".db-tool-build-")
+    if (wd / "data").exists():
+        assert _tree(wd / "data") >= whole  # the copy was complete before it got its name
+    r = run_cmd([script("postgres-init")], env)
+    assert r.returncode == 0, r.stderr
+    _select_one(env)
+    assert not list(wd.glob(".db-tool-build-*")), sorted(os.listdir(wd))
+
+
+# ---- the discarded data rewritten into the fresh copy (recycle.py) ------------------------------
+def test_rewrite_makes_a_tree_hold_exactly_the_template_and_writes_through_no_link(
+        tmp_path: Path) -> None:
+    from db_tool import recycle
+
+    src, dst, outside = tmp_path / "src", tmp_path / "dst", tmp_path / "outside"
+    for d in (src / "base" / "1", src / "pg_wal", src / "was_file", dst / "base" / "1",
+              dst / "base" / "99", dst / "pg_tblspc", outside):
+        d.mkdir(parents=True)
+    (src / "PG_VERSION").write_text("15\n")
+    (src / "base" / "1" / "1259").write_bytes(b"x" * 8192)
+    (src / "base" / "1" / "2600").write_bytes(b"y" * 100)
+    (src / "base" / "1" / "empty").write_bytes(b"")
+    (src / "pg_wal" / "seg").write_bytes(b"w" * 5000)
+    (src / "was_dir").write_text("now a file")
+    (src / "pg_tblspc").mkdir()
+    os.chmod(src / "base" / "1" / "2600", 0o640)
+    # the discarded tree: longer and shorter files, extra files and dirs, kinds swapped, a
+    # tablespace link and a WAL dir link pointing outside, a file with a second hard link
+    (dst / "PG_VERSION").write_text("14 and a much longer text\n")
+    (dst / "base" / "1" / "1259").write_bytes(b"old" * 10000)
+    (dst / "base" / "1" / "2600").write_bytes(b"o")
+    (dst / "base" / "1" / "16384").write_bytes(b"user table")
+    (dst / "base" / "99" / "1").write_bytes(b"a user database")
+    (dst / "was_file").write_text("a file where a dir belongs")
+    (dst / "was_dir").mkdir()
+    (dst / "was_dir" / "x").write_text("a dir where a file belongs")
+    (outside / "16385").mkdir()
+    (outside / "16385" / "keep").write_text("tablespace data")
+    os.symlink(outside / "16385", dst / "pg_tblspc" / "16385")
+    os.symlink(outside, dst / "pg_wal")
+    (outside / "seg").write_text("not ours to write")
+    os.link(dst / "base" / "1" / "2600", outside / "linked")
+    recycle.rewrite(src, dst, tmp_path / "aside")
+
+    def snapshot(root: Path) -> dict[str, tuple[int, bytes | None]]:
+        out: dict[str, tuple[int, bytes | None]] = {}
+        for d, dirs, files in os.walk(root):
+            for n in dirs + files:
+                p = Path(d) / n
+                st = p.lstat()
+                out[str(p.relative_to(root))] = (st.st_mode, p.read_bytes() if n in files
+                                                 else None)
+        return out
+
+    assert snapshot(dst) == snapshot(src)
+    assert (outside / "16385" / "keep").read_text() == "tablespace data"
+    assert (outside / "seg").read_text() == "not ours to write"
+    assert (outside / "linked").read_bytes() == b"o"  # the other cluster's file is untouched
+    # what the template lacks went aside whole (deleted later, in the background): a user
+    # table, a database dir, two swapped kinds, two links
+    moved = {p.name if not p.is_symlink() else f"link to {os.readlink(p)}"
+             for p in (tmp_path / "aside").iterdir()}
+    assert len(moved) == 6 and f"link to {outside / '16385'}" in moved, moved
+    assert f"link to {outside}" in moved
+    recycle.rewrite(src, dst, tmp_path / "aside-2")
+    assert snapshot(dst) == snapshot(src) and not (tmp_path / "aside-2").exists()
+
+
+def test_no_spare_init_rewrites_the_data_it_replaces_into_the_fresh_copy(
+    tmp_path: Path, pristine_cache: Path, cluster_env: dict[str, str]
+) -> None:
+    from tests.helpers import psql, stop_quietly
+
+    env = {**_fresh_env(tmp_path, pristine_cache, cluster_env), "DB_TOOL_KEEP_PREVIOUS": "no"}
+    wd = Path(env["PG_WORKING_DIR"])
+    (template,) = (pristine_cache / "db-tool" / "templates").iterdir()
+    r = run_cmd([script("postgres-init")], env)
+    assert r.returncode == 0, r.stderr
+    psql(env, "CREATE TABLE old_rows AS SELECT g FROM generate_series(1, 50000) g")
+    stop_quietly(wd)
+    first = (wd / "data").stat().st_ino
+    r = run_cmd([script("postgres-init")], env)
+    assert r.returncode == 0, r.stderr
+    from tests.helpers import server_account
+
+    recycled = server_account() is None
+    if recycled:  # the old tree, rewritten; what the template lacks went aside
+        assert (wd / "data").stat().st_ino == first
+    else:  # as root the copy is cp -a: never a rewrite of what the server account owns
+        assert (wd / "data").stat().st_ino != first
+    assert psql(env, "SELECT count(*) FROM pg_class WHERE relname = 'old_rows'").strip() == "0"
+    _select_one(env)
+    assert not list(wd.glob(".db-tool-build-*")), sorted(os.listdir(wd))
+    deadline = time.monotonic() + 20  # and is deleted in the background
+    while list(wd.glob(".trash-*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not list(wd.glob(".trash-*")), sorted(os.listdir(wd))
+    stop_quietly(wd)
+    # what the server wrote at start and stop aside, the copy holds what the template holds
+    made = _tree(wd / "data")
+    assert made >= _tree(template / "data")
+
+
+def test_a_rewrite_that_fails_gives_the_discarded_data_back_for_background_removal(
+        tmp_path: Path) -> None:
+    from db_tool import recycle
+
+    template = tmp_path / "template"
+    (template / "base").mkdir(parents=True)
+    (template / "PG_VERSION").write_text("15\n")
+    os.symlink("/etc", template / "base" / "odd")  # a template never holds one: refused
+    wd = tmp_path / "wd"
+    trash = wd / ".trash-1-1"
+    (trash / "base" / "5").mkdir(parents=True)
+    (trash / "PG_VERSION").write_text("15\n")
+    (trash / "base" / "5" / "16384").write_bytes(b"user data" * 1000)
+    recyclable = [trash]
+    assert not recycle.into_place(template, wd / "data", recyclable)
+    assert not (wd / "data").exists() and not list(wd.glob(".db-tool-build-*"))
+    # everything taken is on the list again, to be deleted in the background, nothing lost
+    # on the way: the taken tree renamed back, what it held besides moved aside
+    assert sorted(os.listdir(wd)) == sorted(p.name for p in recyclable), recyclable
+    assert all(p.name.startswith(".trash-") and p.parent == wd for p in recyclable)
+    assert [f.read_bytes() for p in recyclable for f in p.rglob("16384")] == [
+        b"user data" * 1000]
+    assert recycle.into_place(template, wd / "data", []) is False
+
+
+def test_no_spare_init_loads_no_dataclasses_inspect_typing_or_argparse(
+    tmp_path: Path, pristine_cache: Path, cluster_env: dict[str, str]
+) -> None:
+    """A DB_TOOL_NO_SPARE fresh init — the copy, then the rewrite of the data it replaces —
+    is a hook path too: nothing it does needs the modules that cost more than its work."""
+    import sys
+
+    env = {**_fresh_env(tmp_path, pristine_cache, cluster_env), "DB_TOOL_KEEP_PREVIOUS": "no"}
+    heavy = ["dataclasses", "inspect", "ast", "typing", "argparse", "shutil",
+             "db_tool.commands.branch", "db_tool.progress"]
+    code = ("import sys\n"
+            "from db_tool.cli import postgres_cleanup, postgres_init\n"
+            "for _ in range(2):\n"
+            "    assert postgres_init.main(['--print-env']) == 0\n"
+            "    assert postgres_cleanup.main([]) == 0\n"
+            f"print('loaded:', sorted(m for m in {heavy!r} if m in sys.modules))\n")
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                       timeout=120, check=False)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("started a fresh") == 2, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "loaded: []", r.stdout + r.stderr

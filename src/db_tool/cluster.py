@@ -316,7 +316,8 @@ class Cluster:
         from db_tool import template_cache
 
         self._provided = template_cache.provide(
-            self.template_spec(), self.datadir, self.server_process_env()
+            self.template_spec(), self.datadir, self.server_process_env(),
+            recyclable=self._trash,
         )
         self._refill_due = True
 

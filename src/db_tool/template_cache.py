@@ -10,6 +10,11 @@ present, of the recorded size, owned by the right account); anything else is reb
 which cache it was. A spare carries the boot it was made in: it is never fsynced, so one from
 before a crash is thrown away rather than trusted.
 
+No spare (DB_TOOL_NO_SPARE=1, or none ready): the data dir the init discards, when it is
+ours, is rewritten into the copy (recycle.py: no file created or freed); otherwise the
+template is copied (`cp -a`) into a build dir that spreads its content to quiet block
+groups (spreaddir.py) and renamed into place.
+
 Cold path (no usable template): initdb runs in the foreground into a build dir beside
 `data/` and is renamed into place — the user's cluster is never copied — and the template is
 built by a detached, low-priority worker (`python -m db_tool.template_cache`, whose code is
@@ -174,6 +179,23 @@ def build_dir(parent: Path) -> Path:
     return parent / f"{BUILD_PREFIX}{os.getpid()}-{time.monotonic_ns()}"
 
 
+def _remove_empty(build: Path) -> None:
+    # Its data dir is in place: what is left is an empty dir (or, if this fails, one the
+    # next run removes as a dead build).
+    with contextlib.suppress(OSError):
+        build.rmdir()
+
+
+def spread_build(build: Path) -> Path:
+    """Make `build` (spreaddir: its subdirectories go to quiet block groups) and return the
+    path inside it where a data dir is to be made, then renamed into place. Its name differs
+    run to run: ext4 starts its search for a quiet group at the hash of that name."""
+    from db_tool import spreaddir
+
+    spreaddir.make(build)
+    return build / f"data-{time.monotonic_ns():x}"
+
+
 # ---- trust: the manifest ------------------------------------------------------------------------
 def walk(data: Path) -> Iterator[tuple[str, os.stat_result]]:
     """(relative path, lstat) of everything below data, directories included."""
@@ -230,8 +252,11 @@ def problem(template: Path, owner: tuple[int, int]) -> str | None:
 
 
 # ---- the foreground: a fresh data dir ------------------------------------------------------------
-def provide(spec: Template, datadir: Path, env: Mapping[str, str]) -> Provided:
-    """Make `datadir` (absent) a fresh cluster. Never leaves a half-made datadir."""
+def provide(spec: Template, datadir: Path, env: Mapping[str, str],
+            recyclable: list[Path] | None = None) -> Provided:
+    """Make `datadir` (absent) a fresh cluster. Never leaves a half-made datadir.
+    `recyclable`: discarded data dirs (to be deleted); a copy of the template may be made
+    out of one of them (recycle.py), which is then taken off the list."""
     parent = datadir.parent
     remove_dead_builds(parent)
     template = spec.path
@@ -239,35 +264,56 @@ def provide(spec: Template, datadir: Path, env: Mapping[str, str]) -> Provided:
         if spec.use_spare and _claim_spare(template, datadir):
             return Provided(template, "spare")
         why = usable(template, spec.owner)
+        if why is None and _recycled(spec, template, datadir, recyclable):
+            return Provided(template, "copy")
         if why is None:
             build = build_dir(parent)
             try:
+                made = spread_build(build)
                 # cp -a keeps ownership (root → PG_OS_USER) and modes (0700) in one pass.
-                proc.run(["cp", "-a", "--", str(template / "data"), str(build)],
+                proc.run(["cp", "-a", "--", str(template / "data"), str(made)],
                          what="copy template", tied=True)
-                build.rename(datadir)
-                return Provided(template, "copy")
+                made.rename(datadir)
             except Error as exc:
                 _rmtree(build, ignore_errors=True)
                 why = f"copying it failed: {exc.message}"
+            except BaseException:
+                _rmtree(build, ignore_errors=True)
+                raise
+            else:
+                _remove_empty(build)
+                return Provided(template, "copy")
         if why != "not built yet":
             output.warn(f"the template cache {template} is unusable ({why}); rebuilding it "
                         "(this run makes its cluster with initdb)")
             drop(spec)
     build = build_dir(parent)
     try:
+        made = spread_build(build)
+        if spec.account is not None:  # initdb runs as the server account: it must enter
+            os.chown(build, spec.account.uid, spec.account.gid)
         # Cold: seconds of initdb (the template for the next runs is built afterwards).
         from db_tool import progress
 
         with progress.watch(f"initdb for {spec.install.describe()} (no template yet)",
-                            lambda: progress.tree_size(build)):
-            initdb(spec, build, env)
-        create_database_offline(spec, build, env)
-        build.rename(datadir)
+                            lambda: progress.tree_size(made)):
+            initdb(spec, made, env)
+        create_database_offline(spec, made, env)
+        made.rename(datadir)
     except BaseException:
         _rmtree(build, ignore_errors=True)
         raise
+    _remove_empty(build)
     return Provided(template, "initdb")
+
+
+def _recycled(spec: Template, template: Path, datadir: Path,
+              recyclable: list[Path] | None) -> bool:
+    if not recyclable or spec.account is not None:
+        return False  # as root the copy is cp -a: never rewrite what the server account owns
+    from db_tool import recycle
+
+    return recycle.into_place(template / "data", datadir, recyclable)
 
 
 def usable(template: Path, owner: tuple[int, int]) -> str | None:

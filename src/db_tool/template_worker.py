@@ -192,13 +192,16 @@ def _build_template(spec: tc.Template, template: Path, env: dict[str, str],
     tc.remove_dead_builds(parent)
     build = tc.build_dir(parent)
     try:
-        tc.initdb(spec, build, env)
-        tc.create_database_offline(spec, build, env)
-        _fsync_tree(build)
+        made = tc.spread_build(build)
+        if spec.account is not None:
+            os.chown(build, spec.account.uid, spec.account.gid)
+        tc.initdb(spec, made, env)
+        tc.create_database_offline(spec, made, env)
+        _fsync_tree(made)
         try:
-            build.rename(template / "data")
+            made.rename(template / "data")
         except OSError:  # another filesystem
-            proc.run(["cp", "-a", "--", str(build), str(template / "data")],
+            proc.run(["cp", "-a", "--", str(made), str(template / "data")],
                      what="cache template", tied=True)
             _fsync_tree(template / "data")
     finally:
@@ -226,10 +229,12 @@ def _make_spare(spec: tc.Template, template: Path) -> None:
     if have:
         return
     tag = f"{os.getpid()}-{time.monotonic_ns()}"
-    tmp = spares / f"tmp-{tag}"
-    proc.run(["cp", "-a", "--", str(template / "data"), str(tmp)], what="copy spare",
+    tmp = spares / f"tmp-{tag}"  # a spread build dir (template_cache.spread_build)
+    made = tc.spread_build(tmp)
+    proc.run(["cp", "-a", "--", str(template / "data"), str(made)], what="copy spare",
              tied=True)
-    tmp.rename(spares / f"ready-{boot}-{tag}")
+    made.rename(spares / f"ready-{boot}-{tag}")
+    tmp.rmdir()
 
 
 def main(argv: list[str]) -> int:
