@@ -669,7 +669,7 @@ def test_a_rewrite_that_fails_gives_the_discarded_data_back_for_background_remov
     (template / "PG_VERSION").write_text("15\n")
     os.symlink("/etc", template / "base" / "odd")  # a template never holds one: refused
     wd = tmp_path / "wd"
-    trash = wd / ".trash-1-1"
+    trash = wd / f".trash-{os.getpid()}-1"  # discarded by this run: the one kind it takes
     (trash / "base" / "5").mkdir(parents=True)
     (trash / "PG_VERSION").write_text("15\n")
     (trash / "base" / "5" / "16384").write_bytes(b"user data" * 1000)
@@ -683,6 +683,31 @@ def test_a_rewrite_that_fails_gives_the_discarded_data_back_for_background_remov
     assert [f.read_bytes() for p in recyclable for f in p.rglob("16384")] == [
         b"user data" * 1000]
     assert recycle.into_place(template, wd / "data", []) is False
+
+
+def test_a_rewrite_takes_only_data_this_run_discarded_never_another_runs_trash(
+        tmp_path: Path) -> None:
+    """`.trash-<pid>-…` of an earlier run may still be being deleted by that run's background
+    `rm -rf`, which holds its directories open and would go on deleting inside the tree after
+    it was renamed into the new data dir: only what this very run discarded is rewritten."""
+    from db_tool import recycle
+
+    template = tmp_path / "template"
+    (template / "base").mkdir(parents=True)
+    (template / "PG_VERSION").write_text("15\n")
+    wd = tmp_path / "wd"
+    theirs = wd / f".trash-{_dead_pid()}-1"
+    (theirs / "base").mkdir(parents=True)
+    (theirs / "PG_VERSION").write_text("15\n")
+    recyclable = [theirs]
+    assert recycle.into_place(template, wd / "data", recyclable) is False
+    assert recyclable == [theirs] and (theirs / "PG_VERSION").is_file()
+    assert sorted(os.listdir(wd)) == [theirs.name]
+    ours = wd / f".trash-{os.getpid()}-2"
+    theirs.rename(ours)
+    recyclable = [ours]
+    assert recycle.into_place(template, wd / "data", recyclable) is True
+    assert (wd / "data" / "PG_VERSION").read_text() == "15\n" and not ours.exists()
 
 
 def test_no_spare_init_loads_no_dataclasses_inspect_typing_or_argparse(

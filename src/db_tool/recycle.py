@@ -134,7 +134,10 @@ def into_place(template_data: Path, datadir: Path, recyclable: list[Path]) -> bo
     from db_tool import template_cache as tc
 
     parent = datadir.parent
-    old = next((p for p in recyclable if p.parent == parent and p.name.startswith(".trash-")
+    # Only what this run discarded: an earlier run's .trash-* may still be in its background
+    # `rm -rf`, which holds the tree's directories open and would delete on inside it.
+    mine = f".trash-{os.getpid()}-"
+    old = next((p for p in recyclable if p.parent == parent and p.name.startswith(mine)
                 and p.is_dir() and not p.is_symlink() and (p / "PG_VERSION").is_file()), None)
     if old is None:
         return False
