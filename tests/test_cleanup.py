@@ -320,6 +320,28 @@ def test_cleanup_with_stdout_or_stderr_closed_stops_and_exits_0(
     assert not alive(pid)
 
 
+def test_the_background_worker_holds_the_template_lock_before_postgres_init_returns(
+    cluster_env: dict[str, str],
+) -> None:
+    """The init takes the template's lock and hands it to the worker it starts: a waiter
+    (postgres-cleanup, next in a sandbox's script) never sees a free lock while a worker is
+    still starting up (nice 19, on a busy machine: tens of milliseconds without the lock)."""
+    from db_tool import fslock
+
+    env = {k: v for k, v in cluster_env.items() if k != "XDG_CACHE_HOME"}
+    env["HOME"] = "/homeless-shelter"
+    wd = wd_of(env)
+    cache = wd.parent / f".db-tool-cache-{os.geteuid()}"
+    r = run_cmd([script("postgres-init")], env)  # cold: the worker builds the template next
+    locks = list(cache.glob("templates/*/lock"))
+    held = [fslock.held(lock) for lock in locks]
+    assert r.returncode == 0, r.stderr
+    assert held == [True], (locks, held)
+    r = run_cmd([script("postgres-cleanup")], env)
+    assert r.returncode == 0, r.stderr
+    assert not any(fslock.held(lock) for lock in locks)
+
+
 def test_cleanup_lets_the_worker_of_a_cache_inside_the_tree_finish_so_the_tree_can_go(
     cluster_env: dict[str, str],
 ) -> None:

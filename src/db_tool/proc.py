@@ -159,6 +159,7 @@ def spawn_detached(
     env: Mapping[str, str] | None = None,
     cwd: str = "/",
     low_priority: bool = False,
+    pass_fds: Sequence[int] = (),
 ) -> None:
     """Start argv in its own session, all streams on /dev/null, and do not wait for it:
     background work that must outlive the caller (a shell hook, `$(...)`).
@@ -184,7 +185,7 @@ def spawn_detached(
         subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL, close_fds=True, start_new_session=True, cwd=cwd,
-            env=child_env(env), preexec_fn=preexec,
+            env=child_env(env), preexec_fn=preexec, pass_fds=tuple(pass_fds),
         )
     except FileNotFoundError as exc:
         raise NotInstalledError(

@@ -403,7 +403,7 @@ def refill(spec: Template, provided: Provided | None, env: Mapping[str, str],
             proc.spawn_detached(["rm", "-rf", "--", *map(str, remove)], low_priority=True)
         return
     account = spec.account
-    job = {
+    job: dict[str, object] = {
         "bin_dir": str(spec.install.bin_dir), "source": spec.install.source,
         "account": None if account is None else [account.uid, account.gid, account.name,
                                                  account.home],
@@ -412,13 +412,42 @@ def refill(spec: Template, provided: Provided | None, env: Mapping[str, str],
         "template": str(template), "remove": [str(p) for p in remove],
         "env": dict(env),  # for initdb: the worker reads no environment of its own
     }
+    # The worker gets the template's lock already taken: from before this command returns, a
+    # waiter (postgres-cleanup's settle_near) sees it at work, not a free lock until it starts.
+    lock = _take_lock_for_worker(template)
+    if lock is not None:
+        job["lock_fd"] = lock
     import json
 
-    proc.spawn_detached(
-        [sys.executable, "-m", "db_tool.template_cache", json.dumps(job)],
-        env={**env, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
-        low_priority=True,
-    )
+    try:
+        proc.spawn_detached(
+            [sys.executable, "-m", "db_tool.template_cache", json.dumps(job)],
+            env={**env, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+            low_priority=True, pass_fds=() if lock is None else (lock,),
+        )
+    finally:
+        if lock is not None:
+            os.close(lock)  # the worker's copy holds the lock on
+
+
+def _take_lock_for_worker(template: Path) -> int | None:
+    """The template's lock, taken (flock) on a descriptor to hand to the worker; None when
+    another worker holds it or the template dir is not a plain directory of ours."""
+
+    try:
+        template.mkdir(parents=True, exist_ok=True)
+        if not stat.S_ISDIR(os.lstat(template).st_mode):
+            return None
+        fd = os.open(template / "lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
 
 
 # ---- removal ----------------------------------------------------------------------------------

@@ -119,12 +119,24 @@ class _Vanishing:
             time.sleep(0.05)
 
 
-def _worker(spec: tc.Template, template: Path, env: dict[str, str]) -> None:
+def _worker(spec: tc.Template, template: Path, env: dict[str, str],
+            lock_fd: int | None = None) -> None:
     templates = template.parent
     if templates.is_symlink() or (templates.exists() and not templates.is_dir()):
         templates.unlink()
     template.mkdir(parents=True, exist_ok=True)
     fd = os.open(template / "lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    if lock_fd is not None:  # taken for us by the init that started us (refill): use it
+        try:
+            same = os.path.samestat(os.fstat(lock_fd), os.fstat(fd))
+        except OSError:
+            same = False
+        if same:
+            os.close(fd)
+            fd = lock_fd
+        else:
+            with contextlib.suppress(OSError):
+                os.close(lock_fd)
     vanishing: _Vanishing | None = None
     try:
         try:
@@ -250,7 +262,7 @@ def main(argv: list[str]) -> int:
     )
     status = 0
     try:
-        _worker(spec, Path(job["template"]), job["env"])
+        _worker(spec, Path(job["template"]), job["env"], job.get("lock_fd"))
     except Exception:
         status = 1  # nothing to report to: the next fresh init sees the state and retries
     for trash in job.get("remove", []):
