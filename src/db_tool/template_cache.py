@@ -36,18 +36,17 @@ import sys
 import time
 from pathlib import Path
 
-from db_tool import output, proc
+from db_tool import output, proc, template_manifest
 from db_tool.errors import Error
 
 TYPE_CHECKING = False  # no typing or dataclasses at run time: a fresh init is the hook path
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Mapping
 
     from db_tool import pgbin
 
 __all__ = ["Template", "discard", "initdb", "provide"]
 
-MAGIC = "db-tool template v3"
 BUILD_PREFIX = ".db-tool-build-"  # <wd>/.db-tool-build-<pid>-...: a data dir being made
 SCRATCH_PREFIX = "db-tool-template-"  # $TMPDIR/db-tool-template-<pid>-*: a root build
 REFILL_WAIT = 2.0  # how long a fresh init waits for a spare that is being copied
@@ -196,61 +195,6 @@ def spread_build(build: Path) -> Path:
     return build / f"data-{time.monotonic_ns():x}"
 
 
-# ---- trust: the manifest ------------------------------------------------------------------------
-def walk(data: Path) -> Iterator[tuple[str, os.stat_result]]:
-    """(relative path, lstat) of everything below data, directories included."""
-    stack = [""]
-    while stack:
-        rel = stack.pop()
-        with os.scandir(data / rel if rel else data) as it:
-            for entry in it:
-                sub = f"{rel}/{entry.name}" if rel else entry.name
-                st = entry.stat(follow_symlinks=False)
-                yield sub, st
-                if stat.S_ISDIR(st.st_mode):
-                    stack.append(sub)
-
-
-def problem(template: Path, owner: tuple[int, int]) -> str | None:
-    """None when the template can be trusted, else what is wrong with it."""
-    try:
-        text = (template / "ready").read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return "not built yet" if not (template / "data").exists() else "no ready marker"
-    except (OSError, UnicodeDecodeError) as exc:
-        return f"unreadable ready marker ({getattr(exc, 'strerror', None) or exc})"
-    head, _, body = text.partition("\n")
-    if head != MAGIC or not body.endswith("\nend\n"):
-        return "incomplete ready marker"
-    expected: dict[str, int | None] = {}
-    for line in body[: -len("\nend\n")].splitlines()[1:]:  # first line: the installation
-        kind, size, rel = line.split(" ", 2)
-        expected[rel] = None if kind == "d" else int(size)
-    data = template / "data"
-    try:
-        st = os.lstat(data)
-        if not stat.S_ISDIR(st.st_mode):
-            return "data is not a directory"
-        seen = 0
-        for rel, st in walk(data):
-            if st.st_uid != owner[0]:
-                return f"data/{rel} is owned by uid {st.st_uid}, not {owner[0]}"
-            want = expected.get(rel, -1)
-            if want == -1:
-                continue  # extra files (a stray stats file) do no harm
-            if want is None:
-                if not stat.S_ISDIR(st.st_mode):
-                    return f"data/{rel} is not a directory"
-            elif not stat.S_ISREG(st.st_mode) or st.st_size != want:
-                return f"data/{rel} is damaged (size {st.st_size}, expected {want})"
-            seen += 1
-    except OSError as exc:
-        return f"cannot read it ({exc.strerror or exc})"
-    if seen != len(expected):
-        return f"{len(expected) - seen} files of data/ are missing"
-    return None
-
-
 # ---- the foreground: a fresh data dir ------------------------------------------------------------
 def provide(spec: Template, datadir: Path, env: Mapping[str, str],
             recyclable: list[Path] | None = None) -> Provided:
@@ -263,7 +207,7 @@ def provide(spec: Template, datadir: Path, env: Mapping[str, str],
     if template is not None:
         if spec.use_spare and _claim_spare(template, datadir):
             return Provided(template, "spare")
-        why = usable(template, spec.owner)
+        why = template_manifest.usable(template, spec.owner)
         if why is None and _recycled(spec, template, datadir, recyclable):
             return Provided(template, "copy")
         if why is None:
@@ -314,13 +258,6 @@ def _recycled(spec: Template, template: Path, datadir: Path,
     from db_tool import recycle
 
     return recycle.into_place(template / "data", datadir, recyclable)
-
-
-def usable(template: Path, owner: tuple[int, int]) -> str | None:
-    try:
-        return problem(template, owner)
-    except (OSError, ValueError) as exc:
-        return f"unreadable ({exc})"
 
 
 # A spare is a finished copy of the template kept next to it; claiming one is a rename,

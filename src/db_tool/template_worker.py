@@ -20,27 +20,14 @@ import stat
 import time
 from pathlib import Path
 
-from db_tool import pgbin, proc
+from db_tool import pgbin, proc, template_manifest
 from db_tool import template_cache as tc
-from db_tool.errors import Error
-
-
-def manifest(data: Path) -> str:
-    lines = []
-    for rel, st in sorted(tc.walk(data)):
-        if stat.S_ISDIR(st.st_mode):
-            lines.append(f"d - {rel}")
-        elif stat.S_ISREG(st.st_mode):
-            lines.append(f"f {st.st_size} {rel}")
-        else:
-            raise Error(f"{data / rel} is neither a file nor a directory")
-    return "\n".join(lines)
 
 
 def _fsync_tree(root: Path) -> None:
     """Flush our files only (never a machine-wide sync): files first, then directories."""
     dirs = [root]
-    for rel, st in tc.walk(root):
+    for rel, st in template_manifest.walk(root):
         if stat.S_ISDIR(st.st_mode):
             dirs.append(root / rel)
         elif stat.S_ISREG(st.st_mode):
@@ -148,7 +135,7 @@ def _worker(spec: tc.Template, template: Path, env: dict[str, str],
         for entry in os.scandir(templates):
             if entry.name.startswith(".stale-"):
                 shutil.rmtree(entry.path, ignore_errors=True)
-        if tc.usable(template, spec.owner) is not None:
+        if template_manifest.usable(template, spec.owner) is not None:
             try:
                 _build_template(spec, template, env, vanishing)
             except BaseException:
@@ -222,7 +209,8 @@ def _build_template(spec: tc.Template, template: Path, env: dict[str, str],
             if vanishing is not None:
                 vanishing.forget(scratch)
             shutil.rmtree(scratch, ignore_errors=True)
-    text = f"{tc.MAGIC}\n{spec.install.describe()}\n{manifest(template / 'data')}\nend\n"
+    listing = template_manifest.manifest(template / "data")
+    text = f"{template_manifest.MAGIC}\n{spec.install.describe()}\n{listing}\nend\n"
     _write_marker(template, text)
 
 
