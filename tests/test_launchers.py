@@ -67,7 +67,8 @@ def _venv(tmp_path: Path, *, installed: bool = True, system_site: bool = False,
     for launcher in (_REPO / "scripts").iterdir():
         shutil.copy(launcher, bindir / launcher.name)
     for f in bindir.iterdir():
-        f.chmod(0o755)
+        if not f.is_symlink():  # bin/python3 links to the system's: not ours to chmod
+            f.chmod(0o755)
     return bindir
 
 
