@@ -301,6 +301,14 @@ def _processes_touching(path: Path) -> list[str]:
     return found
 
 
+def _assert_no_build_writer_within_5_s(wd: Path) -> None:
+    """After a kill -9 of an init: what it ran in a build dir (tied to it) is gone within 5 s."""
+    deadline = time.monotonic() + 5
+    while _processes_touching(wd / ".db-tool-build-") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not _processes_touching(wd / ".db-tool-build-")
+
+
 @pytest.mark.parametrize("delay", [0.3, 0.9, 1.6])
 def test_kill_9_during_cold_init_leaves_no_writer_and_the_rerun_succeeds(
     delay: float, tmp_path: Path, cluster_env: dict[str, str]
@@ -312,10 +320,7 @@ def test_kill_9_during_cold_init_leaves_no_writer_and_the_rerun_succeeds(
     time.sleep(delay)
     child.kill()
     child.wait()
-    deadline = time.monotonic() + 5
-    while _processes_touching(wd / ".db-tool-build-") and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not _processes_touching(wd / ".db-tool-build-")
+    _assert_no_build_writer_within_5_s(wd)
     # A killed init may have got as far as starting the server: that postmaster (and its
     # children, "postgres: ...") is the cluster, not a stray writer.
     writers = [p for p in _processes_touching(wd / "data")
@@ -554,10 +559,7 @@ def test_kill_9_during_a_no_spare_copy_leaves_no_half_made_data_dir(
     finally:
         child.kill()
         child.wait()
-    deadline = time.monotonic() + 5
-    while _processes_touching(wd / ".db-tool-build-") and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert not _processes_touching(wd / ".db-tool-build-")
+    _assert_no_build_writer_within_5_s(wd)
     if (wd / "data").exists():
         assert _tree(wd / "data") >= whole  # the copy was complete before it got its name
     r = run_cmd([script("postgres-init")], env)
