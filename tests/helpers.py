@@ -237,3 +237,15 @@ def portable_install() -> Iterator[Path]:
         yield root
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def run_fresh_interpreter(code: str, heavy: list[str], env: Mapping[str, str],
+                          ) -> tuple[subprocess.CompletedProcess[str], str]:
+    """Run `code` in a fresh interpreter with env (the import-set tests of the hook paths):
+    the result, and its last line of output, "loaded: [...]": which of the `heavy` modules
+    were loaded by the end."""
+    code = ("import sys\n" + code
+            + f"print('loaded:', sorted(m for m in {heavy!r} if m in sys.modules))\n")
+    r = subprocess.run([sys.executable, "-c", code], env=dict(env), capture_output=True,
+                       text=True, timeout=120, check=False)
+    return r, (r.stdout.strip().splitlines() or [""])[-1]

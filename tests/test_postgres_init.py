@@ -30,6 +30,7 @@ from tests.helpers import (
     reachable_by_server,
     read_only,
     run_cmd,
+    run_fresh_interpreter,
     script,
     server_account,
     stop_quietly,
@@ -1216,7 +1217,6 @@ def test_hook_paths_load_no_dataclasses_inspect_typing_or_argparse(
     `postgres-cleanup` never load the modules that cost more than their work. (pathlib, and
     with it urllib.parse and re, still load: ClusterConfig's paths are Paths; json only for
     the background refill's job, while the server starts.)"""
-    import sys
 
     cluster_env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
     assert init(cluster_env).returncode == 0  # cold: initdb, the template built behind
@@ -1228,20 +1228,18 @@ def test_hook_paths_load_no_dataclasses_inspect_typing_or_argparse(
         time.sleep(0.05)
     heavy = ["dataclasses", "inspect", "ast", "typing", "argparse", "socket",
              "db_tool.commands.branch", "db_tool.progress"]
-    code = ("import os, sys\n"
-            "import db_tool.cli.launch\n"
-            "from db_tool.cli import postgres_cleanup, postgres_init\n"
-            "assert postgres_init.main(['--print-env']) == 0\n"
-            "os.environ['PG_REUSE'] = '1'\n"
-            "assert postgres_cleanup.main([]) == 0\n"
-            "assert postgres_init.main(['--print-env']) == 0\n"
-            "assert postgres_cleanup.main([]) == 0\n"
-            f"print('loaded:', sorted(m for m in {heavy!r} if m in sys.modules))\n")
-    r = subprocess.run([sys.executable, "-c", code], env=cluster_env, capture_output=True,
-                       text=True, timeout=120, check=False)
+    r, loaded = run_fresh_interpreter(
+        "import os\n"
+        "import db_tool.cli.launch\n"
+        "from db_tool.cli import postgres_cleanup, postgres_init\n"
+        "assert postgres_init.main(['--print-env']) == 0\n"
+        "os.environ['PG_REUSE'] = '1'\n"
+        "assert postgres_cleanup.main([]) == 0\n"
+        "assert postgres_init.main(['--print-env']) == 0\n"
+        "assert postgres_cleanup.main([]) == 0\n", heavy, cluster_env)
     assert r.returncode == 0, r.stderr
     assert "started a fresh" in r.stderr and "reused the" in r.stderr
-    assert r.stdout.strip().splitlines()[-1] == "loaded: []", r.stdout + r.stderr
+    assert loaded == "loaded: []", r.stdout + r.stderr
 
 
 def test_print_env_to_a_full_disk_is_an_error_in_one_line_not_a_bug(

@@ -717,19 +717,17 @@ def test_no_spare_init_loads_no_dataclasses_inspect_typing_or_argparse(
 ) -> None:
     """A DB_TOOL_NO_SPARE fresh init — the copy, then the rewrite of the data it replaces —
     is a hook path too: nothing it does needs the modules that cost more than its work."""
-    import sys
 
     env = {**_fresh_env(tmp_path, pristine_cache, cluster_env), "DB_TOOL_KEEP_PREVIOUS": "no"}
     heavy = ["dataclasses", "inspect", "ast", "typing", "argparse", "shutil",
              "db_tool.commands.branch", "db_tool.progress"]
-    code = ("import sys\n"
-            "from db_tool.cli import postgres_cleanup, postgres_init\n"
-            "for _ in range(2):\n"
-            "    assert postgres_init.main(['--print-env']) == 0\n"
-            "    assert postgres_cleanup.main([]) == 0\n"
-            f"print('loaded:', sorted(m for m in {heavy!r} if m in sys.modules))\n")
-    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                       timeout=120, check=False)
+    from tests.helpers import run_fresh_interpreter
+
+    r, loaded = run_fresh_interpreter(
+        "from db_tool.cli import postgres_cleanup, postgres_init\n"
+        "for _ in range(2):\n"
+        "    assert postgres_init.main(['--print-env']) == 0\n"
+        "    assert postgres_cleanup.main([]) == 0\n", heavy, env)
     assert r.returncode == 0, r.stderr
     assert r.stderr.count("started a fresh") == 2, r.stderr
-    assert r.stdout.strip().splitlines()[-1] == "loaded: []", r.stdout + r.stderr
+    assert loaded == "loaded: []", r.stdout + r.stderr
