@@ -74,7 +74,9 @@ def entry() -> None:
                          f"{', '.join(PROGS)}\n")
         raise SystemExit(9)
     from db_tool import output
+    from db_tool.cli import lean_pathlib
 
+    lean_pathlib.install()  # pathlib without re and urllib.parse until they are used
     output.set_prog(args[0])  # info lines are named after the command typed
     # __import__ rather than importlib.import_module: importlib is not loaded otherwise.
     module = __import__(PROGS[args[0]], fromlist=["main"])
