@@ -191,6 +191,26 @@ def test_newest_distro_installation_first(monkeypatch: pytest.MonkeyPatch) -> No
     assert [str(d) for d in pgbin._distro_dirs()] == [dirs[1], dirs[2], dirs[0]]
 
 
+def test_the_major_version_is_read_from_a_distro_layouts_path_only() -> None:
+    assert pgbin._major_in_path("/usr/lib/postgresql/15/bin") == 15
+    assert pgbin._major_in_path("/usr/lib/postgresql/16/bin/") == 16
+    assert pgbin._major_in_path("/opt/postgresql/9/bin") == 9
+    for other in ("/usr/lib/postgresql/15/bin//", "/usr/lib/postgresql/x15/bin",
+                  "/usr/lib/postgresql/15/sbin", "/usr/lib/postgres/15/bin", "/usr/bin",
+                  "/usr/lib/postgresql/\u0661\u0665/bin", "postgresql/15/bin"[:0]):
+        assert pgbin._major_in_path(other) is None, other
+
+
+def test_the_version_is_the_first_number_with_its_minor_in_what_postgres_prints() -> None:
+    assert pgbin._first_version("postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n") \
+        == "15.18"
+    assert pgbin._first_version("postgres (PostgreSQL) 17devel") == "17"
+    assert pgbin._first_version("postgres (PostgreSQL) 16.") == "16"
+    assert pgbin._first_version("postgres (PostgreSQL) 16.x") == "16"
+    assert pgbin._first_version("postgres (PostgreSQL) 12.17.3") == "12.17"
+    assert pgbin._first_version("no digits here") is None
+
+
 def test_postgresql_older_than_13_is_refused_with_127(tmp_path: Path) -> None:
     """An installation reporting 12.x is refused (the gate behind 'PostgreSQL 13 and newer')."""
     real = pgbin.find().bin_dir

@@ -6,9 +6,9 @@ so a background server can never hold the caller's pipes open.
 
 from __future__ import annotations
 
+import _signal  # type: ignore[import-not-found]  # signal builds an IntEnum: enum costs ms
 import contextlib
 import os
-import signal
 
 from db_tool.errors import Error, NotInstalledError
 from db_tool.record import Frozen
@@ -268,7 +268,7 @@ def _spawn_detached(argv: list[str], log_fd: int, env: Mapping[str, str]) -> int
             if inheritable:
                 actions.append((os.POSIX_SPAWN_CLOSE, fd))
     return os.posix_spawn(argv[0], argv, dict(env), file_actions=actions, setsid=True,
-                          setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))
+                          setsigdef=(_signal.SIGPIPE, _signal.SIGXFSZ))
 
 
 def _popen_server(subprocess: Any, argv: list[str], log_fd: int, env: Mapping[str, str],
@@ -324,7 +324,7 @@ def die_with_parent() -> Callable[[], None] | None:
     parent = os.getpid()
 
     def preexec() -> None:
-        prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+        prctl(1, int(_signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
         if os.getppid() != parent:  # we died before prctl took effect
             os._exit(1)
 
@@ -403,7 +403,7 @@ def run_group(
         rc = child.wait()
     except BaseException:
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(child.pid, signal.SIGKILL)
+            os.killpg(child.pid, _signal.SIGKILL)
         child.wait()
         raise
     finally:
@@ -463,7 +463,7 @@ def kill_servers_left_in(path: str) -> None:
             if comm in ("postgres", "initdb") and (
                     cwd == inside or cwd.startswith(inside + "/")):
                 with contextlib.suppress(OSError):
-                    os.kill(int(name), signal.SIGKILL)
+                    os.kill(int(name), _signal.SIGKILL)
                     pids.append(int(name))
     import time
 
