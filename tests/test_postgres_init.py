@@ -533,6 +533,16 @@ def test_print_env_is_eval_safe_with_spaces_and_quotes(
     assert r.stdout.strip() == "1"
 
 
+def test_export_values_are_quoted_exactly_as_shlex_quotes_them() -> None:
+    import shlex
+
+    from db_tool.cli.postgres_init import sh_quote
+
+    for value in ("", "plain", "/tmp/it's a dir", "a b", "$HOME", "`x`", 'd"q', "ü", "a\nb",
+                  "-x", "@%+=:,./-_", "'", "''", "a'b'c", "\\", "*", "~", "#", "!"):
+        assert sh_quote(value) == shlex.quote(value), value
+
+
 # ---- concurrency, help, version ------------------------------------------------------------
 
 
@@ -1214,9 +1224,10 @@ def test_hook_paths_load_no_dataclasses_inspect_typing_or_argparse(
     cluster_env: dict[str, str], tmp_path: Path,
 ) -> None:
     """`postgres-init --print-env` (a warm fresh cluster, then PG_REUSE) and
-    `postgres-cleanup` never load the modules that cost more than their work. (pathlib, and
-    with it urllib.parse and re, still load: ClusterConfig's paths are Paths; json only for
-    the background refill's job, while the server starts.)"""
+    `postgres-cleanup` never load the modules that cost more than their work. (pathlib still
+    loads, as the commands load it: with re, fnmatch and urllib.parse deferred, which the
+    reuse and the stop then never load; json only for the background refill's job, while the
+    server starts.)"""
 
     cluster_env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
     assert init(cluster_env).returncode == 0  # cold: initdb, the template built behind
@@ -1228,18 +1239,27 @@ def test_hook_paths_load_no_dataclasses_inspect_typing_or_argparse(
         time.sleep(0.05)
     heavy = ["dataclasses", "inspect", "ast", "typing", "argparse", "socket",
              "db_tool.commands.branch", "db_tool.progress"]
+    # The refill's job (json, re) and its hand-off (signal, a glob's fnmatch) on the warm run.
+    warm_only = ["json", "re", "enum", "signal", "fnmatch"]
+    lean = ["shlex", "urllib.parse", "ipaddress"]
     r, loaded = run_fresh_interpreter(
         "import os\n"
         "import db_tool.cli.launch\n"
-        "from db_tool.cli import postgres_cleanup, postgres_init\n"
+        "from db_tool.cli import lean_pathlib, postgres_cleanup, postgres_init\n"
+        "lean_pathlib.install()  # as cli.launch.entry does\n"
         "assert postgres_init.main(['--print-env']) == 0\n"
         "os.environ['PG_REUSE'] = '1'\n"
         "assert postgres_cleanup.main([]) == 0\n"
+        f"warm = sorted(m for m in {warm_only!r} if m in sys.modules)\n"
+        f"for m in {warm_only!r}: sys.modules.pop(m, None)\n"
         "assert postgres_init.main(['--print-env']) == 0\n"
-        "assert postgres_cleanup.main([]) == 0\n", heavy, cluster_env)
+        "assert postgres_cleanup.main([]) == 0\n"
+        f"print('warm:', warm, 'after:', sorted(m for m in {warm_only!r} if m in sys.modules))\n",
+        heavy + lean, cluster_env)
     assert r.returncode == 0, r.stderr
     assert "started a fresh" in r.stderr and "reused the" in r.stderr
     assert loaded == "loaded: []", r.stdout + r.stderr
+    assert "after: []" in r.stdout, r.stdout  # neither the reuse nor the stops load them
 
 
 def test_print_env_to_a_full_disk_is_an_error_in_one_line_not_a_bug(
