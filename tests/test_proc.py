@@ -156,6 +156,43 @@ def test_spawn_detached_outlives_us_in_its_own_session(tmp_path: Path) -> None:
     _wait_gone(pid)
 
 
+def test_spawn_detached_gets_the_passed_descriptors_and_no_other_of_ours(
+    tmp_path: Path,
+) -> None:
+    marker = tmp_path / "detached.pid"
+    passed = os.open(tmp_path / "passed", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    leaked_r, leaked_w = os.pipe()
+    os.set_inheritable(leaked_w, True)  # as a caller's shell may leave one: never passed on
+    pid = None
+    try:
+        proc.spawn_detached(["sh", "-c", f'echo $$ > "{marker}"; exec sleep 60'],
+                            pass_fds=[passed])
+        pid = int(_wait_for(marker))
+        fds = {n: os.readlink(f"/proc/{pid}/fd/{n}") for n in os.listdir(f"/proc/{pid}/fd")}
+        assert fds == {"0": "/dev/null", "1": "/dev/null", "2": "/dev/null",
+                       str(passed): str(tmp_path / "passed")}, fds
+        assert os.getsid(pid) == pid
+        assert not os.get_inheritable(passed)  # ours stays close-on-exec
+    finally:
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+        for fd in (passed, leaked_r, leaked_w):
+            os.close(fd)
+
+
+def test_spawn_detached_of_a_missing_program_is_not_installed_and_leaves_no_zombies(
+) -> None:
+    with pytest.raises(NotInstalledError):
+        proc.spawn_detached(["no-such-program-xyz"])
+    for _ in range(3):
+        proc.spawn_detached(["true"])
+    deadline = time.monotonic() + 10
+    while len(proc._detached) > 1:  # each spawn reaps the ones before it that have exited
+        assert time.monotonic() < deadline, proc._detached
+        time.sleep(0.05)
+        proc.spawn_detached(["true"])
+
+
 def test_pid_alive_counts_a_zombie_as_gone() -> None:
     assert proc.pid_alive(os.getpid())
     child = subprocess.Popen(["true"])

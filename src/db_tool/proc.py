@@ -157,22 +157,25 @@ def spawn_detached(
     argv: Sequence[str],
     *,
     env: Mapping[str, str] | None = None,
-    cwd: str = "/",
     low_priority: bool = False,
     pass_fds: Sequence[int] = (),
 ) -> None:
     """Start argv in its own session, all streams on /dev/null, and do not wait for it:
-    background work that must outlive the caller (a shell hook, `$(...)`).
+    background work that must outlive the caller (a shell hook, `$(...)`). pass_fds: our
+    descriptors it gets under the same numbers; it gets no other.
 
     low_priority: nice 19 and, when `ionice` is installed, the idle I/O class, so that the
-    work never slows down what the user runs next."""
-    import subprocess
+    work never slows down what the user runs next.
 
+    A posix_spawn, as for the server (spawn_server): it runs on a warm fresh init while the
+    server starts, and subprocess's import (threading, selectors, locale) is ~7 ms of that
+    window. The child starts in our working dir, so give it absolute paths; a Python child
+    changes to / itself (template_cache's __main__). Without /proc/self/fd to list our
+    descriptors, or without `nice` (the niceness is then set by a preexec_fn), it is
+    subprocess.Popen with cwd="/"."""
     argv = [os.fspath(a) for a in argv]
     preexec = None
     if low_priority:
-        # Programs rather than a preexec_fn: without one, the child is forked the cheap way
-        # (vfork), which matters on the hook path.
         nice = which("nice", env)
         ionice = which("ionice", env)
         if nice is not None:
@@ -182,9 +185,19 @@ def spawn_detached(
         if ionice is not None:
             argv = [ionice, "-c", "3", *argv]
     try:
+        if preexec is None and os.path.isdir("/proc/self/fd"):
+            program = which(argv[0], env)
+            if program is None:
+                raise FileNotFoundError(2, "No such file or directory")
+            _reap_detached()
+            _detached.append(_spawn_session([program, *argv[1:]], child_env(env), None,
+                                            pass_fds))
+            return
+        import subprocess
+
         subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, close_fds=True, start_new_session=True, cwd=cwd,
+            stderr=subprocess.DEVNULL, close_fds=True, start_new_session=True, cwd="/",
             env=child_env(env), preexec_fn=preexec, pass_fds=tuple(pass_fds),
         )
     except FileNotFoundError as exc:
@@ -239,7 +252,7 @@ def start_server(
     try:
         if user is None and os.path.isabs(argv[0]) and os.path.isdir("/proc/self/fd") and \
                 all(os.path.isabs(argv[i + 1]) for i in range(len(argv) - 1) if argv[i] == "-D"):
-            return Server(_spawn_detached(argv, log_fd, env))
+            return Server(_spawn_session(argv, env, log_fd))
         import subprocess
 
         return _popen_server(subprocess, argv, log_fd, env, user)
@@ -249,26 +262,53 @@ def start_server(
         ) from exc
 
 
-def _spawn_detached(argv: list[str], log_fd: int, env: Mapping[str, str]) -> int:
+_detached: list[int] = []  # children of spawn_detached not yet reaped
+
+
+def _reap_detached() -> None:
+    """Reap the detached children that have exited (as subprocess does for a Popen dropped
+    unwaited): a long-lived caller (the pytest plugin, `database test`) keeps no zombies."""
+    for pid in list(_detached):
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            done = pid
+        if done:
+            _detached.remove(pid)
+
+
+def _spawn_session(argv: list[str], env: Mapping[str, str], out_fd: int | None,
+                   keep: Sequence[int] = ()) -> int:
+    """posix_spawn argv (argv[0] a path) in a new session: stdin on /dev/null, stdout and
+    stderr on out_fd (None: /dev/null), and of our descriptors only `keep`, under their own
+    numbers. Its pid."""
     actions: list[tuple[int, ...] | tuple[int, int, str, int, int]] = [
-        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-        (os.POSIX_SPAWN_DUP2, log_fd, 1),
-        (os.POSIX_SPAWN_DUP2, log_fd, 2),
-    ]
+        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)]
+    if out_fd is None:
+        actions += [(os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_WRONLY, 0) for fd in (1, 2)]
+    else:
+        actions += [(os.POSIX_SPAWN_DUP2, out_fd, 1), (os.POSIX_SPAWN_DUP2, out_fd, 2)]
     # close_fds: what the caller's shell passed us without close-on-exec (a pipe on fd 3+
     # held open by the server would make `x=$(postgres-init ...)` hang); ours are all
     # close-on-exec.
     for name in os.listdir("/proc/self/fd"):
         fd = int(name)
-        if fd > 2 and fd != log_fd:
+        if fd > 2 and fd != out_fd and fd not in keep:
             try:
                 inheritable = os.get_inheritable(fd)
             except OSError:  # the listing's own descriptor, closed by now
                 continue
             if inheritable:
                 actions.append((os.POSIX_SPAWN_CLOSE, fd))
-    return os.posix_spawn(argv[0], argv, dict(env), file_actions=actions, setsid=True,
-                          setsigdef=(_signal.SIGPIPE, _signal.SIGXFSZ))
+    made_inheritable = [fd for fd in keep if not os.get_inheritable(fd)]
+    try:
+        for fd in made_inheritable:
+            os.set_inheritable(fd, True)
+        return os.posix_spawn(argv[0], argv, dict(env), file_actions=actions, setsid=True,
+                              setsigdef=(_signal.SIGPIPE, _signal.SIGXFSZ))
+    finally:
+        for fd in made_inheritable:
+            os.set_inheritable(fd, False)
 
 
 def _popen_server(subprocess: Any, argv: list[str], log_fd: int, env: Mapping[str, str],

@@ -354,11 +354,12 @@ def refill(spec: Template, provided: Provided | None, env: Mapping[str, str],
     lock = _take_lock_for_worker(template)
     if lock is not None:
         job["lock_fd"] = lock
-    import json
-
     try:
+        # repr, read back with ast.literal_eval: json (and its re) is ~3 ms of the window the
+        # server starts in; -P: our working dir is not on the worker's sys.path (it starts
+        # there, then changes to /).
         proc.spawn_detached(
-            [sys.executable, "-m", "db_tool.template_cache", json.dumps(job)],
+            [sys.executable, "-P", "-m", "db_tool.template_cache", repr(job)],
             env={**env, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
             low_priority=True, pass_fds=() if lock is None else (lock,),
         )
@@ -467,4 +468,5 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    os.chdir("/")  # started in the caller's working dir (proc.spawn_detached)
     raise SystemExit(main(sys.argv[1:]))

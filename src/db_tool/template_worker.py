@@ -238,9 +238,9 @@ def _make_spare(spec: tc.Template, template: Path) -> None:
 
 
 def main(argv: list[str]) -> int:
-    import json
+    import ast
 
-    job = json.loads(argv[0])
+    job = ast.literal_eval(argv[0])  # a repr of plain values (template_cache.refill)
     acc = job["account"]
     spec = tc.Template(
         install=pgbin.PgInstall(Path(job["bin_dir"]), job["source"]),
