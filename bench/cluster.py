@@ -12,6 +12,8 @@ Cases (issue 11 targets):
   cycle    init -> cleanup -> database cleanup, back to back (no waiting for the spare)
                                                vs raw cp -a + pg_ctl start + stop + rm -rf info
   reuse    PG_REUSE=1 postgres-init            vs pg_ctl start                          <= 0.7x
+           and the floor of any Python command (bare interpreter start + postgres + poll +
+           connect, no check) vs pg_ctl start                                       info
   stop     postgres-cleanup                    vs pg_ctl stop -m fast                   <= 0.7x
   help     postgres-init --help (absolute)                                           <= 150 ms
 The peers' own numbers (testing.postgresql & co, targets for nospare and cycle) come from
@@ -124,6 +126,15 @@ def main() -> int:
     def bound_fresh() -> None:
         """The physical limit of a warm fresh init: rename a ready copy, spawn, poll."""
         (root / "spare").rename(raw_data)
+        bound_start()
+
+    def python_floor_start() -> None:
+        """The least any Python command can take to reuse a cluster: its interpreter's bare
+        start (-S, nothing imported) + spawn + poll + connect, with no check at all."""
+        subprocess.run([str(BIN / "python3"), "-S", "-c", "pass"], check=True)
+        bound_start()
+
+    def bound_start() -> None:
         subprocess.Popen(
             [tool("postgres"), "-D", str(raw_data), "-k", str(raw_sock), "-p", "5592",
              "-c", "listen_addresses="],
@@ -253,6 +264,10 @@ def main() -> int:
                               before_base=raw_stop)
                 results.append(("reuse", "PG_REUSE=1 postgres-init", a, "pg_ctl start", b,
                                 0.7))
+                a, b = paired(python_floor_start, raw_start, opts.repeat,
+                              before_ours=raw_stop, before_base=raw_stop)
+                results.append(("reuse-floor", "floor: python -S + postgres + poll", a,
+                                "pg_ctl start", b, None))
             if wanted("stop"):
                 a, b = paired(ours_stop, raw_stop, opts.repeat, before_ours=reuse,
                               before_base=raw_start)
