@@ -1242,6 +1242,8 @@ def test_hook_paths_load_no_dataclasses_inspect_typing_or_argparse(
     # The refill's job (json, re) and its hand-off (signal, a glob's fnmatch) on the warm run.
     warm_only = ["json", "re", "enum", "signal", "fnmatch"]
     lean = ["shlex", "urllib.parse", "ipaddress"]
+    if os.geteuid() != 0:  # as root the server is started by subprocess (an account switch)
+        lean += ["contextlib", "subprocess"]
     r, loaded = run_fresh_interpreter(
         "import os\n"
         "import db_tool.cli.launch\n"

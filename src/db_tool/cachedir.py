@@ -14,12 +14,12 @@ thus never stops a command. Which one was taken is said at debug level (HECTIC_L
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
 from pathlib import Path
 
 from db_tool import output
+from db_tool.errors import suppress
 from db_tool.settings import CacheLocations  # defined there: every main() builds one
 
 __all__ = ["CacheLocations", "candidates", "choose"]
@@ -53,7 +53,7 @@ def _problem(base: Path, target: Path) -> str | None:
             missing.append(p)
             p = p.parent
         for d in reversed(missing):
-            with contextlib.suppress(FileExistsError):
+            with suppress(FileExistsError):
                 os.mkdir(d, 0o700)
         st = os.stat(target)
     except OSError as exc:

@@ -15,20 +15,19 @@ wait, stop), startfail.py (why a start failed), template_cache.py (fresh data di
 
 from __future__ import annotations
 
-import contextlib
 from functools import cached_property  # functools: loaded by enum anyway
 
 from db_tool import clusterdir, fslock, output, postmaster, workdir
 from db_tool.clusterdir import LOCKFILE, MARKER, RUNTIME_CONF, SERVER_LOG
 from db_tool.conninfo import build_url
-from db_tool.errors import Error, NotInstalledError
+from db_tool.errors import Error, NotInstalledError, suppress
 from db_tool.record import Record
 from db_tool.settings import ClusterConfig
 from db_tool.startfail import BrokenData
 
 TYPE_CHECKING = False  # no typing, dataclasses or pgwire (socket) before the server is spawned
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
     from pathlib import Path
 
     from db_tool import pgbin, proc, template_cache
@@ -150,25 +149,14 @@ class Cluster:
         workdir.check_socket_path(self.sockdir, self.port)
 
     # ---- locking --------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
-        """Serialise init/start/stop on this working dir; `*_locked` methods expect it held."""
+    def locked(self) -> fslock.exclusive:
+        """Serialise init/start/stop on this working dir (`with cluster.locked():`);
+        `*_locked` methods expect it held."""
         workdir.ensure(self.working_dir)
-        lock = self.working_dir / LOCKFILE
-        try:
-            held = fslock.exclusive(
-                lock, waiting=f"waiting for another db-tool run on {self.working_dir} ..."
-            )
-            held.__enter__()
-        except OSError as exc:
-            raise _NoLock(
-                f"cannot create the lock file {lock} ({exc.strerror}): the working dir must be "
-                "writable — fix its permissions or point PG_WORKING_DIR at a writable directory"
-            ) from exc
-        try:
-            yield
-        finally:
-            held.__exit__(None, None, None)
+        return _WorkdirLock(
+            self.working_dir / LOCKFILE,
+            waiting=f"waiting for another db-tool run on {self.working_dir} ...",
+        )
 
     # ---- init -----------------------------------------------------------------------------
     def init(self, while_starting: Callable[[], None] | None = None) -> InitResult:
@@ -186,7 +174,7 @@ class Cluster:
                 # Never leave a server we started running after a failed init.
                 pid = self.running_pid()
                 if pid is not None and pid != before:
-                    with contextlib.suppress(Error):
+                    with suppress(Error):
                         self.stop_locked()
                 raise
 
@@ -459,3 +447,19 @@ class Cluster:
 
 class _NoLock(Error):
     """The working dir's lock file cannot be created (a read-only working dir)."""
+
+
+class _WorkdirLock(fslock.exclusive):
+    """The working dir's lock; one that cannot be created is a _NoLock with the fix."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        try:
+            super().__enter__()
+        except OSError as exc:
+            raise _NoLock(
+                f"cannot create the lock file {self._path} ({exc.strerror}): the working dir "
+                "must be writable — fix its permissions or point PG_WORKING_DIR at a writable "
+                "directory"
+            ) from exc

@@ -12,12 +12,11 @@ installing, upgrading or adding a PostgreSQL asks pg_config again.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from functools import cache
 from pathlib import Path
 
-from db_tool.errors import NotInstalledError
+from db_tool.errors import NotInstalledError, suppress
 from db_tool.record import Frozen
 
 TYPE_CHECKING = False  # no typing or dataclasses at run time: find() is on the hook path
@@ -166,7 +165,7 @@ def _memo_put(memo: Path | None, kind: str, key: str, value: str) -> None:
             fh.write("".join(kept[-20:]) + f"{kind}\t{key}\t{value}\n")
         os.replace(tmp, memo)
     except OSError:
-        with contextlib.suppress(OSError):
+        with suppress(OSError):
             os.unlink(tmp)
 
 
@@ -177,11 +176,11 @@ def _sweep_dead_tmps(memo: Path) -> None:
     from db_tool.proc import pid_alive
 
     prefix = f"{memo.name}.tmp-"
-    with contextlib.suppress(OSError):
+    with suppress(OSError):
         for name in os.listdir(memo.parent):
             pid = name[len(prefix):]
             if name.startswith(prefix) and pid.isdigit() and not pid_alive(int(pid)):
-                with contextlib.suppress(OSError):
+                with suppress(OSError):
                     os.unlink(memo.parent / name)
 
 
@@ -219,13 +218,13 @@ def _from_pg_config(path: str | None, memo: Path | None = None) -> Path | None:
         # Valid while the directory holding the installations is unchanged (Debian's wrapper
         # picks the newest of /usr/lib/postgresql/*: a new major changes that directory).
         stamp, _, bin_dir = remembered.partition(":")
-        with contextlib.suppress(OSError):
+        with suppress(OSError):
             if stamp == str(os.stat(Path(bin_dir).parent.parent).st_mtime_ns):
                 return Path(bin_dir)
     found = _pg_config([pg_config, "--bindir"])
     if found is None:
         return None
-    with contextlib.suppress(OSError):
+    with suppress(OSError):
         stamp = str(os.stat(Path(found).parent.parent).st_mtime_ns)
         _memo_put(memo, "bindir", key, f"{stamp}:{found}")
     return Path(found)

@@ -14,14 +14,13 @@ from __future__ import annotations
 # _signal, not signal: postgres-cleanup needs three numbers, not the IntEnum of every signal
 # (signal imports enum, milliseconds of its start-up).
 import _signal  # type: ignore[import-not-found]
-import contextlib
 import itertools
 import os
 import time
 
 from db_tool import proc
 from db_tool.clusterdir import RUNTIME_CONF, socket_path
-from db_tool.errors import Error, ExitCode
+from db_tool.errors import Error, ExitCode, suppress
 from db_tool.startfail import StartLog, connect_failed, start_failed
 
 # pgwire (and with it socket) loads once the server is spawned, while it starts up.
@@ -116,13 +115,13 @@ def clear_dead_pidfile(datadir: Path, sockdir: Path, port: int) -> None:
     refuse to start."""
     lines = pidfile_lines(datadir)
     if lines and lines[0].strip().isdigit() and not proc.pid_alive(int(lines[0])):
-        with contextlib.suppress(FileNotFoundError):
+        with suppress(FileNotFoundError):
             os.unlink(os.path.join(datadir, "postmaster.pid"))
     lock = _socket_lock(sockdir, port)
     first = _first_line(lock)
     if first is not None and first.isdigit() and not proc.pid_alive(int(first)):
         for stale in (lock, socket_path(sockdir, port)):
-            with contextlib.suppress(FileNotFoundError):
+            with suppress(FileNotFoundError):
                 os.unlink(stale)
 
 
@@ -198,7 +197,7 @@ def verify_listening(lines: list[str], datadir: Path, sockdir: Path, port: int) 
     if listen:
         problems.append(f"listen_addresses = '{listen}' (TCP) instead of ''")
     sock = socket_path(sockdir, port)
-    with contextlib.suppress(OSError):
+    with suppress(OSError):
         mode = os.stat(sock).st_mode & 0o777
         if mode & 0o077:
             problems.append(f"socket {sock} with mode {mode:o} instead of 700")
@@ -215,7 +214,7 @@ def kill(child: proc.Server) -> None:
     for sig, wait in ((_signal.SIGINT, 20.0), (_signal.SIGQUIT, 10.0), (_signal.SIGKILL, 10.0)):
         if child.poll() is not None:
             return
-        with contextlib.suppress(ProcessLookupError):
+        with suppress(ProcessLookupError):
             os.kill(child.pid, sig)
         deadline = time.monotonic() + wait
         while child.poll() is None and time.monotonic() < deadline:
@@ -225,7 +224,7 @@ def kill(child: proc.Server) -> None:
 def stop(pid: int, timeout: float, log_dir: Path) -> None:
     """Fast shutdown of the postmaster `pid` (sessions rolled back, a checkpoint written),
     waited for with fine polling."""
-    with contextlib.suppress(ProcessLookupError):
+    with suppress(ProcessLookupError):
         os.kill(pid, _signal.SIGINT)
     deadline = time.monotonic() + timeout
     pause = 0.0005
@@ -289,7 +288,7 @@ def server_process_env(caller: Iterable[tuple[str, str]],
     else:
         import pwd
 
-        with contextlib.suppress(KeyError):
+        with suppress(KeyError):
             entry = pwd.getpwuid(os.getuid())
             env.update(HOME=entry.pw_dir or "/", USER=entry.pw_name, LOGNAME=entry.pw_name)
     return env

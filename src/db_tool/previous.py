@@ -9,11 +9,11 @@ OID PostgreSQL hands out to user objects) in some database, or a tablespace.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 
 from db_tool import output, template_cache
+from db_tool.errors import suppress
 
 __all__ = ["PREVIOUS", "holds_data", "keep"]
 
@@ -40,7 +40,7 @@ def _size(path: Path) -> int:
     total = 0
     for root, _dirs, files in os.walk(path):
         for name in files:
-            with contextlib.suppress(OSError):
+            with suppress(OSError):
                 total += os.lstat(os.path.join(root, name)).st_blocks * 512
     return total
 

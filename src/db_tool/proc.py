@@ -7,10 +7,9 @@ so a background server can never hold the caller's pipes open.
 from __future__ import annotations
 
 import _signal  # type: ignore[import-not-found]  # signal builds an IntEnum: enum costs ms
-import contextlib
 import os
 
-from db_tool.errors import Error, NotInstalledError
+from db_tool.errors import Error, NotInstalledError, suppress
 from db_tool.record import Frozen
 
 TYPE_CHECKING = False  # no typing (nor dataclasses) at run time: this is on the hook path
@@ -442,7 +441,7 @@ def run_group(
         err = child.stderr.read().decode("utf-8", "replace") if child.stderr else ""
         rc = child.wait()
     except BaseException:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
+        with suppress(ProcessLookupError, PermissionError):
             os.killpg(child.pid, _signal.SIGKILL)
         child.wait()
         raise
@@ -490,7 +489,7 @@ def kill_servers_left_in(path: str) -> None:
     if not os.path.isdir(inside) or os.path.islink(inside):
         return
     pids = []
-    with contextlib.suppress(OSError):
+    with suppress(OSError):
         for name in os.listdir("/proc"):
             if not name.isdigit():
                 continue
@@ -502,7 +501,7 @@ def kill_servers_left_in(path: str) -> None:
                 continue
             if comm in ("postgres", "initdb") and (
                     cwd == inside or cwd.startswith(inside + "/")):
-                with contextlib.suppress(OSError):
+                with suppress(OSError):
                     os.kill(int(name), _signal.SIGKILL)
                     pids.append(int(name))
     import time

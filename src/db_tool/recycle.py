@@ -20,10 +20,11 @@ is replaced by a new one.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
 import time
+
+from db_tool.errors import suppress
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -155,7 +156,7 @@ def into_place(template_data: Path, datadir: Path, recyclable: list[Path]) -> bo
     except BaseException as exc:
         if taken:  # a user's data may be large: deleted in the background, not here
             back = parent / f".trash-{os.getpid()}-{time.monotonic_ns()}"
-            with contextlib.suppress(OSError):
+            with suppress(OSError):
                 made.rename(back)
                 recyclable.append(back)
         tc._rmtree(build, ignore_errors=True)
@@ -167,6 +168,6 @@ def into_place(template_data: Path, datadir: Path, recyclable: list[Path]) -> bo
     finally:
         if aside.is_dir():  # what the template lacks: deleted in the background
             recyclable.append(aside)
-    with contextlib.suppress(OSError):
+    with suppress(OSError):
         os.rmdir(build)
     return True

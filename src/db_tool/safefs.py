@@ -10,12 +10,11 @@ instead of writing through it.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
 from pathlib import Path
 
-from db_tool.errors import Error
+from db_tool.errors import Error, suppress
 from db_tool.proc import RunAs
 
 
@@ -61,7 +60,7 @@ def replace_file(path: Path, text: str, *, owner: RunAs | None, mode: int = 0o60
             raise Error(f"cannot write {path}: {exc.strerror}") from exc
         return
     tmp = path.with_name(f".{path.name}.db-tool-{os.getpid()}.tmp")
-    with contextlib.suppress(FileNotFoundError):
+    with suppress(FileNotFoundError):
         os.unlink(tmp)
     try:
         fd = os.open(
@@ -77,7 +76,7 @@ def replace_file(path: Path, text: str, *, owner: RunAs | None, mode: int = 0o60
             fh.write(text.encode("utf-8"))
         os.rename(tmp, path)
     except BaseException:
-        with contextlib.suppress(OSError):
+        with suppress(OSError):
             os.unlink(tmp)
         raise
 

@@ -28,7 +28,6 @@ cache dir); nothing reads the environment or a Cluster.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
 import stat
@@ -37,7 +36,7 @@ import time
 from pathlib import Path
 
 from db_tool import output, proc, template_manifest
-from db_tool.errors import Error
+from db_tool.errors import Error, suppress
 
 TYPE_CHECKING = False  # no typing or dataclasses at run time: a fresh init is the hook path
 if TYPE_CHECKING:
@@ -181,7 +180,7 @@ def build_dir(parent: Path) -> Path:
 def _remove_empty(build: Path) -> None:
     # Its data dir is in place: what is left is an empty dir (or, if this fails, one the
     # next run removes as a dead build).
-    with contextlib.suppress(OSError):
+    with suppress(OSError):
         build.rmdir()
 
 
@@ -317,14 +316,14 @@ def drop(spec: Template) -> None:
     template = spec.path
     if template is None:
         return
-    with contextlib.suppress(OSError):
+    with suppress(OSError):
         (template / "ready").unlink()
     if template.is_symlink() or (template.exists() and not template.is_dir()):
-        with contextlib.suppress(OSError):
+        with suppress(OSError):
             template.unlink()
         return
     if template.exists():
-        with contextlib.suppress(OSError):
+        with suppress(OSError):
             discard(template, template.parent, prefix=".stale-")
 
 
@@ -414,10 +413,10 @@ def remove_tree(path: Path, wait: bool = False) -> None:
         _rmtree(path)
         return
     stale = []  # left by a background removal that never finished (machine stopped)
-    with contextlib.suppress(OSError), os.scandir(path.parent) as it:
+    with suppress(OSError), os.scandir(path.parent) as it:
         for entry in it:
             if entry.name.startswith(".db-tool-trash-") and entry.path != str(trash):
-                with contextlib.suppress(OSError):
+                with suppress(OSError):
                     if time.time() - entry.stat(follow_symlinks=False).st_ctime > 600:
                         stale.append(entry.path)
     if wait:
