@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tests.helpers import base_env, run_cmd, run_fresh_interpreter, script
 
-DEFERRED = ["re", "fnmatch", "urllib.parse", "ipaddress", "enum"]
+DEFERRED = ["re", "fnmatch", "urllib.parse", "ipaddress", "enum", "functools", "collections"]
 NOT_ON_THE_STOP = [*DEFERRED, "contextlib", "signal", "subprocess"]
 
 
@@ -44,6 +44,8 @@ def test_glob_match_and_as_uri_answer_as_plain_pathlib_does(tmp_path: Path) -> N
         "from pathlib import Path\n" + probe
         + "import re, fnmatch, urllib.parse, pathlib\n"
         "assert pathlib.re is re and pathlib.fnmatch is fnmatch, 'stand-ins left in pathlib'\n"
+        "assert list(p.glob('*.sql')) == list(p.glob('*.sql'))  # the cached selector again\n"
+        "assert pathlib._make_selector.__name__ == 'call'  # the lazy lru_cache ran\n"
         "assert type(sys.modules['re']) is type(sys), sys.modules['re']\n",
         DEFERRED, os.environ)
     assert plain.returncode == 0 and lean.returncode == 0, plain.stderr + lean.stderr

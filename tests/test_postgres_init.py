@@ -1243,7 +1243,7 @@ def test_hook_paths_load_no_dataclasses_inspect_typing_or_argparse(
     warm_only = ["json", "re", "enum", "signal", "fnmatch"]
     lean = ["shlex", "urllib.parse", "ipaddress"]
     if os.geteuid() != 0:  # as root the server is started by subprocess (an account switch)
-        lean += ["contextlib", "subprocess"]
+        lean += ["contextlib", "subprocess", "functools", "collections"]
     r, loaded = run_fresh_interpreter(
         "import os\n"
         "import db_tool.cli.launch\n"

@@ -15,8 +15,6 @@ wait, stop), startfail.py (why a start failed), template_cache.py (fresh data di
 
 from __future__ import annotations
 
-from functools import cached_property  # functools: loaded by enum anyway
-
 from db_tool import clusterdir, fslock, output, postmaster, workdir
 from db_tool.clusterdir import LOCKFILE, MARKER, RUNTIME_CONF, SERVER_LOG
 from db_tool.conninfo import build_url
@@ -29,6 +27,7 @@ TYPE_CHECKING = False  # no typing, dataclasses or pgwire (socket) before the se
 if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
+    from typing import Any
 
     from db_tool import pgbin, proc, template_cache
 
@@ -40,6 +39,9 @@ __all__ = ["LOCKFILE", "MARKER", "RUNTIME_CONF", "Cluster",
 
 START_TIMEOUT = postmaster.START_TIMEOUT
 STOP_TIMEOUT = postmaster.STOP_TIMEOUT
+
+
+_UNSET: Any = object()  # a lazily worked-out attribute not worked out yet
 
 
 class InitResult(Record):
@@ -62,6 +64,10 @@ class Cluster:
         self._refill_due = False  # a fresh data dir was made: the background refill is due
         self._trash: list[Path] = []  # discarded data, deleted by the background worker
         self._seen_database: str | None = None  # connected to it at the last start
+        # Worked out on first use (not functools.cached_property: no functools on the hook
+        # paths); _UNSET until then.
+        self._run_as: proc.RunAs | None = _UNSET
+        self._cache: Path | None = _UNSET
         # Called once right after the next postmaster is spawned, before its readiness is
         # awaited: work that needs no server (imports, the background refill) overlaps the
         # ~60 ms the server takes to come up.
@@ -114,11 +120,13 @@ class Cluster:
                                        memo=None if cache is None else cache / "pgbin.memo")
         return self._install
 
-    @cached_property
+    @property
     def run_as(self) -> proc.RunAs | None:
-        from db_tool import privs
+        if self._run_as is _UNSET:
+            from db_tool import privs
 
-        return privs.server_account(self.config.os_user)
+            self._run_as = privs.server_account(self.config.os_user)
+        return self._run_as
 
     @property
     def log_dir(self) -> Path:
@@ -282,14 +290,18 @@ class Cluster:
         workdir.prepare_sockdir(self.sockdir, account)
 
     # ---- template cache (template_cache.py) ------------------------------------------------
-    @cached_property
+    @property
     def _cache_dir(self) -> Path | None:
-        locations = self.config.cache_locations
-        if locations is None:
-            return None
-        from db_tool import cachedir
+        if self._cache is _UNSET:
+            locations = self.config.cache_locations
+            if locations is None:
+                self._cache = None
+            else:
+                from db_tool import cachedir
 
-        return cachedir.choose(locations, self.working_dir.parent, "template cache")
+                self._cache = cachedir.choose(locations, self.working_dir.parent,
+                                              "template cache")
+        return self._cache
 
     def template_spec(self) -> template_cache.Template:
         from db_tool import template_cache

@@ -13,7 +13,6 @@ installing, upgrading or adding a PostgreSQL asks pg_config again.
 from __future__ import annotations
 
 import os
-from functools import cache
 from pathlib import Path
 
 from db_tool.errors import NotInstalledError, suppress
@@ -93,15 +92,22 @@ def _pg_config(argv: list[str]) -> str | None:
     return out.out.strip() if out.ok and out.out.strip() else None
 
 
-@cache
 def _version_of(postgres: str) -> str:
-    from db_tool import proc
-
-    out = proc.run([postgres, "--version"], check=False).out
-    version = _first_version(out)
+    """`postgres --version`'s number, asked once per run and binary. (Dicts, not
+    functools.cache, here and below: functools is not loaded on the hook paths.)"""
+    version = _versions.get(postgres)
     if version is None:
-        raise NotInstalledError(f"cannot read the version of {postgres}: {_FIX}")
+        from db_tool import proc
+
+        out = proc.run([postgres, "--version"], check=False).out
+        version = _first_version(out)
+        if version is None:
+            raise NotInstalledError(f"cannot read the version of {postgres}: {_FIX}")
+        _versions[postgres] = version
     return version
+
+
+_versions: dict[str, str] = {}
 
 
 # No `re` in this module: it is on the hook path (a reuse), and re costs ~4 ms to import.
@@ -169,10 +175,12 @@ def _memo_put(memo: Path | None, kind: str, key: str, value: str) -> None:
             os.unlink(tmp)
 
 
-@cache
 def _sweep_dead_tmps(memo: Path) -> None:
     """A writer killed between its write and its rename leaves `<memo>.tmp-<pid>`: remove
-    those whose writer is gone."""
+    those whose writer is gone (once per run and memo)."""
+    if memo in _swept:
+        return
+    _swept.add(memo)
     from db_tool.proc import pid_alive
 
     prefix = f"{memo.name}.tmp-"
@@ -182,6 +190,9 @@ def _sweep_dead_tmps(memo: Path) -> None:
             if name.startswith(prefix) and pid.isdigit() and not pid_alive(int(pid)):
                 with suppress(OSError):
                     os.unlink(memo.parent / name)
+
+
+_swept: set[Path] = set()
 
 
 def _pkglibdir(bin_dir: str, memo: Path | None = None) -> Path:

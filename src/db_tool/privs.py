@@ -17,7 +17,6 @@ import os
 import pwd
 import stat
 import struct
-from functools import cache
 from pathlib import Path
 
 from db_tool import output, proc
@@ -57,14 +56,21 @@ def server_account(requested: str | None) -> RunAs | None:
     )
 
 
-@cache
 def _groups_of(account: RunAs) -> frozenset[int]:
-    """The account's groups (getgrall reads all of /etc/group: once per run and account)."""
-    groups = {account.gid}
-    for g in grp.getgrall():
-        if account.name in g.gr_mem:
-            groups.add(g.gr_gid)
-    return frozenset(groups)
+    """The account's groups (getgrall reads all of /etc/group: once per run and account).
+    (A dict, not functools.cache: functools and collections are not loaded on the hook
+    paths.)"""
+    groups = _groups_seen.get(account)
+    if groups is None:
+        found = {account.gid}
+        for g in grp.getgrall():
+            if account.name in g.gr_mem:
+                found.add(g.gr_gid)
+        groups = _groups_seen[account] = frozenset(found)
+    return groups
+
+
+_groups_seen: dict[RunAs, frozenset[int]] = {}
 
 
 _ACL_USER, _ACL_GROUP_OBJ, _ACL_GROUP, _ACL_MASK = 0x02, 0x04, 0x08, 0x10

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping, Sequence
 
 from db_tool.cli.common import env_dict, guarded
 from db_tool.errors import Error
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # collections (collections.abc's package) is not loaded on the hook paths
+    from collections.abc import Mapping, Sequence
 
 HELP = """\
 usage: postgres-cleanup [-h|--help] [--version]
@@ -63,10 +66,10 @@ def _stop(environ: Mapping[str, str]) -> str:
     cluster = Cluster(ClusterConfig(working_dir=wd.absolute()))
     stopped = cluster.running_pid() is not None and cluster.stop()
     # Not in a finally: an interrupted or failed stop does not wait for the background worker.
-    from db_tool import template_cache
+    from db_tool import cachedir
     from db_tool.settings import runtime
 
-    template_cache.settle_near(wd.absolute(), runtime().cache_locations.tmpdir)
+    cachedir.settle_near(wd.absolute(), runtime().cache_locations.tmpdir)
     if stopped:
         return f"stopped the cluster in {wd}"
     return f"no server running in {wd}; nothing to stop"

@@ -6,12 +6,12 @@ Reached through the `postgres-init` sh shim (so it can be sourced) as `db-tool p
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping, Sequence
 
 from db_tool.cli.common import env_dict, guarded
 
 TYPE_CHECKING = False  # typing (and re) costs a few ms of every --help
-if TYPE_CHECKING:  # --help and --version import no pathlib
+if TYPE_CHECKING:  # --help and --version import no pathlib; nothing here imports collections
+    from collections.abc import Mapping, Sequence
     from pathlib import Path
 
     from db_tool.settings import ClusterConfig
