@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from pathlib import Path
 
 from db_tool import output
 from db_tool.errors import suppress
 from db_tool.settings import CacheLocations  # defined there: every main() builds one
 
-__all__ = ["CacheLocations", "candidates", "choose"]
+__all__ = ["CacheLocations", "candidates", "choose", "settle_near"]
 
 
 def candidates(loc: CacheLocations, near: Path | None) -> list[tuple[Path, Path]]:
@@ -84,3 +85,37 @@ def choose(loc: CacheLocations, near: Path | None, what: str = "cache") -> Path 
         tried.append(f"{target}: {why}")
     output.debug(f"{what}: no usable directory ({'; '.join(tried)}); working without a cache")
     return None
+
+
+# How long postgres-cleanup waits for a worker in a cache inside the tree it is in.
+SETTLE_WAIT = 10.0
+
+
+def settle_near(working_dir: Path, tmpdir: str | None, timeout: float = SETTLE_WAIT) -> bool:
+    """Wait up to `timeout` for the background worker of a fallback cache — the one beside the
+    working dir, or in $TMPDIR (/tmp without it) — to finish; True when none is at work.
+
+    Those caches are taken when HOME is unusable (build sandboxes, CI, containers), so they
+    sit inside a tree that is thrown away right after `postgres-cleanup` (a trap, then
+    `rm -rf`): a spare still being copied into it would make that `rm` fail ("Directory not
+    empty"). The cache under HOME or XDG_CACHE_HOME is never waited for."""
+    # With no HOME and no XDG_CACHE_HOME, the candidates are exactly the fallbacks.
+    fallbacks = candidates(CacheLocations(tmpdir=tmpdir), working_dir.parent)
+    locks: list[Path] = []
+    for _, cache in fallbacks:
+        try:
+            names = os.listdir(cache / "templates")
+        except OSError:
+            continue
+        locks += [cache / "templates" / name / "lock" for name in names]
+    if not locks:
+        return True
+    from db_tool import fslock
+
+    deadline = time.monotonic() + timeout
+    for lock in locks:
+        while fslock.held(lock):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+    return True

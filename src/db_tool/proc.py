@@ -466,9 +466,10 @@ def pid_alive(pid: int) -> bool:
         pass
     # A zombie (a killed server nobody reaped: pid 1 of many containers never does) still
     # "exists"; treat it as gone.
+    # Bytes: a text open looks up its codec (encodings.ascii: ~1 ms on the first stop poll).
     try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
-            return fh.read().split(") ")[-1][:1] != "Z"
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b") ", 1)[-1][:1] != b"Z"
     except OSError:
         return True
 

@@ -49,7 +49,6 @@ __all__ = ["Template", "discard", "initdb", "provide"]
 BUILD_PREFIX = ".db-tool-build-"  # <wd>/.db-tool-build-<pid>-...: a data dir being made
 SCRATCH_PREFIX = "db-tool-template-"  # $TMPDIR/db-tool-template-<pid>-*: a root build
 REFILL_WAIT = 2.0  # how long a fresh init waits for a spare that is being copied
-SETTLE_WAIT = 10.0  # how long postgres-cleanup waits for a worker in a cache inside the tree
 
 
 class Template:
@@ -147,8 +146,8 @@ def create_database_offline(spec: Template, datadir: Path, env: Mapping[str, str
 
 def boot_id() -> str:
     try:
-        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as fh:
-            return fh.read().strip().replace("-", "")[:16]
+        with open("/proc/sys/kernel/random/boot_id", "rb") as fh:  # no codec lookup
+            return fh.read().decode("ascii", "replace").strip().replace("-", "")[:16]
     except OSError:
         return "noboot"
 
@@ -349,7 +348,7 @@ def refill(spec: Template, provided: Provided | None, env: Mapping[str, str],
         "env": dict(env),  # for initdb: the worker reads no environment of its own
     }
     # The worker gets the template's lock already taken: from before this command returns, a
-    # waiter (postgres-cleanup's settle_near) sees it at work, not a free lock until it starts.
+    # waiter (postgres-cleanup: cachedir.settle_near) sees it at work, not a free lock.
     lock = _take_lock_for_worker(template)
     if lock is not None:
         job["lock_fd"] = lock
@@ -424,39 +423,6 @@ def remove_tree(path: Path, wait: bool = False) -> None:
             _rmtree(victim, ignore_errors=True)
         return
     proc.spawn_detached(["rm", "-rf", "--", str(trash), *stale], low_priority=True)
-
-
-def settle_near(working_dir: Path, tmpdir: str | None, timeout: float = SETTLE_WAIT) -> bool:
-    """Wait up to `timeout` for the background worker of a fallback cache — the one beside the
-    working dir, or in $TMPDIR (/tmp without it) — to finish; True when none is at work.
-
-    Those caches are taken when HOME is unusable (build sandboxes, CI, containers), so they
-    sit inside a tree that is thrown away right after `postgres-cleanup` (a trap, then
-    `rm -rf`): a spare still being copied into it would make that `rm` fail ("Directory not
-    empty"). The cache under HOME or XDG_CACHE_HOME is never waited for."""
-    from db_tool import cachedir
-    from db_tool.settings import CacheLocations
-
-    # With no HOME and no XDG_CACHE_HOME, the candidates are exactly the fallbacks.
-    fallbacks = cachedir.candidates(CacheLocations(tmpdir=tmpdir), working_dir.parent)
-    locks: list[Path] = []
-    for _, cache in fallbacks:
-        try:
-            names = os.listdir(cache / "templates")
-        except OSError:
-            continue
-        locks += [cache / "templates" / name / "lock" for name in names]
-    if not locks:
-        return True
-    from db_tool import fslock
-
-    deadline = time.monotonic() + timeout
-    for lock in locks:
-        while fslock.held(lock):
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.02)
-    return True
 
 
 def main(argv: list[str]) -> int:
