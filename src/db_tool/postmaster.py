@@ -147,6 +147,8 @@ def await_ready(child: proc.Server, log: StartLog, datadir: Path, sockdir: Path,
     next, saving a second backend start); True when it exists."""
     deadline = time.monotonic() + START_TIMEOUT
     pause = 0.001
+    from db_tool import pgwire  # now, while the server starts, not once it is ready
+
     while True:
         if child.poll() is not None:
             start_failed(log, datadir, sockdir, port)
@@ -163,8 +165,6 @@ def await_ready(child: proc.Server, log: StartLog, datadir: Path, sockdir: Path,
         time.sleep(pause)
         pause = min(pause * 1.5, 0.002)  # a read of postmaster.pid costs ~20 µs
     verify_listening(lines, datadir, sockdir, port)
-    from db_tool import pgwire
-
     while True:
         try:
             pgwire.connect(sockdir, port, superuser, database, timeout=2.0).close()

@@ -19,12 +19,14 @@ user's process keeps its imports as they are.
 from __future__ import annotations
 
 import sys
-from types import ModuleType
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from importlib.machinery import ModuleSpec
+    from types import ModuleType
+else:
+    ModuleType = type(sys)  # types.ModuleType, without importing types
 
 DEFERRED = ("re", "fnmatch", "urllib.parse", "functools")
 
