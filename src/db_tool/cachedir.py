@@ -10,6 +10,9 @@ A directory is usable when we can create it (mode 0700) or it exists, is a direc
 us and we can write it; one owned by someone else is refused (in /tmp anyone may plant one).
 An unwritable, missing or unset HOME (Nix build sandboxes, systemd ProtectHome, `nobody`)
 thus never stops a command. Which one was taken is said at debug level (HECTIC_LOG=debug).
+
+settle_near(): postgres-cleanup's wait for the background worker of a cache that lies inside
+a tree about to be thrown away (here, not in template_cache: the stop loads no more than this).
 """
 
 from __future__ import annotations

@@ -166,7 +166,7 @@ def spawn_detached(
     low_priority: nice 19 and, when `ionice` is installed, the idle I/O class, so that the
     work never slows down what the user runs next.
 
-    A posix_spawn, as for the server (spawn_server): it runs on a warm fresh init while the
+    A posix_spawn, as for the server (start_server): it runs on a warm fresh init while the
     server starts, and subprocess's import (threading, selectors, locale) is ~7 ms of that
     window. The child starts in our working dir, so give it absolute paths; a Python child
     changes to / itself (template_cache's __main__). Without /proc/self/fd to list our
