@@ -30,10 +30,9 @@ def test_exclusive_is_reentrant_in_one_thread_and_held_until_the_outer_exit(
     assert _open_fds() == before
 
 
-def test_exclusive_taken_elsewhere_is_busy_at_once_and_leaks_no_descriptor(
-    tmp_path: Path,
-) -> None:
-    lock = tmp_path / "lock"
+def _hold_in_another_thread(lock: Path) -> tuple[threading.Thread, threading.Event]:
+    """Take lock exclusively in a thread of its own (another holder, as far as fslock can
+    tell), held until the returned event is set."""
     taken, release = threading.Event(), threading.Event()
 
     def other() -> None:
@@ -43,8 +42,16 @@ def test_exclusive_taken_elsewhere_is_busy_at_once_and_leaks_no_descriptor(
 
     t = threading.Thread(target=other)
     t.start()
+    assert taken.wait(10)
+    return t, release
+
+
+def test_exclusive_taken_elsewhere_is_busy_at_once_and_leaks_no_descriptor(
+    tmp_path: Path,
+) -> None:
+    lock = tmp_path / "lock"
+    t, release = _hold_in_another_thread(lock)
     try:
-        assert taken.wait(10)
         before = _open_fds()
         with pytest.raises(Error, match=r"^busy here$"), fslock.exclusive(lock, busy="busy here"):
             raise AssertionError("entered a lock another thread holds")
@@ -60,16 +67,7 @@ def test_exclusive_waits_for_the_holder_and_says_so(
     tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
     lock = tmp_path / "lock"
-    taken, release = threading.Event(), threading.Event()
-
-    def other() -> None:
-        with fslock.exclusive(lock):
-            taken.set()
-            release.wait(10)
-
-    t = threading.Thread(target=other)
-    t.start()
-    assert taken.wait(10)
+    t, release = _hold_in_another_thread(lock)
     threading.Timer(0.2, release.set).start()
     with fslock.exclusive(lock, waiting="waiting for the other one"):
         assert release.is_set()
