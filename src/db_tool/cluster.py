@@ -69,7 +69,7 @@ class Cluster:
         self._run_as: proc.RunAs | None = _UNSET
         self._cache: Path | None = _UNSET
         # Called once right after the next postmaster is spawned, before its readiness is
-        # awaited: work that needs no server (imports, the background refill) overlaps the
+        # awaited: work that needs no server (the rest of the imports) overlaps the
         # ~60 ms the server takes to come up.
         self._while_starting: Callable[[], None] | None = None
 
