@@ -113,7 +113,7 @@ _versions: dict[str, str] = {}
 # No `re` in this module: it is on the hook path (a reuse), and re costs ~4 ms to import.
 def _major_in_path(path: str) -> int | None:
     """N of a distro layout's .../postgresql/N/bin (a trailing / allowed), else None."""
-    parts = path.rstrip("/").split("/") if path.endswith("/bin/") else path.split("/")
+    parts = (path[:-1] if path.endswith("/bin/") else path).split("/")
     if len(parts) >= 3 and parts[-1] == "bin" and parts[-3] == "postgresql" \
             and parts[-2].isascii() and parts[-2].isdigit():
         return int(parts[-2])
@@ -125,14 +125,17 @@ def _first_version(text: str) -> str | None:
     start = next((i for i, ch in enumerate(text) if "0" <= ch <= "9"), None)
     if start is None:
         return None
-    end = start
-    while end < len(text) and "0" <= text[end] <= "9":
-        end += 1
-    if end + 1 < len(text) and text[end] == "." and "0" <= text[end + 1] <= "9":
-        end += 1
-        while end < len(text) and "0" <= text[end] <= "9":
-            end += 1
+    end = _digits_end(text, start)
+    if text[end:end + 1] == "." and _digits_end(text, end + 1) > end + 1:
+        end = _digits_end(text, end + 1)
     return text[start:end]
+
+
+def _digits_end(text: str, i: int) -> int:
+    """Where the run of ASCII digits at text[i] ends."""
+    while i < len(text) and "0" <= text[i] <= "9":
+        i += 1
+    return i
 
 
 def _identity(path: str | Path) -> str:

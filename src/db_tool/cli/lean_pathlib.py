@@ -5,13 +5,13 @@ pathlib imports `re` (which imports `enum`), `fnmatch`, `urllib.parse` (which im
 inside `glob`, `match` and `as_uri` (functools: the lru_cache on glob's selectors). On this
 project's hook paths (a reuse, a stop, a warm fresh init) that is ~13 ms of a ~100 ms command
 for modules nobody calls. `install()` puts a finder first on `sys.meta_path` that, when
-pathlib is first imported (by whatever module), executes it with those three standing in as
+pathlib is first imported (by whatever module), executes it with those four standing in as
 deferred modules: the first attribute anyone reads from one imports the real module and
 answers from it, so every behaviour is the standard one; only the moment of the import moves.
 The stand-ins are in `sys.modules` only while pathlib's own code runs, and the finder removes
 itself on that first import. A path that never imports pathlib (every --help) pays nothing.
 
-The same idea as Mercurial's demandimport, cut down to three modules and one importer. It
+The same idea as Mercurial's demandimport, cut down to four modules and one importer. It
 runs in db-tool's own commands only (cli/launch.py), never on `import db_tool`: a library
 user's process keeps its imports as they are.
 """
@@ -79,7 +79,7 @@ def _quote_from_bytes(*args: object, **kwargs: object) -> str:
 
 
 def _exec_deferring(exec_module: Callable[[ModuleType], None], module: ModuleType) -> None:
-    """Run pathlib's code with re, fnmatch and urllib.parse (those not loaded) deferred."""
+    """Run pathlib's code with the DEFERRED modules (those not loaded yet) deferred."""
     stand_ins: dict[str, ModuleType] = {}
     for name in DEFERRED:
         if name not in sys.modules:
@@ -137,7 +137,7 @@ class _Finder:
 
 
 def install() -> None:
-    """Defer re, fnmatch and urllib.parse on pathlib's first import (if that is still to
-    come in this process)."""
+    """Defer the DEFERRED modules on pathlib's first import (if that is still to come in this
+    process)."""
     if "pathlib" not in sys.modules and _Finder not in sys.meta_path:
         sys.meta_path.insert(0, _Finder)
